@@ -1,0 +1,369 @@
+#include "mfs/wire/connection.h"
+
+#include <spdlog/spdlog.h>
+
+namespace mfs::wire {
+
+Connection::Connection(tcp::socket socket, AuthConfig auth, RequestHandler on_request,
+                       CloseHandler on_close)
+    : socket_(std::move(socket)),
+      strand_(asio::make_strand(socket_.get_executor())),
+      auth_(std::move(auth)),
+      on_request_(std::move(on_request)),
+      on_close_(std::move(on_close)),
+      handshake_timer_(strand_) {
+  boost::system::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+  socket_.set_option(tcp::no_delay(true), ec);
+}
+
+Connection::~Connection() = default;
+
+void Connection::Accept(tcp::socket socket, const AuthConfig& auth, RequestHandler on_request,
+                        CloseHandler on_close, ReadyCallback ready) {
+  Ptr c(new Connection(std::move(socket), auth, std::move(on_request), std::move(on_close)));
+  asio::dispatch(c->strand_, [c, ready = std::move(ready)]() mutable {
+    c->StartServerHandshake(std::move(ready));
+  });
+}
+
+void Connection::Connect(asio::io_context& io, const tcp::endpoint& local,
+                         const tcp::endpoint& remote, const AuthConfig& auth,
+                         RequestHandler on_request, CloseHandler on_close, ReadyCallback ready) {
+  tcp::socket sock(io);
+  boost::system::error_code ec;
+  sock.open(remote.protocol(), ec);
+  if (!ec && !local.address().is_unspecified()) sock.bind(local, ec);
+  if (ec) {
+    Status s = Status::Error(ec.value(), "connect " + remote.address().to_string() + ": bind " +
+                                             local.address().to_string() + ": " + ec.message());
+    asio::post(io, [ready = std::move(ready), s]() { ready(s); });
+    return;
+  }
+  auto holder = std::make_shared<tcp::socket>(std::move(sock));
+  auto timer = std::make_shared<asio::steady_timer>(io, auth.handshake_timeout);
+  timer->async_wait([holder](boost::system::error_code e) {
+    if (!e) {
+      boost::system::error_code ignored;
+      holder->close(ignored);
+    }
+  });
+  holder->async_connect(remote, [holder, timer, auth, remote, on_request = std::move(on_request),
+                                 on_close = std::move(on_close),
+                                 ready = std::move(ready)](boost::system::error_code e) mutable {
+    timer->cancel();
+    if (e) {
+      int err = e == asio::error::operation_aborted ? ETIMEDOUT : e.value();
+      ready(Status::Error(err, "connect " + remote.address().to_string() + ":" +
+                                   std::to_string(remote.port()) + ": " +
+                                   (err == ETIMEDOUT ? std::string("timed out") : e.message())));
+      return;
+    }
+    Ptr c(new Connection(std::move(*holder), auth, std::move(on_request), std::move(on_close)));
+    asio::dispatch(c->strand_, [c, ready = std::move(ready)]() mutable {
+      c->StartClientHandshake(std::move(ready));
+    });
+  });
+}
+
+void Connection::StartServerHandshake(ReadyCallback ready) {
+  auto self = shared_from_this();
+  handshake_timer_.expires_after(auth_.handshake_timeout);
+  handshake_timer_.async_wait([self](boost::system::error_code e) {
+    if (!e) self->Close(Status::TimedOut("auth: handshake timed out"));
+  });
+  auto hs = std::make_shared<ServerHandshake>(auth_.secret, auth_.self_id);
+  QueueWrite(EncodeFrame(static_cast<uint16_t>(FrameType::kAuthHello), 0, 0, hs->Hello()));
+  ReadFrame([self, hs, ready = std::move(ready)](Result<Frame> f) mutable {
+    if (!f.ok()) {
+      self->handshake_timer_.cancel();
+      ready(f.status());
+      return;
+    }
+    if (f->type() != static_cast<uint16_t>(FrameType::kAuthProve)) {
+      Status s = Status::Error(EPROTO, "auth: expected a proof from " + self->remote_);
+      self->QueueWrite(EncodeFrame(f->type(), kFlagResponse | kFlagError, 0, EncodeError(s)));
+      self->Close(s);
+      ready(s);
+      return;
+    }
+    auto accept = hs->Verify(f->payload);
+    if (!accept.ok()) {
+      Status s = accept.status().Annotate(self->remote_);
+      // Tell the peer why, then close once the write has drained.
+      self->QueueWrite(EncodeFrame(static_cast<uint16_t>(FrameType::kAuthAccept),
+                                   kFlagResponse | kFlagError, 0, EncodeError(accept.status())));
+      self->closed_ = true;
+      self->handshake_timer_.cancel();
+      ready(s);
+      return;
+    }
+    self->peer_id_ = hs->peer_id();
+    self->peer_role_ = hs->peer_role();
+    self->QueueWrite(EncodeFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse, 0,
+                                 *accept));
+    self->handshake_timer_.cancel();
+    ready(self);
+    self->ReadLoop();
+  });
+}
+
+void Connection::StartClientHandshake(ReadyCallback ready) {
+  auto self = shared_from_this();
+  handshake_timer_.expires_after(auth_.handshake_timeout);
+  handshake_timer_.async_wait([self](boost::system::error_code e) {
+    if (!e) self->Close(Status::TimedOut("auth: handshake timed out"));
+  });
+  auto hs = std::make_shared<ClientHandshake>(auth_.secret, auth_.self_id, auth_.role);
+  ReadFrame([self, hs, ready = std::move(ready)](Result<Frame> hello) mutable {
+    if (!hello.ok()) {
+      self->handshake_timer_.cancel();
+      ready(hello.status());
+      return;
+    }
+    if (hello->type() != static_cast<uint16_t>(FrameType::kAuthHello)) {
+      Status s = Status::Error(EPROTO, "auth: expected hello from " + self->remote_);
+      self->Close(s);
+      ready(s);
+      return;
+    }
+    auto prove = hs->Prove(hello->payload);
+    if (!prove.ok()) {
+      self->Close(prove.status());
+      ready(prove.status());
+      return;
+    }
+    self->QueueWrite(
+        EncodeFrame(static_cast<uint16_t>(FrameType::kAuthProve), 0, 0, *prove));
+    self->ReadFrame([self, hs, ready = std::move(ready)](Result<Frame> acc) mutable {
+      self->handshake_timer_.cancel();
+      Status s;
+      if (!acc.ok()) {
+        s = acc.status();
+      } else if (acc->is_error()) {
+        s = DecodeError(acc->payload).Annotate("refused by " + self->remote_);
+      } else if (acc->type() != static_cast<uint16_t>(FrameType::kAuthAccept)) {
+        s = Status::Error(EPROTO, "auth: expected accept from " + self->remote_);
+      } else {
+        s = hs->Finish(acc->payload);
+      }
+      if (!s.ok()) {
+        self->Close(s);
+        ready(s);
+        return;
+      }
+      self->peer_id_ = hs->server_id();
+      self->peer_role_ = PeerRole::kNode;
+      ready(self);
+      self->ReadLoop();
+    });
+  });
+}
+
+void Connection::ReadFrame(std::function<void(Result<Frame>)> next) {
+  auto self = shared_from_this();
+  asio::async_read(
+      socket_, asio::buffer(header_buf_, kHeaderSize),
+      asio::bind_executor(strand_, [self, next = std::move(next)](boost::system::error_code e,
+                                                                  size_t) mutable {
+        if (e) {
+          next(Status::Error(e == asio::error::eof ? ECONNRESET : e.value(),
+                             "read from " + self->remote_ + ": " + e.message()));
+          return;
+        }
+        auto h = DecodeHeader(std::string_view(self->header_buf_, kHeaderSize));
+        if (!h.ok()) {
+          next(h.status().Annotate("frame from " + self->remote_));
+          return;
+        }
+        self->payload_buf_.resize(h->length);
+        asio::async_read(
+            self->socket_, asio::buffer(self->payload_buf_),
+            asio::bind_executor(self->strand_, [self, hdr = *h, next = std::move(next)](
+                                                   boost::system::error_code e2, size_t) {
+              if (e2) {
+                next(Status::Error(ECONNRESET, "read from " + self->remote_ +
+                                                   ": truncated frame: " + e2.message()));
+                return;
+              }
+              Status s = VerifyChecksum(std::string_view(self->header_buf_, kHeaderSize), hdr,
+                                        self->payload_buf_);
+              if (!s.ok()) {
+                next(s.Annotate("frame from " + self->remote_));
+                return;
+              }
+              Frame f;
+              f.header = hdr;
+              f.payload = std::move(self->payload_buf_);
+              self->payload_buf_.clear();
+              next(std::move(f));
+            }));
+      }));
+}
+
+void Connection::ReadLoop() {
+  if (closed_) return;
+  auto self = shared_from_this();
+  ReadFrame([self](Result<Frame> f) {
+    if (!f.ok()) {
+      if (f.status().code() != ECONNRESET && f.status().code() != ECANCELED &&
+          f.status().code() != EBADF) {
+        spdlog::warn("closing connection: {}", f.status().ToString());
+      }
+      self->Close(f.status());
+      return;
+    }
+    self->Dispatch(std::move(f).value());
+    self->ReadLoop();
+  });
+}
+
+void Connection::Dispatch(Frame frame) {
+  if (frame.is_response()) {
+    auto it = pending_.find(frame.header.request_id);
+    if (it == pending_.end()) return;  // late reply after a timeout
+    Pending p = std::move(it->second);
+    pending_.erase(it);
+    if (p.timer) p.timer->cancel();
+    if (frame.is_error()) {
+      p.done(DecodeError(frame.payload));
+    } else {
+      p.done(std::move(frame));
+    }
+    return;
+  }
+  if (on_request_) {
+    on_request_(shared_from_this(), std::move(frame));
+  } else if (frame.header.request_id != 0) {
+    ReplyError(frame, Status::Error(ENOSYS, "no handler"));
+  }
+}
+
+void Connection::Call(uint16_t type, std::string payload, ReplyCallback done,
+                      std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, type, payload = std::move(payload), done = std::move(done),
+                           timeout]() mutable {
+    if (self->closed_) {
+      done(Status::Error(ENOTCONN, "connection to " + self->remote_ + " is closed"));
+      return;
+    }
+    uint64_t id = self->next_request_id_++;
+    Pending p;
+    p.done = std::move(done);
+    p.timer = std::make_unique<asio::steady_timer>(self->strand_, timeout);
+    p.timer->async_wait([self, id](boost::system::error_code e) {
+      if (e) return;
+      auto it = self->pending_.find(id);
+      if (it == self->pending_.end()) return;
+      auto cb = std::move(it->second.done);
+      self->pending_.erase(it);
+      cb(Status::TimedOut("request to " + self->remote_ + " timed out"));
+    });
+    self->pending_.emplace(id, std::move(p));
+    self->QueueWrite(EncodeFrame(type, 0, id, payload));
+  });
+}
+
+void Connection::Send(uint16_t type, std::string payload) {
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, type, payload = std::move(payload)]() {
+    if (!self->closed_) self->QueueWrite(EncodeFrame(type, 0, 0, payload));
+  });
+}
+
+void Connection::Reply(const Frame& request, std::string payload) {
+  auto self = shared_from_this();
+  uint16_t type = request.type();
+  uint64_t id = request.header.request_id;
+  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() {
+    if (!self->closed_) self->QueueWrite(EncodeFrame(type, kFlagResponse, id, payload));
+  });
+}
+
+void Connection::ReplyError(const Frame& request, const Status& status) {
+  auto self = shared_from_this();
+  uint16_t type = request.type();
+  uint64_t id = request.header.request_id;
+  std::string payload = EncodeError(status);
+  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() {
+    if (!self->closed_)
+      self->QueueWrite(EncodeFrame(type, kFlagResponse | kFlagError, id, payload));
+  });
+}
+
+void Connection::QueueWrite(std::string bytes) {
+  write_queue_.push_back(std::move(bytes));
+  if (write_queue_.size() == 1) WriteNext();
+}
+
+void Connection::WriteNext() {
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(write_queue_.front()),
+                    asio::bind_executor(strand_, [self](boost::system::error_code e, size_t) {
+                      self->write_queue_.pop_front();
+                      if (e) {
+                        self->Close(Status::Error(e.value(), "write to " + self->remote_ +
+                                                                 ": " + e.message()));
+                        return;
+                      }
+                      if (!self->write_queue_.empty()) {
+                        self->WriteNext();
+                      } else if (self->closed_) {
+                        boost::system::error_code ignored;
+                        self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
+                        self->socket_.close(ignored);
+                      }
+                    }));
+}
+
+void Connection::Close(const Status& why) {
+  auto self = shared_from_this();
+  asio::dispatch(strand_, [self, why]() {
+    bool was_closed = self->closed_.exchange(true);
+    boost::system::error_code ignored;
+    self->handshake_timer_.cancel();
+    self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    self->socket_.close(ignored);
+    self->FailAll(why);
+    if (!was_closed && self->on_close_) {
+      auto cb = std::move(self->on_close_);
+      self->on_close_ = nullptr;
+      cb(self, why);
+    }
+    self->on_request_ = nullptr;  // break cycles through captured owners
+  });
+}
+
+void Connection::FailAll(const Status& why) {
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, p] : pending) {
+    if (p.timer) p.timer->cancel();
+    p.done(Status::Error(why.ok() ? ECONNRESET : why.code(),
+                         "connection to " + remote_ + " closed: " + why.message()));
+  }
+}
+
+Result<tcp::endpoint> ParseEndpoint(const std::string& text, uint16_t default_port) {
+  std::string host = text;
+  uint16_t port = default_port;
+  auto colon = text.rfind(':');
+  if (colon != std::string::npos) {
+    host = text.substr(0, colon);
+    std::string p = text.substr(colon + 1);
+    char* end = nullptr;
+    long v = std::strtol(p.c_str(), &end, 10);
+    if (p.empty() || *end != '\0' || v <= 0 || v > 65535) {
+      return Status::InvalidArgument("bad port in address '" + text + "'");
+    }
+    port = static_cast<uint16_t>(v);
+  }
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return Status::InvalidArgument("bad IP address '" + host + "' in '" + text + "'");
+  return tcp::endpoint(addr, port);
+}
+
+}  // namespace mfs::wire
