@@ -142,10 +142,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   mc.remote.self_id = mc.client.self_id;
-  auto remote = mfs::client::RemoteBackend::Create(client->get(), mc.remote);
-  if (!remote.ok()) {
-    std::fprintf(stderr, "mount.mfs: remote nodes disabled: %s\n",
-                 remote.status().ToString().c_str());
+  mfs::client::RemoteBackend* remote = nullptr;
+  if (auto rb = mfs::client::RemoteBackend::Create(client->get(), mc.remote); rb.ok()) {
+    remote = rb->get();
+    (*client)->SetRemote(std::move(*rb),
+                         [remote](uint32_t node, mfs::client::Cb<mfs::client::EntryOut> cb) {
+                           remote->RootEntry(node, std::move(cb));
+                         });
+    (*client)->local().SetChangeHook([remote](const std::string& key, const std::string& name) {
+      remote->LocalChanged(key, name);
+    });
+  } else {
+    std::fprintf(stderr, "mount.mfs: other nodes are not reachable: %s\n",
+                 rb.status().ToString().c_str());
   }
 
   mfs::fuse::FuseOptions fo;
@@ -161,13 +170,13 @@ int main(int argc, char** argv) {
   if (auto dev = mfs::fuse::MountDev(mountpoint); dev.ok()) (*client)->local().set_hidden_dev(*dev);
   fs.Daemonize(foreground || debug);
   // Threads only after the fork of Daemonize.
-  if (remote.ok()) {
-    if (mfs::Status s = (*remote)->Start(&fs); !s.ok())
+  if (remote) {
+    if (mfs::Status s = remote->Start(&fs); !s.ok())
       spdlog::error("remote nodes disabled: {}", s.ToString());
   }
   spdlog::info("node {} serving {} on {}", mc.client.self_id, mc.client.export_path, mountpoint);
   mfs::Status s = fs.Run();
-  if (remote.ok()) (*remote)->Stop();
+  if (remote) remote->Stop();
   fs.Unmount();
   if (!s.ok()) {
     spdlog::error("{}", s.ToString());

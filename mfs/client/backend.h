@@ -16,6 +16,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -69,10 +70,10 @@ struct SetAttrIn {
 struct FileHandle {
   InodePtr inode;
   UniqueFd fd;
-  uint64_t remote_fh = 0;
-  uint64_t remote_epoch = 0;  // server instance that issued remote_fh
+  std::atomic<uint64_t> remote_fh{0};
+  std::atomic<uint64_t> remote_epoch{0};  // connection generation that issued remote_fh
   int flags = 0;
-  std::string reopen_handle;  // remote: what to reopen after a server restart
+  std::atomic<bool> written{false};  // data changed since the last flush
 };
 
 struct DirEntryOut {

@@ -122,6 +122,8 @@ std::vector<uint32_t> Client::LiveNodes() {
         for (const char* k : {"id", "node", "node_id"})
           if (p.contains(k) && p[k].is_number_unsigned()) id = p[k].get<uint32_t>();
         std::string state = p.value("state", std::string("alive"));
+        if (id >= 1 && id <= 255 && p.contains("address") && p["address"].is_string())
+          addresses_[id] = p["address"].get<std::string>();
         if (id >= 1 && id <= 255 && (state == "alive" || state == "up")) nodes.push_back(id);
       }
     }
@@ -131,6 +133,14 @@ std::vector<uint32_t> Client::LiveNodes() {
   live_ = nodes;
   live_at_ = now;
   return nodes;
+}
+
+std::optional<std::string> Client::AddressOf(uint32_t node) {
+  LiveNodes();
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = addresses_.find(node);
+  if (it == addresses_.end()) return std::nullopt;
+  return it->second;
 }
 
 bool Client::IsLive(uint32_t node) {

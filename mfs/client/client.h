@@ -76,6 +76,8 @@ class Client {
   // The nodes listed in /mfs: this one plus the live peers mfsd reports.
   std::vector<uint32_t> LiveNodes();
   bool IsLive(uint32_t node);
+  // The address mfsd reports for a node ("A.B.C.D:port"), if any.
+  std::optional<std::string> AddressOf(uint32_t node);
   ProcPlace Where(pid_t tid);
 
   // --- locality hook ---
@@ -99,6 +101,7 @@ class Client {
 
   std::mutex mu_;  // guards the caches below; a leaf lock
   std::vector<uint32_t> live_;
+  std::map<uint32_t, std::string> addresses_;
   std::chrono::steady_clock::time_point live_at_{};
   struct WhereEntry {
     ProcPlace place;

@@ -27,6 +27,12 @@ InodePtr InodeTable::Ref(const std::string& key,
   return p;
 }
 
+InodePtr InodeTable::Find(const std::string& key) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto k = by_key_.find(key);
+  return k == by_key_.end() ? nullptr : by_id_.at(k->second);
+}
+
 void InodeTable::AddRef(const InodePtr& inode) {
   std::lock_guard<std::mutex> l(mu_);
   ++inode->nlookup;

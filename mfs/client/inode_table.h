@@ -73,6 +73,8 @@ class InodeTable {
   // Finds the inode with `key` or inserts the one `make(id)` builds, and
   // adds one lookup. Returns nullptr if make() does (out of memory etc.).
   InodePtr Ref(const std::string& key, const std::function<InodePtr(uint64_t id)>& make);
+  // The inode with `key`, without adding a lookup; nullptr if none.
+  InodePtr Find(const std::string& key) const;
   // Adds one lookup to an inode already in the table (link, re-reply).
   void AddRef(const InodePtr& inode);
   // Drops n lookups; removes the inode at zero. Unknown ids are ignored

@@ -32,6 +32,12 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
   return EntryOut{std::move(p), st};
 }
 
+void LocalBackend::Changed(const InodePtr& inode, const std::string& name) {
+  if (!on_change_) return;
+  const std::string& k = inode->key;  // "L<node>:<dev>:<ino>"
+  on_change_(k.substr(k.find(':') + 1), name);
+}
+
 Result<EntryOut> LocalBackend::RootEntry() {
   int fd = fcntl(root_.get(), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return Status::FromErrno("dup export root");
@@ -65,11 +71,12 @@ void LocalBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh,
 
 void LocalBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
                            const SetAttrIn& in, Cb<struct stat> cb) {
-  Result<struct stat> r = [&]() {
-    ScopedCreds creds(c);
-    return ops::SetAttr(inode->fd.get(), fh && fh->fd.valid() ? fh->fd.get() : -1, in);
-  }();
-  if (r.ok()) r->st_ino = ShownIno(self_, r->st_ino);
+  Result<struct stat> r =
+      ops::SetAttrAs(c, inode->fd.get(), fh && fh->fd.valid() ? fh->fd.get() : -1, in);
+  if (r.ok()) {
+    r->st_ino = ShownIno(self_, r->st_ino);
+    Changed(inode);
+  }
   cb(std::move(r));
 }
 
@@ -80,6 +87,7 @@ void LocalBackend::MakeNode(const Caller& c, const InodePtr& parent, const std::
     MFS_RETURN_IF_ERROR(ops::MakeNode(parent->fd.get(), name, mode, rdev, link));
     return LookupSync(parent, name);
   }();
+  if (r.ok()) Changed(parent, name);
   cb(std::move(r));
 }
 
@@ -90,6 +98,10 @@ void LocalBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& 
     MFS_RETURN_IF_ERROR(ops::Link(inode->fd.get(), newparent->fd.get(), name));
     return LookupSync(newparent, name);
   }();
+  if (r.ok()) {
+    Changed(newparent, name);
+    Changed(inode);
+  }
   cb(std::move(r));
 }
 
@@ -100,6 +112,7 @@ void LocalBackend::Remove(const Caller& c, const InodePtr& parent, const std::st
     ScopedCreds creds(c);
     s = ops::Remove(parent->fd.get(), name, dir);
   }
+  if (s.ok()) Changed(parent, name);
   cb(s);
 }
 
@@ -110,6 +123,10 @@ void LocalBackend::Rename(const Caller& c, const InodePtr& parent, const std::st
   {
     ScopedCreds creds(c);
     s = ops::Rename(parent->fd.get(), name, newparent->fd.get(), newname, flags);
+  }
+  if (s.ok()) {
+    Changed(parent, name);
+    Changed(newparent, newname);
   }
   cb(s);
 }
@@ -153,6 +170,7 @@ void LocalBackend::Create(const Caller& c, const InodePtr& parent, const std::st
     fh->flags = flags;
     return CreateOut{std::move(e), std::move(fh)};
   }();
+  if (r.ok()) Changed(parent, name);
   cb(std::move(r));
 }
 
@@ -161,6 +179,7 @@ void LocalBackend::Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> 
 }
 
 void LocalBackend::Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) {
+  fh->written = true;
   cb(ops::PWrite(fh->fd.get(), data, off));
 }
 
@@ -171,6 +190,7 @@ void LocalBackend::Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) {
   int r = d < 0 ? -1 : close(d);
   Status s = r < 0 ? Status::FromErrno("flush") : Status::OK();
   locks_.ReleaseOwner(LockKey(fh->inode), lock_owner);
+  if (fh->written.exchange(false) || (fh->flags & O_TRUNC)) Changed(fh->inode);
   cb(s);
 }
 
@@ -235,6 +255,7 @@ void LocalBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::s
     ScopedCreds creds(c);
     s = ops::SetXattr(inode->fd.get(), name, value, flags);
   }
+  if (s.ok()) Changed(inode);
   cb(s);
 }
 
@@ -262,16 +283,21 @@ void LocalBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const std
     ScopedCreds creds(c);
     s = ops::RemoveXattr(inode->fd.get(), name);
   }
+  if (s.ok()) Changed(inode);
   cb(s);
 }
 
 void LocalBackend::Fallocate(FileHandle* fh, int mode, off_t off, off_t len, DoneCb cb) {
-  cb(ops::Fallocate(fh->fd.get(), mode, off, len));
+  Status s = ops::Fallocate(fh->fd.get(), mode, off, len);
+  if (s.ok()) fh->written = true;
+  cb(s);
 }
 
 void LocalBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
                                  size_t len, Cb<size_t> cb) {
-  cb(ops::CopyFileRange(in->fd.get(), off_in, out->fd.get(), off_out, len));
+  auto r = ops::CopyFileRange(in->fd.get(), off_in, out->fd.get(), off_out, len);
+  if (r.ok()) out->written = true;
+  cb(std::move(r));
 }
 
 void LocalBackend::GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) {

@@ -9,6 +9,7 @@
 // Thread-safe: state is the InodeTable (own mutex) and the lock table.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "mfs/client/backend.h"
@@ -25,6 +26,10 @@ class LocalBackend : public Backend {
   // The export root as an entry (one lookup).
   Result<EntryOut> RootEntry();
   void set_hidden_dev(dev_t d) { hidden_dev_ = d; }
+  // Called after every change the fast path makes: (file key st_dev:st_ino,
+  // name changed in it or ""). Set before serving; used for coherence.
+  using ChangeHook = std::function<void(const std::string& key, const std::string& name)>;
+  void SetChangeHook(ChangeHook h) { on_change_ = std::move(h); }
   ops::OfdLockTable& locks() { return locks_; }
 
   void Lookup(const Caller&, const InodePtr& parent, const std::string& name,
@@ -76,12 +81,14 @@ class LocalBackend : public Backend {
   Result<EntryOut> MakeEntry(UniqueFd fd);
   Result<EntryOut> LookupSync(const InodePtr& parent, const std::string& name);
   std::string LockKey(const InodePtr& inode) const { return inode->key; }
+  void Changed(const InodePtr& inode, const std::string& name = "");
 
   InodeTable* table_;
   const uint32_t self_;
   UniqueFd root_;
   dev_t hidden_dev_;
   ops::OfdLockTable locks_;
+  ChangeHook on_change_;
 };
 
 }  // namespace mfs::client

@@ -1,5 +1,7 @@
 #include "mfs/client/local_ops.h"
 
+#include "mfs/client/caller.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -74,6 +76,20 @@ Result<struct stat> SetAttr(int path_fd, int open_fd, const SetAttrIn& in) {
     if (r < 0) return Status::FromErrno("utimensat");
   }
   return Stat(path_fd);
+}
+
+Result<struct stat> SetAttrAs(const Caller& c, int path_fd, int open_fd, const SetAttrIn& in) {
+  Result<struct stat> r = [&]() {
+    ScopedCreds creds(c);
+    return SetAttr(path_fd, open_fd, in);
+  }();
+  if (r.ok() || r.status().code() != EPERM || in.valid != kSetMode) return r;
+  auto st = Stat(path_fd);
+  constexpr mode_t kIds = S_ISUID | S_ISGID;
+  if (!st.ok() || !(st->st_mode & kIds) ||
+      (st->st_mode & 07777 & ~kIds) != (in.mode & 07777) || (in.mode & kIds & ~st->st_mode))
+    return r;
+  return SetAttr(path_fd, open_fd, in);
 }
 
 Status MakeNode(int dirfd, const std::string& name, mode_t mode, dev_t rdev,

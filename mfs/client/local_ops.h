@@ -39,6 +39,12 @@ Result<UniqueFd> OpenPath(int dirfd, const std::string& name);
 Result<UniqueFd> OpenRoot(const std::string& path);
 Result<struct stat> Stat(int fd);
 Result<struct stat> SetAttr(int path_fd, int open_fd, const SetAttrIn& in);
+// SetAttr under the caller's credentials. One exception: the kernel clears
+// set-user/group-ID bits after a write by a non-owner by sending a chmod on
+// the writer's behalf (FUSE without handle_killpriv); the permission was
+// the kernel's to check (default_permissions), so a chmod that only drops
+// those bits and is refused to the caller is done with the daemon's rights.
+Result<struct stat> SetAttrAs(const Caller& c, int path_fd, int open_fd, const SetAttrIn& in);
 Status MakeNode(int dirfd, const std::string& name, mode_t mode, dev_t rdev,
                 const std::string& link);
 Status Link(int fd, int newdirfd, const std::string& name);

@@ -405,6 +405,7 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_fil
       out.buf[0].pos = off;
       ssize_t n = fuse_buf_copy(&out, in, FUSE_BUF_SPLICE_MOVE);
       if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+      fh->written = true;
       fuse_reply_write(req, static_cast<size_t>(n));
       c->AccountIo(pid, node, IoOp::kWrite, static_cast<uint64_t>(n));
       return;
@@ -756,7 +757,11 @@ FuseFs::~FuseFs() {
 Status FuseFs::Mount() {
   std::vector<std::string> argv_s{"mount.mfs"};
   if (opts_.debug) argv_s.push_back("-d");
-  std::string o = "fsname=mfs,subtype=mfs,allow_other";
+  // default_permissions: the kernel checks permissions on every path step
+  // from cached attributes (FUSE does not otherwise check search permission
+  // on cached dentries, nor opens of FIFOs and devices); the owner's kernel
+  // checks again under the caller's credentials.
+  std::string o = "fsname=mfs,subtype=mfs,allow_other,default_permissions";
   if (!opts_.extra_options.empty()) o += "," + opts_.extra_options;
   argv_s.push_back("-o");
   argv_s.push_back(o);

@@ -16,6 +16,7 @@
 
 #include "mfs/base/status.h"
 #include "mfs/client/client.h"
+#include "mfs/client/remote_backend.h"
 
 struct fuse_session;
 
@@ -30,10 +31,10 @@ struct FuseOptions {
   bool debug = false;
 };
 
-class FuseFs {
+class FuseFs : public client::Invalidator {
  public:
   FuseFs(client::Client* client, FuseOptions opts);
-  ~FuseFs();
+  ~FuseFs() override;
   FuseFs(const FuseFs&) = delete;
   FuseFs& operator=(const FuseFs&) = delete;
 
@@ -49,8 +50,8 @@ class FuseFs {
 
   // Cache invalidation pushed into the kernel (coherence). Safe to call from
   // any thread except a FUSE handler holding a client lock.
-  void InvalidateInode(uint64_t ino);
-  void InvalidateEntry(uint64_t parent, const std::string& name);
+  void InvalidateInode(uint64_t ino) override;
+  void InvalidateEntry(uint64_t parent, const std::string& name) override;
 
  private:
   client::Client* client_;

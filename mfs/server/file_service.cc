@@ -96,11 +96,9 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
     }
     watch_all_.erase(conn.get());
   }
-  std::string suffix = "@n" + std::to_string(conn->peer_id());
-  for (auto& f : drop) {
-    // Locks die with the connection: the client re-acquires nothing.
-    (void)f;
-  }
+  // Dropping the files closes them; their lock fds stay with the lock
+  // table until the owner flushes (documented: locks do not survive a
+  // reconnect).
 }
 
 uint64_t FileService::AddFile(const wire::Connection::Ptr& conn, UniqueFd fd, UniqueFd path_fd) {
@@ -110,7 +108,15 @@ uint64_t FileService::AddFile(const wire::Connection::Ptr& conn, UniqueFd fd, Un
   f->fd = std::move(fd);
   f->path_fd = std::move(path_fd);
   f->owner = conn.get();
+  f->owner_conn = conn;
   std::lock_guard<std::mutex> l(mu_);
+  if (++adds_since_sweep_ >= 64) {
+    adds_since_sweep_ = 0;
+    for (auto it = files_.begin(); it != files_.end();) {
+      auto c = it->second->owner_conn.lock();
+      it = (!c || c->closed()) ? files_.erase(it) : std::next(it);
+    }
+  }
   uint64_t id = next_fh_++;
   files_.emplace(id, std::move(f));
   return id;
@@ -232,10 +238,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
         auto fr = File(fh);
         if (fr.ok()) f = *fr, open_fd = f->fd.get();
       }
-      Result<struct stat> st = [&]() {
-        ScopedCreds creds(c);
-        return ops::SetAttr(fd.get(), open_fd, in);
-      }();
+      Result<struct stat> st = ops::SetAttrAs(c, fd.get(), open_fd, in);
       if (!st.ok()) return st.status();
       proto::PutStat(w, *st);
       Changed(self, ops::FileKey(*st), "");

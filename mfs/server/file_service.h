@@ -52,6 +52,8 @@ class FileService {
   // Frame handler for types 64..191.
   void Handle(const wire::Connection::Ptr& conn, wire::Frame frame);
   // A connection went away: its open files, locks and interest go too.
+  // (mfsd's Daemon has no close hook yet, so AddFile also sweeps files of
+  // connections that are gone.)
   void OnClose(const wire::Connection::Ptr& conn);
   // Stops the workers (pending requests finish first).
   void Stop();
@@ -67,6 +69,7 @@ class FileService {
     UniqueFd fd;
     std::string key;  // FileKey of the backing file
     const wire::Connection* owner = nullptr;
+    std::weak_ptr<wire::Connection> owner_conn;
     UniqueFd path_fd;  // O_PATH, for lock fds
   };
   Result<std::shared_ptr<OpenFile>> File(uint64_t fh);
@@ -90,6 +93,7 @@ class FileService {
 
   mutable std::mutex mu_;
   uint64_t next_fh_ = 1;
+  uint64_t adds_since_sweep_ = 0;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
   struct Watcher {
     std::weak_ptr<wire::Connection> conn;
