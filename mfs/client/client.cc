@@ -30,7 +30,9 @@ const char* MagicName(Magic m) {
   }
 }
 
-Client::Client(const ClientOptions& opts) : opts_(opts) {}
+Client::Client(const ClientOptions& opts) : opts_(opts) {
+  clock_gettime(CLOCK_REALTIME, &started_);
+}
 Client::~Client() = default;
 
 Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& opts) {
@@ -69,6 +71,7 @@ void Client::SetRemote(std::unique_ptr<Backend> remote,
 
 struct stat Client::RootAttr() const {
   struct stat st {};
+  st.st_atim = st.st_mtim = st.st_ctim = started_;
   st.st_ino = kRootIno;
   st.st_mode = S_IFDIR | 0755;
   st.st_nlink = 2;
@@ -79,6 +82,7 @@ struct stat Client::MagicAttr(Magic m) const {
   struct stat st {};
   st.st_ino = kFirstMagicIno + static_cast<int>(m);
   st.st_mode = S_IFLNK | 0777;
+  st.st_atim = st.st_mtim = st.st_ctim = started_;
   st.st_nlink = 1;
   st.st_size = 3;
   return st;
@@ -103,8 +107,10 @@ void Client::LookupRoot(const Caller& c, const std::string& name, Cb<EntryOut> c
   auto id = ParseNodeId(name);
   if (!id) return cb(Status::NotFound("/mfs/" + name + ": no such node"));
   if (*id == self()) return cb(local_->RootEntry());
+  if (IsKnownDown(*id))
+    return cb(Status::Error(EHOSTDOWN, "/mfs/" + name + ": node is down"));
   if (!IsLive(*id) || !remote_root_)
-    return cb(Status::NotFound("/mfs/" + name + ": node is not a live member"));
+    return cb(Status::NotFound("/mfs/" + name + ": no such node"));
   remote_root_(*id, std::move(cb));
 }
 
@@ -125,6 +131,8 @@ std::vector<uint32_t> Client::LiveNodes() {
         if (id >= 1 && id <= 255 && p.contains("address") && p["address"].is_string())
           addresses_[id] = p["address"].get<std::string>();
         if (id >= 1 && id <= 255 && (state == "alive" || state == "up")) nodes.push_back(id);
+        if (id >= 1 && id <= 255 && std::find(known_.begin(), known_.end(), id) == known_.end())
+          known_.push_back(id);
       }
     }
   }
@@ -141,6 +149,12 @@ std::optional<std::string> Client::AddressOf(uint32_t node) {
   auto it = addresses_.find(node);
   if (it == addresses_.end()) return std::nullopt;
   return it->second;
+}
+
+bool Client::IsKnownDown(uint32_t node) {
+  if (IsLive(node)) return false;
+  std::lock_guard<std::mutex> l(mu_);
+  return std::find(known_.begin(), known_.end(), node) != known_.end();
 }
 
 bool Client::IsLive(uint32_t node) {

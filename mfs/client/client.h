@@ -76,6 +76,8 @@ class Client {
   // The nodes listed in /mfs: this one plus the live peers mfsd reports.
   std::vector<uint32_t> LiveNodes();
   bool IsLive(uint32_t node);
+  // A node mfsd knows (in any state) but that is not alive now.
+  bool IsKnownDown(uint32_t node);
   // The address mfsd reports for a node ("A.B.C.D:port"), if any.
   std::optional<std::string> AddressOf(uint32_t node);
   ProcPlace Where(pid_t tid);
@@ -86,6 +88,8 @@ class Client {
 
   // The synthetic location xattr on every file.
   static constexpr const char* kNodeXattr = "user.mfs.node";
+  // On /mfs: "<inodes> <lookups>" the kernel holds (leak checks).
+  static constexpr const char* kInodesXattr = "user.mfs.inodes";
 
  private:
   explicit Client(const ClientOptions& opts);
@@ -97,11 +101,13 @@ class Client {
   std::unique_ptr<Backend> remote_;
   std::function<void(uint32_t, Cb<EntryOut>)> remote_root_;
   InodePtr root_;
+  timespec started_{};  // times shown for /mfs and the magic links
   InodePtr magic_[static_cast<int>(Magic::kCount)];
 
   std::mutex mu_;  // guards the caches below; a leaf lock
   std::vector<uint32_t> live_;
   std::map<uint32_t, std::string> addresses_;
+  std::vector<uint32_t> known_;  // every node mfsd reported, dead ones included
   std::chrono::steady_clock::time_point live_at_{};
   struct WhereEntry {
     ProcPlace place;

@@ -594,6 +594,13 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     if (!p) return;
     if (std::strcmp(name, Client::kNodeXattr) == 0)
       return ReplyXattr(req, size, std::to_string(p->node));
+    // On /mfs itself: how many inodes and lookups the kernel holds from us
+    // (leak checks after a test run).
+    if (IsRoot(p) && std::strcmp(name, Client::kInodesXattr) == 0) {
+      auto& t = C(req).client->table();
+      return ReplyXattr(req, size,
+                        std::to_string(t.size()) + " " + std::to_string(t.total_lookups()));
+    }
     if (!IsFile(p)) return (void)fuse_reply_err(req, ENODATA);
     C(req).client->BackendFor(*p)->GetXattr(CallerOf(req), p, name,
                                             [req, size](Result<std::string> r) {

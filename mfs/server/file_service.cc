@@ -1,6 +1,9 @@
 #include "mfs/server/file_service.h"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <cstring>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -63,7 +66,20 @@ void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   else boost::asio::post(pool_, std::move(job));
 }
 
+// The kernel of the calling node applied the caller's umask already; the
+// worker must not apply mfsd's again. umask is per fs_struct, so each worker
+// thread takes a private one (unshare(CLONE_FS)) with umask 0, leaving the
+// rest of mfsd alone.
+static void PrivateUmask() {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  if (unshare(CLONE_FS) == 0) umask(0);
+  else spdlog::warn("file service: unshare(CLONE_FS): {}", strerror(errno));
+}
+
 void FileService::Execute(const wire::Connection::Ptr& conn, const wire::Frame& frame) {
+  PrivateUmask();
   std::string out;
   Status s;
   try {

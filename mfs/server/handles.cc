@@ -40,13 +40,7 @@ Result<std::string> HandleCodec::Make(int fd) {
   int mount_id = 0;
   if (name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) < 0)
     return Status::FromErrno("name_to_handle_at");
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!mounts_.count(mount_id)) {
-      int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-      if (d >= 0) mounts_.emplace(mount_id, UniqueFd(d));
-    }
-  }
+  MFS_RETURN_IF_ERROR(MountFd(mount_id).status());
   std::string body;
   Writer w(&body);
   w.U32(static_cast<uint32_t>(fh->handle_type));
@@ -55,7 +49,8 @@ Result<std::string> HandleCodec::Make(int fd) {
   return body + Mac(body);
 }
 
-// A mount seen before the restart: find it in mountinfo by id.
+// An fd on the root of mount `mount_id`, found in mountinfo. Not O_PATH:
+// open_by_handle_at(2) refuses O_PATH mount fds (EBADF).
 Result<int> HandleCodec::MountFd(int mount_id) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = mounts_.find(mount_id);
@@ -68,7 +63,7 @@ Result<int> HandleCodec::MountFd(int mount_id) {
     std::string parent, majmin, root, mp;
     ls >> id >> parent >> majmin >> root >> mp;
     if (id != mount_id) continue;
-    int fd = open(mp.c_str(), O_PATH | O_CLOEXEC);
+    int fd = open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno("open mount " + mp);
     mounts_.emplace(mount_id, UniqueFd(fd));
     return fd;

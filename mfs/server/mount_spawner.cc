@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,6 +59,9 @@ Status MountSpawner::Start(const std::string& mountpoint, const std::string& con
   pid_t pid = fork();
   if (pid < 0) return Status::FromErrno("fork mount.mfs");
   if (pid == 0) {
+    // mfsd's sockets (listener, peers, control) must not outlive it in the
+    // mount process: Asio does not open them close-on-exec.
+    syscall(SYS_close_range, 3u, ~0u, 0u);
     setsid();
     execlp(bin.c_str(), "mount.mfs", "cluster", mountpoint.c_str(), "-o", opt.c_str(), "-f",
            static_cast<char*>(nullptr));
