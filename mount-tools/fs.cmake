@@ -4,3 +4,5 @@ target_link_libraries(mount.mfs PRIVATE mfs_fuse mfs_client CLI11::CLI11 tomlplu
 
 # mfsd hosts the file service (mfs/server) and spawns mount.mfs.
 target_link_libraries(mfsd PRIVATE mfs_server)
+# mount(8) runs /sbin/mount.<type>: `mount -t mfs cluster /mfs -o config=...`.
+install(TARGETS mount.mfs DESTINATION sbin)

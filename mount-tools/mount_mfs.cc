@@ -9,6 +9,7 @@
 // man/mount.mfs.8.
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -27,6 +28,7 @@ struct MountConfig {
   mfs::client::ClientOptions client;
   mfs::client::RemoteOptions remote;
   unsigned threads = 16;
+  unsigned read_ahead_kb = 4096;
   std::string log_level = "info";
   std::string log_file;
   std::vector<std::string> kernel_opts;
@@ -55,6 +57,7 @@ mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   mc->client.attr_timeout = fs["attr_timeout"].value_or(mc->client.attr_timeout);
   mc->client.entry_timeout = fs["entry_timeout"].value_or(mc->client.entry_timeout);
   mc->threads = static_cast<unsigned>(fs["threads"].value_or(int64_t{16}));
+  mc->read_ahead_kb = static_cast<unsigned>(fs["read_ahead_kb"].value_or(int64_t{4096}));
   mc->log_level = t["log"]["level"].value_or(std::string("info"));
   mc->log_file = t["log"]["file"].value_or(std::string());
   return mfs::Status::OK();
@@ -85,6 +88,7 @@ mfs::Status ParseOptions(const std::vector<std::string>& groups, MountConfig* mc
       else if (k == "attr_timeout") mc->client.attr_timeout = std::stod(v);
       else if (k == "entry_timeout") mc->client.entry_timeout = std::stod(v);
       else if (k == "threads") mc->threads = static_cast<unsigned>(std::stoul(v));
+      else if (k == "read_ahead_kb") mc->read_ahead_kb = static_cast<unsigned>(std::stoul(v));
       else if (k == "log_level") mc->log_level = v;
       else if (k == "log_file") mc->log_file = v;
       else if (k == "rw" || k == "defaults" || k == "auto" || k == "noauto" || k == "_netdev" ||
@@ -167,7 +171,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mount.mfs: %s\n", s.ToString().c_str());
     return 1;
   }
-  if (auto dev = mfs::fuse::MountDev(mountpoint); dev.ok()) (*client)->local().set_hidden_dev(*dev);
+  if (auto dev = mfs::fuse::MountDev(mountpoint); dev.ok()) {
+    (*client)->local().set_hidden_dev(*dev);
+    // The kernel caps a FUSE mount's readahead at 128 KiB; sequential reads
+    // need more to keep the 1 MiB requests flowing.
+    std::string ra = "/sys/class/bdi/" + std::to_string(major(*dev)) + ":" +
+                     std::to_string(minor(*dev)) + "/read_ahead_kb";
+    if (FILE* f = std::fopen(ra.c_str(), "w")) {
+      std::fprintf(f, "%u\n", mc.read_ahead_kb);
+      std::fclose(f);
+    }
+  }
   fs.Daemonize(foreground || debug);
   // Threads only after the fork of Daemonize.
   if (remote) {
