@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by the scripts in this folder (sourced, not run).
 
 MFS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
