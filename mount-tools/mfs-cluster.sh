@@ -748,7 +748,9 @@ cmd_up() {
   trap - EXIT INT TERM HUP
   local dflag=""
   [[ $DIR == /tmp/mfs-cluster && -z ${MFS_CLUSTER_DIR:-} ]] || dflag=" --dir $DIR"
-  info "$PROG: $N node(s) up in $DIR (127.0.0.1..127.0.0.$N, port $PORT)"
+  local range=127.0.0.1
+  ((N == 1)) || range+="..127.0.0.$N"
+  info "$PROG: $N node(s) up in $DIR ($range, port $PORT)"
   info "  run on node 1:  $PROG exec 1$dflag -- mfsctl status"
   info "  stop:           $PROG down$dflag"
 }
