@@ -384,8 +384,11 @@ iptables_remove_chain() {
 start_keeper() {
   local i=$1 nd kpid ino
   nd=$(node_dir "$i")
+  # setsid: no terminal signal reaches it. As a background job of this
+  # script it is no process-group leader, so setsid(1) execs in place and
+  # $! stays the keeper's pid.
   # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-  unshare --mount --propagation private -- \
+  setsid unshare --mount --propagation private -- \
     bash -c 'exec -a "$1" sleep infinity' sh "mfs-keeper[$TAG/node$i]" \
     </dev/null >/dev/null 2>>"$nd/keeper.log" 9>&- &
   kpid=$!
@@ -764,7 +767,8 @@ cmd_down() {
     esac
     shift
   done
-  if [[ ! -d $DIR ]]; then
+  local nodes=("$DIR"/node*/mfsd.toml)
+  if [[ ! -e $DIR/cluster.env && ${#nodes[@]} -eq 0 ]]; then
     info "$PROG: no cluster in $DIR"
     return 0
   fi
@@ -774,7 +778,9 @@ cmd_down() {
   teardown
   if ((purge)); then
     local nd
-    for nd in "$DIR"/node*/; do rm -rf -- "$nd"; done
+    for nd in "$DIR"/node*/; do
+      [[ -e $nd/mfsd.toml ]] && rm -rf -- "$nd"
+    done
     rm -f -- "$DIR/secret" "$DIR/.lock"
     rmdir -- "$DIR" 2>/dev/null || printf '%s: note: %s kept (it holds files not made by %s)\n' "$PROG" "$DIR" "$PROG" >&2
   fi

@@ -22,7 +22,8 @@ done
 
 N=3
 export MFS_CLUSTER_DIR=${MFS_DEMO_DIR:-/tmp/mfs-demo}
-CLUSTER=$MFS_ROOT/build/bin/mfs-cluster
+export PATH=$MFS_ROOT/build/bin:$PATH
+CLUSTER=mfs-cluster
 
 # Runs and shows one command.
 show() {
@@ -88,7 +89,7 @@ if ((keep)); then
   less $MFS_CLUSTER_DIR/node1/mfsd.log
   man -l $MFS_ROOT/man/mfs-cluster.1
 To stop it:
-  $CLUSTER down --dir $MFS_CLUSTER_DIR
+  $MFS_ROOT/build/bin/mfs-cluster down --dir $MFS_CLUSTER_DIR
 EOT
 else
   say "stopping the cluster (run with --keep to explore it)"
