@@ -32,7 +32,7 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-class MembershipTest : public ClusterTest {
+class ClusterMembershipTest : public ClusterTest {
  protected:
   // True when every node in `observers` reports each of `peers` in `state`.
   bool Sees(const std::vector<int>& observers, const std::vector<int>& peers,
@@ -69,7 +69,7 @@ class MembershipTest : public ClusterTest {
 // All three nodes come up, and each one's `mfsctl status --json`, run in
 // that node's namespace through the default socket, names itself and lists
 // the other two as alive.
-TEST_F(MembershipTest, ThreeNodesSeeEachOtherAlive) {
+TEST_F(ClusterMembershipTest, ThreeNodesSeeEachOtherAlive) {
   ASSERT_TRUE(Up(3));
   EXPECT_TRUE(EventuallySees({1, 2, 3}, {1, 2, 3}, "alive", 15s));
   for (int i = 1; i <= 3; ++i) {
@@ -94,7 +94,7 @@ TEST_F(MembershipTest, ThreeNodesSeeEachOtherAlive) {
 
 // A killed node is reported dead within dead_after_ms (plus slack for the
 // sweep interval and the polling here), and alive again after a restart.
-TEST_F(MembershipTest, KilledNodeIsDeadThenAliveAfterRestart) {
+TEST_F(ClusterMembershipTest, KilledNodeIsDeadThenAliveAfterRestart) {
   ClusterOptions options;
   options.heartbeat_ms = 200;
   options.dead_after_ms = 1500;
@@ -119,7 +119,7 @@ TEST_F(MembershipTest, KilledNodeIsDeadThenAliveAfterRestart) {
 // A node whose secret is not the cluster's is refused: the others never list
 // it alive (it never authenticates, so they do not even learn its id), it
 // sees nobody alive, and its log says it was refused.
-TEST_F(MembershipTest, NodeWithWrongSecretIsRefused) {
+TEST_F(ClusterMembershipTest, NodeWithWrongSecretIsRefused) {
   ClusterOptions options;
   options.node_secrets[3] = "this-is-not-the-cluster-secret-0123456789";
   ASSERT_TRUE(Up(3, options));
@@ -153,7 +153,7 @@ TEST_F(MembershipTest, NodeWithWrongSecretIsRefused) {
 }
 
 // partition cuts one node off (both ways) and heal joins it again.
-TEST_F(MembershipTest, PartitionAndHeal) {
+TEST_F(ClusterMembershipTest, PartitionAndHeal) {
   MFS_REQUIRE_IPTABLES();
   ClusterOptions options;
   ASSERT_TRUE(Up(3, options));
@@ -176,7 +176,7 @@ TEST_F(MembershipTest, PartitionAndHeal) {
 
 // ---------------------------------------------------------------- harness
 
-class HarnessTest : public ClusterTest {
+class ClusterHarnessTest : public ClusterTest {
  protected:
   // The tag mfs-cluster derives from the directory: it names the cluster's
   // keepers, iptables chain and cgroups.
@@ -227,7 +227,7 @@ class HarnessTest : public ClusterTest {
 
 // exec runs in the node's own mount namespace, with its own /run/mfs, and
 // passes the exit status and output through.
-TEST_F(HarnessTest, ExecRunsInTheNodeNamespace) {
+TEST_F(ClusterHarnessTest, ExecRunsInTheNodeNamespace) {
   ASSERT_TRUE(Up(2));
   std::set<std::string> namespaces;
   namespaces.insert(RunCommand({"stat", "-L", "-c", "%i", "/proc/self/ns/mnt"}).out);
@@ -249,7 +249,7 @@ TEST_F(HarnessTest, ExecRunsInTheNodeNamespace) {
 }
 
 // The control request helper and `mfs-cluster control` reach the node.
-TEST_F(HarnessTest, ControlReachesTheNode) {
+TEST_F(ClusterHarnessTest, ControlReachesTheNode) {
   ASSERT_TRUE(Up(2));
   auto r = Control(2, {{"op", "status"}});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -262,7 +262,7 @@ TEST_F(HarnessTest, ControlReachesTheNode) {
 }
 
 // down stops everything, including what exec started, and is idempotent.
-TEST_F(HarnessTest, DownStopsEverything) {
+TEST_F(ClusterHarnessTest, DownStopsEverything) {
   ASSERT_TRUE(Up(3));
   // A background process started in node 1 (it outlives exec).
   ExecResult bg = Exec(1, {"sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"});
@@ -285,7 +285,7 @@ TEST_F(HarnessTest, DownStopsEverything) {
 
 // Per-node cgroups: cpuset, CPU quota, memory limit; exec joins them; down
 // removes them.
-TEST_F(HarnessTest, PerNodeCgroups) {
+TEST_F(ClusterHarnessTest, PerNodeCgroups) {
   bool v2 = fs::exists("/sys/fs/cgroup/cgroup.controllers");
   for (const char* c : {"cpuset", "cpu", "memory"}) {
     if (!v2 && !fs::exists(std::string("/sys/fs/cgroup/") + c + "/cgroup.procs")) {
@@ -342,7 +342,7 @@ void ExpectOneLine(const ExecResult& r, const std::string& needle) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
-TEST_F(HarnessTest, BadNodeCountIsRefused) {
+TEST_F(ClusterHarnessTest, BadNodeCountIsRefused) {
   for (std::string n : {"0", "251", "abc", "-1", "3x"}) {
     ExecResult r = Cluster({"up", n});
     EXPECT_EQ(r.exit_code, 2) << n;
@@ -354,7 +354,7 @@ TEST_F(HarnessTest, BadNodeCountIsRefused) {
   ExpectNothingLeft();
 }
 
-TEST_F(HarnessTest, UnknownNodeIsRefused) {
+TEST_F(ClusterHarnessTest, UnknownNodeIsRefused) {
   ExpectOneLine(Cluster({"exec", "1", "--", "true"}), "no cluster in");
   ASSERT_TRUE(Up(2));
   ExpectOneLine(Exec(0, {"true"}), "unknown node '0'");
@@ -372,14 +372,14 @@ TEST_F(HarnessTest, UnknownNodeIsRefused) {
   EXPECT_TRUE(Exec(2, {"true"}).ok());
 }
 
-TEST_F(HarnessTest, SecondUpInTheSameDirIsRefused) {
+TEST_F(ClusterHarnessTest, SecondUpInTheSameDirIsRefused) {
   ASSERT_TRUE(Up(2));
   ExpectOneLine(Cluster({"up", "2"}), "already running");
   EXPECT_TRUE(Control(1, {{"op", "status"}}).ok());
   EXPECT_TRUE(Control(2, {{"op", "status"}}).ok());
 }
 
-TEST_F(HarnessTest, PortInUseFailsCleanly) {
+TEST_F(ClusterHarnessTest, PortInUseFailsCleanly) {
   UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(s.valid());
   int one = 1;
@@ -397,7 +397,7 @@ TEST_F(HarnessTest, PortInUseFailsCleanly) {
 
 // mfsd refusing its configuration makes up fail, naming the node and the
 // daemon's reason, and tear down the nodes it had started.
-TEST_F(HarnessTest, FailingDaemonTearsDownWhatUpStarted) {
+TEST_F(ClusterHarnessTest, FailingDaemonTearsDownWhatUpStarted) {
   ClusterOptions options;
   options.config_extra = "[[[ this is not TOML\n";
   options.timeout = 20s;
