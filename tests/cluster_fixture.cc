@@ -1,9 +1,12 @@
 #include "tests/cluster_fixture.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -172,6 +176,36 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeou
 
 std::string BinDir() { return MFS_BIN_DIR; }
 
+namespace {
+
+// Can a listener bind ip:port (with SO_REUSEADDR, as mfsd does)?
+bool CanListen(uint32_t ip, int port) {
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return false;
+  int one = 1;
+  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(ip);
+  return ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+         ::listen(s.get(), 1) == 0;
+}
+
+}  // namespace
+
+int PickFreePort(int n) {
+  static std::mt19937 rng(static_cast<unsigned>(::getpid()) ^
+                          static_cast<unsigned>(Clock::now().time_since_epoch().count()));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int port = 20000 + static_cast<int>(rng() % 12000);  // below the ephemeral range
+    bool free = true;
+    for (int i = 1; i <= n && free; ++i) free = CanListen(0x7f000000u + i, port);
+    if (free) return port;
+  }
+  return 0;
+}
+
 std::optional<std::string> IptablesMissing() {
   if (::geteuid() != 0) return "partition tests need root (iptables)";
   if (FindInPath("iptables").empty()) return "iptables is not installed";
@@ -234,6 +268,8 @@ ExecResult ClusterTest::Cluster(std::vector<std::string> args,
 ::testing::AssertionResult ClusterTest::Up(int n, const ClusterOptions& options) {
   std::vector<std::string> args = {"up",
                                    std::to_string(n),
+                                   "--port",
+                                   "",  // filled in below
                                    "--heartbeat-ms",
                                    std::to_string(options.heartbeat_ms),
                                    "--dead-after-ms",
@@ -256,8 +292,17 @@ ExecResult ClusterTest::Cluster(std::vector<std::string> args,
   }
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   nodes_ = n;  // so that a failure prints the logs of what did start
-  ExecResult r = Cluster(args, options.timeout + 60s);
-  if (r.ok()) return ::testing::AssertionSuccess();
+  ExecResult r;
+  // A picked port can be taken by someone else before mfsd binds it: then
+  // `up` fails cleanly and another port is tried.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    port_ = options.port ? options.port : PickFreePort(n);
+    if (port_ == 0) return ::testing::AssertionFailure() << "no free port for " << n << " nodes";
+    args[3] = std::to_string(port_);
+    r = Cluster(args, options.timeout + 60s);
+    if (r.ok()) return ::testing::AssertionSuccess();
+    if (options.port || r.err.find("already in use") == std::string::npos) break;
+  }
   return ::testing::AssertionFailure() << "mfs-cluster up " << n << ": " << r.Describe();
 }
 
@@ -311,6 +356,10 @@ std::string ClusterTest::PeerState(int node, int peer) {
     if (p.value("id", 0) == peer) return p.value("state", "");
   }
   return "";
+}
+
+std::string ClusterTest::Address(int node) const {
+  return "127.0.0." + std::to_string(node) + ":" + std::to_string(port_);
 }
 
 std::string ClusterTest::NodeDir(int node) const {

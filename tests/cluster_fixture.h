@@ -61,7 +61,14 @@ std::string BinDir();
 // Why partition tests cannot run here, or nullopt if they can.
 std::optional<std::string> IptablesMissing();
 
+// A port on which 127.0.0.1 .. 127.0.0.n can all listen right now, outside
+// the ephemeral range, chosen at random so that parallel runs differ.
+int PickFreePort(int n);
+
 struct ClusterOptions {
+  // The nodes' port; 0 picks a free one (so that tests do not collide with
+  // another cluster on this machine), retrying if it is taken meanwhile.
+  int port = 0;
   // Membership timing for every node; short so tests run fast.
   int heartbeat_ms = 200;
   int dead_after_ms = 1500;
@@ -114,12 +121,17 @@ class ClusterTest : public ::testing::Test {
   std::string NodeDir(int node) const;
   std::string ReadLog(int node) const;
   int nodes() const { return nodes_; }
+  // The port of the cluster Up started.
+  int port() const { return port_; }
+  // "127.0.0.I:PORT", node I's address as mfsd reports it.
+  std::string Address(int node) const;
 
  private:
   ::testing::AssertionResult ClusterOk(std::vector<std::string> args);
 
   std::string dir_;  // private temp dir, removed in TearDown
   int nodes_ = 0;
+  int port_ = 0;
 };
 
 // Skips the current test (from the test body) when iptables is unusable.

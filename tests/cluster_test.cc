@@ -76,7 +76,7 @@ TEST_F(ClusterMembershipTest, ThreeNodesSeeEachOtherAlive) {
     auto status = MfsctlStatus(i);
     ASSERT_TRUE(status.ok()) << status.status().ToString();
     EXPECT_EQ((*status)["node"].value("id", 0), i);
-    EXPECT_EQ((*status)["node"].value("address", ""), "127.0.0." + std::to_string(i) + ":7420");
+    EXPECT_EQ((*status)["node"].value("address", ""), Address(i));
     // The harness wrote the fixture's membership timing into the config.
     EXPECT_EQ((*status)["node"].value("heartbeat_ms", 0), ClusterOptions{}.heartbeat_ms);
     EXPECT_EQ((*status)["node"].value("dead_after_ms", 0), ClusterOptions{}.dead_after_ms);
@@ -134,7 +134,7 @@ TEST_F(ClusterMembershipTest, NodeWithWrongSecretIsRefused) {
       auto status = MfsctlStatus(o);
       ASSERT_TRUE(status.ok()) << status.status().ToString();
       for (const auto& p : (*status)["peers"]) {
-        bool is_node3 = p.value("id", 0) == 3 || p.value("address", "") == "127.0.0.3:7420";
+        bool is_node3 = p.value("id", 0) == 3 || p.value("address", "") == Address(3);
         EXPECT_FALSE(is_node3 && p.value("state", "") == "alive")
             << "node " << o << " lists the wrong-secret node as alive: " << p.dump();
         EXPECT_NE(p.value("id", 0), 3) << "node " << o << " learnt the refused node's id";
@@ -231,6 +231,8 @@ TEST_F(ClusterHarnessTest, ExecRunsInTheNodeNamespace) {
   ASSERT_TRUE(Up(2));
   std::set<std::string> namespaces;
   namespaces.insert(RunCommand({"stat", "-L", "-c", "%i", "/proc/self/ns/mnt"}).out);
+  ExecResult st = Cluster({"status"});
+  EXPECT_NE(st.out.find("port " + std::to_string(port())), std::string::npos) << st.out;
   for (int i = 1; i <= 2; ++i) {
     ExecResult ns = Exec(i, {"stat", "-L", "-c", "%i", "/proc/self/ns/mnt"});
     ASSERT_TRUE(ns.ok()) << ns.Describe();
@@ -380,18 +382,20 @@ TEST_F(ClusterHarnessTest, SecondUpInTheSameDirIsRefused) {
 }
 
 TEST_F(ClusterHarnessTest, PortInUseFailsCleanly) {
+  const int port = PickFreePort(3);
+  ASSERT_NE(port, 0);
   UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(s.valid());
   int one = 1;
   ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_port = htons(7420);
+  a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(0x7f000002);  // 127.0.0.2
   ASSERT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << strerror(errno);
   ASSERT_EQ(::listen(s.get(), 1), 0);
-  ExecResult r = Cluster({"up", "3"});
-  ExpectOneLine(r, "127.0.0.2:7420 is already in use");
+  ExecResult r = Cluster({"up", "3", "--port", std::to_string(port)});
+  ExpectOneLine(r, "127.0.0.2:" + std::to_string(port) + " is already in use");
   ExpectNothingLeft();
 }
 
