@@ -408,10 +408,12 @@ keeper_pid() {
     die "node $1: its namespace keeper is gone; run '$PROG down --dir $DIR' and start again"
 }
 
-# Lazily unmounts /mfs in node I's namespace if a dead mfsd left it behind.
+# Lazily unmounts /mfs in node I's namespace if a dead FUSE server left it
+# behind (stat fails with ENOTCONN, or hangs); a live mount is left alone.
 unmount_stale() {
   local i=$1 kpid=$2
-  if awk '$5 == "/mfs" { found = 1 } END { exit !found }' "/proc/$kpid/mountinfo" 2>/dev/null; then
+  if awk '$5 == "/mfs" { found = 1 } END { exit !found }' "/proc/$kpid/mountinfo" 2>/dev/null &&
+    ! timeout 5 nsenter -t "$kpid" -m -- stat -c %i /mfs >/dev/null 2>&1; then
     nsenter -t "$kpid" -m -- umount -l /mfs 2>/dev/null || true
   fi
 }
@@ -502,7 +504,9 @@ signal_mfsd() {
 abort_fuse() {
   local kpid=$1 dev
   [[ -d /sys/fs/fuse/connections ]] || return 0
-  awk '$9 ~ /^fuse/ { split($3, d, ":"); print d[2] }' "/proc/$kpid/mountinfo" 2>/dev/null |
+  # mountinfo: the file-system type follows the "-" after the optional fields.
+  awk '{ for (k = 7; k < NF; k++) if ($k == "-") { if ($(k + 1) ~ /^fuse/) { split($3, d, ":"); print d[2] } break } }' \
+    "/proc/$kpid/mountinfo" 2>/dev/null |
     while read -r dev; do
       [[ -w /sys/fs/fuse/connections/$dev/abort ]] && echo 1 >"/sys/fs/fuse/connections/$dev/abort" 2>/dev/null
     done || true
