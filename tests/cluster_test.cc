@@ -116,6 +116,23 @@ TEST_F(ClusterMembershipTest, KilledNodeIsDeadThenAliveAfterRestart) {
   EXPECT_TRUE(EventuallySees({1, 2, 3}, {1, 2, 3}, "alive", 15s));
 }
 
+// A node stopped gracefully (SIGTERM) says goodbye: the others report it
+// "left" well before dead_after_ms; started again, it is alive everywhere.
+TEST_F(ClusterMembershipTest, StoppedNodeLeavesAndStartedNodeRejoins) {
+  ClusterOptions options;
+  options.dead_after_ms = 5000;  // long, so "left" cannot be a timeout
+  ASSERT_TRUE(Up(3, options));
+  ASSERT_TRUE(EventuallySees({1, 2, 3}, {1, 2, 3}, "alive", 15s));
+  auto stopped_at = Clock::now();
+  ASSERT_TRUE(Stop(2));
+  EXPECT_TRUE(EventuallySees({1, 3}, {2}, "left", 4s));
+  EXPECT_LT(Clock::now() - stopped_at, std::chrono::milliseconds(options.dead_after_ms));
+  ExecResult st = Cluster({"status"});
+  EXPECT_NE(st.out.find("127.0.0.2    -"), std::string::npos) << st.out;
+  ASSERT_TRUE(Start(2));
+  EXPECT_TRUE(EventuallySees({1, 2, 3}, {1, 2, 3}, "alive", 15s));
+}
+
 // A node whose secret is not the cluster's is refused: the others never list
 // it alive (it never authenticates, so they do not even learn its id), it
 // sees nobody alive, and its log says it was refused.
