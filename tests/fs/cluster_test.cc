@@ -24,7 +24,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-class ClusterTest : public ::testing::Test {
+class FsClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
@@ -82,7 +82,7 @@ class ClusterTest : public ::testing::Test {
   pid_t pid_[3] = {-1, -1, -1};
 };
 
-TEST_F(ClusterTest, WriteOnOneNodeReadsBackOnTheOthers) {
+TEST_F(FsClusterTest, WriteOnOneNodeReadsBackOnTheOthers) {
   // Cache the file on both nodes first, so stale caches would show.
   ASSERT_TRUE(WriteFile(M(2, 2, "f"), "one"));
   EXPECT_EQ(ReadFile(M(1, 2, "f")), "one");
@@ -102,7 +102,7 @@ TEST_F(ClusterTest, WriteOnOneNodeReadsBackOnTheOthers) {
   EXPECT_STREQ(buf, "2");
 }
 
-TEST_F(ClusterTest, DeleteAndRecreateIsSeenEverywhere) {
+TEST_F(FsClusterTest, DeleteAndRecreateIsSeenEverywhere) {
   ASSERT_TRUE(WriteFile(M(1, 2, "g"), "first"));
   EXPECT_EQ(ReadFile(M(2, 2, "g")), "first");
   ASSERT_EQ(unlink(M(2, 2, "g").c_str()), 0);
@@ -119,7 +119,7 @@ TEST_F(ClusterTest, DeleteAndRecreateIsSeenEverywhere) {
   EXPECT_TRUE(WaitFor([&] { return ReadFile(M(2, 1, "h")) == "b"; }, seconds(2)));
 }
 
-TEST_F(ClusterTest, AppendsFromTwoNodesInterleave) {
+TEST_F(FsClusterTest, AppendsFromTwoNodesInterleave) {
   int a = open(M(1, 2, "log").c_str(), O_CREAT | O_WRONLY | O_APPEND, 0644);
   ASSERT_GE(a, 0);
   int b = open(M(2, 2, "log").c_str(), O_WRONLY | O_APPEND);
@@ -138,7 +138,7 @@ TEST_F(ClusterTest, AppendsFromTwoNodesInterleave) {
   EXPECT_EQ(ReadFile(M(2, 2, "log")), expect);
 }
 
-TEST_F(ClusterTest, ListingShowsChangesMadeOnAnotherNode) {
+TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
   ASSERT_EQ(mkdir(M(2, 2, "d").c_str(), 0755), 0);
   ASSERT_TRUE(WriteFile(M(2, 2, "d/one"), "1"));
   auto list = [&](const std::string& p) {
@@ -161,7 +161,7 @@ TEST_F(ClusterTest, ListingShowsChangesMadeOnAnotherNode) {
   EXPECT_TRUE(WaitFor([&] { return list(M(1, 2, "d")).size() == 2; }, seconds(2)));
 }
 
-TEST_F(ClusterTest, CredentialsTravelWithRequests) {
+TEST_F(FsClusterTest, CredentialsTravelWithRequests) {
   ASSERT_TRUE(WriteFile(M(1, 2, "rootonly"), "r"));
   ASSERT_EQ(chmod(M(1, 2, "rootonly").c_str(), 0644), 0);
   EXPECT_EQ(AsUser(65534, [&] {
@@ -180,7 +180,7 @@ TEST_F(ClusterTest, CredentialsTravelWithRequests) {
   EXPECT_EQ(st.st_mode & 07777, 0640u);
 }
 
-TEST_F(ClusterTest, LocksAreHeldByTheOwningNode) {
+TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   ASSERT_TRUE(WriteFile(M(2, 2, "lk"), "lock me"));
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);
@@ -216,7 +216,7 @@ TEST_F(ClusterTest, LocksAreHeldByTheOwningNode) {
   close(pipefd[1]);
 }
 
-TEST_F(ClusterTest, DeadNodeFailsFastAndRecoversWithoutRemount) {
+TEST_F(FsClusterTest, DeadNodeFailsFastAndRecoversWithoutRemount) {
   ASSERT_TRUE(WriteFile(M(1, 2, "keep"), "still here"));
   int fd = open(M(1, 2, "keep").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);

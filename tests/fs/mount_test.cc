@@ -20,7 +20,7 @@
 namespace mfs::testing {
 namespace {
 
-class MountTest : public ::testing::Test {
+class FsMountTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
@@ -60,7 +60,7 @@ class MountTest : public ::testing::Test {
   pid_t pid_ = -1;
 };
 
-TEST_F(MountTest, RootListsThisNodeAndTheMagicEntries) {
+TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
   std::set<std::string> names;
   DIR* d = opendir(mnt_.c_str());
   ASSERT_NE(d, nullptr);
@@ -83,7 +83,7 @@ TEST_F(MountTest, RootListsThisNodeAndTheMagicEntries) {
   EXPECT_EQ(errno, EPERM);
 }
 
-TEST_F(MountTest, LocationXattrNamesTheNode) {
+TEST_F(FsMountTest, LocationXattrNamesTheNode) {
   ASSERT_TRUE(WriteFile(P("f"), "x"));
   char buf[16] = {};
   ASSERT_EQ(getxattr(P("f").c_str(), "user.mfs.node", buf, sizeof(buf)), 1);
@@ -95,7 +95,7 @@ TEST_F(MountTest, LocationXattrNamesTheNode) {
   EXPECT_EQ(std::string(buf, 4), "blue");
 }
 
-TEST_F(MountTest, FilesLandInTheExport) {
+TEST_F(FsMountTest, FilesLandInTheExport) {
   ASSERT_EQ(mkdir(P("d").c_str(), 0750), 0);
   ASSERT_TRUE(WriteFile(P("d/a"), "hello"));
   EXPECT_EQ(ReadFile(E("d/a")), "hello");
@@ -122,7 +122,7 @@ TEST_F(MountTest, FilesLandInTheExport) {
   EXPECT_EQ(errno, ENAMETOOLONG);
 }
 
-TEST_F(MountTest, RenameFlags) {
+TEST_F(FsMountTest, RenameFlags) {
   ASSERT_TRUE(WriteFile(P("a"), "A"));
   ASSERT_TRUE(WriteFile(P("b"), "B"));
   EXPECT_EQ(renameat2(AT_FDCWD, P("a").c_str(), AT_FDCWD, P("b").c_str(), RENAME_NOREPLACE), -1);
@@ -133,7 +133,7 @@ TEST_F(MountTest, RenameFlags) {
   EXPECT_EQ(ReadFile(E("a")), "B");
 }
 
-TEST_F(MountTest, LargeWritesAndReadsRoundTrip) {
+TEST_F(FsMountTest, LargeWritesAndReadsRoundTrip) {
   std::string data(8 << 20, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
   int fd = open(P("big").c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644);
@@ -156,7 +156,7 @@ TEST_F(MountTest, LargeWritesAndReadsRoundTrip) {
   EXPECT_TRUE(ReadFile(E("big")).substr(0, data.size()) == data);
 }
 
-TEST_F(MountTest, CallerCredentialsApply) {
+TEST_F(FsMountTest, CallerCredentialsApply) {
   ASSERT_TRUE(WriteFile(P("rootfile"), "r"));
   ASSERT_EQ(chmod(P("rootfile").c_str(), 0644), 0);
   EXPECT_EQ(AsUser(65534, [&] {
@@ -178,7 +178,7 @@ TEST_F(MountTest, CallerCredentialsApply) {
             EPERM);
 }
 
-TEST_F(MountTest, RecordLocksAndFlockConflict) {
+TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
   ASSERT_TRUE(WriteFile(P("l"), "locked"));
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);
@@ -226,7 +226,7 @@ TEST_F(MountTest, RecordLocksAndFlockConflict) {
   close(pipefd[1]);
 }
 
-TEST_F(MountTest, LookupCountsReturnToZero) {
+TEST_F(FsMountTest, LookupCountsReturnToZero) {
   auto before = Inodes();
   ASSERT_GE(before.first, 0);
   ASSERT_EQ(mkdir(P("many").c_str(), 0755), 0);
