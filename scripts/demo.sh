@@ -63,7 +63,26 @@ demo_membership() {
   show "$CLUSTER" exec 3 -- mfsctl status
 }
 
-DEMO_PARTS=(demo_membership)
+# /mfs (issue 4): a file written on one node, read through the others.
+demo_fs() {
+  say "/mfs: every node's export on every node"
+  local i deadline=$((SECONDS + 20))
+  for ((i = 1; i <= N; i++)); do
+    until "$CLUSTER" exec "$i" -- test -d "/mfs/$(((i % N) + 1))" 2>/dev/null; do
+      ((SECONDS < deadline)) || fail "node $i does not show /mfs/$(((i % N) + 1)) (see $MFS_CLUSTER_DIR/node$i/mfsd.log)"
+      sleep 0.2
+    done
+  done
+  show "$CLUSTER" exec 1 -- ls -l /mfs
+  show "$CLUSTER" exec 1 -- sh -c 'echo "written on node 1 at $(date +%T)" > /mfs/2/hello.txt'
+  for ((i = 1; i <= N; i++)); do show "$CLUSTER" exec "$i" -- cat /mfs/2/hello.txt; done
+  show "$CLUSTER" exec 3 -- getfattr -n user.mfs.node /mfs/2/hello.txt
+  show "$CLUSTER" exec 3 -- sh -c 'echo "appended on node 3" >> /mfs/2/hello.txt'
+  show "$CLUSTER" exec 1 -- cat /mfs/2/hello.txt
+  show "$CLUSTER" exec 2 -- readlink /mfs/here
+}
+
+DEMO_PARTS=(demo_membership demo_fs)
 
 bash "$MFS_ROOT/scripts/setup.sh"
 
