@@ -61,6 +61,9 @@ struct Inode {
   // A record lock was asked for on this file (any open file of it): closes
   // must then reach the owner to drop the closing process's locks.
   std::atomic<bool> locked{false};
+  // kRemote: the owner said the file has no security.capability; the kernel
+  // asks before every write. Cleared by any invalidation of the file.
+  std::atomic<bool> no_caps{false};
 };
 using InodePtr = std::shared_ptr<Inode>;
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <new>
+#include <thread>
 
 namespace mfs::client {
 
@@ -304,12 +305,24 @@ void LocalBackend::GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) {
   cb(locks_.GetLk(fh->inode->fd.get(), LockKey(fh->inode), in));
 }
 
+// A lock request that may wait runs on its own thread, so that waiting
+// lockers never occupy the FUSE worker threads (the kernel keeps the file
+// open, and so the inode referenced, until the request is answered).
 void LocalBackend::SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) {
-  cb(locks_.SetLk(fh->inode->fd.get(), LockKey(fh->inode), in));
+  InodePtr inode = fh->inode;
+  if (!in.wait) return cb(locks_.SetLk(inode->fd.get(), LockKey(inode), in));
+  std::thread([this, inode, in, cb = std::move(cb)] {
+    cb(locks_.SetLk(inode->fd.get(), LockKey(inode), in));
+  }).detach();
 }
 
 void LocalBackend::Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) {
-  cb(locks_.Flock(fh->inode->fd.get(), LockKey(fh->inode), owner, op));
+  InodePtr inode = fh->inode;
+  if ((op & LOCK_NB) || (op & ~LOCK_NB) == LOCK_UN)
+    return cb(locks_.Flock(inode->fd.get(), LockKey(inode), owner, op));
+  std::thread([this, inode, owner, op, cb = std::move(cb)] {
+    cb(locks_.Flock(inode->fd.get(), LockKey(inode), owner, op));
+  }).detach();
 }
 
 }  // namespace mfs::client

@@ -231,6 +231,7 @@ void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
   if (!inode) return;
+  inode->no_caps = false;
   {
     std::lock_guard<std::mutex> l(inval_mu_);
     if (inval_queue_.size() > 100000) inval_queue_.clear();
@@ -691,6 +692,7 @@ void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::
   w.Bytes(name);
   w.Bytes(value);
   w.U32(static_cast<uint32_t>(flags));
+  inode->no_caps = false;
   DoneCall(inode->node, proto::kSetXattr, std::move(p), std::move(cb));
 }
 
@@ -704,6 +706,14 @@ static void BytesReply(Result<Frame> f, const char* what, const Cb<std::string>&
 
 void RemoteBackend::GetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                              Cb<std::string> cb) {
+  static const std::string kCaps = "security.capability";
+  if (name == kCaps && inode->no_caps) return cb(Status::Error(ENODATA, kCaps));
+  if (name == kCaps) {
+    cb = [inode, cb = std::move(cb)](Result<std::string> r) {
+      if (!r.ok() && r.status().code() == ENODATA) inode->no_caps = true;
+      cb(std::move(r));
+    };
+  }
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -729,6 +739,7 @@ void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const st
   proto::PutCaller(w, c);
   w.Bytes(inode->handle);
   w.Bytes(name);
+  inode->no_caps = false;
   DoneCall(inode->node, proto::kRemoveXattr, std::move(p), std::move(cb));
 }
 

@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "tests/fs/harness.h"
 
@@ -224,6 +226,69 @@ TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
   close(fd);
   close(pipefd[0]);
   close(pipefd[1]);
+}
+
+TEST_F(FsMountTest, BlockedLockersDoNotStallTheMount) {
+  ASSERT_TRUE(WriteFile(P("contended"), "x"));
+  auto lock_and_wait = [&](bool hold) {
+    int fd = open(P("contended").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fd < 0 || fcntl(fd, F_SETLKW, &fl) != 0) _exit(1);
+    if (hold) pause();
+    _exit(0);
+  };
+  pid_t holder = fork();
+  if (holder == 0) lock_and_wait(true);
+  struct flock probe {};
+  int fd = open(P("contended").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        probe.l_type = F_WRLCK;
+        probe.l_whence = SEEK_SET;
+        return fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type == F_WRLCK;
+      },
+      std::chrono::seconds(5)));
+  std::vector<pid_t> waiters;
+  for (int i = 0; i < 24; ++i) {  // more than the mount's 16 worker threads
+    pid_t p = fork();
+    if (p == 0) lock_and_wait(false);
+    waiters.push_back(p);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Probe from a child, so a stalled mount fails the test instead of hanging it.
+  pid_t prober = fork();
+  if (prober == 0) {
+    struct stat st;
+    _exit(stat(P("contended").c_str(), &st) == 0 && WriteFile(P("other"), "still serving") ? 0 : 1);
+  }
+  int pst = -1;
+  EXPECT_TRUE(WaitFor([&] { return waitpid(prober, &pst, WNOHANG) == prober; },
+                      std::chrono::seconds(3)))
+      << "the mount stalled behind blocked lockers";
+  if (pst == -1) kill(prober, SIGKILL), waitpid(prober, &pst, 0);
+  EXPECT_TRUE(WIFEXITED(pst) && WEXITSTATUS(pst) == 0);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  size_t done = 0;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (pid_t& p : waiters) {
+          int status = 0;
+          if (p > 0 && waitpid(p, &status, WNOHANG) == p) {
+            EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+            p = -1;
+            ++done;
+          }
+        }
+        return done == waiters.size();
+      },
+      std::chrono::seconds(20)));
+  for (pid_t p : waiters)
+    if (p > 0) kill(p, SIGKILL), waitpid(p, nullptr, 0);
+  close(fd);
 }
 
 TEST_F(FsMountTest, LookupCountsReturnToZero) {
