@@ -7,6 +7,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
 #include "mfs/client/caller.h"
@@ -29,8 +31,7 @@ Status Bad(const char* what) { return Status::Error(EBADMSG, std::string("malfor
 FileService::FileService(const FileServiceOptions& opts)
     : opts_(opts),
       handles_(opts.secret, opts.self_id),
-      pool_(opts.threads ? opts.threads : 4),
-      blocking_pool_(8) {}
+      pool_(opts.threads ? opts.threads : 4) {}
 
 FileService::~FileService() { Stop(); }
 
@@ -50,7 +51,6 @@ Result<std::unique_ptr<FileService>> FileService::Create(const FileServiceOption
 void FileService::Stop() {
   if (stopped_.exchange(true)) return;
   pool_.join();
-  blocking_pool_.join();
 }
 
 size_t FileService::open_files() const {
@@ -65,9 +65,15 @@ size_t FileService::interest_size() const {
 
 void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   if (stopped_) return conn->ReplyError(frame, Status::Unavailable("file service stopping"));
-  bool blocking = frame.type() == proto::kSetLk || frame.type() == proto::kFlock;
+  // A lock request that may wait gets a thread of its own: waiters must
+  // never hold up the workers, nor the unlock that would release them.
+  const std::string& p = frame.payload;
+  bool waits = (frame.type() == proto::kSetLk && !p.empty() && p.back() != 0) ||
+               (frame.type() == proto::kFlock && p.size() >= 4 &&
+                !(DecodeFixed32(p.data() + p.size() - 4) & LOCK_NB) &&
+                (DecodeFixed32(p.data() + p.size() - 4) & ~LOCK_NB) != LOCK_UN);
   auto job = [this, conn, frame = std::move(frame)]() { Execute(conn, frame); };
-  if (blocking) boost::asio::post(blocking_pool_, std::move(job));
+  if (waits) std::thread(std::move(job)).detach();
   else boost::asio::post(pool_, std::move(job));
 }
 

@@ -90,7 +90,6 @@ class FileService {
   HandleCodec handles_;
   UniqueFd root_;
   boost::asio::thread_pool pool_;
-  boost::asio::thread_pool blocking_pool_;  // lock waits
   client::ops::OfdLockTable locks_;
 
   mutable std::mutex mu_;

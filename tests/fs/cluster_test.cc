@@ -15,6 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "tests/fs/harness.h"
 
@@ -253,6 +255,57 @@ TEST_F(FsClusterTest, ClosingAnyDescriptorReleasesRemoteLocks) {
   waitpid(child, nullptr, 0);
   close(fd);
   for (int f : {p2c[0], p2c[1], c2p[0], c2p[1]}) close(f);
+}
+
+TEST_F(FsClusterTest, ManyRemoteWaitersAndAnExplicitUnlock) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "queue"), "q"));
+  int go[2], ready[2];
+  ASSERT_EQ(pipe(go), 0);
+  ASSERT_EQ(pipe(ready), 0);
+  auto locker = [&](bool holder) {
+    int fd = open(M(1, 2, "queue").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fd < 0 || fcntl(fd, holder ? F_SETLK : F_SETLKW, &fl) != 0) _exit(1);
+    if (holder) {
+      char c = 1;
+      (void)!write(ready[1], &c, 1);
+      (void)!read(go[0], &c, 1);
+    }
+    fl.l_type = F_UNLCK;  // explicit unlock, not a close
+    _exit(fcntl(fd, F_SETLK, &fl) == 0 ? 0 : 2);
+  };
+  pid_t holder = fork();
+  if (holder == 0) locker(true);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  std::vector<pid_t> waiters;
+  for (int i = 0; i < 12; ++i) {  // more than the owner's worker threads
+    pid_t p = fork();
+    if (p == 0) locker(false);
+    waiters.push_back(p);
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  waiters.push_back(holder);
+  size_t done = 0;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (pid_t& p : waiters) {
+          int st = 0;
+          if (p > 0 && waitpid(p, &st, WNOHANG) == p) {
+            EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+            p = -1;
+            ++done;
+          }
+        }
+        return done == waiters.size();
+      },
+      seconds(20)));
+  for (pid_t p : waiters)
+    if (p > 0) kill(p, SIGKILL), waitpid(p, nullptr, 0);
+  for (int f : {go[0], go[1], ready[0], ready[1]}) close(f);
 }
 
 TEST_F(FsClusterTest, DeadNodeFailsFastAndRecoversWithoutRemount) {
