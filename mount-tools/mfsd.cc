@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "mfs/base/log.h"
+#include "mfs/locality/service.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
 
@@ -33,6 +34,12 @@ int main(int argc, char** argv) {
   if (!s.ok()) {
     fprintf(stderr, "mfsd: %s\n", s.ToString().c_str());
     spdlog::error("start failed: {}", s.ToString());
+    return 1;
+  }
+  auto locality = mfs::locality::LocalityService::Create(daemon);
+  if (!locality.ok()) {
+    fprintf(stderr, "mfsd: %s\n", locality.status().ToString().c_str());
+    spdlog::error("start failed: {}", locality.status().ToString());
     return 1;
   }
   daemon.Run(2);
