@@ -113,7 +113,8 @@ size_t Columns(const std::string& s) {
 std::string ShortBytes(double b) {
   static const char* kUnits[] = {"B", "K", "M", "G", "T", "P"};
   int u = 0;
-  while (b >= 1024 && u < 5) {
+  // 1000 and up goes to the next unit, so a value never takes 5 digits.
+  while (b >= 1000 && u < 5) {
     b /= 1024;
     ++u;
   }
@@ -354,8 +355,10 @@ struct SeriesPoint {
 };
 
 std::vector<SeriesPoint> ClusterSeries(const ClusterView& v) {
-  double bucket_ms = 1000;
+  // Points of different nodes are summed per history interval.
+  double bucket_ms = 0;
   for (const json& n : v.nodes) bucket_ms = std::max(bucket_ms, 1000 * Num(n, "history_interval_s"));
+  if (bucket_ms <= 0) bucket_ms = 10000;
   std::map<int64_t, std::pair<double, double>> sum;  // bucket -> (local, remote) bytes
   for (const json& n : v.nodes) {
     if (!n.contains("history") || !n["history"].is_array()) continue;
