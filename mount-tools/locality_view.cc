@@ -234,13 +234,15 @@ std::string RenderProcesses(const ClusterView& v, const Filter& f) {
   // Fixed columns take about 52 characters; the per-node list gets the rest.
   Table t({"PID", "COMMAND", "ON", "DATA", "LOCAL", "MB/S", "BYTES", "PER NODE"});
   size_t budget = f.width > 60 ? static_cast<size_t>(f.width) - 55 : 8;
+  bool exited = false;
   for (const auto& r : rows) {
+    exited |= !r.alive;
     std::string cmd = Fit(r.comm, 12) + (r.alive ? "" : "*");
     t.AddRow({std::to_string(r.pid), cmd, std::to_string(r.where),
               r.main_node ? std::to_string(r.main_node) : "-", Pct(r.local_pct), Rate(r.rate_bps),
               ShortBytes(r.bytes), PerNode(r.per_node, budget)});
   }
-  return t.Render();
+  return t.Render() + (exited ? "* the process has exited\n" : "");
 }
 
 std::string RenderNodes(const ClusterView& v, const Filter& f) {

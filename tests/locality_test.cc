@@ -189,6 +189,19 @@ TEST_F(LocalityTest, ProcessReadingOnlyCachedDataIsShown) {
   EXPECT_EQ(p["totals"]["2"]["cached_reads"], 10u);
   CmdResult t = Mfsstat(d, {"-P"});
   EXPECT_NE(t.out.find(std::to_string(job.pid())), std::string::npos) << t.out;
+  // With the kernel's page cache the client sees only the open: the
+  // process is still listed, with its operations and no bytes.
+  Job opener;
+  {
+    auto rec = RecorderFor(d);
+    rec->Record(opener.pid(), 3, IoOp::kOpen, 0);
+  }
+  json o;
+  ASSERT_TRUE(WaitFor([&] { return !(o = ProcessOf(d, opener.pid())).is_null(); }, 10s));
+  EXPECT_EQ(o["totals"]["3"]["opens"], 1u);
+  EXPECT_EQ(o["bytes"], 0.0);
+  t = Mfsstat(d, {"-P"});
+  EXPECT_NE(t.out.find(std::to_string(opener.pid())), std::string::npos) << t.out;
 }
 
 TEST_F(LocalityTest, ProfileAndHistorySurviveARestart) {

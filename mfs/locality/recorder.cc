@@ -81,6 +81,20 @@ uint64_t InfoKey(const Opener& p) { return (static_cast<uint64_t>(p.pid) << 40) 
 
 }  // namespace
 
+RecorderOptions RecorderOptions::FromEnvironment(std::string control_socket) {
+  RecorderOptions o;
+  o.control_socket = std::move(control_socket);
+  if (const char* v = getenv("MFS_LOCALITY")) {
+    std::string s(v);
+    if (s == "off" || s == "0" || s == "no" || s == "false") o.enabled = false;
+  }
+  if (const char* v = getenv("MFS_LOCALITY_FLUSH_MS")) {
+    long ms = strtol(v, nullptr, 10);
+    if (ms >= 10 && ms <= 60000) o.flush_interval = std::chrono::milliseconds(ms);
+  }
+  return o;
+}
+
 IoRecorder::IoRecorder(RecorderOptions options) : options_(std::move(options)) {}
 
 IoRecorder::~IoRecorder() {
@@ -143,7 +157,7 @@ void IoRecorder::AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, ui
 
 void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes,
                         bool from_cache) {
-  if (tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
+  if (!options_.enabled || tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
   Opener p = ResolveLocked(s, tid, CoarseNowMs());
@@ -151,7 +165,7 @@ void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes,
 }
 
 Opener IoRecorder::CaptureOpener(pid_t tid) {
-  if (tid <= 0) return Opener{};
+  if (!options_.enabled || tid <= 0) return Opener{};
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
   return ResolveLocked(s, tid, CoarseNowMs());

@@ -66,6 +66,13 @@ struct RecorderOptions {
   // Where batches go instead of the control socket (tests, benchmarks).
   // Returns OK when the batch was accepted; on error it is retried later.
   std::function<Status(const Batch&)> sink;
+  // false: Record() returns at once (accounting off, for comparisons).
+  bool enabled = true;
+
+  // Defaults for mount.mfs: `control_socket`, then the environment:
+  // MFS_LOCALITY=off (or 0/no/false) disables accounting,
+  // MFS_LOCALITY_FLUSH_MS sets the flush interval (10..60000).
+  static RecorderOptions FromEnvironment(std::string control_socket);
 };
 
 class IoRecorder {

@@ -146,6 +146,31 @@ TEST(RecorderTest, BadArgumentsAreIgnored) {
   EXPECT_TRUE(got.entries.empty());
 }
 
+TEST(RecorderTest, DisabledRecordsNothing) {
+  Collected got;
+  RecorderOptions o = SinkTo(&got);
+  o.enabled = false;
+  IoRecorder rec(o);
+  rec.Record(Tid(), 1, IoOp::kRead, 1);
+  EXPECT_EQ(rec.CaptureOpener(Tid()).pid, 0);
+  ASSERT_TRUE(rec.Flush().ok());
+  EXPECT_EQ(rec.stats().resolutions, 0u);
+  std::lock_guard lock(got.mu);
+  EXPECT_TRUE(got.entries.empty());
+}
+
+TEST(RecorderTest, OptionsFromEnvironment) {
+  setenv("MFS_LOCALITY", "off", 1);
+  setenv("MFS_LOCALITY_FLUSH_MS", "250", 1);
+  RecorderOptions o = RecorderOptions::FromEnvironment("/s");
+  EXPECT_FALSE(o.enabled);
+  EXPECT_EQ(o.flush_interval.count(), 250);
+  EXPECT_EQ(o.control_socket, "/s");
+  unsetenv("MFS_LOCALITY");
+  unsetenv("MFS_LOCALITY_FLUSH_MS");
+  EXPECT_TRUE(RecorderOptions::FromEnvironment("/s").enabled);
+}
+
 TEST(RecorderTest, GoneThreadIsCountedUnderItsId) {
   Collected got;
   IoRecorder rec(SinkTo(&got));
