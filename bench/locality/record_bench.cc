@@ -11,6 +11,9 @@
 //           client does.
 //   record  Record() alone in a tight loop: the absolute cost per call.
 //
+// Each thread reads 64 blocks of a file on one node, then moves to the next
+// node's file (nodes 1, 2, 3 in turn), as a job streaming through files.
+//
 // The recorder runs as in mount.mfs: its flush thread batches every 500 ms
 // (to a sink that counts entries instead of a control socket, so mfsd's
 // speed does not enter the measurement). Prints one table; see
@@ -61,7 +64,8 @@ double Measure(int threads, double seconds, bool account, bool do_read, int fd, 
           x = x * 6364136223846793005ULL + 1442695040888963407ULL;
           off_t off = static_cast<off_t>((x >> 33) % blocks) * static_cast<off_t>(sizeof buf);
           ssize_t got = do_read ? ::pread(fd, buf, sizeof buf, off) : 4096;
-          if (account) rec->Record(tid, 1 + static_cast<uint32_t>(x % 3), IoOp::kRead,
+          // 64 reads of one file, then the next file (nodes 1, 2, 3 in turn).
+          if (account) rec->Record(tid, 1 + static_cast<uint32_t>((n / 64) % 3), IoOp::kRead,
                                    static_cast<uint64_t>(got));
         }
         n += 64;

@@ -1,7 +1,6 @@
 #include "mfs/locality/recorder.h"
 
 #include <fcntl.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -9,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <algorithm>
 #include <optional>
 
 #include "mfs/base/unique_fd.h"
@@ -16,13 +16,6 @@
 
 namespace mfs::locality {
 namespace {
-
-// CLOCK_MONOTONIC_COARSE is served by the vDSO: no system call.
-int64_t CoarseNowMs() {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
-}
 
 // Reads a small /proc file into buf; returns the length or -1.
 ssize_t ReadSmall(const char* path, char* buf, size_t size) {
@@ -79,6 +72,25 @@ Resolved ResolveFromProc(pid_t tid) {
 
 uint64_t InfoKey(const Opener& p) { return (static_cast<uint64_t>(p.pid) << 40) ^ p.start; }
 
+inline void Bump(Counters& c, IoOp op, uint64_t bytes, bool from_cache) {
+  switch (op) {
+    case IoOp::kOpen: ++c.opens; break;
+    case IoOp::kCreate: ++c.creates; break;
+    case IoOp::kRead:
+      ++c.reads;
+      c.read_bytes += bytes;
+      if (from_cache) {
+        ++c.cached_reads;
+        c.cached_bytes += bytes;
+      }
+      break;
+    case IoOp::kWrite:
+      ++c.writes;
+      c.write_bytes += bytes;
+      break;
+  }
+}
+
 }  // namespace
 
 RecorderOptions RecorderOptions::FromEnvironment(std::string control_socket) {
@@ -95,7 +107,11 @@ RecorderOptions RecorderOptions::FromEnvironment(std::string control_socket) {
   return o;
 }
 
-IoRecorder::IoRecorder(RecorderOptions options) : options_(std::move(options)) {}
+IoRecorder::IoRecorder(RecorderOptions options) : options_(std::move(options)) {
+  auto flush = std::max<int64_t>(1, options_.flush_interval.count());
+  ttl_epochs_ = static_cast<uint32_t>(
+      std::clamp<int64_t>((options_.tid_ttl.count() + flush - 1) / flush, 1, 1 << 20));
+}
 
 IoRecorder::~IoRecorder() {
   {
@@ -119,61 +135,53 @@ IoRecorder::Shard& IoRecorder::ShardForThisThread() {
   return shards_[index % kShards];
 }
 
-Opener IoRecorder::ResolveLocked(Shard& s, pid_t tid, int64_t now_ms) {
+IoRecorder::TidEntry IoRecorder::ResolveLocked(Shard& s, pid_t tid, uint32_t epoch) {
   auto it = s.tids.find(tid);
-  if (it != s.tids.end() && now_ms - it->second.resolved_ms < options_.tid_ttl.count()) {
-    return it->second.proc;
-  }
+  if (it != s.tids.end() && epoch < it->second.expires) return it->second;
   resolutions_.fetch_add(1, std::memory_order_relaxed);
   Resolved r = ResolveFromProc(tid);
-  Opener p{r.tgid, r.start};
-  s.tids[tid] = TidEntry{p, now_ms};
-  auto& info = s.infos[InfoKey(p)];
+  TidEntry t{Opener{r.tgid, r.start}, epoch + ttl_epochs_};
+  s.tids[tid] = t;
+  auto& info = s.infos[InfoKey(t.proc)];
   info.comm = std::move(r.comm);
   info.exe = std::move(r.exe);
-  return p;
+  return t;
 }
 
 void IoRecorder::AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, uint64_t bytes,
                            bool from_cache) {
-  Counters& c = s.counts[ProcKey{p.pid, p.start, node}];
-  switch (op) {
-    case IoOp::kOpen: ++c.opens; break;
-    case IoOp::kCreate: ++c.creates; break;
-    case IoOp::kRead:
-      ++c.reads;
-      c.read_bytes += bytes;
-      if (from_cache) {
-        ++c.cached_reads;
-        c.cached_bytes += bytes;
-      }
-      break;
-    case IoOp::kWrite:
-      ++c.writes;
-      c.write_bytes += bytes;
-      break;
-  }
+  Bump(s.counts[ProcKey{p.pid, p.start, node}], op, bytes, from_cache);
 }
 
 void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes,
                         bool from_cache) {
   if (!options_.enabled || tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
   Shard& s = ShardForThisThread();
+  uint32_t epoch = epoch_.load(std::memory_order_relaxed);
   std::lock_guard lock(s.mu);
-  Opener p = ResolveLocked(s, tid, CoarseNowMs());
-  AddLocked(s, p, owner_node, op, bytes, from_cache);
+  if (s.hit && s.hit_tid == tid && s.hit_node == owner_node && epoch < s.hit_expires) {
+    Bump(*s.hit, op, bytes, from_cache);
+    return;
+  }
+  TidEntry t = ResolveLocked(s, tid, epoch);
+  Counters& c = s.counts[ProcKey{t.proc.pid, t.proc.start, owner_node}];
+  s.hit_tid = tid;
+  s.hit_node = owner_node;
+  s.hit_expires = t.expires;
+  s.hit = &c;
+  Bump(c, op, bytes, from_cache);
 }
 
 Opener IoRecorder::CaptureOpener(pid_t tid) {
   if (!options_.enabled || tid <= 0) return Opener{};
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
-  return ResolveLocked(s, tid, CoarseNowMs());
+  return ResolveLocked(s, tid, epoch_.load(std::memory_order_relaxed)).proc;
 }
 
 void IoRecorder::RecordFor(const Opener& opener, uint32_t owner_node, IoOp op, uint64_t bytes,
                            bool from_cache) {
-  if (opener.pid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
+  if (!options_.enabled || opener.pid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
   if (!s.infos.count(InfoKey(opener))) {
@@ -188,7 +196,7 @@ void IoRecorder::RecordFor(const Opener& opener, uint32_t owner_node, IoOp op, u
 }
 
 void IoRecorder::Collect() {
-  int64_t now = CoarseNowMs();
+  uint32_t now = epoch_.fetch_add(1, std::memory_order_relaxed) + 1;
   for (Shard& s : shards_) {
     std::unordered_map<ProcKey, Counters, ProcKeyHash> counts;
     std::unordered_map<uint64_t, ProcInfo> infos;
@@ -196,9 +204,9 @@ void IoRecorder::Collect() {
       std::lock_guard lock(s.mu);
       if (s.counts.empty() && s.tids.empty()) continue;
       counts.swap(s.counts);
+      s.hit = nullptr;
       // Forget resolutions that expired, and names nobody refers to.
-      std::erase_if(s.tids,
-                    [&](const auto& kv) { return now - kv.second.resolved_ms >= options_.tid_ttl.count(); });
+      std::erase_if(s.tids, [&](const auto& kv) { return now >= kv.second.expires; });
       for (const auto& [k, c] : counts) {
         Opener p{k.pid, k.start};
         auto it = s.infos.find(InfoKey(p));

@@ -8,7 +8,8 @@
 // man/mfsstat.1 and mfs/locality/report.h), where LocalityService keeps them.
 //
 // Hot path: Record() takes one uncontended mutex (one of kShards, chosen by
-// the calling thread) and does two hash-map lookups. It makes no system call
+// the calling thread) and, unless the same thread hit the same node last
+// time, does two hash-map lookups. It reads no clock and makes no system call
 // except the first time a thread id is seen (or again after tid_ttl): then it
 // reads /proc/<tid>/status, /proc/<tgid>/stat and /proc/<tgid>/exe to learn the
 // process, its start time (pid reuse) and its executable. Everything else —
@@ -125,7 +126,7 @@ class IoRecorder {
   };
   struct TidEntry {
     Opener proc;
-    int64_t resolved_ms;
+    uint32_t expires;  // epoch_ at which the resolution is no longer trusted
   };
   struct ProcInfo {
     std::string comm;
@@ -136,11 +137,18 @@ class IoRecorder {
     std::unordered_map<pid_t, TidEntry> tids;                 // GUARDED_BY(mu)
     std::unordered_map<ProcKey, Counters, ProcKeyHash> counts;  // GUARDED_BY(mu)
     std::unordered_map<uint64_t, ProcInfo> infos;             // GUARDED_BY(mu), by pid<<32^start
+    // The last (tid, node) recorded here and its counters: a run of I/O by
+    // one thread on one file skips both look-ups. Cleared when counts is
+    // swapped out (unordered_map elements do not move otherwise).
+    pid_t hit_tid = 0;           // GUARDED_BY(mu)
+    uint32_t hit_node = 0;       // GUARDED_BY(mu)
+    uint32_t hit_expires = 0;    // GUARDED_BY(mu)
+    Counters* hit = nullptr;     // GUARDED_BY(mu)
   };
 
   Shard& ShardForThisThread();
   // REQUIRES: s.mu held.
-  Opener ResolveLocked(Shard& s, pid_t tid, int64_t now_ms);
+  TidEntry ResolveLocked(Shard& s, pid_t tid, uint32_t epoch);
   void AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, uint64_t bytes,
                  bool from_cache);
   void Loop();
@@ -149,6 +157,10 @@ class IoRecorder {
 
   RecorderOptions options_;
   std::array<Shard, kShards> shards_;
+  // Advanced by every Collect(): the recorder's clock for tid expiry, so the
+  // hot path reads an atomic instead of a clock.
+  std::atomic<uint32_t> epoch_{1};
+  uint32_t ttl_epochs_;
 
   std::mutex flush_mu_;  // serialises flushes; guards pending_
   Batch pending_;
