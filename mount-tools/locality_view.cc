@@ -84,12 +84,23 @@ std::string HtmlEscape(const std::string& s) {
   std::string o;
   for (char c : s) {
     switch (c) {
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '&': o += "&amp;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += c;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '&':
+        o += "&amp;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      case '\'':
+        o += "&#39;";
+        break;
+      default:
+        o += c;
     }
   }
   return o;
@@ -127,9 +138,7 @@ std::string ShortBytes(double b) {
   return buf;
 }
 
-json ClusterView::ToJson() const {
-  return json{{"nodes", nodes}, {"unreachable", unreachable}};
-}
+json ClusterView::ToJson() const { return json{{"nodes", nodes}, {"unreachable", unreachable}}; }
 
 Result<ClusterView> FetchView(const FetchOptions& o) {
   json req{{"op", "locality.snapshot"}, {"history", o.history}, {"history_limit", o.history_limit}};
@@ -198,12 +207,18 @@ std::vector<ProcRow> Processes(const ClusterView& v, const Filter& f) {
   }
   auto key_less = [&](const ProcRow& a, const ProcRow& b) {
     switch (f.sort) {
-      case SortKey::kBytes: return a.bytes > b.bytes;
-      case SortKey::kLocal: return a.local_pct > b.local_pct;
-      case SortKey::kRate: return a.rate_bps > b.rate_bps;
-      case SortKey::kPid: return std::tie(a.pid, a.reporter) < std::tie(b.pid, b.reporter);
-      case SortKey::kCommand: return a.comm < b.comm;
-      case SortKey::kNode: return std::tie(a.where, a.pid) < std::tie(b.where, b.pid);
+      case SortKey::kBytes:
+        return a.bytes > b.bytes;
+      case SortKey::kLocal:
+        return a.local_pct > b.local_pct;
+      case SortKey::kRate:
+        return a.rate_bps > b.rate_bps;
+      case SortKey::kPid:
+        return std::tie(a.pid, a.reporter) < std::tie(b.pid, b.reporter);
+      case SortKey::kCommand:
+        return a.comm < b.comm;
+      case SortKey::kNode:
+        return std::tie(a.where, a.pid) < std::tie(b.where, b.pid);
     }
     return false;
   };
@@ -250,7 +265,7 @@ std::string RenderNodes(const ClusterView& v, const Filter& f) {
   // files served, to which nodes and processes.
   struct NodeRow {
     double issued = 0, issued_local = 0, rate = 0, served = 0;
-    std::map<uint32_t, double> served_to;                   // by the reader's node
+    std::map<uint32_t, double> served_to;                      // by the reader's node
     std::vector<std::pair<double, std::string>> served_procs;  // (bytes, "cmd[pid]@n")
   };
   std::map<uint32_t, NodeRow> nodes;
@@ -359,7 +374,8 @@ struct SeriesPoint {
 std::vector<SeriesPoint> ClusterSeries(const ClusterView& v) {
   // Points of different nodes are summed per history interval.
   double bucket_ms = 0;
-  for (const json& n : v.nodes) bucket_ms = std::max(bucket_ms, 1000 * Num(n, "history_interval_s"));
+  for (const json& n : v.nodes)
+    bucket_ms = std::max(bucket_ms, 1000 * Num(n, "history_interval_s"));
   if (bucket_ms <= 0) bucket_ms = 10000;
   std::map<int64_t, std::pair<double, double>> sum;  // bucket -> (local, remote) bytes
   for (const json& n : v.nodes) {
@@ -431,8 +447,8 @@ std::string RenderHtml(const ClusterView& v, const Filter& f) {
          std::to_string(width) + "\" height=\"" + std::to_string(height) + "\">\n";
     for (size_t c = 0; c < nodes.size(); ++c) {
       h += "<text x=\"" + std::to_string(label_w + cell_w * static_cast<int>(c) + cell_w / 2) +
-           "\" y=\"20\" text-anchor=\"middle\" font-size=\"12\">node " +
-           std::to_string(nodes[c]) + "</text>\n";
+           "\" y=\"20\" text-anchor=\"middle\" font-size=\"12\">node " + std::to_string(nodes[c]) +
+           "</text>\n";
     }
     for (size_t r = 0; r < procs.size(); ++r) {
       const auto& p = procs[r];
@@ -451,8 +467,8 @@ std::string RenderHtml(const ClusterView& v, const Filter& f) {
              std::to_string(p.pid) + "] on node " + std::to_string(nodes[c]) + ": " +
              ShortBytes(b) + "</title></rect>\n";
         h += "<text x=\"" +
-             std::to_string(label_w + cell_w * static_cast<int>(c) + cell_w / 2 - 1) +
-             "\" y=\"" + std::to_string(y + 15) + "\" text-anchor=\"middle\" font-size=\"11\" fill=\"" +
+             std::to_string(label_w + cell_w * static_cast<int>(c) + cell_w / 2 - 1) + "\" y=\"" +
+             std::to_string(y + 15) + "\" text-anchor=\"middle\" font-size=\"11\" fill=\"" +
              (light < 60 ? "#fff" : "#222") + "\">" + (b > 0 ? ShortBytes(b) : "") + "</text>\n";
       }
     }
@@ -475,7 +491,8 @@ std::string RenderHtml(const ClusterView& v, const Filter& f) {
     auto line = [&](bool local) {
       std::string pts;
       for (const auto& p : series) {
-        pts += Fmt("%.1f", X(p.t_s)) + "," + Fmt("%.1f", Y(local ? p.local_bps : p.remote_bps)) + " ";
+        pts +=
+            Fmt("%.1f", X(p.t_s)) + "," + Fmt("%.1f", Y(local ? p.local_bps : p.remote_bps)) + " ";
       }
       return pts;
     };
@@ -526,7 +543,8 @@ std::string Bar(double fraction, int width, bool utf8) {
   std::string out;
   if (!utf8) {
     int n = static_cast<int>(std::lround(fraction * width));
-    return std::string(static_cast<size_t>(n), '#') + std::string(static_cast<size_t>(width - n), '.');
+    return std::string(static_cast<size_t>(n), '#') +
+           std::string(static_cast<size_t>(width - n), '.');
   }
   static const char* kEighths[] = {"", "▏", "▎", "▍", "▌", "▋", "▊", "▉"};
   int eighths = static_cast<int>(std::lround(fraction * width * 8));
@@ -618,7 +636,8 @@ std::string RenderMonitor(const ClusterView& v, int cols, int rows, double inter
   snprintf(head, sizeof head, "mfsmon  %zu node(s)  every %.1fs  q quits", by_id.size(),
            interval_s);
   std::string title = head;
-  title += std::string(static_cast<size_t>(std::max(1, cols - static_cast<int>(title.size()) - 8)), ' ');
+  title +=
+      std::string(static_cast<size_t>(std::max(1, cols - static_cast<int>(title.size()) - 8)), ' ');
   title += clock;
   lines.push_back(title);
   // NODE(4) + 4 gauges, each: bar + space + value(9) + 2 spaces.
@@ -649,14 +668,16 @@ std::string RenderMonitor(const ClusterView& v, int cols, int rows, double inter
       l += cell(r.load / r.cpus, Fmt("%.2f", r.load));
       l += cell(r.mem_total > 0 ? r.mem_avail / r.mem_total : 0, ShortBytes(r.mem_avail));
       l += cell(r.rate / max_rate, Rate(r.rate) + "MB/s");
-      l += cell(r.bytes > 0 ? r.local / r.bytes : 0, r.bytes > 0 ? Pct(100 * r.local / r.bytes) : "-");
+      l += cell(r.bytes > 0 ? r.local / r.bytes : 0,
+                r.bytes > 0 ? Pct(100 * r.local / r.bytes) : "-");
       lines.push_back(l);
     }
     ++shown;
   }
   while (static_cast<int>(lines.size()) < rows - 1) lines.push_back("");
-  lines.push_back("load per CPU; free memory of total; I/O of the busiest node; local share of "
-                  "decayed bytes");
+  lines.push_back(
+      "load per CPU; free memory of total; I/O of the busiest node; local share of "
+      "decayed bytes");
   std::string out;
   for (auto& l : lines) {
     // Cut to the width in columns (bars are multi-byte).

@@ -21,10 +21,16 @@ json Proc(uint32_t pid, const char* comm, uint32_t where, json nodes, double rat
       main = static_cast<uint32_t>(std::stoul(it.key()));
     }
   }
-  return json{{"pid", pid},   {"comm", comm},       {"exe", std::string("/usr/bin/") + comm},
-              {"where", where}, {"main_node", main}, {"bytes", total},
-              {"local_pct", total ? 100 * local / total : 0}, {"rate_bps", rate},
-              {"alive", true},  {"nodes", nodes}};
+  return json{{"pid", pid},
+              {"comm", comm},
+              {"exe", std::string("/usr/bin/") + comm},
+              {"where", where},
+              {"main_node", main},
+              {"bytes", total},
+              {"local_pct", total ? 100 * local / total : 0},
+              {"rate_bps", rate},
+              {"alive", true},
+              {"nodes", nodes}};
 }
 
 json B(double b) { return json{{"bytes", b}, {"cached_bytes", 0}}; }

@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
   fo.all = true;
   double interval = 1.0;
   bool local_only = false;
-  app.add_option("--socket", fo.socket, "control socket (default $MFS_SOCKET or /run/mfs/mfsd.sock)");
+  app.add_option("--socket", fo.socket,
+                 "control socket (default $MFS_SOCKET or /run/mfs/mfsd.sock)");
   app.add_option("-d,--delay", interval, "seconds between refreshes (default 1)")
       ->check(CLI::Range(0.1, 3600.0));
   app.add_flag("-l,--local", local_only, "this node only (do not ask the peers)");

@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   double watch = 0;
   uint32_t pid = 0, node = 0;
   int width = 0;
-  app.add_option("--socket", fo.socket, "control socket (default $MFS_SOCKET or /run/mfs/mfsd.sock)");
+  app.add_option("--socket", fo.socket,
+                 "control socket (default $MFS_SOCKET or /run/mfs/mfsd.sock)");
   app.add_flag("-a,--all", fo.all, "the whole cluster: ask every node");
   app.add_flag("--json", as_json, "print JSON instead of tables");
   auto* watch_opt = app.add_option("-w,--watch", watch, "refresh every SECS seconds (default 2)")
@@ -119,7 +120,9 @@ int main(int argc, char** argv) {
         text += head;
       }
       std::string unreachable = RenderUnreachable(*view);
-      if (procs) text += (text.empty() ? "" : "\n") + std::string("PROCESSES\n") + RenderProcesses(*view, filter);
+      if (procs)
+        text += (text.empty() ? "" : "\n") + std::string("PROCESSES\n") +
+                RenderProcesses(*view, filter);
       if (nodes) text += "\nNODES\n" + RenderNodes(*view, filter);
       if (profiles && !fo.pid) text += "\nPROGRAM PROFILES\n" + RenderProfiles(*view, filter);
       if (!unreachable.empty()) text += "\n" + unreachable;

@@ -47,7 +47,7 @@ std::string Slurp(const std::string& path) {
 }  // namespace
 
 CmdResult RunCmd(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
-              const std::vector<std::string>& env) {
+                 const std::vector<std::string>& env) {
   CmdResult r;
   char tmpl[] = "/tmp/mfs-run.XXXXXX";
   if (!::mkdtemp(tmpl)) {
@@ -152,14 +152,14 @@ Mfsd::Mfsd(std::string dir, uint32_t id, uint16_t port, std::vector<uint32_t> pe
   }
   std::string peer_list;
   for (uint32_t p : peers) {
-    peer_list += (peer_list.empty() ? "\"" : ", \"") + std::string("127.0.0.") +
-                 std::to_string(p) + ":" + std::to_string(port) + "\"";
+    peer_list += (peer_list.empty() ? "\"" : ", \"") + std::string("127.0.0.") + std::to_string(p) +
+                 ":" + std::to_string(port) + "\"";
   }
   std::ofstream c(config_);
   c << "[node]\nid = " << id << "\naddress = \"127.0.0." << id << "\"\nport = " << port
-    << "\nexport = \"" << dir_ << "/export\"\nstate_dir = \"" << state_
-    << "\"\nsecret_file = \"" << secret << "\"\ncontrol_socket = \"" << socket_
-    << "\"\nmount = \"\"\npeers = [" << peer_list << "]\n"
+    << "\nexport = \"" << dir_ << "/export\"\nstate_dir = \"" << state_ << "\"\nsecret_file = \""
+    << secret << "\"\ncontrol_socket = \"" << socket_ << "\"\nmount = \"\"\npeers = [" << peer_list
+    << "]\n"
     << "[membership]\nheartbeat_ms = 100\ndead_after_ms = 1000\n"
     << "[log]\nlevel = \"info\"\nfile = \"" << log_ << "\"\n"
     << "[locality]\n"

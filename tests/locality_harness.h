@@ -33,7 +33,7 @@ struct CmdResult {
 // Runs argv with stdin /dev/null and `env` added to the environment; kills
 // the process group at the deadline.
 CmdResult RunCmd(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = 60s,
-              const std::vector<std::string>& env = {});
+                 const std::vector<std::string>& env = {});
 
 bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
              std::chrono::milliseconds every = 50ms);

@@ -2,17 +2,16 @@
 // real control socket, the real IoRecorder and the real mfsstat / mfsmon
 // binaries. The end-to-end test through /mfs needs the FUSE client and the
 // cluster harness; it is skipped, with the reason, where they are missing.
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <rocksdb/db.h>
 #include <thread>
 
 #include "mfs/locality/codec.h"
@@ -128,7 +127,8 @@ TEST_F(LocalityTest, ReportedInTheProportionsRead) {
   }  // the destructor flushes
   json p;
   ASSERT_TRUE(WaitFor([&] { return !(p = ProcessOf(d, job.pid())).is_null(); }, 10s));
-  double b1 = p["nodes"]["1"]["bytes"], b2 = p["nodes"]["2"]["bytes"], b3 = p["nodes"]["3"]["bytes"];
+  double b1 = p["nodes"]["1"]["bytes"], b2 = p["nodes"]["2"]["bytes"],
+         b3 = p["nodes"]["3"]["bytes"];
   double total = b1 + b2 + b3;
   ASSERT_GT(total, 0);
   EXPECT_NEAR(b1 / total, 1.0 / 6, 0.01);
@@ -281,9 +281,9 @@ TEST_F(LocalityTest, CorruptHistoryRecordIsSkippedWithAWarning) {
     std::string v = locality::EncodeHistory(locality::HistoryPoint{2000, 10, 1, 1, 1, 1, 0});
     v[20] ^= 1;
     ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), locality::HistoryKey(2000), v).ok());
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), std::string(locality::kProfilePrefix) + "/bad",
-                        "xx")
-                    .ok());
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), std::string(locality::kProfilePrefix) + "/bad", "xx")
+            .ok());
   }
   ASSERT_TRUE(d.Start().ok()) << "a corrupt record must not stop mfsd";
   auto r = d.Control({{"op", "locality.snapshot"}, {"history", true}});
@@ -433,8 +433,8 @@ TEST_F(LocalityTest, MfsmonInARealTerminal) {
       tmux({"resize-window", "-t", "mon", "-x", "100", "-y", "30"});
       // Node 2 goes away: shown as not answering.
       n2.Kill();
-      EXPECT_TRUE(WaitFor([&] { return capture().find("2 not answering") != std::string::npos; },
-                          10s))
+      EXPECT_TRUE(
+          WaitFor([&] { return capture().find("2 not answering") != std::string::npos; }, 10s))
           << capture();
     }
     tmux({"send-keys", "-t", "mon", key});
@@ -510,7 +510,8 @@ TEST_F(LocalityTest, HtmlReportRendersInChromium) {
   ASSERT_EQ(s.exit_code, 0) << s.Describe();
   std::error_code ec;
   EXPECT_GT(fs::file_size(shot, ec), 10000u) << "screenshot missing or blank";
-  if (const char* keep = getenv("MFS_KEEP_SCREENSHOT")) fs::copy_file(shot, keep, fs::copy_options::overwrite_existing, ec);
+  if (const char* keep = getenv("MFS_KEEP_SCREENSHOT"))
+    fs::copy_file(shot, keep, fs::copy_options::overwrite_existing, ec);
 }
 
 // End to end through /mfs: a job reading three files on three nodes, in
@@ -539,11 +540,11 @@ TEST(LocalityEndToEnd, JobReadingThreeNodesThroughMfs) {
                     "branch yet)";
   }
   for (int i = 1; i <= 3; ++i) {
-    std::ofstream(dir.path() + "/node" + std::to_string(i) + "/export/part") << std::string(
-        static_cast<size_t>(i) << 20, static_cast<char>('a' + i));
+    std::ofstream(dir.path() + "/node" + std::to_string(i) + "/export/part")
+        << std::string(static_cast<size_t>(i) << 20, static_cast<char>('a' + i));
   }
-  CmdResult job = exec(1, {"sh", "-c",
-                           "cat /mfs/1/part /mfs/2/part /mfs/3/part > /dev/null & echo $!; wait"});
+  CmdResult job =
+      exec(1, {"sh", "-c", "cat /mfs/1/part /mfs/2/part /mfs/3/part > /dev/null & echo $!; wait"});
   ASSERT_EQ(job.exit_code, 0) << job.Describe();
   std::string pid = job.out.substr(0, job.out.find('\n'));
   json p;

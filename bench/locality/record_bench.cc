@@ -149,8 +149,9 @@ int main(int argc, char** argv) {
     } else if (a == "--file" && i + 1 < argc) {
       path = argv[++i];
     } else {
-      fprintf(stderr,
-              "usage: mfs_bench_locality [--seconds S] [--rounds N] [--threads 1,2,4] [--file P]\n");
+      fprintf(
+          stderr,
+          "usage: mfs_bench_locality [--seconds S] [--rounds N] [--threads 1,2,4] [--file P]\n");
       return 2;
     }
   }
@@ -177,15 +178,17 @@ int main(int argc, char** argv) {
   IoRecorder rec(o);
   rec.Start();
 
-  printf("mfs_bench_locality: %d round(s) of %.1fs, off/on alternating every 2048 ops; "
-         "CPU ns per op, median of rounds\n",
-         rounds, seconds);
+  printf(
+      "mfs_bench_locality: %d round(s) of %.1fs, off/on alternating every 2048 ops; "
+      "CPU ns per op, median of rounds\n",
+      rounds, seconds);
   printf("%-8s %7s %12s %12s %9s %12s %12s\n", "WORKLOAD", "THREADS", "OFF ns/op", "ON ns/op",
          "OVERHEAD", "OFF ops/s", "ON ops/s");
   for (bool do_read : {true, false}) {
     for (int t : threads) {
       std::vector<Figures> runs;
-      for (int r = 0; r < rounds; ++r) runs.push_back(Measure(t, seconds, do_read, fd, kSize, &rec));
+      for (int r = 0; r < rounds; ++r)
+        runs.push_back(Measure(t, seconds, do_read, fd, kSize, &rec));
       auto median = [&](auto get) {
         std::vector<double> v;
         for (const auto& f : runs) v.push_back(get(f));
@@ -199,8 +202,8 @@ int main(int argc, char** argv) {
       });
       char over[32];
       snprintf(over, sizeof over, do_read ? "%.1f%%" : "-", overhead);
-      printf("%-8s %7d %12.1f %12.1f %9s %12.0f %12.0f\n", do_read ? "read4k" : "record", t,
-             off, on, over, median([](const Figures& f) { return f.off_ops_s; }),
+      printf("%-8s %7d %12.1f %12.1f %9s %12.0f %12.0f\n", do_read ? "read4k" : "record", t, off,
+             on, over, median([](const Figures& f) { return f.off_ops_s; }),
              median([](const Figures& f) { return f.on_ops_s; }));
       fflush(stdout);
     }

@@ -136,7 +136,8 @@ Result<Profile> DecodeProfile(std::string_view value) {
         return Status::Corruption("profile record has an invalid figure");
       }
     }
-    if (node == 0 || node > kMaxNodeId) return Status::Corruption("profile record has a bad node id");
+    if (node == 0 || node > kMaxNodeId)
+      return Status::Corruption("profile record has a bad node id");
     p.decayed[node] = c;
   }
   p.exe = std::string(r.Bytes());

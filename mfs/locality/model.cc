@@ -180,8 +180,8 @@ json LocalityModel::ProfileJson(const Profile& p, int64_t now_ms) const {
   Split s = SplitOf(p.decayed, o_.self, now_ms, hl);
   json nodes = json::object();
   for (const auto& [n, c] : p.decayed) nodes[std::to_string(n)] = c.ToJson(now_ms, hl);
-  return json{{"exe", p.exe},         {"processes", p.processes}, {"last_ms", p.last_ms},
-              {"bytes", s.total},     {"main_node", s.main_node}, {"nodes", std::move(nodes)}};
+  return json{{"exe", p.exe},     {"processes", p.processes}, {"last_ms", p.last_ms},
+              {"bytes", s.total}, {"main_node", s.main_node}, {"nodes", std::move(nodes)}};
 }
 
 json LocalityModel::ByNodeJson(int64_t now_ms) const {
@@ -191,8 +191,9 @@ json LocalityModel::ByNodeJson(int64_t now_ms) const {
   for (const auto& [pid, p] : procs_) {
     for (const auto& [n, c] : p.decayed) {
       json& j = acc[n];
-      if (j.is_null()) j = json{{"bytes", 0.0}, {"read_bytes", 0.0}, {"write_bytes", 0.0},
-                                {"ops", 0.0}, {"cached_bytes", 0.0}, {"processes", 0}};
+      if (j.is_null())
+        j = json{{"bytes", 0.0}, {"read_bytes", 0.0},   {"write_bytes", 0.0},
+                 {"ops", 0.0},   {"cached_bytes", 0.0}, {"processes", 0}};
       json cj = c.ToJson(now_ms, hl);
       for (const char* k : {"bytes", "read_bytes", "write_bytes", "ops", "cached_bytes"}) {
         j[k] = j[k].get<double>() + cj[k].get<double>();

@@ -51,8 +51,8 @@ struct ProcessState {
   std::string comm, exe;
   uint32_t where = 0;  // node where it runs, last known (0 = this node)
   int64_t first_ms = 0, last_ms = 0;
-  std::map<uint32_t, DecayedCounters> decayed;  // by owner node
-  std::map<uint32_t, Counters> totals;          // by owner node, raw
+  std::map<uint32_t, DecayedCounters> decayed;      // by owner node
+  std::map<uint32_t, Counters> totals;              // by owner node, raw
   std::deque<std::pair<int64_t, uint64_t>> recent;  // (time, bytes) for the rate
 };
 
@@ -61,13 +61,13 @@ struct Profile {
   uint64_t processes = 0;  // distinct processes seen running it
   int64_t last_ms = 0;
   std::map<uint32_t, DecayedCounters> decayed;  // by owner node
-  bool dirty = false;  // changed since last saved
+  bool dirty = false;                           // changed since last saved
 };
 
 // Bytes moved in one history interval, split by whether the file was on the
 // node where the process runs.
 struct HistoryPoint {
-  int64_t t_ms = 0;         // end of the interval
+  int64_t t_ms = 0;  // end of the interval
   int64_t interval_ms = 0;
   uint64_t local_read = 0, local_write = 0, remote_read = 0, remote_write = 0;
   uint64_t cached = 0;
@@ -76,7 +76,7 @@ struct HistoryPoint {
 };
 
 struct ModelOptions {
-  uint32_t self = 0;              // this node's id
+  uint32_t self = 0;  // this node's id
   double half_life_ms = 60'000;
   int64_t rate_window_ms = 5'000;
   size_t max_processes = 4096;

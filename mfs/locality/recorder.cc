@@ -1,14 +1,13 @@
 #include "mfs/locality/recorder.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
-
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <algorithm>
 #include <optional>
 
 #include "mfs/base/unique_fd.h"
@@ -74,8 +73,12 @@ uint64_t InfoKey(const Opener& p) { return (static_cast<uint64_t>(p.pid) << 40) 
 
 inline void Bump(Counters& c, IoOp op, uint64_t bytes, bool from_cache) {
   switch (op) {
-    case IoOp::kOpen: ++c.opens; break;
-    case IoOp::kCreate: ++c.creates; break;
+    case IoOp::kOpen:
+      ++c.opens;
+      break;
+    case IoOp::kCreate:
+      ++c.creates;
+      break;
     case IoOp::kRead:
       ++c.reads;
       c.read_bytes += bytes;
@@ -153,8 +156,7 @@ void IoRecorder::AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, ui
   Bump(s.counts[ProcKey{p.pid, p.start, node}], op, bytes, from_cache);
 }
 
-void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes,
-                        bool from_cache) {
+void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes, bool from_cache) {
   if (!options_.enabled || tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
   Shard& s = ShardForThisThread();
   uint32_t epoch = epoch_.load(std::memory_order_relaxed);
@@ -314,8 +316,7 @@ void IoRecorder::Loop() {
 }
 
 IoRecorder::Stats IoRecorder::stats() const {
-  return Stats{batches_sent_.load(), send_failures_.load(), dropped_.load(),
-               resolutions_.load()};
+  return Stats{batches_sent_.load(), send_failures_.load(), dropped_.load(), resolutions_.load()};
 }
 
 }  // namespace mfs::locality

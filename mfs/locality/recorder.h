@@ -54,8 +54,8 @@ enum class IoOp : uint8_t { kOpen = 0, kCreate = 1, kRead = 2, kWrite = 3 };
 
 // The process a file handle was opened by (captured once at open).
 struct Opener {
-  pid_t pid = 0;          // thread-group id; 0 = unknown
-  uint64_t start = 0;     // process start time (clock ticks since boot)
+  pid_t pid = 0;       // thread-group id; 0 = unknown
+  uint64_t start = 0;  // process start time (clock ticks since boot)
 };
 
 struct RecorderOptions {
@@ -134,16 +134,16 @@ class IoRecorder {
   };
   struct alignas(64) Shard {
     std::mutex mu;
-    std::unordered_map<pid_t, TidEntry> tids;                 // GUARDED_BY(mu)
+    std::unordered_map<pid_t, TidEntry> tids;                   // GUARDED_BY(mu)
     std::unordered_map<ProcKey, Counters, ProcKeyHash> counts;  // GUARDED_BY(mu)
-    std::unordered_map<uint64_t, ProcInfo> infos;             // GUARDED_BY(mu), by pid<<32^start
+    std::unordered_map<uint64_t, ProcInfo> infos;               // GUARDED_BY(mu), by pid<<32^start
     // The last (tid, node) recorded here and its counters: a run of I/O by
     // one thread on one file skips both look-ups. Cleared when counts is
     // swapped out (unordered_map elements do not move otherwise).
-    pid_t hit_tid = 0;           // GUARDED_BY(mu)
-    uint32_t hit_node = 0;       // GUARDED_BY(mu)
-    uint32_t hit_expires = 0;    // GUARDED_BY(mu)
-    Counters* hit = nullptr;     // GUARDED_BY(mu)
+    pid_t hit_tid = 0;         // GUARDED_BY(mu)
+    uint32_t hit_node = 0;     // GUARDED_BY(mu)
+    uint32_t hit_expires = 0;  // GUARDED_BY(mu)
+    Counters* hit = nullptr;   // GUARDED_BY(mu)
   };
 
   Shard& ShardForThisThread();

@@ -1,10 +1,9 @@
 #include "mfs/locality/recorder.h"
 
+#include <gtest/gtest.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <map>
 #include <thread>

@@ -1,6 +1,5 @@
 #include "mfs/locality/report.h"
 
-
 namespace mfs::locality {
 
 using nlohmann::json;
@@ -17,10 +16,14 @@ void Counters::Add(const Counters& o) {
 }
 
 json CountersToJson(const Counters& c) {
-  return json{{"opens", c.opens},         {"creates", c.creates},
-              {"reads", c.reads},         {"read_bytes", c.read_bytes},
-              {"writes", c.writes},       {"write_bytes", c.write_bytes},
-              {"cached_reads", c.cached_reads}, {"cached_bytes", c.cached_bytes}};
+  return json{{"opens", c.opens},
+              {"creates", c.creates},
+              {"reads", c.reads},
+              {"read_bytes", c.read_bytes},
+              {"writes", c.writes},
+              {"write_bytes", c.write_bytes},
+              {"cached_reads", c.cached_reads},
+              {"cached_bytes", c.cached_bytes}};
 }
 
 json EncodeReport(const Batch& batch) {
@@ -61,8 +64,8 @@ Result<Batch> DecodeReport(const json& request) {
     return Status::InvalidArgument("locality.report: \"entries\" must be an array");
   }
   if (it->size() > kMaxEntriesPerReport) {
-    return Status::Error(E2BIG, "locality.report: more than " +
-                                    std::to_string(kMaxEntriesPerReport) + " entries");
+    return Status::Error(
+        E2BIG, "locality.report: more than " + std::to_string(kMaxEntriesPerReport) + " entries");
   }
   Batch batch;
   batch.reserve(it->size());
@@ -99,8 +102,8 @@ Result<Batch> DecodeReport(const json& request) {
       auto s = j.find(k);
       if (s == j.end()) continue;
       if (!s->is_string() || s->get_ref<const std::string&>().size() > 4096) {
-        return Status::InvalidArgument("locality.report: entries[" + std::to_string(i) + "]." +
-                                       k + " must be a string of at most 4096 bytes");
+        return Status::InvalidArgument("locality.report: entries[" + std::to_string(i) + "]." + k +
+                                       " must be a string of at most 4096 bytes");
       }
       (std::string(k) == "comm" ? e.comm : e.exe) = s->get<std::string>();
     }

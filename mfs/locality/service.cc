@@ -1,10 +1,9 @@
 #include "mfs/locality/service.h"
 
 #include <rocksdb/db.h>
+#include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
@@ -94,8 +93,8 @@ Result<std::unique_ptr<LocalityService>> LocalityService::Create(node::Daemon& d
   std::unique_ptr<LocalityService> s(new LocalityService(daemon, o));
   MFS_RETURN_IF_ERROR(s->Load());
   s->Register();
-  spdlog::info("locality: half-life {}s, history every {}s (at most {} points, {}s)",
-               o.half_life_s, o.history_interval_s, o.history_max_points, o.history_ttl_s);
+  spdlog::info("locality: half-life {}s, history every {}s (at most {} points, {}s)", o.half_life_s,
+               o.history_interval_s, o.history_max_points, o.history_ttl_s);
   return s;
 }
 
@@ -178,11 +177,10 @@ void LocalityService::Register() {
   daemon_.RegisterControlOp(
       "locality.report",
       [this](const json& req, const control::Caller&) -> Result<json> { return OnReport(req); });
-  daemon_.RegisterControlOp("locality.snapshot",
-                            [this](const json& req, const control::Caller&,
-                                   control::ControlServer::Reply reply) {
-                              OnSnapshot(req, std::move(reply));
-                            });
+  daemon_.RegisterControlOp("locality.snapshot", [this](const json& req, const control::Caller&,
+                                                        control::ControlServer::Reply reply) {
+    OnSnapshot(req, std::move(reply));
+  });
   daemon_.RegisterFrameHandler(
       kFrameLocalityQuery, kFrameLocalityQuery,
       [this](const wire::Connection::Ptr& c, wire::Frame f) {
@@ -256,20 +254,21 @@ void LocalityService::RefreshWhere(std::vector<pid_t> pids, std::function<void()
   st->left = pids.size();
   st->done = std::move(done);
   for (pid_t pid : pids) {
-    daemon_.CallControlOp(json{{"op", "proc.where"}, {"pid", pid}}, [this, st, pid](Result<json> r) {
-      // No answer (no migration service, or a pid it does not know) means
-      // the process runs here.
-      uint32_t where = 0;
-      if (r.ok() && r->contains("where") && (*r)["where"].is_number_integer()) {
-        int64_t w = (*r)["where"].get<int64_t>();
-        if (w > 0 && w <= kMaxNodeId) where = static_cast<uint32_t>(w);
-      }
-      {
-        std::lock_guard lock(mu_);
-        model_.SetWhere(pid, where);
-      }
-      if (--st->left == 0) st->done();
-    });
+    daemon_.CallControlOp(
+        json{{"op", "proc.where"}, {"pid", pid}}, [this, st, pid](Result<json> r) {
+          // No answer (no migration service, or a pid it does not know) means
+          // the process runs here.
+          uint32_t where = 0;
+          if (r.ok() && r->contains("where") && (*r)["where"].is_number_integer()) {
+            int64_t w = (*r)["where"].get<int64_t>();
+            if (w > 0 && w <= kMaxNodeId) where = static_cast<uint32_t>(w);
+          }
+          {
+            std::lock_guard lock(mu_);
+            model_.SetWhere(pid, where);
+          }
+          if (--st->left == 0) st->done();
+        });
   }
 }
 
@@ -284,8 +283,8 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
     }
   }
   if (want_pid && pids.empty() && !req.value("lenient", false)) {
-    reply(Status::NotFound("no I/O on /mfs recorded for pid " + std::to_string(only) +
-                           " on node " + std::to_string(daemon_.config().id)));
+    reply(Status::NotFound("no I/O on /mfs recorded for pid " + std::to_string(only) + " on node " +
+                           std::to_string(daemon_.config().id)));
     return;
   }
   RefreshWhere(pids, [this, req, want_pid, only, reply = std::move(reply)]() mutable {
@@ -310,7 +309,8 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
           procs.push_back(std::move(j));
         }
         out["by_node"] = model_.ByNodeJson(now);
-        for (const auto& [exe, p] : model_.profiles()) profiles.push_back(model_.ProfileJson(p, now));
+        for (const auto& [exe, p] : model_.profiles())
+          profiles.push_back(model_.ProfileJson(p, now));
       }
       out["processes"] = std::move(procs);
       out["profiles"] = std::move(profiles);
@@ -369,7 +369,8 @@ void LocalityService::ClusterSnapshot(const json& req, Reply reply) {
     for (const auto& p : peers) {
       if (p.id == self) continue;
       if (p.id == 0 || p.state == node::PeerState::kDead || p.state == node::PeerState::kLeft) {
-        std::string why = p.id == 0 ? "has never answered" : std::string("is ") + node::PeerStateName(p.state);
+        std::string why =
+            p.id == 0 ? "has never answered" : std::string("is ") + node::PeerStateName(p.state);
         if (!p.last_error.empty()) why += " (" + p.last_error + ")";
         json u{{"node", p.id}, {"address", p.address}, {"error", "node " + why}};
         g->unreachable.push_back(std::move(u));
@@ -392,31 +393,33 @@ void LocalityService::ClusterSnapshot(const json& req, Reply reply) {
       }
       finish_one();
     };
-    daemon_.PeerConnection(id, [this, g, id, payload, fail, finish_one](Result<wire::Connection::Ptr> c) {
-      if (!c.ok()) {
-        fail(c.status());
-        return;
-      }
-      (*c)->Call(
-          kFrameLocalityQuery, payload,
-          [g, id, fail, finish_one](Result<wire::Frame> f) {
-            if (!f.ok()) {
-              fail(f.status());
-              return;
-            }
-            json j = json::parse(f->payload, nullptr, false);
-            if (j.is_discarded() || !j.is_object() || j.value("node", 0u) != id) {
-              fail(Status::Error(EPROTO, "malformed locality reply from node " + std::to_string(id)));
-              return;
-            }
-            {
-              std::lock_guard lock(g->mu);
-              g->nodes.push_back(std::move(j));
-            }
-            finish_one();
-          },
-          o_.peer_timeout);
-    });
+    daemon_.PeerConnection(
+        id, [this, g, id, payload, fail, finish_one](Result<wire::Connection::Ptr> c) {
+          if (!c.ok()) {
+            fail(c.status());
+            return;
+          }
+          (*c)->Call(
+              kFrameLocalityQuery, payload,
+              [g, id, fail, finish_one](Result<wire::Frame> f) {
+                if (!f.ok()) {
+                  fail(f.status());
+                  return;
+                }
+                json j = json::parse(f->payload, nullptr, false);
+                if (j.is_discarded() || !j.is_object() || j.value("node", 0u) != id) {
+                  fail(Status::Error(EPROTO,
+                                     "malformed locality reply from node " + std::to_string(id)));
+                  return;
+                }
+                {
+                  std::lock_guard lock(g->mu);
+                  g->nodes.push_back(std::move(j));
+                }
+                finish_one();
+              },
+              o_.peer_timeout);
+        });
   }
   json local_req = peer_req;
   LocalSnapshot(local_req, [g, finish_one, self](Result<json> r) {

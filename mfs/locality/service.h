@@ -114,10 +114,10 @@ class LocalityService {
   boost::asio::steady_timer timer_;
 
   std::mutex mu_;
-  LocalityModel model_;         // GUARDED_BY(mu_)
-  uint64_t history_count_ = 0;  // GUARDED_BY(mu_)
+  LocalityModel model_;                    // GUARDED_BY(mu_)
+  uint64_t history_count_ = 0;             // GUARDED_BY(mu_)
   uint64_t deleted_since_compaction_ = 0;  // GUARDED_BY(mu_)
-  bool stopping_ = false;       // GUARDED_BY(mu_)
+  bool stopping_ = false;                  // GUARDED_BY(mu_)
 
   std::mutex inflight_mu_;
   std::condition_variable inflight_cv_;
