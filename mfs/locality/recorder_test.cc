@@ -183,3 +183,25 @@ TEST(RecorderTest, GoneThreadIsCountedUnderItsId) {
 
 }  // namespace
 }  // namespace mfs::locality
+
+#include "mfs/locality/client_observer.h"
+
+#if __has_include("mfs/client/locality.h")
+namespace mfs::locality {
+namespace {
+
+TEST(ClientObserverTest, ForwardsTheClientHookToTheRecorder) {
+  Collected got;
+  auto rec = std::make_shared<IoRecorder>(SinkTo(&got));
+  ClientObserver obs(rec);
+  client::IoObserver& hook = obs;
+  hook.OnIo(Tid(), 2, client::IoOp::kRead, 100);
+  hook.OnIo(Tid(), 2, client::IoOp::kWrite, 7);
+  ASSERT_TRUE(rec->Flush().ok());
+  EXPECT_EQ(got.Sum(::getpid(), 2).read_bytes, 100u);
+  EXPECT_EQ(got.Sum(::getpid(), 2).write_bytes, 7u);
+}
+
+}  // namespace
+}  // namespace mfs::locality
+#endif
