@@ -6,3 +6,9 @@ mfs_add_test(locality_test integration
                      ${CMAKE_CURRENT_LIST_DIR}/locality_harness.cc
              LIBS mfs_locality mfs_control)
 target_compile_definitions(locality_test PRIVATE MFS_BIN_DIR="${MFS_BIN_DIR}")
+add_dependencies(locality_test mfsd mfsstat mfsmon)
+
+# End to end through /mfs on an mfs-cluster cluster (skips without /mfs).
+mfs_add_test(locality_e2e_test integration
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/locality_e2e_test.cc LIBS mfs_test_cluster)
+add_dependencies(locality_e2e_test mfsd mfsstat)
