@@ -329,6 +329,22 @@ TEST_F(LocalityTest, BadInputGetsClearErrors) {
   bad = d.Control({{"op", "locality.snapshot"}, {"pid", "x"}});
   EXPECT_EQ(bad.status().code(), EINVAL);
   EXPECT_TRUE(d.Control({{"op", "ping"}}).ok());
+  // Only root (or mfsd's user) may report: another user gets EACCES.
+  // (Needs root to switch user, and python3 as the other user's client.)
+  if (::geteuid() == 0 && ::access("/usr/bin/python3", X_OK) == 0 &&
+      ::access("/usr/bin/setpriv", X_OK) == 0) {
+    ::chmod(dir_.path().c_str(), 0711);  // let `nobody` reach the socket
+    ::chmod((dir_.path() + "/node1").c_str(), 0711);
+    std::string req = R"({"op":"locality.report","entries":[{"pid":1,"node":1,"reads":1}]})";
+    CmdResult nobody = RunCmd({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               "/usr/bin/python3", "-c",
+                               "import socket,sys;s=socket.socket(socket.AF_UNIX);"
+                               "s.connect(sys.argv[1]);s.sendall(sys.argv[2].encode()+b'\\n');"
+                               "print(s.recv(4096).decode())",
+                               d.socket(), req});
+    ASSERT_EQ(nobody.exit_code, 0) << nobody.Describe();
+    EXPECT_NE(nobody.out.find("\"errno\":13"), std::string::npos) << nobody.out;
+  }
 }
 
 // Three nodes: -a shows every node's processes; a node that stops answering

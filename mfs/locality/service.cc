@@ -175,8 +175,14 @@ Status LocalityService::Load() {
 
 void LocalityService::Register() {
   daemon_.RegisterControlOp(
-      "locality.report",
-      [this](const json& req, const control::Caller&) -> Result<json> { return OnReport(req); });
+      "locality.report", [this](const json& req, const control::Caller& caller) -> Result<json> {
+        // The socket is open to every local user; only the /mfs client
+        // (root, or mfsd's own user) may feed the figures.
+        if (caller.uid != 0 && caller.uid != ::geteuid()) {
+          return Status::PermissionDenied("locality.report: only root or mfsd's user may report");
+        }
+        return OnReport(req);
+      });
   daemon_.RegisterControlOp("locality.snapshot", [this](const json& req, const control::Caller&,
                                                         control::ControlServer::Reply reply) {
     OnSnapshot(req, std::move(reply));
