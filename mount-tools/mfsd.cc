@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
     if (mfs::Status ms = mount.Start(config->mount, config->path); !ms.ok())
       spdlog::error("mount {}: {}", config->mount, ms.ToString());
   }
+  daemon.RegisterControlOp(
+      "fs.status",
+      [fs](const nlohmann::json&, const mfs::control::Caller&) -> mfs::Result<nlohmann::json> {
+        return nlohmann::json{{"open_files", fs->open_files()}, {"interest", fs->interest_size()}};
+      });
   daemon.OnShutdown([fs] { fs->Stop(); });
   // --- end fs
 
