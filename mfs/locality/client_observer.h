@@ -5,7 +5,7 @@
 //
 //   client->SetIoObserver(mfs::locality::StartClientObserver(control_socket));
 //
-// The client should pass the FUSE request's thread id as `process`: the
+// The client passes the FUSE request's thread id: the
 // recorder maps it to its process itself, once per thread, from a cache
 // (reading /proc per operation would cost more than the operation).
 // Thread-safe (IoRecorder is).
@@ -29,8 +29,8 @@ static_assert(static_cast<int>(client::IoOp::kOpen) == static_cast<int>(IoOp::kO
 class ClientObserver final : public client::IoObserver {
  public:
   explicit ClientObserver(std::shared_ptr<IoRecorder> recorder) : rec_(std::move(recorder)) {}
-  void OnIo(pid_t process, uint32_t owner_node, client::IoOp op, uint64_t bytes) override {
-    rec_->Record(process, owner_node, static_cast<IoOp>(op), bytes);
+  void OnIo(pid_t tid, uint32_t owner_node, client::IoOp op, uint64_t bytes) override {
+    rec_->Record(tid, owner_node, static_cast<IoOp>(op), bytes);
   }
   IoRecorder& recorder() { return *rec_; }
 
