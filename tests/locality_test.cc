@@ -170,7 +170,7 @@ TEST_F(LocalityTest, FiguresHalveAfterOneHalfLife) {
   double dt = (*s1)["now_ms"].get<double>() - (*s0)["now_ms"].get<double>();
   // Exactly the documented law, and about one half after one half-life.
   EXPECT_NEAR(b1 / b0, std::exp2(-dt / 1500.0), 1e-6);
-  EXPECT_NEAR(b1 / b0, 0.5, 0.06) << "dt " << dt << " ms";
+  EXPECT_NEAR(b1 / b0, 0.5, 0.1) << "dt " << dt << " ms";
   // Raw totals do not decay.
   EXPECT_EQ((*s1)["processes"][0]["total_bytes"], 10u << 20);
 }

@@ -3,9 +3,9 @@
 // client's header exists (branch fs). In mount.mfs, after creating the
 // client, one line wires accounting:
 //
-//   client->SetIoObserver(mfs::locality::StartClientObserver(control_socket));
+//   client->SetIoObserver(mfs::locality::MakeClientObserver(control_socket));
 //
-// The client should pass the FUSE request's thread id as `process`: the
+// The client passes the FUSE request's thread id: the
 // recorder maps it to its process itself, once per thread, from a cache
 // (reading /proc per operation would cost more than the operation).
 // Thread-safe (IoRecorder is).
@@ -29,8 +29,8 @@ static_assert(static_cast<int>(client::IoOp::kOpen) == static_cast<int>(IoOp::kO
 class ClientObserver final : public client::IoObserver {
  public:
   explicit ClientObserver(std::shared_ptr<IoRecorder> recorder) : rec_(std::move(recorder)) {}
-  void OnIo(pid_t process, uint32_t owner_node, client::IoOp op, uint64_t bytes) override {
-    rec_->Record(process, owner_node, static_cast<IoOp>(op), bytes);
+  void OnIo(pid_t tid, uint32_t owner_node, client::IoOp op, uint64_t bytes) override {
+    rec_->Record(tid, owner_node, static_cast<IoOp>(op), bytes);
   }
   IoRecorder& recorder() { return *rec_; }
 
@@ -38,12 +38,13 @@ class ClientObserver final : public client::IoObserver {
   std::shared_ptr<IoRecorder> rec_;
 };
 
-// A started recorder reporting to the mfsd at `control_socket`, honouring
+// A recorder reporting to the mfsd at `control_socket`, honouring
 // MFS_LOCALITY / MFS_LOCALITY_FLUSH_MS (RecorderOptions::FromEnvironment).
-inline std::shared_ptr<client::IoObserver> StartClientObserver(const std::string& control_socket) {
-  auto rec = std::make_shared<IoRecorder>(RecorderOptions::FromEnvironment(control_socket));
-  rec->Start();
-  return std::make_shared<ClientObserver>(std::move(rec));
+// Its flush thread starts with the first operation recorded, so it may be
+// made before mount.mfs daemonizes (forks).
+inline std::shared_ptr<ClientObserver> MakeClientObserver(const std::string& control_socket) {
+  return std::make_shared<ClientObserver>(
+      std::make_shared<IoRecorder>(RecorderOptions::FromEnvironment(control_socket)));
 }
 
 }  // namespace mfs::locality

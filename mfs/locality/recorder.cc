@@ -99,6 +99,7 @@ inline void Bump(Counters& c, IoOp op, uint64_t bytes, bool from_cache) {
 RecorderOptions RecorderOptions::FromEnvironment(std::string control_socket) {
   RecorderOptions o;
   o.control_socket = std::move(control_socket);
+  o.auto_start = true;
   if (const char* v = getenv("MFS_LOCALITY")) {
     std::string s(v);
     if (s == "off" || s == "0" || s == "no" || s == "false") o.enabled = false;
@@ -127,8 +128,10 @@ IoRecorder::~IoRecorder() {
 }
 
 void IoRecorder::Start() {
-  if (thread_.joinable()) return;
+  std::lock_guard lock(loop_mu_);
+  if (stop_ || started_.load()) return;
   thread_ = std::thread([this] { Loop(); });
+  started_.store(true);
 }
 
 IoRecorder::Shard& IoRecorder::ShardForThisThread() {
@@ -158,6 +161,7 @@ void IoRecorder::AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, ui
 
 void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes, bool from_cache) {
   if (!options_.enabled || tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
+  MaybeStart();
   Shard& s = ShardForThisThread();
   uint32_t epoch = epoch_.load(std::memory_order_relaxed);
   std::lock_guard lock(s.mu);
@@ -184,6 +188,7 @@ Opener IoRecorder::CaptureOpener(pid_t tid) {
 void IoRecorder::RecordFor(const Opener& opener, uint32_t owner_node, IoOp op, uint64_t bytes,
                            bool from_cache) {
   if (!options_.enabled || opener.pid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
+  MaybeStart();
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
   if (!s.infos.count(InfoKey(opener))) {

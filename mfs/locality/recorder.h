@@ -69,8 +69,11 @@ struct RecorderOptions {
   std::function<Status(const Batch&)> sink;
   // false: Record() returns at once (accounting off, for comparisons).
   bool enabled = true;
+  // Start the flush thread at the first Record() if Start() was not called.
+  bool auto_start = false;
 
-  // Defaults for mount.mfs: `control_socket`, then the environment:
+  // Defaults for mount.mfs (auto_start on): `control_socket`, then the
+  // environment:
   // MFS_LOCALITY=off (or 0/no/false) disables accounting,
   // MFS_LOCALITY_FLUSH_MS sets the flush interval (10..60000).
   static RecorderOptions FromEnvironment(std::string control_socket);
@@ -84,7 +87,9 @@ class IoRecorder {
   IoRecorder(const IoRecorder&) = delete;
   IoRecorder& operator=(const IoRecorder&) = delete;
 
-  // Starts the flush thread. Without Start(), Flush() must be called by hand.
+  // Starts the flush thread now. With options.auto_start it also starts by
+  // itself at the first recorded operation (so a recorder made before a
+  // daemonizing fork gets its thread in the child). Idempotent.
   void Start();
 
   // Accounts one operation of thread (or process) `tid` on a file owned by
@@ -147,6 +152,9 @@ class IoRecorder {
   };
 
   Shard& ShardForThisThread();
+  void MaybeStart() {
+    if (options_.auto_start && !started_.load(std::memory_order_relaxed)) Start();
+  }
   // REQUIRES: s.mu held.
   TidEntry ResolveLocked(Shard& s, pid_t tid, uint32_t epoch);
   void AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, uint64_t bytes,
@@ -166,7 +174,8 @@ class IoRecorder {
   Batch pending_;
   std::unordered_map<ProcKey, size_t, ProcKeyHash> pending_index_;
 
-  std::mutex loop_mu_;
+  std::atomic<bool> started_{false};
+  std::mutex loop_mu_;  // guards stop_ and the start of thread_
   std::condition_variable loop_cv_;
   bool stop_ = false;  // GUARDED_BY(loop_mu_)
   std::thread thread_;

@@ -133,6 +133,18 @@ TEST(RecorderTest, FlushThreadSendsWithoutBeingAsked) {
   EXPECT_EQ(got.Sum(::getpid(), 5).reads, 1u);
 }
 
+TEST(RecorderTest, AutoStartSendsAfterTheFirstRecord) {
+  Collected got;
+  RecorderOptions o = SinkTo(&got);
+  o.auto_start = true;
+  IoRecorder rec(o);
+  rec.Record(Tid(), 6, IoOp::kRead, 2);
+  for (int i = 0; i < 100 && got.Sum(::getpid(), 6).reads == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(got.Sum(::getpid(), 6).read_bytes, 2u);
+}
+
 TEST(RecorderTest, BadArgumentsAreIgnored) {
   Collected got;
   IoRecorder rec(SinkTo(&got));
