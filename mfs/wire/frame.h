@@ -49,6 +49,7 @@ enum class FrameType : uint16_t {
   kPing = 4,
   kHeartbeat = 16,     // membership: node id, address, uptime, known peers
   kGossipLoad = 17,    // balancer load vector
+  kLeave = 18,         // membership: the sender is shutting down (u32 node id)
   kFileFirst = 64,
   kFileLast = 191,
   kMigrateFirst = 192,

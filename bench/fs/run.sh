@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# bench/fs/run.sh — the file-system benchmark: each workload on the native
+# export directory, on /mfs/<local>, on /mfs/<remote> over loopback, and on
+# sshfs over loopback (the peer), in one run, with the ratio to native.
+#
+#   sudo bash bench/fs/run.sh [--size 1G] [--rand-size 256M] [--files 10000]
+#                             [--runtime 10] [--only native,mfs-local,...]
+#
+# Workloads: sequential write and read (1 MiB blocks, read with a cold
+# cache), 4 KiB random reads on a file (cold cache, --runtime seconds),
+# create+stat+unlink of small 4 KiB files. A 2-node cluster is started with
+# mfs-cluster (node 1 is "here"); sshfs mounts node 2's export through an
+# sshd on 127.0.0.1:$SSH_PORT with a throw-away key. Everything started is
+# stopped on exit. Needs root (drop_caches, mounts, namespaces).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${MFS_BIN:-$ROOT/build/bin}
+SIZE=1G
+RAND_SIZE=256M
+FILES=10000
+RUNTIME=10
+ONLY=native,mfs-local,mfs-remote,sshfs
+SSH_PORT=${SSH_PORT:-2299}
+
+while (($#)); do
+  case $1 in
+    --size) SIZE=$2; shift 2 ;;
+    --rand-size) RAND_SIZE=$2; shift 2 ;;
+    --files) FILES=$2; shift 2 ;;
+    --runtime) RUNTIME=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+for tool in fio jq; do
+  command -v $tool >/dev/null || { echo "run.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+done
+[[ $(id -u) == 0 ]] || { echo "run.sh: must run as root" >&2; exit 1; }
+
+WORK=$(mktemp -d /var/tmp/mfs-bench-fs.XXXXXX)
+CLUSTER=$WORK/cluster
+SSHFS_MNT=$WORK/sshfs
+SSHD_PID=
+cleanup() {
+  set +e
+  mountpoint -q "$SSHFS_MNT" 2>/dev/null && fusermount3 -u "$SSHFS_MNT"
+  [[ -n $SSHD_PID ]] && kill "$SSHD_PID" 2>/dev/null
+  [[ -f $CLUSTER/cluster.env ]] && "$BIN/mfs-cluster" down --dir "$CLUSTER" >/dev/null 2>&1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+want() { [[ ,$ONLY, == *,$1,* ]]; }
+
+declare -A PATH_OF RUN_OF SKIP
+# Where each target's files live, and the host directory under it (for chattr).
+if want mfs-local || want mfs-remote; then
+  if [[ ! -x $BIN/mfs-cluster ]]; then
+    SKIP[mfs-local]="mfs-cluster not built"; SKIP[mfs-remote]="mfs-cluster not built"
+  elif ! "$BIN/mfs-cluster" up 2 --dir "$CLUSTER" >"$WORK/up.log" 2>&1; then
+    SKIP[mfs-local]="cluster did not start: $(tail -1 "$WORK/up.log")"
+    SKIP[mfs-remote]=${SKIP[mfs-local]}
+  elif ! "$BIN/mfs-cluster" exec 1 --dir "$CLUSTER" -- test -d /mfs/2 2>/dev/null; then
+    SKIP[mfs-local]="/mfs is not mounted in the cluster nodes"
+    SKIP[mfs-remote]=${SKIP[mfs-local]}
+  fi
+fi
+EXPORT1=$CLUSTER/node1/export
+EXPORT2=$CLUSTER/node2/export
+mkdir -p "$EXPORT1" "$EXPORT2"
+PATH_OF[native]=$EXPORT1/native;     HOSTDIR_native=$EXPORT1/native
+PATH_OF[mfs-local]=/mfs/1/local;     HOSTDIR_mfs_local=$EXPORT1/local
+PATH_OF[mfs-remote]=/mfs/2/remote;   HOSTDIR_mfs_remote=$EXPORT2/remote
+PATH_OF[sshfs]=$SSHFS_MNT/sshfs;     HOSTDIR_sshfs=$EXPORT2/sshfs
+
+if want sshfs; then
+  if ! command -v sshfs >/dev/null || [[ ! -x /usr/sbin/sshd ]]; then
+    SKIP[sshfs]="sshfs or openssh-server missing"
+  else
+    mkdir -p "$WORK/ssh" "$SSHFS_MNT" /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host" && ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/user"
+    cp "$WORK/ssh/user.pub" "$WORK/ssh/authorized_keys"
+    chmod 700 "$WORK/ssh"; chmod 600 "$WORK/ssh/authorized_keys"
+    cat >"$WORK/ssh/sshd_config" <<CFG
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $WORK/ssh/host
+AuthorizedKeysFile $WORK/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+StrictModes no
+PidFile $WORK/ssh/sshd.pid
+Subsystem sftp internal-sftp
+CFG
+    /usr/sbin/sshd -D -f "$WORK/ssh/sshd_config" -E "$WORK/ssh/sshd.log" & SSHD_PID=$!
+    for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$SSH_PORT) 2>/dev/null && break; sleep 0.1; done
+    if ! sshfs -o "port=$SSH_PORT,IdentityFile=$WORK/ssh/user,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR" \
+        "root@127.0.0.1:$EXPORT2" "$SSHFS_MNT" 2>"$WORK/sshfs.err"; then
+      SKIP[sshfs]="sshfs mount failed: $(head -1 "$WORK/sshfs.err")"
+    fi
+  fi
+fi
+
+# Runs a command where the target is reachable: inside node 1 for /mfs.
+run_on() {
+  local target=$1; shift
+  case $target in
+    mfs-*) "$BIN/mfs-cluster" exec 1 --dir "$CLUSTER" -- "$@" ;;
+    *) "$@" ;;
+  esac
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+fio_json() {  # target, fio args... -> json on stdout
+  local t=$1; shift
+  run_on "$t" fio --output-format=json --ioengine=psync --group_reporting "$@"
+}
+
+declare -A WRITE READ IOPS FILESPS
+for t in native mfs-local mfs-remote sshfs; do
+  want "$t" || continue
+  [[ -n ${SKIP[$t]:-} ]] && { echo "skip $t: ${SKIP[$t]}" >&2; continue; }
+  hv=HOSTDIR_${t//-/_}; host_dir=${!hv}
+  mkdir -p "$host_dir/small" && chattr +T "$host_dir" "$host_dir/small" 2>/dev/null || true
+  p=${PATH_OF[$t]}
+  echo "== $t ($p)" >&2
+  WRITE[$t]=$(fio_json "$t" --name=seqwrite --filename="$p/seq" --rw=write --bs=1M --size="$SIZE" --end_fsync=1 |
+    jq '.jobs[0].write.bw_bytes')
+  drop_caches
+  READ[$t]=$(fio_json "$t" --name=seqread --filename="$p/seq" --rw=read --bs=1M --size="$SIZE" |
+    jq '.jobs[0].read.bw_bytes')
+  run_on "$t" rm -f "$p/seq"
+  fio_json "$t" --name=prep --filename="$p/rand" --rw=write --bs=1M --size="$RAND_SIZE" --end_fsync=1 >/dev/null
+  drop_caches
+  IOPS[$t]=$(fio_json "$t" --name=randread --filename="$p/rand" --rw=randread --bs=4k --size="$RAND_SIZE" \
+    --runtime="$RUNTIME" --time_based | jq '.jobs[0].read.iops')
+  run_on "$t" rm -f "$p/rand"
+  FILESPS[$t]=$(run_on "$t" "$BIN/mfs_bench_smallfiles" "$p/small" "$FILES" 4096 | sed -n 's/^files_per_s=\([0-9]*\).*/\1/p')
+done
+
+ratio() { [[ -n ${2:-} && -n ${1:-} && $2 != 0 ]] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}' || echo "-"; }
+mib() { [[ -n ${1:-} ]] && awk -v v="$1" 'BEGIN{printf "%.0f", v/1048576}' || echo "-"; }
+num() { [[ -n ${1:-} ]] && awk -v v="$1" 'BEGIN{printf "%.0f", v}' || echo "-"; }
+
+echo
+echo "bench/fs  $(date -u +%FT%TZ)  size=$SIZE rand=$RAND_SIZE/${RUNTIME}s files=$FILES  ($(nproc) cores, $(uname -r))"
+printf '%-11s %11s %7s %11s %7s %9s %7s %9s %7s\n' target "write MiB/s" ratio "read MiB/s" ratio "rand IOPS" ratio "files/s" ratio
+for t in native mfs-local mfs-remote sshfs; do
+  want "$t" || continue
+  if [[ -n ${SKIP[$t]:-} ]]; then printf '%-11s skipped: %s\n' "$t" "${SKIP[$t]}"; continue; fi
+  printf '%-11s %11s %7s %11s %7s %9s %7s %9s %7s\n' "$t" \
+    "$(mib "${WRITE[$t]}")" "$(ratio "${WRITE[$t]}" "${WRITE[native]:-}")" \
+    "$(mib "${READ[$t]}")" "$(ratio "${READ[$t]}" "${READ[native]:-}")" \
+    "$(num "${IOPS[$t]}")" "$(ratio "${IOPS[$t]}" "${IOPS[native]:-}")" \
+    "$(num "${FILESPS[$t]}")" "$(ratio "${FILESPS[$t]}" "${FILESPS[native]:-}")"
+done
