@@ -244,7 +244,12 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
   // 6. Process state.
   {
     uint64_t exe_fd = static_cast<uint64_t>(-1);
-    if (!img.exe.empty()) {
+    char cur_exe[4096];
+    ssize_t n = readlink(("/proc/" + std::to_string(tid) + "/exe").c_str(), cur_exe, sizeof cur_exe - 1);
+    // The same exe (coming home): the kernel refuses to replace an exe that
+    // is still mapped (EBUSY), and there is nothing to replace.
+    bool same_exe = n > 0 && std::string(cur_exe, static_cast<size_t>(n)) == img.exe;
+    if (!img.exe.empty() && !same_exe) {
       std::string path = opts.map_path ? opts.map_path(img.exe) : img.exe;
       MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, path.c_str(), path.size() + 1));
       auto r = t.CheckedSyscall("open exe", SYS_openat, AT_FDCWD, p, O_RDONLY | O_CLOEXEC);

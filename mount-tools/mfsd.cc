@@ -7,6 +7,7 @@
 #include "mfs/base/log.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
+#include "migrate/service.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mfsd — mfs node daemon: serves this node's export, tracks peers, runs services"};
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   mfs::InitLogging("mfsd." + std::to_string(config->id), config->log_level, config->log_file);
 
   mfs::node::Daemon daemon(*config);
+  mfs::migrate::RegisterMigrationService(daemon, mfs::migrate::DefaultSupervisorBinary());
   mfs::Status s = daemon.Start();
   if (!s.ok()) {
     fprintf(stderr, "mfsd: %s\n", s.ToString().c_str());
