@@ -242,7 +242,7 @@ class Home {
       when_stopped_.pop_front();
       return fn();
     }
-    if (!calls_.empty()) return StartCall();
+    if (!calls_.empty() && !freezing_remote_) return StartCall();
     if (state_ == State::kRemote) Park();
   }
 
@@ -260,6 +260,9 @@ class Home {
 
   void OnSyscallFrame(const wire::Connection::Ptr& c, wire::Frame f) {
     calls_.push_back({c, std::move(f)});
+    // During a move the remote is (being) frozen inside this call; it is
+    // re-issued from wherever the process goes, so it must not run now.
+    if (freezing_remote_) return;
     if (dep_ == Dep::kParked) {
       dep_ = Dep::kStopping;
       ptrace(PTRACE_INTERRUPT, pid_, nullptr, nullptr);
@@ -345,6 +348,7 @@ class Home {
       return Away(node, std::move(reply));
     }
     state_ = State::kBusy;
+    freezing_remote_ = true;
     RunWhenStopped([this, node, reply = std::move(reply)]() mutable {
       if (node == cfg_.node_id) ComeHome(std::move(reply));
       else Hop(node, std::move(reply));
@@ -393,8 +397,7 @@ class Home {
           ++moves_;
           state_ = State::kRemote;
           tracee_->TakeStashedSignals();  // none: Capture refused pending signals
-          parked_base_ = saved_.gp;
-          Park();
+          Next();
           spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
           reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
         }, std::chrono::seconds(60));
@@ -428,6 +431,7 @@ class Home {
       auto img = Capture(*tracee_, scratch_, saved_);
       reaping_ = false;
       if (img.ok()) {
+        parked_base_ = saved_.gp;
         deputy_active_ = true;
         dep_ = Dep::kStopped;
         return img;
@@ -505,6 +509,7 @@ class Home {
     spdlog::warn("home: move of {} failed, it stays on node {}: {}", pid_, where_, why.ToString());
     last_error_ = why.ToString();
     state_ = State::kRemote;
+    freezing_remote_ = false;
     if (conn_) conn_->Call(kResume, "", [](Result<wire::Frame>) {});
     dep_ = Dep::kStopped;
     Next();
@@ -528,6 +533,8 @@ class Home {
       }
       for (const auto& w : r->warnings) spdlog::warn("home: restore: {}", w);
       scratch_ = Scratch{};
+      calls_.clear();  // re-executed natively at home
+      freezing_remote_ = false;
       auto old = conn_;
       conn_.reset();
       failed_conns_.insert(old.get());
@@ -567,6 +574,8 @@ class Home {
             auto old = conn_;
             failed_conns_.insert(old.get());
             old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
+            calls_.clear();  // the new remote re-issues them
+            freezing_remote_ = false;
             conn_ = fresh;
             where_ = node;
             ++moves_;
@@ -671,6 +680,7 @@ class Home {
   bool deputy_active_ = false;
   bool reaping_ = false;
   bool interrupted_for_move_ = false;
+  bool freezing_remote_ = false;  // a move away from a remote is under way
   bool exiting_ = false;
   int dying_sig_ = 0;
   uint32_t where_ = 0;
