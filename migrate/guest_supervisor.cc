@@ -268,9 +268,15 @@ class Guest {
                   (nr == SYS_tgkill && static_cast<int>(a[0]) == home_pid_) ||
                   (nr == SYS_tkill && static_cast<int>(a[0]) == home_pid_);
       if (self) {
+        // Answer first, then queue the signal: a signal queued while the
+        // call waits would interrupt it and have it re-issued, forever. The
+        // remote is woken by the answer but does not run before we queue, in
+        // practice, so the signal is taken on the way out of kill().
         int sig = static_cast<int>(nr == SYS_tgkill ? a[2] : a[1]);
-        long r = sig == 0 ? 0 : syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
-        return Respond(req.id, r < 0 ? -errno : 0);
+        if (sig < 0 || sig > 64) return Respond(req.id, -EINVAL);
+        Respond(req.id, 0);
+        if (sig != 0) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
+        return;
       }
     }
     SyscallRequest call;
