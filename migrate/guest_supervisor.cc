@@ -302,7 +302,8 @@ class Guest {
     if (home) {
       // The call waits, frozen in the kernel, for the move home; it is then
       // re-executed natively there.
-      spdlog::info("guest: {} ({}) must run at home", spec.name[0] ? spec.name : "syscall", nr);
+      spdlog::info("guest: {} ({}) must run at home (args {:#x} {:#x} {:#x} {:#x} {:#x})",
+                   spec.name[0] ? spec.name : "syscall", nr, a[0], a[1], a[2], a[3], a[4]);
       if (!want_home_sent_) {
         want_home_sent_ = true;
         conn_->Send(kWantHome, std::string(spec.name[0] ? spec.name : "unknown syscall") + " " + std::to_string(nr));

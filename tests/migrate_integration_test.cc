@@ -53,6 +53,12 @@ class Cluster : public ::testing::Test {
   void TearDown() override {
     while (!daemons_.empty()) StopNode(daemons_.begin()->first);
     for (int i = 1; i <= 3; ++i) KillNodeProcesses(i);
+    if (HasFailure())
+      for (int i = 1; i <= 3; ++i) {
+        std::string log = Slurp(dir_ + "/n" + std::to_string(i) + "/log");
+        if (log.size() > 4000) log = log.substr(log.size() - 4000);
+        if (!log.empty()) fprintf(stderr, "---- node %d log (tail)\n%s\n", i, log.c_str());
+      }
     fs::remove_all(dir_);
   }
 
@@ -171,7 +177,7 @@ class Cluster : public ::testing::Test {
 
   // Waits until `pid` is supervised (mfsrun registered it).
   bool WaitSupervised(pid_t pid) {
-    for (int i = 0; i < 500; ++i) {
+    for (int i = 0; i < 2000; ++i) {
       if (access((dir_ + "/n1/run/sup/" + std::to_string(pid) + ".sock").c_str(), F_OK) == 0) return true;
       std::this_thread::sleep_for(10ms);
     }
@@ -242,7 +248,8 @@ TEST_F(Cluster, PythonComputesWhileMoved) {
   int want_status = Reference(args, Path("want"));
   pid_t pid = Mfsrun(args, Path("got"));
   ASSERT_TRUE(WaitSupervised(pid));
-  std::this_thread::sleep_for(300ms);
+  // Past the interpreter's start-up (its dlopen()s would bring it home).
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
   for (const json& t : {json(2), json("home"), json(2)}) {
     auto r = Move(pid, t);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
