@@ -7,6 +7,8 @@
 #include "mfs/base/log.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
+#include "mfs/server/file_service.h"
+#include "mfs/server/mount_spawner.h"
 #include "migrate/service.h"
 
 int main(int argc, char** argv) {
@@ -37,7 +39,34 @@ int main(int argc, char** argv) {
     spdlog::error("start failed: {}", s.ToString());
     return 1;
   }
+  // --- issue 4 (fs): the file service for this node's export, and the
+  // /mfs mount ([node].mount) as a child process.
+  mfs::server::FileServiceOptions fso;
+  fso.self_id = config->id;
+  fso.export_path = config->export_dir;
+  fso.secret = daemon.auth().secret;
+  auto files = mfs::server::FileService::Create(fso);
+  if (!files.ok()) {
+    fprintf(stderr, "mfsd: %s\n", files.status().ToString().c_str());
+    spdlog::error("file service: {}", files.status().ToString());
+    return 1;
+  }
+  mfs::server::FileService* fs = files->get();
+  daemon.RegisterFrameHandler(static_cast<uint16_t>(mfs::wire::FrameType::kFileFirst),
+                              static_cast<uint16_t>(mfs::wire::FrameType::kFileLast),
+                              [fs](const mfs::wire::Connection::Ptr& c, mfs::wire::Frame f) {
+                                fs->Handle(c, std::move(f));
+                              });
+  mfs::server::MountSpawner mount;
+  if (!config->mount.empty()) {
+    if (mfs::Status ms = mount.Start(config->mount, config->path); !ms.ok())
+      spdlog::error("mount {}: {}", config->mount, ms.ToString());
+  }
+  daemon.OnShutdown([fs] { fs->Stop(); });
+  // --- end fs
+
   daemon.Run(2);
+  mount.Stop();
   spdlog::info("stopped");
   return 0;
 }

@@ -1,0 +1,24 @@
+// IoObserver: the one place where /mfs attributes file I/O to processes and
+// nodes (issue 5, locality accounting, implements it).
+//
+// The client calls OnIo for every open, create, read and write, with the
+// calling process (thread-group id), the node that owns the file and the
+// bytes moved (0 for open/create). Called on FUSE and network threads, so
+// implementations must be thread-safe and must not block.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace mfs::client {
+
+enum class IoOp : uint8_t { kOpen, kCreate, kRead, kWrite };
+
+class IoObserver {
+ public:
+  virtual ~IoObserver() = default;
+  virtual void OnIo(pid_t process, uint32_t owner_node, IoOp op, uint64_t bytes) = 0;
+};
+
+}  // namespace mfs::client

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The demo command: installs what is missing, builds, starts a 3-node mfs
+# cluster on this machine, shows it working, and stops it.
+#
+#   sudo bash scripts/demo.sh [--keep]
+#
+# --keep leaves the cluster running for you to explore (it prints how).
+# Environment: MFS_DEMO_DIR (cluster directory, default /tmp/mfs-demo).
+#
+# Each part of the demo is one function below; add yours to DEMO_PARTS.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+keep=0
+for arg in "$@"; do
+  case $arg in
+    --keep) keep=1 ;;
+    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) fail "unknown argument '$arg' (try --keep)" ;;
+  esac
+done
+
+N=3
+export MFS_CLUSTER_DIR=${MFS_DEMO_DIR:-/tmp/mfs-demo}
+export PATH=$MFS_ROOT/build/bin:$PATH
+CLUSTER=mfs-cluster
+
+# Runs and shows one command.
+show() {
+  printf '\n$ %s\n' "$*"
+  "$@"
+}
+
+alive_peers() {
+  "$CLUSTER" exec "$1" -- mfsctl status --json 2>/dev/null | grep -c '"state": "alive"' || true
+}
+
+# wait_alive NODE COUNT: until NODE sees COUNT peers alive (bounded).
+wait_alive() {
+  local deadline=$((SECONDS + 20))
+  until [[ $(alive_peers "$1") == "$2" ]]; do
+    ((SECONDS < deadline)) || fail "node $1 does not see $2 peers alive after 20 s (see $MFS_CLUSTER_DIR/node$1/mfsd.log)"
+    sleep 0.2
+  done
+}
+
+demo_membership() {
+  say "membership: every node sees the other two"
+  local i
+  for ((i = 1; i <= N; i++)); do wait_alive "$i" $((N - 1)); done
+  for ((i = 1; i <= N; i++)); do show "$CLUSTER" exec "$i" -- mfsctl status; done
+
+  say "a node dies: the others notice within dead_after_ms (3 s)"
+  show "$CLUSTER" kill 3
+  local deadline=$((SECONDS + 15))
+  until [[ $(alive_peers 1) == 1 ]]; do
+    ((SECONDS < deadline)) || fail "node 1 still sees node 3 alive 15 s after it was killed"
+    sleep 0.2
+  done
+  show "$CLUSTER" exec 1 -- mfsctl status
+  show "$CLUSTER" restart 3
+  for ((i = 1; i <= N; i++)); do wait_alive "$i" $((N - 1)); done
+  show "$CLUSTER" exec 3 -- mfsctl status
+}
+
+DEMO_PARTS=(demo_membership)
+
+bash "$MFS_ROOT/scripts/setup.sh"
+
+say "starting a $N-node cluster in $MFS_CLUSTER_DIR"
+"$CLUSTER" down >/dev/null 2>&1 || true # a cluster left by an earlier --keep
+stop_cluster() { "$CLUSTER" down || true; }
+trap stop_cluster EXIT
+show "$CLUSTER" up "$N"
+show "$CLUSTER" status
+
+for part in "${DEMO_PARTS[@]}"; do "$part"; done
+
+if ((keep)); then
+  trap - EXIT
+  say "the cluster keeps running (--keep). To explore:"
+  cat <<EOT
+  export MFS_CLUSTER_DIR=$MFS_CLUSTER_DIR PATH=$MFS_ROOT/build/bin:\$PATH
+  mfs-cluster status                       # nodes, pids, state
+  mfs-cluster exec 2 -- mfsctl status      # node 2's view of the cluster
+  mfs-cluster exec 1 -- bash               # a shell on node 1 (its own /mfs, /run/mfs)
+  mfs-cluster kill 3; mfs-cluster restart 3
+  mfs-cluster partition 2; mfs-cluster heal 2
+  less $MFS_CLUSTER_DIR/node1/mfsd.log
+  man -l $MFS_ROOT/man/mfs-cluster.1
+To stop it:
+  $MFS_ROOT/build/bin/mfs-cluster down --dir $MFS_CLUSTER_DIR
+EOT
+else
+  say "stopping the cluster (run with --keep to explore it)"
+fi
