@@ -10,6 +10,7 @@
 #include "mfs/node/daemon.h"
 #include "mfs/server/file_service.h"
 #include "mfs/server/mount_spawner.h"
+#include "migrate/service.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mfsd — mfs node daemon: serves this node's export, tracks peers, runs services"};
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   mfs::InitLogging("mfsd." + std::to_string(config->id), config->log_level, config->log_file);
 
   mfs::node::Daemon daemon(*config);
+  mfs::migrate::RegisterMigrationService(daemon, mfs::migrate::DefaultSupervisorBinary());
   mfs::Status s = daemon.Start();
   if (!s.ok()) {
     fprintf(stderr, "mfsd: %s\n", s.ToString().c_str());
