@@ -5,10 +5,12 @@
 #include <cstdio>
 
 #include "mfs/base/log.h"
+#include "mfs/locality/service.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
 #include "mfs/server/file_service.h"
 #include "mfs/server/mount_spawner.h"
+#include "migrate/service.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mfsd — mfs node daemon: serves this node's export, tracks peers, runs services"};
@@ -31,12 +33,22 @@ int main(int argc, char** argv) {
   mfs::InitLogging("mfsd." + std::to_string(config->id), config->log_level, config->log_file);
 
   mfs::node::Daemon daemon(*config);
+  mfs::migrate::RegisterMigrationService(daemon, mfs::migrate::DefaultSupervisorBinary());
   mfs::Status s = daemon.Start();
   if (!s.ok()) {
     fprintf(stderr, "mfsd: %s\n", s.ToString().c_str());
     spdlog::error("start failed: {}", s.ToString());
     return 1;
   }
+  // --- issue 5: locality accounting, before /mfs is mounted so that the
+  // client's first reports are accepted.
+  auto locality = mfs::locality::LocalityService::Create(daemon);
+  if (!locality.ok()) {
+    fprintf(stderr, "mfsd: %s\n", locality.status().ToString().c_str());
+    spdlog::error("start failed: {}", locality.status().ToString());
+    return 1;
+  }
+
   // --- issue 4 (fs): the file service for this node's export, and the
   // /mfs mount ([node].mount) as a child process.
   mfs::server::FileServiceOptions fso;
