@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
 
   // Locality accounting (issue 5): every read/write/open/create on /mfs is
   // attributed to its process and owning node and reported to the local mfsd.
-  (*client)->SetIoObserver(mfs::locality::StartClientObserver(mc.client.control_socket));
+  (*client)->SetIoObserver(mfs::locality::MakeClientObserver(mc.client.control_socket));
 
   mfs::fuse::FuseOptions fo;
   fo.mountpoint = mountpoint;
