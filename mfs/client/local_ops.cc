@@ -11,6 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace mfs::client::ops {
@@ -201,6 +202,25 @@ Result<std::vector<DirHandle::Raw>> ReadDirAll(int dirfd) {
     for (long pos = 0; pos < n;) {
       auto* d = reinterpret_cast<struct dirent64*>(buf.data() + pos);
       out.push_back({d->d_name, d->d_ino, static_cast<mode_t>(DTTOIF(d->d_type))});
+      pos += d->d_reclen;
+    }
+  }
+  return out;
+}
+
+Result<std::vector<DirEntryAt>> ReadDirFrom(int dirfd, uint64_t off, size_t max) {
+  if (lseek(dirfd, static_cast<off_t>(off), SEEK_SET) < 0) return Status::FromErrno("seek dir");
+  std::vector<DirEntryAt> out;
+  // Small reads so that the kernel's position stays exact at `max`.
+  std::string buf(std::min<size_t>(64 * 1024, 512 + max * 64), '\0');
+  while (out.size() < max) {
+    long n = syscall(SYS_getdents64, dirfd, buf.data(), buf.size());
+    if (n < 0) return Status::FromErrno("getdents64");
+    if (n == 0) break;
+    for (long pos = 0; pos < n && out.size() < max;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf.data() + pos);
+      out.push_back({d->d_name, d->d_ino, static_cast<mode_t>(DTTOIF(d->d_type)),
+                     static_cast<uint64_t>(d->d_off)});
       pos += d->d_reclen;
     }
   }

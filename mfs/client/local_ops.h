@@ -59,6 +59,16 @@ Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int fla
 Result<std::string> PRead(int fd, size_t size, off_t off);
 Result<size_t> PWrite(int fd, std::string_view data, off_t off);
 Result<std::vector<DirHandle::Raw>> ReadDirAll(int dirfd);
+// Up to `max` entries of an O_RDONLY directory fd from the file system's own
+// position cookie `off` (0 = start); each entry's `next` is the cookie after
+// it (getdents64 d_off, stable across opens on ext4, xfs, btrfs ...).
+struct DirEntryAt {
+  std::string name;
+  uint64_t ino;
+  mode_t type;
+  uint64_t next;
+};
+Result<std::vector<DirEntryAt>> ReadDirFrom(int dirfd, uint64_t off, size_t max);
 Result<struct statvfs> StatFs(int fd);
 Status SetXattr(int fd, const std::string& name, const std::string& value, int flags);
 Result<std::string> GetXattr(int fd, const std::string& name);

@@ -450,16 +450,17 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       MFS_ASSIGN_OR_RETURN(UniqueFd pfd, open_handle(h));
       ScopedCreds creds(c);
       MFS_ASSIGN_OR_RETURN(UniqueFd dfd, ops::Reopen(pfd.get(), O_RDONLY | O_DIRECTORY));
-      MFS_ASSIGN_OR_RETURN(auto all, ops::ReadDirAll(dfd.get()));
+      // Offsets are the file system's own cookies, so entries added or
+      // removed between two batches never shift the others.
+      MFS_ASSIGN_OR_RETURN(auto batch, ops::ReadDirFrom(dfd.get(), off, max));
       std::string body;
       Writer b(&body);
       uint32_t n = 0;
-      for (uint64_t i = off; i < all.size() && n < max; ++i) {
-        const auto& e = all[i];
+      for (const auto& e : batch) {
         std::string entry;
         Writer ew(&entry);
         ew.Bytes(e.name);
-        ew.U64(i + 1);
+        ew.U64(e.next);
         ew.U32(e.type);
         ew.U64(e.ino);
         bool has = false;

@@ -14,7 +14,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <dirent.h>
 #include <fstream>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -161,6 +163,37 @@ TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
       << "mode seen on node 1: " << std::oct << (st.st_mode & 0777);
   ASSERT_TRUE(WriteFile(M(2, 2, "d/two"), "2"));
   EXPECT_TRUE(WaitFor([&] { return list(M(1, 2, "d")).size() == 2; }, seconds(2)));
+}
+
+TEST_F(FsClusterTest, LargeRemoteDirectoryListsEveryEntryOnceEvenWhileItChanges) {
+  const std::string host = Node(2) + "/export/big";
+  ASSERT_EQ(mkdir(host.c_str(), 0755), 0);
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(WriteFile(host + "/f" + std::to_string(i), ""));
+  DIR* d = opendir(M(1, 2, "big").c_str());
+  ASSERT_NE(d, nullptr);
+  std::set<std::string> seen, removed;
+  int dups = 0;
+  while (dirent* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    if (!seen.insert(n).second) ++dups;
+    // After the first 500 names, remove 300 already-listed ones on the owner:
+    // no name still there may be skipped because of it.
+    if (seen.size() == 500) {
+      int k = 0;
+      for (const auto& s : seen) {
+        if (k++ == 300) break;
+        ASSERT_EQ(unlink((host + "/" + s).c_str()), 0);
+        removed.insert(s);
+      }
+    }
+  }
+  closedir(d);
+  EXPECT_EQ(dups, 0);
+  int missing = 0;
+  for (int i = 0; i < 3000; ++i)
+    if (!seen.count("f" + std::to_string(i))) ++missing;
+  EXPECT_EQ(missing, 0);
 }
 
 TEST_F(FsClusterTest, CredentialsTravelWithRequests) {
