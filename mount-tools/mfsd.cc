@@ -8,6 +8,9 @@
 #include "mfs/locality/service.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
+#include "mfs/server/file_service.h"
+#include "mfs/server/mount_spawner.h"
+#include "migrate/service.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mfsd — mfs node daemon: serves this node's export, tracks peers, runs services"};
@@ -30,19 +33,55 @@ int main(int argc, char** argv) {
   mfs::InitLogging("mfsd." + std::to_string(config->id), config->log_level, config->log_file);
 
   mfs::node::Daemon daemon(*config);
+  mfs::migrate::RegisterMigrationService(daemon, mfs::migrate::DefaultSupervisorBinary());
   mfs::Status s = daemon.Start();
   if (!s.ok()) {
     fprintf(stderr, "mfsd: %s\n", s.ToString().c_str());
     spdlog::error("start failed: {}", s.ToString());
     return 1;
   }
+  // --- issue 5: locality accounting, before /mfs is mounted so that the
+  // client's first reports are accepted.
   auto locality = mfs::locality::LocalityService::Create(daemon);
   if (!locality.ok()) {
     fprintf(stderr, "mfsd: %s\n", locality.status().ToString().c_str());
     spdlog::error("start failed: {}", locality.status().ToString());
     return 1;
   }
+
+  // --- issue 4 (fs): the file service for this node's export, and the
+  // /mfs mount ([node].mount) as a child process.
+  mfs::server::FileServiceOptions fso;
+  fso.self_id = config->id;
+  fso.export_path = config->export_dir;
+  fso.secret = daemon.auth().secret;
+  auto files = mfs::server::FileService::Create(fso);
+  if (!files.ok()) {
+    fprintf(stderr, "mfsd: %s\n", files.status().ToString().c_str());
+    spdlog::error("file service: {}", files.status().ToString());
+    return 1;
+  }
+  mfs::server::FileService* fs = files->get();
+  daemon.RegisterFrameHandler(static_cast<uint16_t>(mfs::wire::FrameType::kFileFirst),
+                              static_cast<uint16_t>(mfs::wire::FrameType::kFileLast),
+                              [fs](const mfs::wire::Connection::Ptr& c, mfs::wire::Frame f) {
+                                fs->Handle(c, std::move(f));
+                              });
+  mfs::server::MountSpawner mount;
+  if (!config->mount.empty()) {
+    if (mfs::Status ms = mount.Start(config->mount, config->path); !ms.ok())
+      spdlog::error("mount {}: {}", config->mount, ms.ToString());
+  }
+  daemon.RegisterControlOp(
+      "fs.status",
+      [fs](const nlohmann::json&, const mfs::control::Caller&) -> mfs::Result<nlohmann::json> {
+        return nlohmann::json{{"open_files", fs->open_files()}, {"interest", fs->interest_size()}};
+      });
+  daemon.OnShutdown([fs] { fs->Stop(); });
+  // --- end fs
+
   daemon.Run(2);
+  mount.Stop();
   spdlog::info("stopped");
   return 0;
 }

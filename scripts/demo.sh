@@ -63,6 +63,25 @@ demo_membership() {
   show "$CLUSTER" exec 3 -- mfsctl status
 }
 
+# /mfs (issue 4): a file written on one node, read through the others.
+demo_fs() {
+  say "/mfs: every node's export on every node"
+  local i deadline=$((SECONDS + 20))
+  for ((i = 1; i <= N; i++)); do
+    until "$CLUSTER" exec "$i" -- test -d "/mfs/$(((i % N) + 1))" 2>/dev/null; do
+      ((SECONDS < deadline)) || fail "node $i does not show /mfs/$(((i % N) + 1)) (see $MFS_CLUSTER_DIR/node$i/mfsd.log)"
+      sleep 0.2
+    done
+  done
+  show "$CLUSTER" exec 1 -- ls -l /mfs
+  show "$CLUSTER" exec 1 -- sh -c 'echo "written on node 1 at $(date +%T)" > /mfs/2/hello.txt'
+  for ((i = 1; i <= N; i++)); do show "$CLUSTER" exec "$i" -- cat /mfs/2/hello.txt; done
+  show "$CLUSTER" exec 3 -- getfattr -n user.mfs.node /mfs/2/hello.txt
+  show "$CLUSTER" exec 3 -- sh -c 'echo "appended on node 3" >> /mfs/2/hello.txt'
+  show "$CLUSTER" exec 1 -- cat /mfs/2/hello.txt
+  show "$CLUSTER" exec 2 -- readlink /mfs/here
+}
+
 demo_locality() {
   say "I/O locality: a job on node 1 reads 1, 2 and 3 MiB stored on nodes 1, 2 and 3"
   if ! "$CLUSTER" exec 1 -- test -d /mfs/3 2>/dev/null; then
@@ -81,7 +100,7 @@ demo_locality() {
   echo "mfs-cluster exec 1 -- mfsmon   shows the live view (q quits)"
 }
 
-DEMO_PARTS=(demo_membership demo_locality)
+DEMO_PARTS=(demo_membership demo_fs demo_locality)
 
 bash "$MFS_ROOT/scripts/setup.sh"
 

@@ -20,7 +20,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bash "$MFS_ROOT/scripts/setup.sh"
 
 say "building the unit tests with ASan+UBSan in build-asan/"
-cmake -S "$MFS_ROOT" -B "$MFS_ROOT/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMFS_SANITIZE=ON
+# -O1 -g: what the ASan documentation recommends, and cheaper to compile.
+cmake -S "$MFS_ROOT" -B "$MFS_ROOT/build-asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS=-O1 -DMFS_SANITIZE=ON
 cmake --build "$MFS_ROOT/build-asan" -j "$MFS_JOBS" --target mfs_unit_tests
 
 say "building the fuzz targets with clang in build-fuzz/"

@@ -280,6 +280,20 @@ TEST_F(ClusterHarnessTest, ControlReachesTheNode) {
   EXPECT_EQ(j["node"].value("id", 0), 1);
 }
 
+// --config-extra reaches every node's config; a [membership] table there
+// replaces the generated one.
+TEST_F(ClusterHarnessTest, ConfigExtraReachesEveryNode) {
+  ClusterOptions options;
+  options.config_extra = "[membership]\nheartbeat_ms = 300\ndead_after_ms = 2100\n";
+  ASSERT_TRUE(Up(2, options));
+  for (int i = 1; i <= 2; ++i) {
+    auto r = Control(i, {{"op", "status"}});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ((*r)["node"].value("heartbeat_ms", 0), 300);
+    EXPECT_EQ((*r)["node"].value("dead_after_ms", 0), 2100);
+  }
+}
+
 // down stops everything, including what exec started, and is idempotent.
 TEST_F(ClusterHarnessTest, DownStopsEverything) {
   ASSERT_TRUE(Up(3));

@@ -1,0 +1,66 @@
+// The file-service protocol: frame types 64..191 and their payloads.
+//
+// Shared by the client (RemoteBackend) and the server (mfs/server
+// FileService). Payloads are built with mfs::Writer and parsed with
+// mfs::Reader (fixed-width little-endian; strings and byte blobs as u32
+// length + bytes); a payload that does not parse to the end is rejected with
+// EBADMSG. docs/wire-fs.md lists every message; this header is the source of
+// truth for the numbers. Pure functions, no I/O, thread-safe.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cstdint>
+#include <string>
+
+#include "mfs/base/coding.h"
+#include "mfs/client/caller.h"
+
+namespace mfs::client::proto {
+
+enum Type : uint16_t {
+  kGetRoot = 64,      // -> handle, stat
+  kLookup = 65,       // cred, dir handle, name -> handle, stat
+  kGetAttr = 66,      // handle, u64 fh (0 = none) -> stat
+  kSetAttr = 67,      // cred, handle, u64 fh, setattr fields -> stat
+  kMakeNode = 68,     // cred, dir, name, u32 mode, u64 rdev, link -> handle, stat
+  kLink = 69,         // cred, handle, new dir, name -> handle, stat
+  kRemove = 70,       // cred, dir, name, u8 is_dir -> ()
+  kRename = 71,       // cred, dir, name, new dir, new name, u32 flags -> ()
+  kReadLink = 72,     // handle -> target
+  kAccess = 73,       // cred, handle, u32 mask -> ()
+  kOpen = 74,         // cred, handle, u32 flags -> u64 fh
+  kCreate = 75,       // cred, dir, name, u32 mode, u32 flags -> handle, stat, u64 fh
+  kRead = 76,         // u64 fh, i64 off, u32 size -> raw bytes
+  kWrite = 77,        // u64 fh, i64 off, data -> u32 written
+  kFlush = 78,        // u64 fh, u64 lock owner -> ()
+  kFsync = 79,        // u64 fh, u8 datasync -> ()
+  kRelease = 80,      // u64 fh -> ()
+  kReadDir = 81,      // cred, handle, u64 off, u32 max, u8 plus -> entries
+  kStatFs = 82,       // handle -> statvfs
+  kSetXattr = 83,     // cred, handle, name, value, u32 flags -> ()
+  kGetXattr = 84,     // cred, handle, name -> value
+  kListXattr = 85,    // cred, handle -> names
+  kRemoveXattr = 86,  // cred, handle, name -> ()
+  kFallocate = 87,    // u64 fh, u32 mode, i64 off, i64 len -> ()
+  kCopyRange = 88,    // u64 fh in, i64 off in, u64 fh out, i64 off out, u64 len -> u64 n
+  kGetLk = 89,        // u64 fh, lock -> lock
+  kSetLk = 90,        // u64 fh, lock, u8 wait -> ()
+  kFlock = 91,        // u64 fh, u64 owner, u32 op -> ()
+  kWatch = 96,        // client -> server: u8 all (send me every change) -> ()
+  kChanged = 97,      // local client -> its own server: file key, [dir key, name]
+  kInvalidate = 100,  // server -> client (no reply): handle, file key, name
+};
+
+// The largest read or write one frame carries.
+inline constexpr uint32_t kMaxIo = 1u << 20;
+
+void PutCaller(Writer& w, const Caller& c);
+Caller GetCaller(Reader& r);
+void PutStat(Writer& w, const struct stat& st);
+struct stat GetStat(Reader& r);
+void PutStatvfs(Writer& w, const struct statvfs& s);
+struct statvfs GetStatvfs(Reader& r);
+
+}  // namespace mfs::client::proto

@@ -1,0 +1,97 @@
+// InodeTable: the client's map from FUSE node ids to the objects they name.
+//
+// Every inode the kernel knows is one Inode here, found by node id (the
+// number the kernel sends back) and by a key naming the object it stands
+// for: (owning node, st_dev, st_ino) for a local file — the O_PATH fd the
+// Inode holds keeps that inode number from being reused — or (owning node,
+// server handle) for a remote file. Lookup counts follow the kernel's rules:
+// every reply that hands the kernel an entry (lookup, create, mknod, mkdir,
+// symlink, link, each readdirplus entry) adds one, FORGET subtracts what it
+// says, and an Inode leaves the table when its count reaches zero. Handlers
+// hold an InodePtr while they work, so a concurrent FORGET never frees an
+// inode under them. Unknown node ids (a stale or forged number) give ESTALE,
+// never a crash.
+//
+// Thread-safe: one mutex guards the maps and all lookup counts. Lock order:
+// the table mutex is a leaf — nothing else is locked while it is held.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "mfs/base/unique_fd.h"
+
+namespace mfs::client {
+
+enum class InodeKind : uint8_t {
+  kRoot,    // /mfs itself
+  kMagic,   // /mfs/here, home, magic, lastexec, selected: per-caller symlinks
+  kLocal,   // a file in this node's export, served from an O_PATH fd
+  kRemote,  // a file in another node's export, named by a server handle
+};
+
+// Reserved node ids (FUSE_ROOT_ID is 1).
+inline constexpr uint64_t kRootIno = 1;
+inline constexpr uint64_t kFirstMagicIno = 2;  // 2..6, in MagicName order
+inline constexpr uint64_t kFirstDynamicIno = 16;
+
+struct Inode {
+  Inode(uint64_t id_, InodeKind kind_, uint32_t node_) : id(id_), kind(kind_), node(node_) {}
+  Inode(const Inode&) = delete;
+  Inode& operator=(const Inode&) = delete;
+
+  const uint64_t id;
+  const InodeKind kind;
+  const uint32_t node;  // owning node
+  mode_t type = 0;      // S_IFMT bits, fixed for the inode's life
+  UniqueFd fd;          // kLocal: O_PATH fd on the backing file
+  std::string handle;   // kRemote: the owner's handle for the file
+  std::string key;
+  uint64_t nlookup = 0;  // guarded by the table mutex
+  // kRemote: the number of the backing file on its owner, for st_ino.
+  std::atomic<uint64_t> remote_ino{0};
+  // A record lock was asked for on this file (any open file of it): closes
+  // must then reach the owner to drop the closing process's locks.
+  std::atomic<bool> locked{false};
+};
+using InodePtr = std::shared_ptr<Inode>;
+
+class InodeTable {
+ public:
+  InodeTable() = default;
+  InodeTable(const InodeTable&) = delete;
+  InodeTable& operator=(const InodeTable&) = delete;
+
+  // The inode with node id `id`, or nullptr.
+  InodePtr Get(uint64_t id) const;
+
+  // Finds the inode with `key` or inserts the one `make(id)` builds, and
+  // adds one lookup. Returns nullptr if make() does (out of memory etc.).
+  InodePtr Ref(const std::string& key, const std::function<InodePtr(uint64_t id)>& make);
+  // The inode with `key`, without adding a lookup; nullptr if none.
+  InodePtr Find(const std::string& key) const;
+  // Adds one lookup to an inode already in the table (link, re-reply).
+  void AddRef(const InodePtr& inode);
+  // Drops n lookups; removes the inode at zero. Unknown ids are ignored
+  // (the kernel may forget what an old process instance handed out).
+  void Forget(uint64_t id, uint64_t n);
+
+  size_t size() const;
+  uint64_t total_lookups() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, InodePtr> by_id_;
+  std::unordered_map<std::string, uint64_t> by_key_;
+  uint64_t next_id_ = kFirstDynamicIno;
+};
+
+}  // namespace mfs::client

@@ -1,0 +1,94 @@
+// LocalBackend: /mfs/<self>/... served straight from this node's export.
+//
+// The fast path of the design: each Inode owns an O_PATH fd on the backing
+// file (passthrough_hp style), every operation is the matching system call
+// on those fds, run on the FUSE thread under the caller's credentials; open
+// files are real fds the FUSE layer splices to and from. Nothing crosses
+// mfsd or the network.
+//
+// Thread-safe: state is the InodeTable (own mutex) and the lock table.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "mfs/client/backend.h"
+#include "mfs/client/local_ops.h"
+
+namespace mfs::client {
+
+class LocalBackend : public Backend {
+ public:
+  // `hidden_dev`: st_dev of the /mfs mount itself, never shown inside the
+  // export (an export of "/" would otherwise contain /mfs again); 0 = none.
+  LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_t hidden_dev);
+
+  // The export root as an entry (one lookup).
+  Result<EntryOut> RootEntry();
+  void set_hidden_dev(dev_t d) { hidden_dev_ = d; }
+  // Called after every change the fast path makes: (file key st_dev:st_ino,
+  // name changed in it or ""). Set before serving; used for coherence.
+  using ChangeHook = std::function<void(const std::string& key, const std::string& name)>;
+  void SetChangeHook(ChangeHook h) { on_change_ = std::move(h); }
+  ops::OfdLockTable& locks() { return locks_; }
+
+  void Lookup(const Caller&, const InodePtr& parent, const std::string& name,
+              Cb<EntryOut> cb) override;
+  void GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh, Cb<struct stat> cb) override;
+  void SetAttr(const Caller&, const InodePtr& inode, FileHandle* fh, const SetAttrIn& in,
+               Cb<struct stat> cb) override;
+  void MakeNode(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
+                dev_t rdev, const std::string& link, Cb<EntryOut> cb) override;
+  void Link(const Caller&, const InodePtr& inode, const InodePtr& newparent,
+            const std::string& name, Cb<EntryOut> cb) override;
+  void Remove(const Caller&, const InodePtr& parent, const std::string& name, bool dir,
+              DoneCb cb) override;
+  void Rename(const Caller&, const InodePtr& parent, const std::string& name,
+              const InodePtr& newparent, const std::string& newname, unsigned flags,
+              DoneCb cb) override;
+  void ReadLink(const Caller&, const InodePtr& inode, Cb<std::string> cb) override;
+  void Access(const Caller&, const InodePtr& inode, int mask, DoneCb cb) override;
+  void Open(const Caller&, const InodePtr& inode, int flags,
+            Cb<std::unique_ptr<FileHandle>> cb) override;
+  void Create(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
+              int flags, Cb<CreateOut> cb) override;
+  void Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> cb) override;
+  void Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) override;
+  void Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) override;
+  void Fsync(FileHandle* fh, bool datasync, DoneCb cb) override;
+  void Release(std::unique_ptr<FileHandle> fh) override;
+  void OpenDir(const Caller&, const InodePtr& inode, Cb<std::unique_ptr<DirHandle>> cb) override;
+  void ReadDir(const Caller&, DirHandle* dh, uint64_t off, size_t max, bool plus,
+               Cb<std::vector<DirEntryOut>> cb) override;
+  void ReleaseDir(std::unique_ptr<DirHandle> dh) override;
+  void StatFs(const Caller&, const InodePtr& inode, Cb<struct statvfs> cb) override;
+  void SetXattr(const Caller&, const InodePtr& inode, const std::string& name, std::string value,
+                int flags, DoneCb cb) override;
+  void GetXattr(const Caller&, const InodePtr& inode, const std::string& name,
+                Cb<std::string> cb) override;
+  void ListXattr(const Caller&, const InodePtr& inode, Cb<std::string> cb) override;
+  void RemoveXattr(const Caller&, const InodePtr& inode, const std::string& name,
+                   DoneCb cb) override;
+  void Fallocate(FileHandle* fh, int mode, off_t off, off_t len, DoneCb cb) override;
+  void CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out, size_t len,
+                     Cb<size_t> cb) override;
+  void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) override;
+  void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
+  void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) override;
+
+ private:
+  // Wraps an O_PATH fd just opened into a referenced entry.
+  Result<EntryOut> MakeEntry(UniqueFd fd);
+  Result<EntryOut> LookupSync(const InodePtr& parent, const std::string& name);
+  std::string LockKey(const InodePtr& inode) const { return inode->key; }
+  void Changed(const InodePtr& inode, const std::string& name = "");
+
+  InodeTable* table_;
+  const uint32_t self_;
+  UniqueFd root_;
+  dev_t hidden_dev_;
+  ops::OfdLockTable locks_;
+  ChangeHook on_change_;
+};
+
+}  // namespace mfs::client

@@ -1,0 +1,95 @@
+// local_ops: the file operations on a local directory tree, as small
+// wrappers over the system calls that keep the errno (mergerfs style).
+//
+// Used twice: by LocalBackend (the FUSE client's fast path on this node's
+// export) and by the file service in mfsd (which serves the same export to
+// peers). Every name argument is checked by CheckName() first — one path
+// component, no "/", not "." or "..", at most NAME_MAX bytes — and every
+// operation works relative to a directory fd with that single component and
+// without following a final symlink, so nothing here ever leaves the tree
+// the fds belong to.
+//
+// The caller runs these under the requesting user's credentials
+// (ScopedCreds), so the kernel checks permissions. Thread-safe: no state
+// except OfdLockTable, which has its own mutex.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "mfs/base/status.h"
+#include "mfs/base/unique_fd.h"
+#include "mfs/client/backend.h"
+
+namespace mfs::client::ops {
+
+// "/proc/self/fd/N": reopens an O_PATH fd with real access checks.
+std::string ProcPath(int fd);
+
+Status CheckName(const std::string& name);
+
+// O_PATH|O_NOFOLLOW open of one entry of `dirfd`.
+Result<UniqueFd> OpenPath(int dirfd, const std::string& name);
+Result<UniqueFd> OpenRoot(const std::string& path);
+Result<struct stat> Stat(int fd);
+Result<struct stat> SetAttr(int path_fd, int open_fd, const SetAttrIn& in);
+// SetAttr under the caller's credentials. One exception: the kernel clears
+// set-user/group-ID bits after a write by a non-owner by sending a chmod on
+// the writer's behalf (FUSE without handle_killpriv); the permission was
+// the kernel's to check (default_permissions), so a chmod that only drops
+// those bits and is refused to the caller is done with the daemon's rights.
+Result<struct stat> SetAttrAs(const Caller& c, int path_fd, int open_fd, const SetAttrIn& in);
+Status MakeNode(int dirfd, const std::string& name, mode_t mode, dev_t rdev,
+                const std::string& link);
+Status Link(int fd, int newdirfd, const std::string& name);
+Status Remove(int dirfd, const std::string& name, bool dir);
+Status Rename(int dirfd, const std::string& name, int newdirfd, const std::string& newname,
+              unsigned flags);
+Result<std::string> ReadLink(int fd);
+Status Access(int fd, int mask);
+// Opens the file an O_PATH fd names, for I/O (O_CREAT/O_EXCL/O_NOFOLLOW removed).
+Result<UniqueFd> Reopen(int path_fd, int flags);
+Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int flags);
+Result<std::string> PRead(int fd, size_t size, off_t off);
+Result<size_t> PWrite(int fd, std::string_view data, off_t off);
+Result<std::vector<DirHandle::Raw>> ReadDirAll(int dirfd);
+Result<struct statvfs> StatFs(int fd);
+Status SetXattr(int fd, const std::string& name, const std::string& value, int flags);
+Result<std::string> GetXattr(int fd, const std::string& name);
+Result<std::string> ListXattr(int fd);
+Status RemoveXattr(int fd, const std::string& name);
+Status Fallocate(int fd, int mode, off_t off, off_t len);
+Result<size_t> CopyFileRange(int in, off_t off_in, int out, off_t off_out, size_t len);
+
+// Record locks and flock held for many owners on one node's files: each
+// (file, owner) pair gets its own open file description of the backing
+// file, locked with OFD locks (F_OFD_SETLK, Linux 3.15) or flock, so the
+// kernel arbitrates between local processes (fast path) and remote ones
+// (served by mfsd) alike. Thread-safe.
+class OfdLockTable {
+ public:
+  // `file` is any fd of the backing file (O_PATH is fine); `key` names the
+  // file uniquely (st_dev:st_ino); `owner` the lock owner.
+  Result<LockIn> GetLk(int file, const std::string& key, const LockIn& in);
+  Status SetLk(int file, const std::string& key, const LockIn& in);
+  Status Flock(int file, const std::string& key, uint64_t owner, int op);
+  // Drops an owner's POSIX locks on a file (close semantics).
+  void ReleaseOwner(const std::string& key, uint64_t owner);
+  void ReleaseFlock(const std::string& key, uint64_t owner);
+  size_t size() const;
+
+ private:
+  Result<std::shared_ptr<UniqueFd>> FdFor(int file, const std::string& slot);
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<UniqueFd>> fds_;
+};
+
+std::string FileKey(const struct stat& st);
+
+}  // namespace mfs::client::ops

@@ -1,0 +1,829 @@
+#include "mfs/client/remote_backend.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include "mfs/base/coding.h"
+#include "mfs/base/log.h"
+#include "mfs/client/client.h"
+#include "mfs/client/fs_protocol.h"
+#include "mfs/wire/auth.h"
+
+namespace mfs::client {
+
+namespace asio = boost::asio;
+using wire::Connection;
+using wire::Frame;
+
+namespace {
+
+// Requests that may wait for another owner (blocking locks) get no timeout
+// short of an hour.
+constexpr std::chrono::milliseconds kLockWait{3600 * 1000};
+
+std::string RemoteKey(uint32_t node, std::string_view handle) {
+  return "R" + std::to_string(node) + ":" + std::string(handle);
+}
+
+Status Malformed(const char* what) {
+  return Status::Error(EBADMSG, std::string("malformed reply to ") + what);
+}
+
+}  // namespace
+
+RemoteBackend::RemoteBackend(Client* client, const RemoteOptions& opts, std::string secret)
+    : client_(client), opts_(opts), secret_(std::move(secret)) {}
+
+RemoteBackend::~RemoteBackend() { Stop(); }
+
+Result<std::unique_ptr<RemoteBackend>> RemoteBackend::Create(Client* client,
+                                                             const RemoteOptions& opts) {
+  MFS_ASSIGN_OR_RETURN(std::string secret, wire::LoadSecret(opts.secret_file));
+  return std::unique_ptr<RemoteBackend>(new RemoteBackend(client, opts, std::move(secret)));
+}
+
+Status RemoteBackend::Start(Invalidator* inval) {
+  inval_ = inval;
+  work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+      io_.get_executor());
+  for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
+  inval_thread_ = std::thread([this] { InvalLoop(); });
+  WatchOwn();
+  return Status::OK();
+}
+
+void RemoteBackend::Stop() {
+  {
+    std::lock_guard<std::mutex> l(inval_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  inval_cv_.notify_all();
+  std::vector<Connection::Ptr> conns;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [id, p] : peers_)
+      if (p.conn) conns.push_back(p.conn);
+  }
+  for (auto& c : conns) c->Close(Status::Unavailable("client stopping"));
+  work_.reset();
+  io_.stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  if (inval_thread_.joinable()) inval_thread_.join();
+}
+
+// Keeps a connection to our own mfsd open and subscribed to every change
+// made to our export by peers, so the fast path's kernel cache stays
+// coherent. Retried every second while mfsd is away.
+void RemoteBackend::WatchOwn() {
+  {
+    std::lock_guard<std::mutex> l(inval_mu_);
+    if (stopping_) return;
+  }
+  std::string p;
+  Writer(&p).U8(1);
+  Call(opts_.self_id, proto::kWatch, std::move(p), [this](Result<Frame> r) {
+    if (r.ok()) return;  // OnClosed re-subscribes
+    auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
+    t->async_wait([this, t](boost::system::error_code e) {
+      if (!e) WatchOwn();
+    });
+  });
+}
+
+Result<wire::tcp::endpoint> RemoteBackend::EndpointOf(uint32_t node) {
+  if (node == opts_.self_id) return wire::ParseEndpoint(opts_.address, opts_.port);
+  if (auto a = client_->AddressOf(node)) return wire::ParseEndpoint(*a, opts_.port);
+  // A cluster on one host puts node i on 127.0.0.i (mfs-cluster).
+  if (opts_.address.rfind("127.", 0) == 0)
+    return wire::ParseEndpoint("127.0.0." + std::to_string(node), opts_.port);
+  return Status::Unavailable("no address known for node " + std::to_string(node));
+}
+
+void RemoteBackend::Call(uint32_t node, uint16_t type, std::string payload, FrameCb cb,
+                         std::chrono::milliseconds timeout) {
+  if (timeout.count() == 0) timeout = opts_.call_timeout;
+  // Transport failures become EHOSTDOWN; the server's own errors keep theirs.
+  auto wrapped = [this, node, cb = std::move(cb)](Result<Frame> r) {
+    if (!r.ok()) {
+      int e = r.status().code();
+      bool transport = e == ENOTCONN || e == ECONNRESET || e == EPIPE || e == ECONNABORTED ||
+                       e == ECONNREFUSED || e == ESHUTDOWN || e == EHOSTUNREACH ||
+                       e == ENETUNREACH || e == ETIMEDOUT || e == EHOSTDOWN;
+      if (transport) {
+        if (e == ETIMEDOUT) {
+          // The node stopped answering: drop the connection so the next
+          // request reconnects (or fails fast) instead of queueing behind it.
+          Connection::Ptr c;
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            c = peers_[node].conn;
+          }
+          if (c) c->Close(r.status());
+        }
+        return cb(Status::Error(EHOSTDOWN, "node " + std::to_string(node) + ": " +
+                                               r.status().message()));
+      }
+    }
+    cb(std::move(r));
+  };
+  std::unique_lock<std::mutex> l(mu_);
+  Peer& p = peers_[node];
+  if (p.conn && !p.conn->closed()) {
+    Connection::Ptr c = p.conn;
+    l.unlock();
+    c->Call(type, std::move(payload), std::move(wrapped), timeout);
+    return;
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (!p.connecting && p.failed_at.time_since_epoch().count() != 0 &&
+      now - p.failed_at < opts_.retry_after) {
+    Status why = Status::Error(EHOSTDOWN, "node " + std::to_string(node) +
+                                              " unreachable: " + p.last_error.message());
+    l.unlock();
+    wrapped(why);
+    return;
+  }
+  p.queue.push_back(Pending{type, std::move(payload), std::move(wrapped), timeout});
+  if (p.connecting) return;
+  p.connecting = true;
+  l.unlock();
+  Connect(node);
+}
+
+void RemoteBackend::Connect(uint32_t node) {
+  auto fail_all = [this, node](const Status& s) {
+    std::vector<Pending> q;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      Peer& p = peers_[node];
+      p.connecting = false;
+      p.failed_at = std::chrono::steady_clock::now();
+      p.last_error = s;
+      q.swap(p.queue);
+    }
+    for (auto& pend : q) pend.cb(Status::Error(EHOSTDOWN, s.message()));
+  };
+  auto ep = EndpointOf(node);
+  if (!ep.ok()) return fail_all(ep.status());
+  auto local = wire::ParseEndpoint(opts_.address, 0);
+  wire::tcp::endpoint bind_ep = local.ok() ? *local : wire::tcp::endpoint();
+  bind_ep.port(0);
+  wire::AuthConfig auth;
+  auth.secret = secret_;
+  auth.self_id = opts_.self_id;
+  auth.role = wire::PeerRole::kClient;
+  auth.handshake_timeout = opts_.connect_timeout;
+  Connection::Connect(
+      io_, bind_ep, *ep, auth,
+      [this, node](const Connection::Ptr&, Frame f) { OnPush(node, f); },
+      [this, node](const Connection::Ptr& c, const Status&) { OnClosed(node, c); },
+      [this, node, fail_all](Result<Connection::Ptr> r) {
+        if (!r.ok()) return fail_all(r.status());
+        if ((*r)->peer_id() != node) {
+          (*r)->Close(Status::Error(EPROTO, "wrong node"));
+          return fail_all(Status::Error(EPROTO, "address of node " + std::to_string(node) +
+                                                    " answered as node " +
+                                                    std::to_string((*r)->peer_id())));
+        }
+        std::vector<Pending> q;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          Peer& p = peers_[node];
+          p.connecting = false;
+          p.conn = *r;
+          ++p.generation;
+          p.failed_at = {};
+          q.swap(p.queue);
+        }
+        for (auto& pend : q) (*r)->Call(pend.type, std::move(pend.payload), std::move(pend.cb), pend.timeout);
+      });
+}
+
+void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
+  bool resubscribe = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Peer& p = peers_[node];
+    if (p.conn == c) p.conn.reset();
+    resubscribe = node == opts_.self_id;
+  }
+  if (resubscribe) {
+    auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
+    t->async_wait([this, t](boost::system::error_code e) {
+      if (!e) WatchOwn();
+    });
+  }
+  // Our view of that node's files may be stale now: let the kernel ask again.
+  // (Attribute timeouts bound staleness; pushed invalidations resume on the
+  // new connection.)
+}
+
+void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
+  if (f.type() != proto::kInvalidate) return;
+  Reader r(f.payload);
+  std::string handle(r.Bytes());
+  std::string key(r.Bytes());
+  std::string name(r.Bytes());
+  if (!r.done()) return;
+  InodePtr inode = node == opts_.self_id
+                       ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
+                       : client_->table().Find(RemoteKey(node, handle));
+  if (!inode) return;
+  {
+    std::lock_guard<std::mutex> l(inval_mu_);
+    if (inval_queue_.size() > 100000) inval_queue_.clear();
+    inval_queue_.emplace_back(inode->id, std::string());
+    if (!name.empty()) inval_queue_.emplace_back(inode->id, name);
+  }
+  inval_cv_.notify_one();
+}
+
+void RemoteBackend::InvalLoop() {
+  std::unique_lock<std::mutex> l(inval_mu_);
+  for (;;) {
+    inval_cv_.wait(l, [this] { return stopping_ || !inval_queue_.empty(); });
+    if (stopping_) return;
+    auto [ino, name] = std::move(inval_queue_.front());
+    inval_queue_.pop_front();
+    l.unlock();
+    if (inval_) {
+      if (name.empty()) inval_->InvalidateInode(ino);
+      else inval_->InvalidateEntry(ino, name);
+    }
+    l.lock();
+  }
+}
+
+void RemoteBackend::LocalChanged(const std::string& key, const std::string& name) {
+  Connection::Ptr c;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = peers_.find(opts_.self_id);
+    if (it != peers_.end()) c = it->second.conn;
+  }
+  if (!c || c->closed()) return;
+  std::string p;
+  Writer w(&p);
+  w.Bytes(key);
+  w.Bytes(name);
+  c->Send(proto::kChanged, std::move(p));
+}
+
+// ---- operations -----------------------------------------------------------
+
+Result<EntryOut> RemoteBackend::DecodeEntry(uint32_t node, Reader& r) {
+  std::string handle(r.Bytes());
+  struct stat st = proto::GetStat(r);
+  if (!r.ok() || handle.empty()) return Malformed("entry");
+  InodePtr p = client_->table().Ref(RemoteKey(node, handle), [&](uint64_t id) {
+    auto i = std::make_shared<Inode>(id, InodeKind::kRemote, node);
+    i->type = st.st_mode & S_IFMT;
+    i->handle = handle;
+    return i;
+  });
+  if (!p) return Status::PosixError("inode table", ENOMEM);
+  p->remote_ino = st.st_ino;
+  st.st_ino = ShownIno(node, st.st_ino);
+  return EntryOut{std::move(p), st};
+}
+
+void RemoteBackend::EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb) {
+  Call(node, type, std::move(payload), [this, node, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    auto e = DecodeEntry(node, r);
+    if (e.ok() && !r.done()) {
+      client_->table().Forget(e->inode->id, 1);
+      return cb(Malformed("entry"));
+    }
+    cb(std::move(e));
+  });
+}
+
+void RemoteBackend::DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb) {
+  Call(node, type, std::move(payload), [cb = std::move(cb)](Result<Frame> f) {
+    cb(f.ok() ? Status::OK() : f.status());
+  });
+}
+
+void RemoteBackend::RootEntry(uint32_t node, Cb<EntryOut> cb) {
+  EntryCall(node, proto::kGetRoot, std::string(), std::move(cb));
+}
+
+void RemoteBackend::Lookup(const Caller& c, const InodePtr& parent, const std::string& name,
+                           Cb<EntryOut> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(parent->handle);
+  w.Bytes(name);
+  EntryCall(parent->node, proto::kLookup, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh,
+                            Cb<struct stat> cb) {
+  (void)fh;  // attributes by handle: valid whatever the open file's state
+  std::string p;
+  Writer w(&p);
+  w.Bytes(inode->handle);
+  w.U64(0);
+  uint32_t node = inode->node;
+  Call(node, proto::kGetAttr, std::move(p), [node, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    struct stat st = proto::GetStat(r);
+    if (!r.done()) return cb(Malformed("getattr"));
+    st.st_ino = ShownIno(node, st.st_ino);
+    cb(st);
+  });
+}
+
+void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
+                            const SetAttrIn& in, Cb<struct stat> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.U64(fh ? fh->remote_fh.load() : 0);
+  w.U32(in.valid);
+  w.U32(in.mode);
+  w.U32(in.uid);
+  w.U32(in.gid);
+  w.I64(in.size);
+  w.I64(in.atime.tv_sec);
+  w.U32(static_cast<uint32_t>(in.atime.tv_nsec));
+  w.I64(in.mtime.tv_sec);
+  w.U32(static_cast<uint32_t>(in.mtime.tv_nsec));
+  uint32_t node = inode->node;
+  Call(node, proto::kSetAttr, std::move(p), [node, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    struct stat st = proto::GetStat(r);
+    if (!r.done()) return cb(Malformed("setattr"));
+    st.st_ino = ShownIno(node, st.st_ino);
+    cb(st);
+  });
+}
+
+void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std::string& name,
+                             mode_t mode, dev_t rdev, const std::string& link, Cb<EntryOut> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(parent->handle);
+  w.Bytes(name);
+  w.U32(mode);
+  w.U64(rdev);
+  w.Bytes(link);
+  EntryCall(parent->node, proto::kMakeNode, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& newparent,
+                         const std::string& name, Cb<EntryOut> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.Bytes(newparent->handle);
+  w.Bytes(name);
+  EntryCall(inode->node, proto::kLink, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::string& name,
+                           bool dir, DoneCb cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(parent->handle);
+  w.Bytes(name);
+  w.U8(dir ? 1 : 0);
+  DoneCall(parent->node, proto::kRemove, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::string& name,
+                           const InodePtr& newparent, const std::string& newname, unsigned flags,
+                           DoneCb cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(parent->handle);
+  w.Bytes(name);
+  w.Bytes(newparent->handle);
+  w.Bytes(newname);
+  w.U32(flags);
+  DoneCall(parent->node, proto::kRename, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::ReadLink(const Caller&, const InodePtr& inode, Cb<std::string> cb) {
+  std::string p;
+  Writer(&p).Bytes(inode->handle);
+  Call(inode->node, proto::kReadLink, std::move(p), [cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    std::string t(r.Bytes());
+    if (!r.done()) return cb(Malformed("readlink"));
+    cb(std::move(t));
+  });
+}
+
+void RemoteBackend::Access(const Caller& c, const InodePtr& inode, int mask, DoneCb cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.U32(static_cast<uint32_t>(mask));
+  DoneCall(inode->node, proto::kAccess, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
+                         Cb<std::unique_ptr<FileHandle>> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.U32(static_cast<uint32_t>(flags));
+  uint32_t node = inode->node;
+  Call(node, proto::kOpen, std::move(p),
+       [this, node, inode, flags, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) return cb(f.status());
+         Reader r(f->payload);
+         uint64_t id = r.U64();
+         if (!r.done()) return cb(Malformed("open"));
+         auto fh = std::make_unique<FileHandle>();
+         fh->inode = inode;
+         fh->flags = flags;
+         fh->remote_fh = id;
+         {
+           std::lock_guard<std::mutex> l(mu_);
+           fh->remote_epoch = peers_[node].generation;
+         }
+         cb(std::move(fh));
+       });
+}
+
+void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::string& name,
+                           mode_t mode, int flags, Cb<CreateOut> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(parent->handle);
+  w.Bytes(name);
+  w.U32(mode);
+  w.U32(static_cast<uint32_t>(flags));
+  uint32_t node = parent->node;
+  Call(node, proto::kCreate, std::move(p), [this, node, flags, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    auto e = DecodeEntry(node, r);
+    if (!e.ok()) return cb(e.status());
+    uint64_t id = r.U64();
+    if (!r.done()) {
+      client_->table().Forget(e->inode->id, 1);
+      return cb(Malformed("create"));
+    }
+    auto fh = std::make_unique<FileHandle>();
+    fh->inode = e->inode;
+    fh->flags = flags;
+    fh->remote_fh = id;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      fh->remote_epoch = peers_[node].generation;
+    }
+    cb(CreateOut{std::move(*e), std::move(fh)});
+  });
+}
+
+// Open files outlive connections: one opened on an older connection (the
+// server restarted, or the link broke) is reopened by handle first.
+void RemoteBackend::CallFile(FileHandle* fh, uint16_t type,
+                             std::function<std::string(uint64_t)> build, FrameCb cb,
+                             std::chrono::milliseconds timeout) {
+  uint32_t node = fh->inode->node;
+  bool current;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Peer& p = peers_[node];
+    current = p.conn && !p.conn->closed() && p.generation == fh->remote_epoch;
+  }
+  if (current) return Call(node, type, build(fh->remote_fh), std::move(cb), timeout);
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, Caller{});  // the open was permitted when first made
+  w.Bytes(fh->inode->handle);
+  w.U32(static_cast<uint32_t>(fh->flags & ~(O_TRUNC | O_CREAT | O_EXCL)));
+  Call(node, proto::kOpen, std::move(p),
+       [this, node, fh, type, build = std::move(build), cb = std::move(cb),
+        timeout](Result<Frame> f) mutable {
+         if (!f.ok()) return cb(f.status());
+         Reader r(f->payload);
+         uint64_t id = r.U64();
+         if (!r.done()) return cb(Malformed("reopen"));
+         fh->remote_fh = id;
+         {
+           std::lock_guard<std::mutex> l(mu_);
+           fh->remote_epoch = peers_[node].generation;
+         }
+         Call(node, type, build(id), std::move(cb), timeout);
+       });
+}
+
+void RemoteBackend::Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> cb) {
+  if (size > proto::kMaxIo) size = proto::kMaxIo;
+  CallFile(
+      fh, proto::kRead,
+      [size, off](uint64_t id) {
+        std::string p;
+        Writer w(&p);
+        w.U64(id);
+        w.I64(off);
+        w.U32(static_cast<uint32_t>(size));
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) {
+        if (!f.ok()) return cb(f.status());
+        cb(std::move(f->payload));
+      });
+}
+
+void RemoteBackend::Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) {
+  if (data.size() > proto::kMaxIo) data.resize(proto::kMaxIo);
+  auto shared = std::make_shared<std::string>(std::move(data));
+  CallFile(
+      fh, proto::kWrite,
+      [shared, off](uint64_t id) {
+        std::string p;
+        p.reserve(shared->size() + 24);
+        Writer w(&p);
+        w.U64(id);
+        w.I64(off);
+        w.Bytes(*shared);
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) {
+        if (!f.ok()) return cb(f.status());
+        Reader r(f->payload);
+        uint32_t n = r.U32();
+        if (!r.done()) return cb(Malformed("write"));
+        cb(static_cast<size_t>(n));
+      });
+}
+
+void RemoteBackend::Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) {
+  // Writes are synchronous on the owner, so a flush has nothing to report
+  // unless it must drop the owner's record locks: skip the round trip.
+  if (!fh->inode->locked) return cb(Status::OK());
+  CallFile(
+      fh, proto::kFlush,
+      [lock_owner](uint64_t id) {
+        std::string p;
+        Writer w(&p);
+        w.U64(id);
+        w.U64(lock_owner);
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); });
+}
+
+void RemoteBackend::Fsync(FileHandle* fh, bool datasync, DoneCb cb) {
+  CallFile(
+      fh, proto::kFsync,
+      [datasync](uint64_t id) {
+        std::string p;
+        Writer w(&p);
+        w.U64(id);
+        w.U8(datasync ? 1 : 0);
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); });
+}
+
+void RemoteBackend::Release(std::unique_ptr<FileHandle> fh) {
+  uint32_t node = fh->inode->node;
+  bool current;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Peer& p = peers_[node];
+    current = p.conn && !p.conn->closed() && p.generation == fh->remote_epoch;
+  }
+  if (!current) return;  // the server dropped it with the old connection
+  std::string p;
+  Writer(&p).U64(fh->remote_fh);
+  Call(node, proto::kRelease, std::move(p), [](Result<Frame> f) { f.status().IgnoreError(); });
+}
+
+void RemoteBackend::OpenDir(const Caller& c, const InodePtr& inode,
+                            Cb<std::unique_ptr<DirHandle>> cb) {
+  // Permission to read the directory is checked now, as open(2) would.
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.U32(R_OK);
+  Call(inode->node, proto::kAccess, std::move(p), [inode, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    auto dh = std::make_unique<DirHandle>();
+    dh->inode = inode;
+    cb(std::move(dh));
+  });
+}
+
+void RemoteBackend::ReadDir(const Caller& c, DirHandle* dh, uint64_t off, size_t max, bool plus,
+                            Cb<std::vector<DirEntryOut>> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(dh->inode->handle);
+  w.U64(off);
+  w.U32(static_cast<uint32_t>(std::min<size_t>(max, 4096)));
+  w.U8(plus ? 1 : 0);
+  uint32_t node = dh->inode->node;
+  Call(node, proto::kReadDir, std::move(p), [this, node, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    uint32_t n = r.U32();
+    std::vector<DirEntryOut> out;
+    for (uint32_t i = 0; i < n && r.ok(); ++i) {
+      DirEntryOut e;
+      e.name = std::string(r.Bytes());
+      e.next_off = r.U64();
+      e.type = r.U32();
+      e.ino = ShownIno(node, r.U64());
+      if (r.U8()) {
+        auto ent = DecodeEntry(node, r);
+        if (!ent.ok()) break;
+        e.has_entry = true;
+        e.entry = std::move(*ent);
+        e.ino = e.entry.attr.st_ino;
+      }
+      out.push_back(std::move(e));
+    }
+    if (!r.done()) {
+      for (auto& e : out)
+        if (e.has_entry) client_->table().Forget(e.entry.inode->id, 1);
+      return cb(Malformed("readdir"));
+    }
+    cb(std::move(out));
+  });
+}
+
+void RemoteBackend::ReleaseDir(std::unique_ptr<DirHandle>) {}
+
+void RemoteBackend::StatFs(const Caller&, const InodePtr& inode, Cb<struct statvfs> cb) {
+  std::string p;
+  Writer(&p).Bytes(inode->handle);
+  Call(inode->node, proto::kStatFs, std::move(p), [cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    struct statvfs s = proto::GetStatvfs(r);
+    if (!r.done()) return cb(Malformed("statfs"));
+    cb(s);
+  });
+}
+
+void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
+                             std::string value, int flags, DoneCb cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.Bytes(name);
+  w.Bytes(value);
+  w.U32(static_cast<uint32_t>(flags));
+  DoneCall(inode->node, proto::kSetXattr, std::move(p), std::move(cb));
+}
+
+static void BytesReply(Result<Frame> f, const char* what, const Cb<std::string>& cb) {
+  if (!f.ok()) return cb(f.status());
+  Reader r(f->payload);
+  std::string v(r.Bytes());
+  if (!r.done()) return cb(Malformed(what));
+  cb(std::move(v));
+}
+
+void RemoteBackend::GetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
+                             Cb<std::string> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.Bytes(name);
+  Call(inode->node, proto::kGetXattr, std::move(p),
+       [cb = std::move(cb)](Result<Frame> f) { BytesReply(std::move(f), "getxattr", cb); });
+}
+
+void RemoteBackend::ListXattr(const Caller& c, const InodePtr& inode, Cb<std::string> cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  Call(inode->node, proto::kListXattr, std::move(p),
+       [cb = std::move(cb)](Result<Frame> f) { BytesReply(std::move(f), "listxattr", cb); });
+}
+
+void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const std::string& name,
+                                DoneCb cb) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  w.Bytes(inode->handle);
+  w.Bytes(name);
+  DoneCall(inode->node, proto::kRemoveXattr, std::move(p), std::move(cb));
+}
+
+void RemoteBackend::Fallocate(FileHandle* fh, int mode, off_t off, off_t len, DoneCb cb) {
+  CallFile(
+      fh, proto::kFallocate,
+      [mode, off, len](uint64_t id) {
+        std::string p;
+        Writer w(&p);
+        w.U64(id);
+        w.U32(static_cast<uint32_t>(mode));
+        w.I64(off);
+        w.I64(len);
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); });
+}
+
+void RemoteBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
+                                  size_t len, Cb<size_t> cb) {
+  uint64_t in_id = in->remote_fh;
+  bool same_epoch = in->remote_epoch == out->remote_epoch;
+  if (!same_epoch) return cb(Status::Error(EXDEV, "files opened on different connections"));
+  CallFile(
+      out, proto::kCopyRange,
+      [in_id, off_in, off_out, len](uint64_t out_id) {
+        std::string p;
+        Writer w(&p);
+        w.U64(in_id);
+        w.I64(off_in);
+        w.U64(out_id);
+        w.I64(off_out);
+        w.U64(len);
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) {
+        if (!f.ok()) return cb(f.status());
+        Reader r(f->payload);
+        uint64_t n = r.U64();
+        if (!r.done()) return cb(Malformed("copy_file_range"));
+        cb(static_cast<size_t>(n));
+      });
+}
+
+static std::string LockPayload(uint64_t id, const LockIn& in) {
+  std::string p;
+  Writer w(&p);
+  w.U64(id);
+  w.U64(in.owner);
+  w.U32(static_cast<uint32_t>(in.type));
+  w.I64(in.start);
+  w.I64(in.len);
+  w.U32(static_cast<uint32_t>(in.pid));
+  w.U8(in.wait ? 1 : 0);
+  return p;
+}
+
+void RemoteBackend::GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) {
+  fh->inode->locked = true;
+  CallFile(
+      fh, proto::kGetLk, [in](uint64_t id) { return LockPayload(id, in); },
+      [in, cb = std::move(cb)](Result<Frame> f) {
+        if (!f.ok()) return cb(f.status());
+        Reader r(f->payload);
+        LockIn out = in;
+        out.type = static_cast<int>(r.U32());
+        out.start = r.I64();
+        out.len = r.I64();
+        out.pid = static_cast<pid_t>(r.U32());
+        if (!r.done()) return cb(Malformed("getlk"));
+        cb(out);
+      });
+}
+
+void RemoteBackend::SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) {
+  fh->inode->locked = true;
+  CallFile(
+      fh, proto::kSetLk, [in](uint64_t id) { return LockPayload(id, in); },
+      [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); },
+      in.wait ? kLockWait : std::chrono::milliseconds(0));
+}
+
+void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) {
+  CallFile(
+      fh, proto::kFlock,
+      [owner, op](uint64_t id) {
+        std::string p;
+        Writer w(&p);
+        w.U64(id);
+        w.U64(owner);
+        w.U32(static_cast<uint32_t>(op));
+        return p;
+      },
+      [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); },
+      (op & LOCK_NB) ? std::chrono::milliseconds(0) : kLockWait);
+}
+
+}  // namespace mfs::client

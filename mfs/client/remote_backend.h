@@ -1,0 +1,175 @@
+// RemoteBackend: /mfs/<id>/... for every node but this one.
+//
+// Each operation becomes one request to the owning node's file service
+// (mfs/client/fs_protocol.h) over an authenticated wire::Connection (role
+// kClient, our node id, bound to our node address); the FUSE request is
+// answered from the reply callback, so no FUSE thread ever waits on the
+// network. Connections are made on first use and remade after a failure.
+//
+// Failures: while a node is unreachable every operation on its files fails
+// at once with EHOSTDOWN (a dead node never hangs a caller beyond the
+// connect/handshake timeout); when it is back, the next operation
+// reconnects. Inodes are named by server handles that survive an mfsd
+// restart, and open files are reopened by handle on the new connection, so
+// open files keep working without a remount (their record locks do not
+// survive: documented in mfs(7)).
+//
+// Coherence: the server pushes kInvalidate for files this node holds; they
+// are handed to the Invalidator on a separate thread (never from a network
+// thread that a FUSE request may be waiting on). The same channel, opened to
+// this node's own mfsd with kWatch, reports changes remote peers make to
+// our export (the fast path caches it), and LocalChanged() tells our mfsd
+// about changes the fast path made.
+//
+// Thread-safe. Lock order: mu_ (peers) before nothing; inval_mu_ is a leaf.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mfs/base/asio.h"
+#include "mfs/base/coding.h"
+#include "mfs/client/backend.h"
+#include "mfs/wire/connection.h"
+
+namespace mfs::client {
+
+class Client;
+
+// Receives pushed invalidations (implemented by the FUSE layer).
+class Invalidator {
+ public:
+  virtual ~Invalidator() = default;
+  virtual void InvalidateInode(uint64_t ino) = 0;
+  virtual void InvalidateEntry(uint64_t parent, const std::string& name) = 0;
+};
+
+struct RemoteOptions {
+  uint32_t self_id = 0;
+  std::string address = "127.0.0.1";  // our node address: source of connections
+  uint16_t port = 7420;               // peers' port when an address has none
+  std::string secret_file;
+  std::vector<std::string> peers;
+  std::chrono::milliseconds call_timeout{10000};
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds retry_after{1000};  // fail fast this long after a failure
+};
+
+class RemoteBackend : public Backend {
+ public:
+  static Result<std::unique_ptr<RemoteBackend>> Create(Client* client, const RemoteOptions& opts);
+  ~RemoteBackend() override;
+
+  // Starts the network threads and the invalidation thread; subscribes to
+  // our own mfsd's change feed. REQUIRES: called once, after any fork.
+  Status Start(Invalidator* inval);
+  void Stop();
+
+  // /mfs/<node> itself.
+  void RootEntry(uint32_t node, Cb<EntryOut> cb);
+  // The fast path changed file `key` (st_dev:st_ino), and maybe `name` in it.
+  void LocalChanged(const std::string& key, const std::string& name);
+
+  void Lookup(const Caller&, const InodePtr& parent, const std::string& name,
+              Cb<EntryOut> cb) override;
+  void GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh, Cb<struct stat> cb) override;
+  void SetAttr(const Caller&, const InodePtr& inode, FileHandle* fh, const SetAttrIn& in,
+               Cb<struct stat> cb) override;
+  void MakeNode(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
+                dev_t rdev, const std::string& link, Cb<EntryOut> cb) override;
+  void Link(const Caller&, const InodePtr& inode, const InodePtr& newparent,
+            const std::string& name, Cb<EntryOut> cb) override;
+  void Remove(const Caller&, const InodePtr& parent, const std::string& name, bool dir,
+              DoneCb cb) override;
+  void Rename(const Caller&, const InodePtr& parent, const std::string& name,
+              const InodePtr& newparent, const std::string& newname, unsigned flags,
+              DoneCb cb) override;
+  void ReadLink(const Caller&, const InodePtr& inode, Cb<std::string> cb) override;
+  void Access(const Caller&, const InodePtr& inode, int mask, DoneCb cb) override;
+  void Open(const Caller&, const InodePtr& inode, int flags,
+            Cb<std::unique_ptr<FileHandle>> cb) override;
+  void Create(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
+              int flags, Cb<CreateOut> cb) override;
+  void Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> cb) override;
+  void Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) override;
+  void Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) override;
+  void Fsync(FileHandle* fh, bool datasync, DoneCb cb) override;
+  void Release(std::unique_ptr<FileHandle> fh) override;
+  void OpenDir(const Caller&, const InodePtr& inode, Cb<std::unique_ptr<DirHandle>> cb) override;
+  void ReadDir(const Caller&, DirHandle* dh, uint64_t off, size_t max, bool plus,
+               Cb<std::vector<DirEntryOut>> cb) override;
+  void ReleaseDir(std::unique_ptr<DirHandle> dh) override;
+  void StatFs(const Caller&, const InodePtr& inode, Cb<struct statvfs> cb) override;
+  void SetXattr(const Caller&, const InodePtr& inode, const std::string& name, std::string value,
+                int flags, DoneCb cb) override;
+  void GetXattr(const Caller&, const InodePtr& inode, const std::string& name,
+                Cb<std::string> cb) override;
+  void ListXattr(const Caller&, const InodePtr& inode, Cb<std::string> cb) override;
+  void RemoveXattr(const Caller&, const InodePtr& inode, const std::string& name,
+                   DoneCb cb) override;
+  void Fallocate(FileHandle* fh, int mode, off_t off, off_t len, DoneCb cb) override;
+  void CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out, size_t len,
+                     Cb<size_t> cb) override;
+  void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) override;
+  void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
+  void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) override;
+
+ private:
+  RemoteBackend(Client* client, const RemoteOptions& opts, std::string secret);
+
+  using FrameCb = std::function<void(Result<wire::Frame>)>;
+  // Sends one request to `node`, connecting first if needed.
+  void Call(uint32_t node, uint16_t type, std::string payload, FrameCb cb,
+            std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // Calls with an open file: reopens it first if its connection is gone.
+  void CallFile(FileHandle* fh, uint16_t type, std::function<std::string(uint64_t fh)> build,
+                FrameCb cb, std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  void Connect(uint32_t node);
+  Result<wire::tcp::endpoint> EndpointOf(uint32_t node);
+  void OnPush(uint32_t node, const wire::Frame& f);
+  void OnClosed(uint32_t node, const wire::Connection::Ptr& c);
+  Result<EntryOut> DecodeEntry(uint32_t node, Reader& r);
+  void EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb);
+  void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
+  void WatchOwn();
+  void InvalLoop();
+
+  Client* client_;
+  RemoteOptions opts_;
+  std::string secret_;
+  boost::asio::io_context io_;
+  std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+
+  struct Pending {
+    uint16_t type;
+    std::string payload;
+    FrameCb cb;
+    std::chrono::milliseconds timeout;
+  };
+  struct Peer {
+    wire::Connection::Ptr conn;
+    uint64_t generation = 0;  // bumped on every new connection
+    bool connecting = false;
+    std::chrono::steady_clock::time_point failed_at{};
+    Status last_error;
+    std::vector<Pending> queue;
+  };
+  std::mutex mu_;
+  std::map<uint32_t, Peer> peers_;
+
+  Invalidator* inval_ = nullptr;
+  std::mutex inval_mu_;
+  std::condition_variable inval_cv_;
+  std::deque<std::pair<uint64_t, std::string>> inval_queue_;  // (ino, name); name "" = inode
+  bool stopping_ = false;
+  std::thread inval_thread_;
+};
+
+}  // namespace mfs::client

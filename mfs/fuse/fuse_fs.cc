@@ -1,0 +1,837 @@
+#define FUSE_USE_VERSION 314
+#include "mfs/fuse/fuse_fs.h"
+
+#include <fuse_lowlevel.h>
+#include <sys/file.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <climits>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <new>
+#include <sstream>
+#include <vector>
+
+#include "mfs/base/log.h"
+
+namespace mfs::fuse {
+
+using client::Backend;
+using client::Caller;
+using client::Client;
+using client::DirEntryOut;
+using client::DirHandle;
+using client::EntryOut;
+using client::FileHandle;
+using client::InodeKind;
+using client::InodePtr;
+using client::IoOp;
+using client::Magic;
+
+// Everything a handler needs, reached through the request's userdata.
+struct FuseCtx {
+  Client* client;
+  double attr_timeout;
+  double entry_timeout;
+};
+
+namespace {
+
+FuseCtx& C(fuse_req_t req) { return *static_cast<FuseCtx*>(fuse_req_userdata(req)); }
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  Caller c;
+  c.pid = ctx->pid;
+  c.uid = ctx->uid;
+  c.gid = ctx->gid;
+  if (c.uid != 0) {
+    std::vector<gid_t> g(32);
+    int n = fuse_req_getgroups(req, static_cast<int>(g.size()), g.data());
+    if (n > static_cast<int>(g.size())) {
+      g.resize(static_cast<size_t>(n));
+      n = fuse_req_getgroups(req, static_cast<int>(g.size()), g.data());
+    }
+    if (n > 0) {
+      g.resize(std::min(static_cast<size_t>(n), g.size()));
+      c.groups = std::move(g);
+    }
+  }
+  return c;
+}
+
+int Err(const Status& s) { return s.code() > 0 ? s.code() : EIO; }
+
+bool IsMagic(const InodePtr& i) { return i->kind == InodeKind::kMagic; }
+bool IsRoot(const InodePtr& i) { return i->kind == InodeKind::kRoot; }
+bool IsFile(const InodePtr& i) {
+  return i->kind == InodeKind::kLocal || i->kind == InodeKind::kRemote;
+}
+
+// Looks up `ino`; replies ESTALE and returns null if it is unknown.
+InodePtr Get(fuse_req_t req, fuse_ino_t ino) {
+  InodePtr p = C(req).client->Get(ino);
+  if (!p) fuse_reply_err(req, ESTALE);
+  return p;
+}
+
+void FillEntry(fuse_req_t req, const EntryOut& e, fuse_entry_param* fe) {
+  std::memset(fe, 0, sizeof(*fe));
+  fe->ino = e.inode->id;
+  fe->attr = e.attr;
+  if (IsMagic(e.inode)) {
+    fe->attr_timeout = 0;
+    fe->entry_timeout = 0;
+  } else {
+    fe->attr_timeout = C(req).attr_timeout;
+    fe->entry_timeout = C(req).entry_timeout;
+  }
+}
+
+void ReplyEntry(fuse_req_t req, Result<EntryOut> r) {
+  if (!r.ok()) {
+    fuse_reply_err(req, Err(r.status()));
+    return;
+  }
+  fuse_entry_param fe;
+  FillEntry(req, *r, &fe);
+  Client* c = C(req).client;
+  uint64_t id = fe.ino;
+  bool counted = IsFile(r->inode);
+  if (fuse_reply_entry(req, &fe) != 0 && counted) c->table().Forget(id, 1);
+}
+
+void ReplyAttr(fuse_req_t req, const InodePtr& inode, Result<struct stat> r) {
+  if (!r.ok()) {
+    fuse_reply_err(req, Err(r.status()));
+    return;
+  }
+  fuse_reply_attr(req, &*r, IsMagic(inode) ? 0 : C(req).attr_timeout);
+}
+
+void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : Err(s)); }
+
+FileHandle* Fh(fuse_file_info* fi) {
+  return fi ? reinterpret_cast<FileHandle*>(static_cast<uintptr_t>(fi->fh)) : nullptr;
+}
+DirHandle* Dh(fuse_file_info* fi) {
+  return reinterpret_cast<DirHandle*>(static_cast<uintptr_t>(fi->fh));
+}
+
+// Turns exceptions into errnos at the C boundary. Handlers only throw (out
+// of memory) before they hand the request to a backend.
+template <typename F>
+void Guard(fuse_req_t req, F&& f) {
+  try {
+    f();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (...) {
+    fuse_reply_err(req, EIO);
+  }
+}
+
+// ---- handlers -------------------------------------------------------------
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  auto want = [&](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  want(FUSE_CAP_SPLICE_WRITE);
+  want(FUSE_CAP_SPLICE_MOVE);
+  want(FUSE_CAP_SPLICE_READ);
+  want(FUSE_CAP_FLOCK_LOCKS);
+  want(FUSE_CAP_POSIX_LOCKS);
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  want(FUSE_CAP_ASYNC_DIO);
+  // Page cache is dropped at open (close-to-open) and by pushed
+  // invalidations; the kernel must not keep writes back from us.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->max_write = 1u << 20;
+  conn->max_readahead = 1u << 20;
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, parent);
+    if (!p) return;
+    if (IsRoot(p)) {
+      C(req).client->LookupRoot(CallerOf(req), name, [req](Result<EntryOut> r) {
+        ReplyEntry(req, std::move(r));
+      });
+      return;
+    }
+    if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
+    Backend* b = C(req).client->BackendFor(*p);
+    b->Lookup(CallerOf(req), p, name, [req](Result<EntryOut> r) { ReplyEntry(req, std::move(r)); });
+  });
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
+  C(req).client->table().Forget(ino, n);
+  fuse_reply_none(req);
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* f) {
+  for (size_t i = 0; i < count; ++i) C(req).client->table().Forget(f[i].ino, f[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    Client* c = C(req).client;
+    if (IsRoot(p)) return ReplyAttr(req, p, c->RootAttr());
+    if (IsMagic(p)) return ReplyAttr(req, p, c->MagicAttr(static_cast<Magic>(ino - client::kFirstMagicIno)));
+    c->BackendFor(*p)->GetAttr(CallerOf(req), p, Fh(fi),
+                               [req, p](Result<struct stat> r) { ReplyAttr(req, p, std::move(r)); });
+  });
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p)) return (void)fuse_reply_err(req, EPERM);
+    client::SetAttrIn in;
+    if (valid & FUSE_SET_ATTR_MODE) in.valid |= client::kSetMode, in.mode = attr->st_mode;
+    if (valid & FUSE_SET_ATTR_UID) in.valid |= client::kSetUid, in.uid = attr->st_uid;
+    if (valid & FUSE_SET_ATTR_GID) in.valid |= client::kSetGid, in.gid = attr->st_gid;
+    if (valid & FUSE_SET_ATTR_SIZE) in.valid |= client::kSetSize, in.size = attr->st_size;
+    if (valid & FUSE_SET_ATTR_ATIME) in.valid |= client::kSetAtime, in.atime = attr->st_atim;
+    if (valid & FUSE_SET_ATTR_MTIME) in.valid |= client::kSetMtime, in.mtime = attr->st_mtim;
+    if (valid & FUSE_SET_ATTR_ATIME_NOW) in.valid |= client::kSetAtimeNow;
+    if (valid & FUSE_SET_ATTR_MTIME_NOW) in.valid |= client::kSetMtimeNow;
+    C(req).client->BackendFor(*p)->SetAttr(
+        CallerOf(req), p, Fh(fi), in,
+        [req, p](Result<struct stat> r) { ReplyAttr(req, p, std::move(r)); });
+  });
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    Client* c = C(req).client;
+    if (IsMagic(p)) {
+      std::string t = c->ReadMagic(CallerOf(req), static_cast<Magic>(ino - client::kFirstMagicIno));
+      return (void)fuse_reply_readlink(req, t.c_str());
+    }
+    if (!IsFile(p)) return (void)fuse_reply_err(req, EINVAL);
+    c->BackendFor(*p)->ReadLink(CallerOf(req), p, [req](Result<std::string> r) {
+      if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+      fuse_reply_readlink(req, r->c_str());
+    });
+  });
+}
+
+// Creation in the top directory is refused; in a node's tree it goes to
+// the parent's backend.
+void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+              const char* link) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, parent);
+    if (!p) return;
+    if (IsRoot(p)) return (void)fuse_reply_err(req, EPERM);
+    if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
+    C(req).client->BackendFor(*p)->MakeNode(
+        CallerOf(req), p, name, mode, rdev, link ? link : "",
+        [req](Result<EntryOut> r) { ReplyEntry(req, std::move(r)); });
+  });
+}
+
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  MakeNode(req, parent, name, mode, rdev, nullptr);
+}
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  MakeNode(req, parent, name, S_IFDIR | (mode & 07777), 0, nullptr);
+}
+void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  MakeNode(req, parent, name, S_IFLNK | 0777, 0, link);
+}
+
+void Remove(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, parent);
+    if (!p) return;
+    if (IsRoot(p)) return (void)fuse_reply_err(req, EPERM);
+    if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
+    C(req).client->BackendFor(*p)->Remove(CallerOf(req), p, name, dir,
+                                          [req](Status s) { ReplyErr(req, s); });
+  });
+}
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) { Remove(req, parent, name, false); }
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) { Remove(req, parent, name, true); }
+
+void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned flags) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, parent);
+    if (!p) return;
+    InodePtr np = Get(req, newparent);
+    if (!np) return;
+    if (!IsFile(p) || !IsFile(np)) return (void)fuse_reply_err(req, EPERM);
+    if (p->node != np->node || p->kind != np->kind) return (void)fuse_reply_err(req, EXDEV);
+    C(req).client->BackendFor(*p)->Rename(CallerOf(req), p, name, np, newname, flags,
+                                          [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    InodePtr np = Get(req, newparent);
+    if (!np) return;
+    if (!IsFile(p)) return (void)fuse_reply_err(req, EPERM);
+    if (!IsFile(np)) return (void)fuse_reply_err(req, IsRoot(np) ? EPERM : ENOTDIR);
+    if (p->node != np->node || p->kind != np->kind) return (void)fuse_reply_err(req, EXDEV);
+    C(req).client->BackendFor(*p)->Link(CallerOf(req), p, np, newname,
+                                        [req](Result<EntryOut> r) { ReplyEntry(req, std::move(r)); });
+  });
+}
+
+void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p)) {
+      bool denied = (mask & W_OK) && fuse_req_ctx(req)->uid != 0 && IsRoot(p);
+      return (void)fuse_reply_err(req, denied ? EACCES : 0);
+    }
+    C(req).client->BackendFor(*p)->Access(CallerOf(req), p, mask,
+                                          [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p)) return (void)fuse_reply_err(req, IsRoot(p) ? EISDIR : EINVAL);
+    fuse_file_info info = *fi;
+    Caller caller = CallerOf(req);
+    Client* c = C(req).client;
+    Backend* b = c->BackendFor(*p);
+    b->Open(caller, p, info.flags,
+            [req, info, c, b, node = p->node, pid = caller.pid](
+                Result<std::unique_ptr<FileHandle>> r) mutable {
+              if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+              info.fh = reinterpret_cast<uintptr_t>(r->get());
+              info.keep_cache = 0;
+              info.direct_io = (info.flags & O_DIRECT) ? 1 : 0;
+              if (fuse_reply_open(req, &info) != 0) {
+                b->Release(std::move(*r));
+                return;
+              }
+              r->release();
+              c->AccountIo(pid, node, IoOp::kOpen, 0);
+            });
+  });
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, parent);
+    if (!p) return;
+    if (IsRoot(p)) return (void)fuse_reply_err(req, EPERM);
+    if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
+    fuse_file_info info = *fi;
+    Caller caller = CallerOf(req);
+    Client* c = C(req).client;
+    Backend* b = c->BackendFor(*p);
+    b->Create(caller, p, name, mode, info.flags,
+              [req, info, c, b, pid = caller.pid](Result<client::CreateOut> r) mutable {
+                if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+                fuse_entry_param fe;
+                FillEntry(req, r->entry, &fe);
+                info.fh = reinterpret_cast<uintptr_t>(r->fh.get());
+                info.keep_cache = 0;
+                info.direct_io = (info.flags & O_DIRECT) ? 1 : 0;
+                uint32_t node = r->entry.inode->node;
+                if (fuse_reply_create(req, &fe, &info) != 0) {
+                  c->table().Forget(fe.ino, 1);
+                  b->Release(std::move(r->fh));
+                  return;
+                }
+                r->fh.release();
+                c->AccountIo(pid, node, IoOp::kCreate, 0);
+              });
+  });
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    Client* c = C(req).client;
+    pid_t pid = fuse_req_ctx(req)->pid;
+    uint32_t node = fh->inode->node;
+    if (fh->fd.valid()) {
+      // Fast path: the kernel splices from the backing file.
+      fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+      buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      buf.buf[0].fd = fh->fd.get();
+      buf.buf[0].pos = off;
+      fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+      c->AccountIo(pid, node, IoOp::kRead, size);
+      return;
+    }
+    c->BackendFor(*fh->inode)->Read(fh, size, off, [req, c, pid, node](Result<std::string> r) {
+      if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+      fuse_reply_buf(req, r->data(), r->size());
+      c->AccountIo(pid, node, IoOp::kRead, r->size());
+    });
+  });
+}
+
+void OpWriteBuf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    Client* c = C(req).client;
+    pid_t pid = fuse_req_ctx(req)->pid;
+    uint32_t node = fh->inode->node;
+    size_t size = fuse_buf_size(in);
+    if (fh->fd.valid()) {
+      fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+      out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      out.buf[0].fd = fh->fd.get();
+      out.buf[0].pos = off;
+      ssize_t n = fuse_buf_copy(&out, in, FUSE_BUF_SPLICE_MOVE);
+      if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+      fh->written = true;
+      fuse_reply_write(req, static_cast<size_t>(n));
+      c->AccountIo(pid, node, IoOp::kWrite, static_cast<uint64_t>(n));
+      return;
+    }
+    std::string data(size, '\0');
+    fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+    mem.buf[0].mem = data.data();
+    ssize_t n = fuse_buf_copy(&mem, in, static_cast<fuse_buf_copy_flags>(0));
+    if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+    data.resize(static_cast<size_t>(n));
+    c->BackendFor(*fh->inode)->Write(fh, std::move(data), off,
+                                     [req, c, pid, node](Result<size_t> r) {
+                                       if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+                                       fuse_reply_write(req, *r);
+                                       c->AccountIo(pid, node, IoOp::kWrite, *r);
+                                     });
+  });
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    C(req).client->BackendFor(*fh->inode)->Flush(fh, fi->lock_owner,
+                                                 [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  std::unique_ptr<FileHandle> fh(Fh(fi));
+  Backend* b = C(req).client->BackendFor(*fh->inode);
+  if (fi->flock_release) b->Flock(fh.get(), fi->lock_owner, LOCK_UN, [](Status s) { s.IgnoreError(); });
+  b->Release(std::move(fh));
+  fuse_reply_err(req, 0);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    C(req).client->BackendFor(*fh->inode)->Fsync(fh, datasync != 0,
+                                                 [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (IsRoot(p)) {
+      fi->fh = 0;
+      return (void)fuse_reply_open(req, fi);
+    }
+    if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
+    fuse_file_info info = *fi;
+    Backend* b = C(req).client->BackendFor(*p);
+    b->OpenDir(CallerOf(req), p, [req, info, b](Result<std::unique_ptr<DirHandle>> r) mutable {
+      if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+      info.fh = reinterpret_cast<uintptr_t>(r->get());
+      if (fuse_reply_open(req, &info) != 0) return b->ReleaseDir(std::move(*r));
+      r->release();
+    });
+  });
+}
+
+// Packs entries into a reply buffer; entries that do not fit give their
+// lookup count back.
+void PackDir(fuse_req_t req, size_t size, std::vector<DirEntryOut>& entries, bool plus) {
+  std::string buf(size, '\0');
+  size_t used = 0;
+  Client* c = C(req).client;
+  size_t i = 0;
+  for (; i < entries.size(); ++i) {
+    DirEntryOut& e = entries[i];
+    size_t n;
+    if (plus) {
+      fuse_entry_param fe{};
+      if (e.has_entry) {
+        FillEntry(req, e.entry, &fe);
+      } else {
+        fe.attr.st_ino = e.ino;
+        fe.attr.st_mode = e.type;
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &fe,
+                                 static_cast<off_t>(e.next_off));
+    } else {
+      struct stat st {};
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
+                            static_cast<off_t>(e.next_off));
+    }
+    if (n > size - used) break;
+    used += n;
+  }
+  for (; i < entries.size(); ++i)
+    if (entries[i].has_entry && IsFile(entries[i].entry.inode))
+      c->table().Forget(entries[i].entry.inode->id, 1);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+               bool plus) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (IsRoot(p)) {
+      std::vector<DirEntryOut> all = C(req).client->ListRoot();
+      std::vector<DirEntryOut> rest;
+      for (auto& e : all)
+        if (e.next_off > static_cast<uint64_t>(off)) rest.push_back(std::move(e));
+      return PackDir(req, size, rest, plus);
+    }
+    DirHandle* dh = Dh(fi);
+    size_t max = plus ? size / 96 + 1 : size / 24 + 1;
+    C(req).client->BackendFor(*p)->ReadDir(
+        CallerOf(req), dh, static_cast<uint64_t>(off), max, plus,
+        [req, size, plus](Result<std::vector<DirEntryOut>> r) {
+          if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+          PackDir(req, size, *r, plus);
+        });
+  });
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  DoReaddir(req, ino, size, off, fi, false);
+}
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  DoReaddir(req, ino, size, off, fi, true);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (fi->fh != 0) {
+    std::unique_ptr<DirHandle> dh(Dh(fi));
+    C(req).client->BackendFor(*dh->inode)->ReleaseDir(std::move(dh));
+  }
+  (void)ino;
+  fuse_reply_err(req, 0);
+}
+
+void OpFsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  DirHandle* dh = fi->fh ? Dh(fi) : nullptr;
+  int r = 0;
+  if (dh && dh->fd.valid()) r = datasync ? fdatasync(dh->fd.get()) : fsync(dh->fd.get());
+  fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p)) {
+      struct statvfs s {};
+      s.f_bsize = 4096;
+      s.f_frsize = 4096;
+      s.f_namemax = 255;
+      return (void)fuse_reply_statfs(req, &s);
+    }
+    C(req).client->BackendFor(*p)->StatFs(CallerOf(req), p, [req](Result<struct statvfs> r) {
+      if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+      fuse_reply_statfs(req, &*r);
+    });
+  });
+}
+
+void ReplyXattr(fuse_req_t req, size_t size, Result<std::string> r) {
+  if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+  if (size == 0) return (void)fuse_reply_xattr(req, r->size());
+  if (r->size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, r->data(), r->size());
+}
+
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p) || std::strcmp(name, Client::kNodeXattr) == 0)
+      return (void)fuse_reply_err(req, EPERM);
+    C(req).client->BackendFor(*p)->SetXattr(CallerOf(req), p, name, std::string(value, size),
+                                            flags, [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (std::strcmp(name, Client::kNodeXattr) == 0)
+      return ReplyXattr(req, size, std::to_string(p->node));
+    // On /mfs itself: how many inodes and lookups the kernel holds from us
+    // (leak checks after a test run).
+    if (IsRoot(p) && std::strcmp(name, Client::kInodesXattr) == 0) {
+      auto& t = C(req).client->table();
+      return ReplyXattr(req, size,
+                        std::to_string(t.size()) + " " + std::to_string(t.total_lookups()));
+    }
+    if (!IsFile(p)) return (void)fuse_reply_err(req, ENODATA);
+    C(req).client->BackendFor(*p)->GetXattr(CallerOf(req), p, name,
+                                            [req, size](Result<std::string> r) {
+                                              ReplyXattr(req, size, std::move(r));
+                                            });
+  });
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p)) return ReplyXattr(req, size, std::string());
+    C(req).client->BackendFor(*p)->ListXattr(CallerOf(req), p, [req, size](Result<std::string> r) {
+      ReplyXattr(req, size, std::move(r));
+    });
+  });
+}
+
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Guard(req, [&] {
+    InodePtr p = Get(req, ino);
+    if (!p) return;
+    if (!IsFile(p) || std::strcmp(name, Client::kNodeXattr) == 0)
+      return (void)fuse_reply_err(req, EPERM);
+    C(req).client->BackendFor(*p)->RemoveXattr(CallerOf(req), p, name,
+                                               [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    C(req).client->BackendFor(*fh->inode)->Fallocate(fh, mode, off, len,
+                                                     [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpCopyFileRange(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t,
+                     off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
+  Guard(req, [&] {
+    FileHandle* in = Fh(fi_in);
+    FileHandle* out = Fh(fi_out);
+    if (flags != 0) return (void)fuse_reply_err(req, EINVAL);
+    // Only within one node; otherwise the kernel falls back to copying.
+    if (in->inode->node != out->inode->node || in->inode->kind != out->inode->kind)
+      return (void)fuse_reply_err(req, EXDEV);
+    C(req).client->BackendFor(*in->inode)->CopyFileRange(in, off_in, out, off_out, len,
+                                                         [req](Result<size_t> r) {
+                                                           if (!r.ok())
+                                                             return (void)fuse_reply_err(req, Err(r.status()));
+                                                           fuse_reply_write(req, *r);
+                                                         });
+  });
+}
+
+client::LockIn LockFrom(const struct flock* l, fuse_file_info* fi) {
+  client::LockIn in;
+  in.owner = fi->lock_owner;
+  in.type = l->l_type;
+  in.start = l->l_start;
+  in.len = l->l_len;
+  in.pid = l->l_pid;
+  return in;
+}
+
+void OpGetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    C(req).client->BackendFor(*fh->inode)->GetLk(fh, LockFrom(lock, fi),
+                                                 [req](Result<client::LockIn> r) {
+                                                   if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+                                                   struct flock out {};
+                                                   out.l_type = static_cast<short>(r->type);
+                                                   out.l_whence = SEEK_SET;
+                                                   out.l_start = r->start;
+                                                   out.l_len = r->len;
+                                                   out.l_pid = r->pid;
+                                                   fuse_reply_lock(req, &out);
+                                                 });
+  });
+}
+
+void OpSetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock, int sleep) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    client::LockIn in = LockFrom(lock, fi);
+    in.wait = sleep != 0;
+    C(req).client->BackendFor(*fh->inode)->SetLk(fh, in, [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+void OpFlock(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, int op) {
+  Guard(req, [&] {
+    FileHandle* fh = Fh(fi);
+    C(req).client->BackendFor(*fh->inode)->Flock(fh, fi->lock_owner, op,
+                                                 [req](Status s) { ReplyErr(req, s); });
+  });
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops o{};
+  o.init = OpInit;
+  o.lookup = OpLookup;
+  o.forget = OpForget;
+  o.forget_multi = OpForgetMulti;
+  o.getattr = OpGetattr;
+  o.setattr = OpSetattr;
+  o.readlink = OpReadlink;
+  o.mknod = OpMknod;
+  o.mkdir = OpMkdir;
+  o.symlink = OpSymlink;
+  o.unlink = OpUnlink;
+  o.rmdir = OpRmdir;
+  o.rename = OpRename;
+  o.link = OpLink;
+  o.access = OpAccess;
+  o.open = OpOpen;
+  o.create = OpCreate;
+  o.read = OpRead;
+  o.write_buf = OpWriteBuf;
+  o.flush = OpFlush;
+  o.release = OpRelease;
+  o.fsync = OpFsync;
+  o.opendir = OpOpendir;
+  o.readdir = OpReaddir;
+  o.readdirplus = OpReaddirplus;
+  o.releasedir = OpReleasedir;
+  o.fsyncdir = OpFsyncdir;
+  o.statfs = OpStatfs;
+  o.setxattr = OpSetxattr;
+  o.getxattr = OpGetxattr;
+  o.listxattr = OpListxattr;
+  o.removexattr = OpRemovexattr;
+  o.fallocate = OpFallocate;
+  o.copy_file_range = OpCopyFileRange;
+  o.getlk = OpGetlk;
+  o.setlk = OpSetlk;
+  o.flock = OpFlock;
+  return o;
+}
+
+}  // namespace
+
+
+FuseFs::FuseFs(client::Client* client, FuseOptions opts)
+    : client_(client), opts_(std::move(opts)), ctx_(std::make_unique<FuseCtx>()) {
+  ctx_->client = client_;
+  ctx_->attr_timeout = client_->options().attr_timeout;
+  ctx_->entry_timeout = client_->options().entry_timeout;
+}
+
+FuseFs::~FuseFs() {
+  Unmount();
+  if (se_) {
+    if (signals_) fuse_remove_signal_handlers(se_);
+    fuse_session_destroy(se_);
+  }
+}
+
+Status FuseFs::Mount() {
+  std::vector<std::string> argv_s{"mount.mfs"};
+  if (opts_.debug) argv_s.push_back("-d");
+  // default_permissions: the kernel checks permissions on every path step
+  // from cached attributes (FUSE does not otherwise check search permission
+  // on cached dentries, nor opens of FIFOs and devices); the owner's kernel
+  // checks again under the caller's credentials.
+  std::string o = "fsname=mfs,subtype=mfs,allow_other,default_permissions";
+  if (!opts_.extra_options.empty()) o += "," + opts_.extra_options;
+  argv_s.push_back("-o");
+  argv_s.push_back(o);
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_lowlevel_ops ops = MakeOps();
+  se_ = fuse_session_new(&args, &ops, sizeof(ops), ctx_.get());
+  fuse_opt_free_args(&args);
+  if (!se_) return Status::Error(EINVAL, "fuse_session_new failed (bad mount options?)");
+  if (fuse_set_signal_handlers(se_) != 0) return Status::Error(EIO, "fuse_set_signal_handlers");
+  signals_ = true;
+  if (fuse_session_mount(se_, opts_.mountpoint.c_str()) != 0)
+    return Status::Error(EIO, "cannot mount on " + opts_.mountpoint);
+  mounted_ = true;
+  return Status::OK();
+}
+
+void FuseFs::Daemonize(bool foreground) { fuse_daemonize(foreground ? 1 : 0); }
+
+Status FuseFs::Run() {
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  if (!cfg) return Status::PosixError("fuse_loop_cfg_create", ENOMEM);
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  fuse_loop_cfg_set_max_threads(cfg, opts_.max_threads);
+  fuse_loop_cfg_set_idle_threads(cfg, opts_.max_threads / 2);
+  int r = fuse_session_loop_mt(se_, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  if (r < 0) return Status::PosixError("fuse loop", -r);
+  return Status::OK();
+}
+
+void FuseFs::Unmount() {
+  if (se_ && mounted_) {
+    fuse_session_unmount(se_);
+    mounted_ = false;
+  }
+}
+
+void FuseFs::InvalidateInode(uint64_t ino) {
+  if (se_) fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+}
+
+void FuseFs::InvalidateEntry(uint64_t parent, const std::string& name) {
+  if (se_) fuse_lowlevel_notify_inval_entry(se_, parent, name.c_str(), name.size());
+}
+
+Result<dev_t> MountDev(const std::string& mountpoint) {
+  char real[PATH_MAX];
+  if (!realpath(mountpoint.c_str(), real)) return Status::FromErrno("realpath " + mountpoint);
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::optional<dev_t> found;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string id, parent, majmin, root, mp;
+    ls >> id >> parent >> majmin >> root >> mp;
+    if (mp != real) continue;
+    unsigned maj = 0, min = 0;
+    if (std::sscanf(majmin.c_str(), "%u:%u", &maj, &min) == 2) found = makedev(maj, min);
+  }
+  if (!found) return Status::NotFound(std::string("no mount at ") + real);
+  return *found;
+}
+
+}  // namespace mfs::fuse

@@ -1,0 +1,69 @@
+// FuseFs: the /mfs mount — libfuse3's low-level API over a client::Client.
+//
+// The only place that includes fuse_lowlevel.h. Each handler unpacks the
+// request (copying names and file info before anything asynchronous),
+// calls the Client or the inode's Backend, and answers exactly once from the
+// callback — at once for the local fast path, from a network thread for a
+// remote file. Reads and writes on local files splice straight between the
+// FUSE device and the backing fd. Runs fuse_session_loop_mt.
+//
+// Thread-safety: handlers run concurrently on libfuse's worker threads;
+// all shared state lives in the Client. No lock is held across a reply.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "mfs/base/status.h"
+#include "mfs/client/client.h"
+#include "mfs/client/remote_backend.h"
+
+struct fuse_session;
+
+namespace mfs::fuse {
+
+struct FuseCtx;
+
+struct FuseOptions {
+  std::string mountpoint;
+  std::string extra_options;  // comma-separated, passed to the kernel mount
+  unsigned max_threads = 16;
+  bool debug = false;
+};
+
+class FuseFs : public client::Invalidator {
+ public:
+  FuseFs(client::Client* client, FuseOptions opts);
+  ~FuseFs() override;
+  FuseFs(const FuseFs&) = delete;
+  FuseFs& operator=(const FuseFs&) = delete;
+
+  // Creates the session and mounts; installs SIGINT/SIGTERM/SIGHUP handlers
+  // that end Run().
+  Status Mount();
+  // Detaches from the terminal (fork; the parent exits once mounted).
+  // REQUIRES: no threads started yet.
+  void Daemonize(bool foreground);
+  // Serves requests until unmounted or signalled.
+  Status Run();
+  void Unmount();
+
+  // Cache invalidation pushed into the kernel (coherence). Safe to call from
+  // any thread except a FUSE handler holding a client lock.
+  void InvalidateInode(uint64_t ino) override;
+  void InvalidateEntry(uint64_t parent, const std::string& name) override;
+
+ private:
+  client::Client* client_;
+  FuseOptions opts_;
+  ::fuse_session* se_ = nullptr;
+  bool mounted_ = false;
+  bool signals_ = false;
+  std::unique_ptr<FuseCtx> ctx_;
+};
+
+// st_dev of the file system mounted at `mountpoint`, from
+// /proc/self/mountinfo (no request to that file system).
+Result<dev_t> MountDev(const std::string& mountpoint);
+
+}  // namespace mfs::fuse

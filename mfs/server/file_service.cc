@@ -1,0 +1,612 @@
+#include "mfs/server/file_service.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <cstring>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "mfs/base/coding.h"
+#include "mfs/base/log.h"
+#include "mfs/client/caller.h"
+#include "mfs/client/fs_protocol.h"
+
+namespace mfs::server {
+
+namespace ops = client::ops;
+namespace proto = client::proto;
+using client::Caller;
+using client::ScopedCreds;
+
+namespace {
+constexpr size_t kMaxInterestKeys = 200000;
+constexpr uint32_t kMaxDirBatch = 4096;
+
+Status Bad(const char* what) { return Status::Error(EBADMSG, std::string("malformed ") + what); }
+}  // namespace
+
+FileService::FileService(const FileServiceOptions& opts)
+    : opts_(opts),
+      handles_(opts.secret, opts.self_id),
+      pool_(opts.threads ? opts.threads : 4),
+      blocking_pool_(8) {}
+
+FileService::~FileService() { Stop(); }
+
+Result<std::unique_ptr<FileService>> FileService::Create(const FileServiceOptions& opts) {
+  std::unique_ptr<FileService> s(new FileService(opts));
+  MFS_ASSIGN_OR_RETURN(s->root_, ops::OpenRoot(opts.export_path));
+  // Probe: kernel file handles must work here (CAP_DAC_READ_SEARCH, and a
+  // file system that exports handles).
+  auto h = s->handles_.Make(s->root_.get());
+  if (!h.ok()) return h.status().Annotate("file service: export " + opts.export_path);
+  auto back = s->handles_.Open(*h);
+  if (!back.ok())
+    return back.status().Annotate("file service needs CAP_DAC_READ_SEARCH (open_by_handle_at)");
+  return s;
+}
+
+void FileService::Stop() {
+  if (stopped_.exchange(true)) return;
+  pool_.join();
+  blocking_pool_.join();
+}
+
+size_t FileService::open_files() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return files_.size();
+}
+
+size_t FileService::interest_size() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return interest_.size();
+}
+
+void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
+  if (stopped_) return conn->ReplyError(frame, Status::Unavailable("file service stopping"));
+  bool blocking = frame.type() == proto::kSetLk || frame.type() == proto::kFlock;
+  auto job = [this, conn, frame = std::move(frame)]() { Execute(conn, frame); };
+  if (blocking) boost::asio::post(blocking_pool_, std::move(job));
+  else boost::asio::post(pool_, std::move(job));
+}
+
+// The kernel of the calling node applied the caller's umask already; the
+// worker must not apply mfsd's again. umask is per fs_struct, so each worker
+// thread takes a private one (unshare(CLONE_FS)) with umask 0, leaving the
+// rest of mfsd alone.
+static void PrivateUmask() {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  if (unshare(CLONE_FS) == 0) umask(0);
+  else spdlog::warn("file service: unshare(CLONE_FS): {}", strerror(errno));
+}
+
+void FileService::Execute(const wire::Connection::Ptr& conn, const wire::Frame& frame) {
+  PrivateUmask();
+  std::string out;
+  Status s;
+  try {
+    s = Dispatch(conn, frame, &out);
+  } catch (const std::bad_alloc&) {
+    s = Status::PosixError("file service", ENOMEM);
+  } catch (const std::exception& e) {
+    s = Status::Error(EIO, std::string("file service: ") + e.what());
+  }
+  if (frame.header.request_id == 0) return;  // a one-way message
+  if (s.ok()) conn->Reply(frame, std::move(out));
+  else conn->ReplyError(frame, s);
+}
+
+void FileService::OnClose(const wire::Connection::Ptr& conn) {
+  std::vector<std::shared_ptr<OpenFile>> drop;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = files_.begin(); it != files_.end();) {
+      if (it->second->owner == conn.get()) {
+        drop.push_back(std::move(it->second));
+        it = files_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = interest_.begin(); it != interest_.end();) {
+      it->second.erase(conn.get());
+      it = it->second.empty() ? interest_.erase(it) : std::next(it);
+    }
+    watch_all_.erase(conn.get());
+  }
+  // Dropping the files closes them; their lock fds stay with the lock
+  // table until the owner flushes (documented: locks do not survive a
+  // reconnect).
+}
+
+uint64_t FileService::AddFile(const wire::Connection::Ptr& conn, UniqueFd fd, UniqueFd path_fd) {
+  auto f = std::make_shared<OpenFile>();
+  struct stat st;
+  if (fstat(fd.get(), &st) == 0) f->key = ops::FileKey(st);
+  f->fd = std::move(fd);
+  f->path_fd = std::move(path_fd);
+  f->owner = conn.get();
+  f->owner_conn = conn;
+  std::lock_guard<std::mutex> l(mu_);
+  if (++adds_since_sweep_ >= 64) {
+    adds_since_sweep_ = 0;
+    for (auto it = files_.begin(); it != files_.end();) {
+      auto c = it->second->owner_conn.lock();
+      it = (!c || c->closed()) ? files_.erase(it) : std::next(it);
+    }
+  }
+  uint64_t id = next_fh_++;
+  files_.emplace(id, std::move(f));
+  return id;
+}
+
+Result<std::shared_ptr<FileService::OpenFile>> FileService::File(uint64_t fh) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = files_.find(fh);
+  if (it == files_.end()) return Status::Error(EBADF, "unknown open file (server restarted?)");
+  return it->second;
+}
+
+void FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
+                               const std::string& handle) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (interest_.size() > kMaxInterestKeys) interest_.clear();  // clients fall back to timeouts
+  auto& m = interest_[key];
+  auto it = m.find(conn.get());
+  if (it == m.end()) m.emplace(conn.get(), Watcher{conn, handle});
+}
+
+void FileService::Changed(const wire::Connection* from, const std::string& key,
+                          const std::string& name) {
+  std::vector<std::pair<wire::Connection::Ptr, std::string>> targets;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = interest_.find(key);
+    if (it != interest_.end()) {
+      for (auto& [c, w] : it->second) {
+        if (c == from) continue;
+        if (auto p = w.conn.lock()) targets.emplace_back(std::move(p), w.handle);
+      }
+    }
+    for (auto& [c, w] : watch_all_) {
+      if (c == from) continue;
+      if (auto p = w.lock()) targets.emplace_back(std::move(p), std::string());
+    }
+  }
+  for (auto& [c, handle] : targets) {
+    std::string msg;
+    Writer w(&msg);
+    w.Bytes(handle);
+    w.Bytes(key);
+    w.Bytes(name);
+    c->Send(proto::kInvalidate, std::move(msg));
+  }
+}
+
+void FileService::ChangedFd(const wire::Connection* from, int fd, const std::string& name) {
+  auto st = ops::Stat(fd);
+  if (st.ok()) Changed(from, ops::FileKey(*st), name);
+}
+
+Status FileService::PutEntry(const wire::Connection::Ptr& conn, int fd, std::string* out) {
+  MFS_ASSIGN_OR_RETURN(struct stat st, ops::Stat(fd));
+  MFS_ASSIGN_OR_RETURN(std::string h, handles_.Make(fd));
+  NoteInterest(conn, ops::FileKey(st), h);
+  Writer w(out);
+  w.Bytes(h);
+  proto::PutStat(w, st);
+  return Status::OK();
+}
+
+Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Frame& frame,
+                             std::string* out) {
+  Reader r(frame.payload);
+  Writer w(out);
+  const wire::Connection* self = conn.get();
+  auto open_handle = [&](std::string_view h) { return handles_.Open(h); };
+  switch (frame.type()) {
+    case proto::kGetRoot: {
+      if (!r.done()) return Bad("getroot");
+      return PutEntry(conn, root_.get(), out);
+    }
+    case proto::kLookup: {
+      Caller c = proto::GetCaller(r);
+      std::string_view dh = r.Bytes();
+      std::string name(r.Bytes());
+      if (!r.done()) return Bad("lookup");
+      MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      ScopedCreds creds(c);
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, ops::OpenPath(dir.get(), name));
+      return PutEntry(conn, fd.get(), out);
+    }
+    case proto::kGetAttr: {
+      std::string_view h = r.Bytes();
+      uint64_t fh = r.U64();
+      if (!r.done()) return Bad("getattr");
+      struct stat st;
+      if (fh != 0) {
+        MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+        if (fstat(f->fd.get(), &st) < 0) return Status::FromErrno("fstat");
+      } else {
+        MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+        MFS_ASSIGN_OR_RETURN(st, ops::Stat(fd.get()));
+      }
+      proto::PutStat(w, st);
+      return Status::OK();
+    }
+    case proto::kSetAttr: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      uint64_t fh = r.U64();
+      client::SetAttrIn in;
+      in.valid = r.U32();
+      in.mode = r.U32();
+      in.uid = r.U32();
+      in.gid = r.U32();
+      in.size = r.I64();
+      in.atime.tv_sec = r.I64();
+      in.atime.tv_nsec = r.U32();
+      in.mtime.tv_sec = r.I64();
+      in.mtime.tv_nsec = r.U32();
+      if (!r.done()) return Bad("setattr");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      int open_fd = -1;
+      std::shared_ptr<OpenFile> f;
+      if (fh != 0) {
+        auto fr = File(fh);
+        if (fr.ok()) f = *fr, open_fd = f->fd.get();
+      }
+      Result<struct stat> st = ops::SetAttrAs(c, fd.get(), open_fd, in);
+      if (!st.ok()) return st.status();
+      proto::PutStat(w, *st);
+      Changed(self, ops::FileKey(*st), "");
+      return Status::OK();
+    }
+    case proto::kMakeNode: {
+      Caller c = proto::GetCaller(r);
+      std::string_view dh = r.Bytes();
+      std::string name(r.Bytes());
+      mode_t mode = r.U32();
+      dev_t rdev = r.U64();
+      std::string link(r.Bytes());
+      if (!r.done()) return Bad("mknod");
+      MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      {
+        ScopedCreds creds(c);
+        MFS_RETURN_IF_ERROR(ops::MakeNode(dir.get(), name, mode, rdev, link));
+      }
+      ChangedFd(self, dir.get(), name);
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, ops::OpenPath(dir.get(), name));
+      return PutEntry(conn, fd.get(), out);
+    }
+    case proto::kLink: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      std::string_view dh = r.Bytes();
+      std::string name(r.Bytes());
+      if (!r.done()) return Bad("link");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      {
+        ScopedCreds creds(c);
+        MFS_RETURN_IF_ERROR(ops::Link(fd.get(), dir.get(), name));
+      }
+      ChangedFd(self, dir.get(), name);
+      ChangedFd(self, fd.get());
+      return PutEntry(conn, fd.get(), out);
+    }
+    case proto::kRemove: {
+      Caller c = proto::GetCaller(r);
+      std::string_view dh = r.Bytes();
+      std::string name(r.Bytes());
+      bool dir_flag = r.U8() != 0;
+      if (!r.done()) return Bad("remove");
+      MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      auto victim = ops::OpenPath(dir.get(), name);
+      {
+        ScopedCreds creds(c);
+        MFS_RETURN_IF_ERROR(ops::Remove(dir.get(), name, dir_flag));
+      }
+      ChangedFd(self, dir.get(), name);
+      if (victim.ok()) ChangedFd(self, victim->get());
+      return Status::OK();
+    }
+    case proto::kRename: {
+      Caller c = proto::GetCaller(r);
+      std::string_view dh = r.Bytes();
+      std::string name(r.Bytes());
+      std::string_view ndh = r.Bytes();
+      std::string newname(r.Bytes());
+      unsigned flags = r.U32();
+      if (!r.done()) return Bad("rename");
+      MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      MFS_ASSIGN_OR_RETURN(UniqueFd ndir, open_handle(ndh));
+      auto moved = ops::OpenPath(dir.get(), name);
+      auto replaced = ops::OpenPath(ndir.get(), newname);
+      {
+        ScopedCreds creds(c);
+        MFS_RETURN_IF_ERROR(ops::Rename(dir.get(), name, ndir.get(), newname, flags));
+      }
+      ChangedFd(self, dir.get(), name);
+      ChangedFd(self, ndir.get(), newname);
+      if (moved.ok()) ChangedFd(self, moved->get());
+      if (replaced.ok()) ChangedFd(self, replaced->get());
+      return Status::OK();
+    }
+    case proto::kReadLink: {
+      std::string_view h = r.Bytes();
+      if (!r.done()) return Bad("readlink");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      MFS_ASSIGN_OR_RETURN(std::string t, ops::ReadLink(fd.get()));
+      w.Bytes(t);
+      return Status::OK();
+    }
+    case proto::kAccess: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      int mask = static_cast<int>(r.U32());
+      if (!r.done()) return Bad("access");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      ScopedCreds creds(c);
+      return ops::Access(fd.get(), mask);
+    }
+    case proto::kOpen: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      int flags = static_cast<int>(r.U32());
+      if (!r.done()) return Bad("open");
+      MFS_ASSIGN_OR_RETURN(UniqueFd pfd, open_handle(h));
+      Result<UniqueFd> fd = [&]() {
+        ScopedCreds creds(c);
+        return ops::Reopen(pfd.get(), flags);
+      }();
+      if (!fd.ok()) return fd.status();
+      if (flags & O_TRUNC) ChangedFd(self, pfd.get());
+      w.U64(AddFile(conn, std::move(*fd), std::move(pfd)));
+      return Status::OK();
+    }
+    case proto::kCreate: {
+      Caller c = proto::GetCaller(r);
+      std::string_view dh = r.Bytes();
+      std::string name(r.Bytes());
+      mode_t mode = r.U32();
+      int flags = static_cast<int>(r.U32());
+      if (!r.done()) return Bad("create");
+      MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      Result<UniqueFd> fd = [&]() {
+        ScopedCreds creds(c);
+        return ops::Create(dir.get(), name, mode, flags);
+      }();
+      if (!fd.ok()) return fd.status();
+      ChangedFd(self, dir.get(), name);
+      MFS_ASSIGN_OR_RETURN(UniqueFd pfd, ops::OpenPath(dir.get(), name));
+      MFS_RETURN_IF_ERROR(PutEntry(conn, pfd.get(), out));
+      w.U64(AddFile(conn, std::move(*fd), std::move(pfd)));
+      return Status::OK();
+    }
+    case proto::kRead: {
+      uint64_t fh = r.U64();
+      off_t off = r.I64();
+      uint32_t size = r.U32();
+      if (!r.done() || size > proto::kMaxIo) return Bad("read");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      MFS_ASSIGN_OR_RETURN(*out, ops::PRead(f->fd.get(), size, off));
+      return Status::OK();
+    }
+    case proto::kWrite: {
+      uint64_t fh = r.U64();
+      off_t off = r.I64();
+      std::string_view data = r.Bytes();
+      if (!r.done() || data.size() > proto::kMaxIo) return Bad("write");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      MFS_ASSIGN_OR_RETURN(size_t n, ops::PWrite(f->fd.get(), data, off));
+      w.U32(static_cast<uint32_t>(n));
+      Changed(self, f->key, "");
+      return Status::OK();
+    }
+    case proto::kFlush: {
+      uint64_t fh = r.U64();
+      uint64_t owner = r.U64();
+      if (!r.done()) return Bad("flush");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      locks_.ReleaseOwner(f->key + "@n" + std::to_string(conn->peer_id()), owner);
+      int d = dup(f->fd.get());
+      if (d < 0 || close(d) < 0) return Status::FromErrno("flush");
+      return Status::OK();
+    }
+    case proto::kFsync: {
+      uint64_t fh = r.U64();
+      bool datasync = r.U8() != 0;
+      if (!r.done()) return Bad("fsync");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      if ((datasync ? fdatasync(f->fd.get()) : fsync(f->fd.get())) < 0)
+        return Status::FromErrno("fsync");
+      return Status::OK();
+    }
+    case proto::kRelease: {
+      uint64_t fh = r.U64();
+      if (!r.done()) return Bad("release");
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = files_.find(fh);
+      if (it != files_.end() && it->second->owner == self) files_.erase(it);
+      return Status::OK();
+    }
+    case proto::kReadDir: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      uint64_t off = r.U64();
+      uint32_t max = std::min(r.U32(), kMaxDirBatch);
+      bool plus = r.U8() != 0;
+      if (!r.done()) return Bad("readdir");
+      MFS_ASSIGN_OR_RETURN(UniqueFd pfd, open_handle(h));
+      ScopedCreds creds(c);
+      MFS_ASSIGN_OR_RETURN(UniqueFd dfd, ops::Reopen(pfd.get(), O_RDONLY | O_DIRECTORY));
+      MFS_ASSIGN_OR_RETURN(auto all, ops::ReadDirAll(dfd.get()));
+      std::string body;
+      Writer b(&body);
+      uint32_t n = 0;
+      for (uint64_t i = off; i < all.size() && n < max; ++i) {
+        const auto& e = all[i];
+        std::string entry;
+        Writer ew(&entry);
+        ew.Bytes(e.name);
+        ew.U64(i + 1);
+        ew.U32(e.type);
+        ew.U64(e.ino);
+        bool has = false;
+        std::string ent;
+        if (plus && e.name != "." && e.name != "..") {
+          auto fd = ops::OpenPath(pfd.get(), e.name);
+          if (fd.ok() && PutEntry(conn, fd->get(), &ent).ok()) has = true;
+          else if (!fd.ok()) continue;  // vanished
+        }
+        ew.U8(has ? 1 : 0);
+        if (has) ew.Raw(ent);
+        b.Raw(entry);
+        ++n;
+      }
+      w.U32(n);
+      w.Raw(body);
+      return Status::OK();
+    }
+    case proto::kStatFs: {
+      std::string_view h = r.Bytes();
+      if (!r.done()) return Bad("statfs");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      MFS_ASSIGN_OR_RETURN(struct statvfs s, ops::StatFs(fd.get()));
+      proto::PutStatvfs(w, s);
+      return Status::OK();
+    }
+    case proto::kSetXattr: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      std::string name(r.Bytes());
+      std::string value(r.Bytes());
+      int flags = static_cast<int>(r.U32());
+      if (!r.done()) return Bad("setxattr");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      {
+        ScopedCreds creds(c);
+        MFS_RETURN_IF_ERROR(ops::SetXattr(fd.get(), name, value, flags));
+      }
+      ChangedFd(self, fd.get());
+      return Status::OK();
+    }
+    case proto::kGetXattr: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      std::string name(r.Bytes());
+      if (!r.done()) return Bad("getxattr");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      ScopedCreds creds(c);
+      MFS_ASSIGN_OR_RETURN(std::string v, ops::GetXattr(fd.get(), name));
+      w.Bytes(v);
+      return Status::OK();
+    }
+    case proto::kListXattr: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      if (!r.done()) return Bad("listxattr");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      ScopedCreds creds(c);
+      MFS_ASSIGN_OR_RETURN(std::string v, ops::ListXattr(fd.get()));
+      w.Bytes(v);
+      return Status::OK();
+    }
+    case proto::kRemoveXattr: {
+      Caller c = proto::GetCaller(r);
+      std::string_view h = r.Bytes();
+      std::string name(r.Bytes());
+      if (!r.done()) return Bad("removexattr");
+      MFS_ASSIGN_OR_RETURN(UniqueFd fd, open_handle(h));
+      {
+        ScopedCreds creds(c);
+        MFS_RETURN_IF_ERROR(ops::RemoveXattr(fd.get(), name));
+      }
+      ChangedFd(self, fd.get());
+      return Status::OK();
+    }
+    case proto::kFallocate: {
+      uint64_t fh = r.U64();
+      int mode = static_cast<int>(r.U32());
+      off_t off = r.I64();
+      off_t len = r.I64();
+      if (!r.done()) return Bad("fallocate");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      MFS_RETURN_IF_ERROR(ops::Fallocate(f->fd.get(), mode, off, len));
+      Changed(self, f->key, "");
+      return Status::OK();
+    }
+    case proto::kCopyRange: {
+      uint64_t in = r.U64();
+      off_t off_in = r.I64();
+      uint64_t outfh = r.U64();
+      off_t off_out = r.I64();
+      uint64_t len = r.U64();
+      if (!r.done()) return Bad("copy_file_range");
+      MFS_ASSIGN_OR_RETURN(auto fi, File(in));
+      MFS_ASSIGN_OR_RETURN(auto fo, File(outfh));
+      MFS_ASSIGN_OR_RETURN(size_t n, ops::CopyFileRange(fi->fd.get(), off_in, fo->fd.get(),
+                                                         off_out, len));
+      w.U64(n);
+      Changed(self, fo->key, "");
+      return Status::OK();
+    }
+    case proto::kGetLk:
+    case proto::kSetLk: {
+      uint64_t fh = r.U64();
+      client::LockIn in;
+      in.owner = r.U64();
+      in.type = static_cast<int>(r.U32());
+      in.start = r.I64();
+      in.len = r.I64();
+      in.pid = static_cast<pid_t>(r.U32());
+      in.wait = r.U8() != 0;
+      if (!r.done()) return Bad("lock");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      std::string key = f->key + "@n" + std::to_string(conn->peer_id());
+      if (frame.type() == proto::kSetLk) return locks_.SetLk(f->path_fd.get(), key, in);
+      MFS_ASSIGN_OR_RETURN(client::LockIn outl, locks_.GetLk(f->path_fd.get(), key, in));
+      w.U32(static_cast<uint32_t>(outl.type));
+      w.I64(outl.start);
+      w.I64(outl.len);
+      w.U32(static_cast<uint32_t>(outl.pid));
+      return Status::OK();
+    }
+    case proto::kFlock: {
+      uint64_t fh = r.U64();
+      uint64_t owner = r.U64();
+      int op = static_cast<int>(r.U32());
+      if (!r.done()) return Bad("flock");
+      MFS_ASSIGN_OR_RETURN(auto f, File(fh));
+      return locks_.Flock(f->path_fd.get(), f->key + "@n" + std::to_string(conn->peer_id()),
+                          owner, op);
+    }
+    case proto::kWatch: {
+      uint8_t all = r.U8();
+      if (!r.done()) return Bad("watch");
+      if (all) {
+        std::lock_guard<std::mutex> l(mu_);
+        watch_all_[self] = conn;
+      }
+      return Status::OK();
+    }
+    case proto::kChanged: {
+      std::string key(r.Bytes());
+      std::string name(r.Bytes());
+      if (!r.done()) return Bad("changed");
+      // Only the node's own mount reports changes it made on the export.
+      if (conn->peer_id() != opts_.self_id)
+        return Status::PermissionDenied("changes are reported by the owner's mount only");
+      Changed(self, key, name);
+      return Status::OK();
+    }
+    default:
+      return Status::Error(ENOSYS, "unknown file service message " + std::to_string(frame.type()));
+  }
+}
+
+}  // namespace mfs::server

@@ -1,0 +1,110 @@
+// FileService: this node's export, served to authenticated peers.
+//
+// Lives in mfsd, registered for frame types 64..191 (see
+// mfs/client/fs_protocol.h and docs/wire-fs.md). Each request is decoded on
+// the network thread and executed on a worker pool — disk work never runs on
+// the network threads — under the caller's credentials (ScopedCreds), with
+// the same local_ops the FUSE fast path uses. Files are named by HandleCodec
+// handles (kernel file handles + MAC), so a client keeps working across an
+// mfsd restart; open files are numbered per server instance and reopened by
+// the client after a reconnect.
+//
+// Coherence: the service remembers which connections hold which files
+// (every handle it hands out registers interest) and, after any change it
+// makes or is told about (kChanged from the local mount), sends kInvalidate
+// to every other interested connection. A connection that sends kWatch gets
+// every change (the node's own mount, which caches this export directly).
+//
+// Thread-safe. Lock order: mu_ (open files, interest) is a leaf.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "mfs/base/asio.h"
+#include "mfs/base/status.h"
+#include "mfs/base/unique_fd.h"
+#include "mfs/client/local_ops.h"
+#include "mfs/server/handles.h"
+#include "mfs/wire/connection.h"
+
+namespace mfs::server {
+
+struct FileServiceOptions {
+  uint32_t self_id = 0;
+  std::string export_path;
+  std::string secret;
+  unsigned threads = 4;
+};
+
+class FileService {
+ public:
+  static Result<std::unique_ptr<FileService>> Create(const FileServiceOptions& opts);
+  ~FileService();
+  FileService(const FileService&) = delete;
+  FileService& operator=(const FileService&) = delete;
+
+  // Frame handler for types 64..191.
+  void Handle(const wire::Connection::Ptr& conn, wire::Frame frame);
+  // A connection went away: its open files, locks and interest go too.
+  // (mfsd's Daemon has no close hook yet, so AddFile also sweeps files of
+  // connections that are gone.)
+  void OnClose(const wire::Connection::Ptr& conn);
+  // Stops the workers (pending requests finish first).
+  void Stop();
+
+  size_t open_files() const;
+  // Files with registered interest, and connections watching everything.
+  size_t interest_size() const;
+
+ private:
+  explicit FileService(const FileServiceOptions& opts);
+  void Execute(const wire::Connection::Ptr& conn, const wire::Frame& frame);
+  Status Dispatch(const wire::Connection::Ptr& conn, const wire::Frame& frame, std::string* out);
+
+  struct OpenFile {
+    UniqueFd fd;
+    std::string key;  // FileKey of the backing file
+    const wire::Connection* owner = nullptr;
+    std::weak_ptr<wire::Connection> owner_conn;
+    UniqueFd path_fd;  // O_PATH, for lock fds
+  };
+  Result<std::shared_ptr<OpenFile>> File(uint64_t fh);
+  uint64_t AddFile(const wire::Connection::Ptr& conn, UniqueFd fd, UniqueFd path_fd);
+
+  // Entry reply: handle + stat, registering the connection's interest.
+  Status PutEntry(const wire::Connection::Ptr& conn, int fd, std::string* out);
+  void NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
+                    const std::string& handle);
+  // Tells every interested connection but `from` that a file (and maybe a
+  // name in it) changed.
+  void Changed(const wire::Connection* from, const std::string& key, const std::string& name);
+  void ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
+
+  FileServiceOptions opts_;
+  HandleCodec handles_;
+  UniqueFd root_;
+  boost::asio::thread_pool pool_;
+  boost::asio::thread_pool blocking_pool_;  // lock waits
+  client::ops::OfdLockTable locks_;
+
+  mutable std::mutex mu_;
+  uint64_t next_fh_ = 1;
+  uint64_t adds_since_sweep_ = 0;
+  std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
+  struct Watcher {
+    std::weak_ptr<wire::Connection> conn;
+    std::string handle;
+  };
+  // file key -> connection -> handle it knows the file by
+  std::unordered_map<std::string, std::map<const wire::Connection*, Watcher>> interest_;
+  std::map<const wire::Connection*, std::weak_ptr<wire::Connection>> watch_all_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace mfs::server

@@ -1,0 +1,249 @@
+// FileService over real loopback connections: escape attempts, forged and
+// malformed requests, handles surviving a service restart, credentials.
+#include "mfs/server/file_service.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <optional>
+#include <thread>
+
+#include "mfs/base/coding.h"
+#include "mfs/client/fs_protocol.h"
+
+namespace mfs::server {
+namespace {
+
+namespace proto = client::proto;
+using wire::Connection;
+using wire::Frame;
+using wire::tcp;
+namespace asio = boost::asio;
+
+const std::string kSecret = "file service test secret, long enough";
+
+class FileServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (CAP_DAC_READ_SEARCH for file handles)";
+    char tmpl[] = "/tmp/mfs-fs-service-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    base_ = tmpl;
+    export_ = base_ + "/export";
+    std::filesystem::create_directories(export_ + "/sub");
+    std::ofstream(base_ + "/outside") << "secret outside the export";
+    std::ofstream(export_ + "/sub/file") << "inside";
+    StartService();
+    acceptor_.open(tcp::v4());
+    acceptor_.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    acceptor_.listen();
+    port_ = acceptor_.local_endpoint().port();
+    work_.emplace(io_.get_executor());
+    thread_ = std::thread([this] { io_.run(); });
+    Accept();
+    conn_ = Dial();
+    ASSERT_TRUE(conn_);
+  }
+  void TearDown() override {
+    if (!thread_.joinable()) return;
+    if (conn_) conn_->Close(Status::OK());
+    asio::post(io_, [this] { acceptor_.close(); });
+    work_.reset();
+    io_.stop();
+    thread_.join();
+    if (service_) service_->Stop();
+    std::filesystem::remove_all(base_);
+  }
+
+  void StartService() {
+    FileServiceOptions o;
+    o.self_id = 2;
+    o.export_path = export_;
+    o.secret = kSecret;
+    o.threads = 2;
+    auto s = FileService::Create(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    std::lock_guard<std::mutex> l(mu_);
+    if (service_) service_->Stop();
+    service_ = std::move(*s);
+  }
+
+  void Accept() {
+    acceptor_.async_accept([this](boost::system::error_code e, tcp::socket s) {
+      if (e) return;
+      Connection::Accept(
+          std::move(s), wire::AuthConfig{kSecret, 2},
+          [this](const Connection::Ptr& c, Frame f) {
+            std::lock_guard<std::mutex> l(mu_);
+            service_->Handle(c, std::move(f));
+          },
+          nullptr, [](Result<Connection::Ptr>) {});
+      Accept();
+    });
+  }
+
+  Connection::Ptr Dial() {
+    std::promise<Result<Connection::Ptr>> p;
+    wire::AuthConfig auth{kSecret, 1, wire::PeerRole::kClient};
+    Connection::Connect(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
+                        tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), auth, nullptr,
+                        nullptr, [&](Result<Connection::Ptr> c) { p.set_value(std::move(c)); });
+    auto r = p.get_future().get();
+    return r.ok() ? *r : nullptr;
+  }
+
+  Result<Frame> Call(uint16_t type, std::string payload) {
+    std::promise<Result<Frame>> p;
+    conn_->Call(type, std::move(payload), [&](Result<Frame> f) { p.set_value(std::move(f)); },
+                std::chrono::milliseconds(5000));
+    return p.get_future().get();
+  }
+
+  std::string Root() {
+    auto f = Call(proto::kGetRoot, "");
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    if (!f.ok()) return "";
+    Reader r(f->payload);
+    return std::string(r.Bytes());
+  }
+
+  Result<std::string> Lookup(const std::string& dir, const std::string& name,
+                             client::Caller c = {}) {
+    std::string p;
+    Writer w(&p);
+    proto::PutCaller(w, c);
+    w.Bytes(dir);
+    w.Bytes(name);
+    auto f = Call(proto::kLookup, p);
+    if (!f.ok()) return f.status();
+    Reader r(f->payload);
+    return std::string(r.Bytes());
+  }
+
+  std::string base_, export_;
+  std::mutex mu_;
+  std::unique_ptr<FileService> service_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  tcp::acceptor acceptor_{io_};
+  uint16_t port_ = 0;
+  std::thread thread_;
+  Connection::Ptr conn_;
+};
+
+TEST_F(FileServiceTest, NamesCannotLeaveTheExport) {
+  std::string root = Root();
+  ASSERT_FALSE(root.empty());
+  for (const char* bad : {"..", ".", "../outside", "sub/../../outside", ""}) {
+    auto h = Lookup(root, bad);
+    ASSERT_FALSE(h.ok()) << bad;
+    EXPECT_EQ(h.status().code(), EINVAL) << bad;
+  }
+  auto h = Lookup(root, std::string(300, 'x'));
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), ENAMETOOLONG);
+  // A symlink pointing out is returned as a symlink, never followed.
+  ASSERT_EQ(symlink((base_ + "/outside").c_str(), (export_ + "/escape").c_str()), 0);
+  auto link = Lookup(root, "escape");
+  ASSERT_TRUE(link.ok());
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, {});
+  w.Bytes(*link);
+  w.U32(O_RDONLY);
+  auto open = Call(proto::kOpen, p);
+  ASSERT_FALSE(open.ok());
+  EXPECT_EQ(open.status().code(), ELOOP);
+}
+
+TEST_F(FileServiceTest, ForgedAndMalformedRequestsAreRefused) {
+  std::string root = Root();
+  std::string forged = root;
+  forged[forged.size() - 1] ^= 1;  // break the MAC
+  auto h = Lookup(forged, "sub");
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), ESTALE);
+  auto junk = Lookup("short", "sub");
+  ASSERT_FALSE(junk.ok());
+  EXPECT_EQ(junk.status().code(), EBADMSG);
+  auto truncated = Call(proto::kLookup, std::string("\x01\x00", 2));
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().code(), EBADMSG);
+  auto unknown = Call(150, "");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), ENOSYS);
+  std::string p;
+  Writer w(&p);
+  w.U64(12345);
+  w.I64(0);
+  w.U32(10);
+  auto badfh = Call(proto::kRead, p);
+  ASSERT_FALSE(badfh.ok());
+  EXPECT_EQ(badfh.status().code(), EBADF);
+  std::string big;
+  Writer bw(&big);
+  bw.U64(1);
+  bw.I64(0);
+  bw.U32(proto::kMaxIo + 1);
+  auto oversize = Call(proto::kRead, big);
+  ASSERT_FALSE(oversize.ok());
+  EXPECT_EQ(oversize.status().code(), EBADMSG);
+}
+
+TEST_F(FileServiceTest, HandlesSurviveARestartOfTheService) {
+  std::string root = Root();
+  auto sub = Lookup(root, "sub");
+  ASSERT_TRUE(sub.ok());
+  auto file = Lookup(*sub, "file");
+  ASSERT_TRUE(file.ok());
+  StartService();  // a new instance: no state but the secret and the export
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, {});
+  w.Bytes(*file);
+  w.U32(O_RDONLY);
+  auto open = Call(proto::kOpen, p);
+  ASSERT_TRUE(open.ok()) << open.status().ToString();
+  Reader r(open->payload);
+  uint64_t fh = r.U64();
+  std::string rp;
+  Writer rw(&rp);
+  rw.U64(fh);
+  rw.I64(0);
+  rw.U32(100);
+  auto data = Call(proto::kRead, rp);
+  ASSERT_TRUE(data.ok());
+  EXPECT_EQ(data->payload, "inside");
+}
+
+TEST_F(FileServiceTest, CallerCredentialsApply) {
+  std::string root = Root();
+  ASSERT_EQ(chmod(export_.c_str(), 0755), 0);
+  client::Caller nobody{0, 65534, 65534, {65534}};
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, nobody);
+  w.Bytes(root);
+  w.Bytes("denied");
+  w.U32(S_IFREG | 0666);  // the caller's kernel applied its umask already
+  w.U32(O_WRONLY);
+  auto f = Call(proto::kCreate, p);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), EACCES);
+  ASSERT_EQ(chmod(export_.c_str(), 0777), 0);
+  auto ok = Call(proto::kCreate, p);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  struct stat st;
+  ASSERT_EQ(stat((export_ + "/denied").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_gid, 65534u);
+  EXPECT_EQ(st.st_mode & 07777, 0666u) << "mfsd's own umask must not apply";
+}
+
+}  // namespace
+}  // namespace mfs::server

@@ -1,0 +1,267 @@
+#include "migrate/checkpoint.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "mfs/base/unique_fd.h"
+#include "migrate/proc_maps.h"
+
+namespace mfs::migrate {
+namespace {
+
+constexpr uint64_t kPmPresent = 1ull << 63;
+constexpr uint64_t kPmSwapped = 1ull << 62;
+constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;
+
+Result<std::vector<std::string>> StatFields(pid_t pid) {
+  MFS_ASSIGN_OR_RETURN(std::string text, ReadFileToString("/proc/" + std::to_string(pid) + "/stat"));
+  // comm may hold spaces and parentheses: fields resume after the last ')'.
+  size_t close = text.rfind(')');
+  if (close == std::string::npos) return Status::Corruption("stat: no comm");
+  std::vector<std::string> f = {"pid", "comm"};
+  std::istringstream in(text.substr(close + 2));
+  std::string tok;
+  while (in >> tok) f.push_back(tok);
+  return f;
+}
+
+int CountThreads(pid_t pid) {
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (!d) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  closedir(d);
+  return n;
+}
+
+Status ReadIds(pid_t pid, ProcessImage* img) {
+  MFS_ASSIGN_OR_RETURN(std::string text, ReadFileToString("/proc/" + std::to_string(pid) + "/status"));
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream l(line);
+    std::string key;
+    l >> key;
+    if (key == "Uid:") {
+      uint32_t fs;
+      l >> img->uid[0] >> img->uid[1] >> img->uid[2] >> fs;
+    } else if (key == "Gid:") {
+      uint32_t fs;
+      l >> img->gid[0] >> img->gid[1] >> img->gid[2] >> fs;
+    } else if (key == "Groups:") {
+      uint32_t g;
+      while (l >> g) img->groups.push_back(g);
+    }
+  }
+  return Status::OK();
+}
+
+std::string VmaRefusal(const MapEntry& e) {
+  if (e.shared && (e.prot & PROT_WRITE)) return "writable shared mapping " + (e.path.empty() ? std::string("(anonymous)") : e.path);
+  if (!e.anonymous() && !e.special() && e.path.find(" (deleted)") != std::string::npos)
+    return "mapping of a deleted file " + e.path;
+  if (e.path == "[uprobes]") return "uprobes mapping";
+  return "";
+}
+
+}  // namespace
+
+std::string WhyNotMigratable(pid_t pid) {
+  int threads = CountThreads(pid);
+  if (threads < 0) return "no such process";
+  if (threads > 1) return "multi-threaded (" + std::to_string(threads) + " threads)";
+  auto maps = ReadMaps(pid);
+  if (!maps.ok()) return maps.status().ToString();
+  for (const auto& e : *maps) {
+    std::string why = VmaRefusal(e);
+    if (!why.empty()) return why;
+  }
+  auto timers = ReadFileToString("/proc/" + std::to_string(pid) + "/timers");
+  if (timers.ok() && !timers->empty()) return "POSIX timers (timer_create) in use";
+  return "";
+}
+
+Result<Scratch> MapScratch(Tracee& t, const KernelFeatures& k, uint64_t hint, uint64_t size) {
+  if (k.vdso_syscall_offset < 0) return Status::Error(ENOTSUP, "no syscall gadget found in [vdso]");
+  MFS_ASSIGN_OR_RETURN(auto maps, ReadMaps(t.tid()));
+  uint64_t vdso = 0;
+  for (const auto& e : maps)
+    if (e.path == "[vdso]") vdso = e.start;
+  if (vdso == 0) return Status::Error(ENOTSUP, "tracee has no [vdso]");
+  uint64_t gadget = vdso + static_cast<uint64_t>(k.vdso_syscall_offset);
+  uint8_t insn[2];
+  MFS_RETURN_IF_ERROR(t.ReadMem(gadget, insn, 2));
+  if (insn[0] != kSyscallInsn[0] || insn[1] != kSyscallInsn[1])
+    return Status::Error(ENOTSUP, "tracee's [vdso] differs from ours (no syscall at the probed offset)");
+  t.set_gadget(gadget);
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | (hint ? MAP_FIXED_NOREPLACE : 0);
+  MFS_ASSIGN_OR_RETURN(uint64_t addr, t.CheckedSyscall("mmap scratch", SYS_mmap, hint, size,
+                                                       PROT_READ | PROT_WRITE | PROT_EXEC, flags,
+                                                       static_cast<uint64_t>(-1), 0));
+  if (hint && addr != hint) return Status::Error(EEXIST, "scratch not placed at its hint");
+  const uint8_t code[4] = {kSyscallInsn[0], kSyscallInsn[1], 0xcc, 0xcc};  // syscall; int3
+  MFS_RETURN_IF_ERROR(t.WriteMem(addr, code, sizeof code));
+  t.set_gadget(addr);
+  return Scratch{addr, size};
+}
+
+Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved) {
+  const pid_t pid = t.tid();
+  ProcessImage img;
+  img.home_pid = pid;
+  int threads = CountThreads(pid);
+  if (threads != 1)
+    return Status::Error(EBUSY, "multi-threaded (" + std::to_string(threads) + " threads)");
+
+  // Pending signals would be lost or reordered: let the caller deliver them.
+  {
+    for (int shared = 0; shared < 2; ++shared) {
+      __ptrace_peeksiginfo_args a{0, shared ? static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED) : 0u, 1};
+      siginfo_t si;
+      long n = ptrace(PTRACE_PEEKSIGINFO, pid, &a, &si);
+      if (n > 0) return Status::Error(EAGAIN, "signals pending");
+    }
+    if (!t.stashed_signals().empty()) return Status::Error(EAGAIN, "signals pending");
+  }
+
+  ThreadImage th;
+  th.tid = pid;
+  th.cpu = saved;
+  th.cpu.NormalizeRestart();
+  if (ptrace(PTRACE_GETSIGMASK, pid, sizeof(uint64_t), &th.sigmask) != 0)
+    return Status::FromErrno("PTRACE_GETSIGMASK");
+  {
+    RseqConfig rc{};
+    long n = ptrace(kPtraceGetRseqConfiguration, pid, sizeof rc, &rc);
+    if (n > 0 && rc.rseq_abi_pointer) {
+      th.rseq_ptr = rc.rseq_abi_pointer;
+      th.rseq_len = rc.rseq_abi_size;
+      th.rseq_sig = rc.signature;
+    }
+  }
+  {
+    uint64_t head = 0;
+    size_t len = 0;
+    if (syscall(SYS_get_robust_list, pid, &head, &len) != 0)
+      return Status::FromErrno("get_robust_list");
+    th.robust_head = head;
+    th.robust_len = len;
+  }
+  const uint64_t buf = scratch.buffer();
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("prctl(PR_GET_TID_ADDRESS)", SYS_prctl, PR_GET_TID_ADDRESS, buf).status());
+  MFS_RETURN_IF_ERROR(t.ReadMem(buf, &th.tid_address, 8));
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("sigaltstack", SYS_sigaltstack, 0, buf).status());
+  {
+    stack_t ss{};
+    MFS_RETURN_IF_ERROR(t.ReadMem(buf, &ss, sizeof ss));
+    th.altstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
+    th.altstack_size = ss.ss_size;
+    th.altstack_flags = ss.ss_flags & ~SS_ONSTACK;  // a frozen handler is restored by registers
+  }
+  img.threads.push_back(std::move(th));
+
+  for (int sig = 1; sig <= 64; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    MFS_ASSIGN_OR_RETURN(int64_t r, t.Syscall(SYS_rt_sigaction, sig, 0, buf, 8));
+    if (r < 0) continue;  // signals the kernel refuses to report
+    MFS_RETURN_IF_ERROR(t.ReadMem(buf, &img.actions[sig - 1], sizeof(KernelSigaction)));
+  }
+  for (int which = 0; which < 3; ++which) {
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("getitimer", SYS_getitimer, which, buf).status());
+    MFS_RETURN_IF_ERROR(t.ReadMem(buf, &img.itimers[which], sizeof(itimerval)));
+  }
+  MFS_ASSIGN_OR_RETURN(uint64_t brk, t.CheckedSyscall("brk", SYS_brk, 0));
+  MFS_ASSIGN_OR_RETURN(int64_t pers, t.Syscall(SYS_personality, 0xffffffff));
+  img.personality = static_cast<uint32_t>(pers);
+
+  img.rlimits.resize(RLIM_NLIMITS);
+  for (int i = 0; i < RLIM_NLIMITS; ++i)
+    if (prlimit(pid, static_cast<__rlimit_resource>(i), nullptr, &img.rlimits[i]) != 0)
+      return Status::FromErrno("prlimit");
+
+  MFS_ASSIGN_OR_RETURN(auto f, StatFields(pid));
+  if (f.size() < 52) return Status::Corruption("stat: too few fields");
+  auto u = [&](int i) { return std::stoull(f[i - 1]); };
+  img.mm = MmFields{u(26), u(27), u(45), u(46), u(47), brk, u(28), u(48), u(49), u(50), u(51)};
+  MFS_ASSIGN_OR_RETURN(img.auxv, ReadFileToString("/proc/" + std::to_string(pid) + "/auxv"));
+  MFS_ASSIGN_OR_RETURN(std::string comm, ReadFileToString("/proc/" + std::to_string(pid) + "/comm"));
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  img.comm = comm;
+  {
+    char exe[4096];
+    ssize_t n = readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), exe, sizeof exe - 1);
+    if (n > 0) img.exe.assign(exe, static_cast<size_t>(n));
+  }
+  MFS_RETURN_IF_ERROR(ReadIds(pid, &img));
+
+  // The memory map: what to re-create and which pages travel.
+  MFS_ASSIGN_OR_RETURN(auto maps, ReadMaps(pid));
+  UniqueFd pagemap(open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap) return Status::FromErrno("open pagemap");
+  std::vector<uint64_t> pm;
+  for (const auto& e : maps) {
+    if (e.start >= scratch.addr && e.end <= scratch.addr + scratch.size) continue;
+    if (e.special()) {
+      if (e.path != "[vsyscall]") img.specials.push_back({e.path, e.start, e.end});
+      continue;
+    }
+    std::string why = VmaRefusal(e);
+    if (!why.empty()) return Status::Error(EBUSY, why);
+    Vma v;
+    v.start = e.start;
+    v.end = e.end;
+    v.prot = e.prot;
+    v.offset = e.offset;
+    v.path = e.path;
+    if (e.shared) v.flags |= kVmaShared;
+    if (!e.anonymous()) v.flags |= kVmaFile;
+    if (e.path == "[stack]") v.flags |= kVmaStack;
+    if (e.path == "[heap]") v.flags |= kVmaHeap;
+    img.vmas.push_back(v);
+    if (e.shared) continue;  // read-only shared: its pages are the file's
+
+    const size_t npages = e.size() / kPageSize;
+    pm.resize(npages);
+    ssize_t n = pread(pagemap.get(), pm.data(), npages * 8, static_cast<off_t>(e.start / kPageSize * 8));
+    if (n != static_cast<ssize_t>(npages * 8)) return Status::FromErrno("read pagemap");
+    const bool file = v.flags & kVmaFile;
+    size_t i = 0;
+    while (i < npages) {
+      auto travels = [&](size_t k) {
+        uint64_t x = pm[k];
+        if (!(x & (kPmPresent | kPmSwapped))) return false;
+        return !(file && (x & kPmFileOrSharedAnon));
+      };
+      if (!travels(i)) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < npages && travels(j)) ++j;
+      PageRun run;
+      run.addr = e.start + i * kPageSize;
+      run.data.resize((j - i) * kPageSize);
+      if (!(e.prot & PROT_READ) || !t.ReadMem(run.addr, run.data.data(), run.data.size()).ok()) {
+        // process_vm_readv refuses PROT_NONE pages; ReadMem already fell back
+        // to /proc/PID/mem. A second failure is real.
+        MFS_RETURN_IF_ERROR(t.ReadMem(run.addr, run.data.data(), run.data.size()));
+      }
+      run.hashes.resize(j - i);
+      for (size_t k = 0; k < j - i; ++k) run.hashes[k] = HashPage(run.data.data() + k * kPageSize);
+      img.pages.push_back(std::move(run));
+      i = j;
+    }
+  }
+  return img;
+}
+
+}  // namespace mfs::migrate

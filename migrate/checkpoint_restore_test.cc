@@ -1,0 +1,117 @@
+// The first proof: a real program is frozen, captured, killed and rebuilt in
+// a new process, and its output continues byte for byte.
+#include <fcntl.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "migrate/checkpoint.h"
+#include "migrate/proc_maps.h"
+#include "migrate/restore.h"
+
+namespace mfs::migrate {
+namespace {
+
+const std::string kCounter = std::string(MFS_TEST_BIN_DIR) + "/mfs-test-counter";
+
+std::string TempPath(const char* name) {
+  return "/tmp/mfs-migrate-test-" + std::to_string(getpid()) + "-" + name;
+}
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& out) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    dup2(fd, 1);
+    std::vector<char*> a;
+    for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    execv(a[0], a.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int WaitExit(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+size_t Lines(const std::string& path) {
+  auto s = ReadFileToString(path);
+  if (!s.ok()) return 0;
+  return static_cast<size_t>(std::count(s->begin(), s->end(), '\n'));
+}
+
+TEST(KernelProbe, FindsVdsoAndGadget) {
+  KernelFeatures k = ProbeKernel();
+  ASSERT_FALSE(k.vdso_layout.empty());
+  EXPECT_GE(k.vdso_syscall_offset, 0);
+  EXPECT_TRUE(k.prctl_mm_map);
+}
+
+TEST(CheckpointRestore, CounterContinuesInANewProcess) {
+  KernelFeatures k = ProbeKernel();
+  if (k.vdso_syscall_offset < 0) GTEST_SKIP() << "no syscall instruction found in [vdso]";
+  const std::string want_path = TempPath("want"), got_path = TempPath("got");
+  const std::vector<std::string> argv = {kCounter, "60", "150000", "8"};
+
+  // The unmigrated run.
+  pid_t ref = Spawn(argv, want_path);
+  int ref_status = WaitExit(ref);
+  ASSERT_TRUE(WIFEXITED(ref_status));
+
+  pid_t pid = Spawn(argv, got_path);
+  // Let it get some way in.
+  for (int i = 0; i < 500 && Lines(got_path) < 10; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE(Lines(got_path), 10u);
+  ASSERT_LT(Lines(got_path), 60u) << "program too fast for the test";
+
+  auto t = Tracee::Seize(pid, 0);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE((*t)->Interrupt().ok());
+  auto saved = GetCpuState(pid);
+  ASSERT_TRUE(saved.ok());
+  auto scratch = MapScratch(**t, k);
+  ASSERT_TRUE(scratch.ok()) << scratch.status().ToString();
+  auto img = Capture(**t, *scratch, *saved);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  EXPECT_GT(img->page_count(), 8u * 256);  // the 8 MiB heap travels
+  size_t lines_at_freeze = Lines(got_path);
+
+  // The original is gone for good.
+  (*t)->Kill();
+  WaitExit(pid);
+
+  int out = open(got_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(out, 0);
+  auto target = SpawnRestoreTarget({{out, 1}}, PTRACE_O_EXITKILL);
+  close(out);
+  ASSERT_TRUE(target.ok()) << target.status().ToString();
+  auto r = Restore(**target, *img, k, RestoreOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  pid_t restored = (*target)->tid();
+  EXPECT_NE(restored, pid);
+  ASSERT_TRUE((*target)->Detach().ok());
+  int status = WaitExit(restored);
+  ASSERT_TRUE(WIFEXITED(status)) << "restored process died: status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), WEXITSTATUS(ref_status));
+  EXPECT_EQ(Lines(got_path), 60u);
+  EXPECT_GE(Lines(got_path), lines_at_freeze);
+  auto want = ReadFileToString(want_path);
+  auto got = ReadFileToString(got_path);
+  ASSERT_TRUE(want.ok() && got.ok());
+  EXPECT_EQ(*got, *want);
+  unlink(want_path.c_str());
+  unlink(got_path.c_str());
+}
+
+}  // namespace
+}  // namespace mfs::migrate

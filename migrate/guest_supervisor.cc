@@ -1,0 +1,562 @@
+// GuestSupervisor: see supervisor.h.
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <optional>
+
+#include "mfs/base/coding.h"
+#include "mfs/base/log.h"
+#include "mfs/base/unique_fd.h"
+#include "mfs/control/server.h"
+#include "mfs/wire/auth.h"
+#include "mfs/wire/connection.h"
+#include "migrate/checkpoint.h"
+#include "migrate/protocol.h"
+#include "migrate/restore.h"
+#include "migrate/supervisor.h"
+#include "migrate/syscall_table.h"
+#include "migrate/transfer.h"
+
+namespace mfs::migrate {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using json = nlohmann::json;
+
+constexpr int kIoctlTcgets = 0x5401, kIoctlTcsets = 0x5402, kIoctlTcsetsw = 0x5403, kIoctlTcsetsf = 0x5404;
+constexpr int kIoctlTiocgpgrp = 0x540F, kIoctlTiocspgrp = 0x5410, kIoctlTiocgwinsz = 0x5413,
+              kIoctlTiocswinsz = 0x5414, kIoctlFionread = 0x541B, kIoctlFionbio = 0x5421,
+              kIoctlFionclex = 0x5450, kIoctlFioclex = 0x5451;
+constexpr uint32_t kKernelTermios = 36;
+
+class Guest {
+ public:
+  Guest(asio::io_context& io, SupervisorConfig cfg, uint32_t home_node, int home_pid)
+      : io_(io), cfg_(std::move(cfg)), home_node_(home_node), home_pid_(home_pid), acceptor_(io),
+        sigchld_(io, SIGCHLD), accept_timer_(io), k_(ProbeKernel()) {}
+
+  Result<uint16_t> Listen() {
+    MFS_ASSIGN_OR_RETURN(secret_, wire::LoadSecret(cfg_.secret_file));
+    boost::system::error_code ec;
+    tcp::endpoint ep(asio::ip::make_address(cfg_.address, ec), 0);
+    if (ec) return Status::InvalidArgument("bad address " + cfg_.address);
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(4, ec);
+    if (ec) return Status::Error(ec.value(), "guest listen: " + ec.message());
+    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket s) { OnAccept(ec, std::move(s)); });
+    accept_timer_.expires_after(std::chrono::seconds(30));
+    accept_timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec && !conn_) {
+        spdlog::error("guest: no home connected within 30 s");
+        Quit(1);
+      }
+    });
+    sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
+    return acceptor_.local_endpoint().port();
+  }
+
+  int exit_code() const { return exit_code_; }
+
+ private:
+  void Quit(int code) {
+    exit_code_ = code;
+    if (remote_ && !remote_->dead()) remote_->Kill();
+    if (control_) control_->Stop();
+    if (conn_) conn_->Close(Status::OK());
+    asio::post(io_, [this] { io_.stop(); });
+  }
+
+  void OnAccept(boost::system::error_code ec, tcp::socket s) {
+    if (ec) return Quit(1);
+    wire::AuthConfig auth{secret_, cfg_.node_id, wire::PeerRole::kNode, std::chrono::milliseconds(5000)};
+    wire::Connection::Accept(
+        std::move(s), auth,
+        [this](const wire::Connection::Ptr& c, wire::Frame f) { OnRequest(c, std::move(f)); },
+        [this](const wire::Connection::Ptr&, const Status& why) {
+          if (!quitting_) {
+            spdlog::warn("guest: home connection closed ({}): killing the remote", why.ToString());
+            quitting_ = true;
+            Quit(1);
+          }
+        },
+        [this](Result<wire::Connection::Ptr> r) {
+          if (!r.ok()) {
+            spdlog::error("guest: handshake failed: {}", r.status().ToString());
+            return Quit(1);
+          }
+          conn_ = *r;
+          accept_timer_.cancel();
+          acceptor_.close();
+        });
+  }
+
+  void OnRequest(const wire::Connection::Ptr& c, wire::Frame f) {
+    switch (f.type()) {
+      case kImage: {
+        incoming_ = ProcessImage();
+        Status s = DecodeHeader(f.payload, &incoming_);
+        return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
+      }
+      case kPages: {
+        Status s = DecodePageRuns(f.payload, &incoming_.pages);
+        return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
+      }
+      case kStart: {
+        auto r = StartRemote();
+        if (!r.ok()) {
+          spdlog::error("guest: restore failed: {}", r.status().ToString());
+          if (remote_) remote_->Kill();
+          remote_.reset();
+          c->ReplyError(f, r.status());
+          quitting_ = true;
+          return Quit(1);
+        }
+        incoming_ = ProcessImage();
+        return c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)));
+      }
+      case kSignal: {
+        auto sig = DecodeU32(f.payload);
+        if (sig.ok() && remote_ && !remote_->dead())
+          syscall(SYS_tgkill, remote_->tid(), remote_->tid(), static_cast<int>(*sig));
+        return;
+      }
+      case kFetch: {
+        auto r = Fetch();
+        if (!r.ok()) return c->ReplyError(f, r.status());
+        return c->Reply(f, *r);
+      }
+      case kFetchPages: {
+        auto i = DecodeU32(f.payload);
+        if (!i.ok() || !outgoing_) return c->ReplyError(f, Status::InvalidArgument("no fetch in progress"));
+        return c->Reply(f, EncodePageBatch(*outgoing_, *i));
+      }
+      case kResume: {
+        Status s = ResumeFrozen();
+        return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
+      }
+      case kKill: {
+        quitting_ = true;
+        if (remote_) remote_->Kill();
+        c->Reply(f, "");
+        // Let the reply leave before the connection goes.
+        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
+        t->async_wait([this, t](auto) { Quit(0); });
+        return;
+      }
+      default:
+        return c->ReplyError(f, Status::Error(ENOSYS, "unknown migration frame " + std::to_string(f.type())));
+    }
+  }
+
+  Result<pid_t> StartRemote() {
+    if (incoming_.threads.empty()) return Status::InvalidArgument("no image received");
+    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget({}, PTRACE_O_EXITKILL));
+    RestoreOptions opts;
+    opts.keep_stub = true;
+    opts.map_path = [this](const std::string& p) { return MapPath(p); };
+    opts.before_registers = [this](Tracee& t, const Scratch& stub) { return InstallFilter(t, stub); };
+    MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
+    for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
+    stub_ = rr.stub;
+    remote_->set_gadget(stub_.gadget());
+    MFS_RETURN_IF_ERROR(remote_->Cont());
+    ArmNotify();
+    control_ = std::make_unique<control::ControlServer>(io_);
+    control_->RegisterSync("info", [this](const json&, const control::Caller&) -> Result<json> {
+      return json{{"home", home_node_}, {"home_pid", home_pid_}, {"where", cfg_.node_id},
+                  {"pid", remote_ ? remote_->tid() : 0}, {"role", "guest"}};
+    });
+    control_->Start(GuestSocketPath(cfg_.run_dir, remote_->tid())).IgnoreError();
+    return remote_->tid();
+  }
+
+  // A file of the home node: the same path where /mfs does not exist (one
+  // machine: every node sees the host's files), else /mfs/<home>/path.
+  std::string MapPath(const std::string& p) {
+    if (access("/mfs", F_OK) != 0) return p;
+    std::string via = "/mfs/" + std::to_string(home_node_) + p;
+    if (access(via.c_str(), R_OK) == 0) return via;
+    return p;
+  }
+
+  Status InstallFilter(Tracee& t, const Scratch& stub) {
+    MFS_ASSIGN_OR_RETURN(std::string bpf, BuildRemoteFilter(stub.gadget()));
+    const uint64_t prog_addr = stub.buffer() + 8192;
+    const uint64_t insns_addr = stub.buffer() + 8192 + 64;
+    MFS_RETURN_IF_ERROR(t.WriteMem(insns_addr, bpf.data(), bpf.size()));
+    struct {
+      uint16_t len;
+      uint8_t pad[6];
+      uint64_t filter;
+    } prog{static_cast<uint16_t>(bpf.size() / 8), {}, insns_addr};
+    MFS_RETURN_IF_ERROR(t.WriteMem(prog_addr, &prog, sizeof prog));
+    MFS_ASSIGN_OR_RETURN(uint64_t fd, t.CheckedSyscall("seccomp", SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                                       SECCOMP_FILTER_FLAG_NEW_LISTENER, prog_addr));
+    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, t.tid(), 0)));
+    if (!pidfd) return Status::FromErrno("pidfd_open");
+    notify_fd_.Reset(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(fd), 0)));
+    if (!notify_fd_) return Status::FromErrno("pidfd_getfd");
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("close", SYS_close, fd).status());
+    return Status::OK();
+  }
+
+  void ArmNotify() {
+    notify_sd_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(notify_fd_.get()));
+    WaitNotify();
+  }
+  void WaitNotify() {
+    notify_sd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+      if (ec) return;
+      OnNotify();
+      if (notify_sd_) WaitNotify();
+    });
+  }
+
+  void Respond(uint64_t id, int64_t ret) {
+    seccomp_notif_resp resp{};
+    resp.id = id;
+    if (ret < 0 && ret > -4096) resp.error = static_cast<int32_t>(ret);
+    else resp.val = ret;
+    ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);  // ENOENT: the call was interrupted
+  }
+
+  Status ReadRemote(uint64_t addr, void* buf, size_t len) {
+    iovec l{buf, len}, r{reinterpret_cast<void*>(addr), len};
+    if (process_vm_readv(remote_->tid(), &l, 1, &r, 1, 0) == static_cast<ssize_t>(len)) return Status::OK();
+    return Status::Error(EFAULT, "bad address");
+  }
+  Status WriteRemote(uint64_t addr, const void* buf, size_t len) {
+    if (len == 0) return Status::OK();
+    iovec l{const_cast<void*>(buf), len}, r{reinterpret_cast<void*>(addr), len};
+    if (process_vm_writev(remote_->tid(), &l, 1, &r, 1, 0) == static_cast<ssize_t>(len)) return Status::OK();
+    return Status::Error(EFAULT, "bad address");
+  }
+  Result<std::string> ReadPath(uint64_t addr) {
+    std::string out;
+    char chunk[256];
+    while (out.size() < 4096) {
+      // Never cross a page in one read: the next page may be unmapped.
+      size_t n = std::min<size_t>(sizeof chunk, kPageSize - (addr % kPageSize));
+      MFS_RETURN_IF_ERROR(ReadRemote(addr, chunk, n));
+      for (size_t i = 0; i < n; ++i) {
+        if (chunk[i] == 0) return out;
+        out.push_back(chunk[i]);
+      }
+      addr += n;
+    }
+    return Status::Error(ENAMETOOLONG, "path too long");
+  }
+
+  void OnNotify() {
+    seccomp_notif req{};
+    if (ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;
+    const int nr = req.data.nr;
+    const SyscallSpec& spec = LookupSyscall(nr);
+    uint64_t a[6];
+    for (int i = 0; i < 6; ++i) a[i] = req.data.args[i];
+
+    if (spec.cls == SyscallClass::kSelf) {
+      bool self = (nr == SYS_kill && static_cast<int>(a[0]) == home_pid_) ||
+                  (nr == SYS_tgkill && static_cast<int>(a[0]) == home_pid_) ||
+                  (nr == SYS_tkill && static_cast<int>(a[0]) == home_pid_);
+      if (self) {
+        // Answer first, then queue the signal: a signal queued while the
+        // call waits would interrupt it and have it re-issued, forever. The
+        // remote is woken by the answer but does not run before we queue, in
+        // practice, so the signal is taken on the way out of kill().
+        int sig = static_cast<int>(nr == SYS_tgkill ? a[2] : a[1]);
+        if (sig < 0 || sig > 64) return Respond(req.id, -EINVAL);
+        Respond(req.id, 0);
+        if (sig != 0) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
+        return;
+      }
+    }
+    SyscallRequest call;
+    call.nr = nr;
+    for (int i = 0; i < 6; ++i) call.args[i] = a[i];
+    // Scatter plan for readv: (address, length) pieces of the one buffer.
+    std::vector<std::pair<uint64_t, uint64_t>> scatter;
+    bool home = spec.cls == SyscallClass::kHome || spec.cls == SyscallClass::kNative;
+    int64_t early = 1;  // != 1: answer at once with this
+    if (!home) {
+      if (nr == SYS_readv || nr == SYS_writev || nr == SYS_preadv || nr == SYS_pwritev) {
+        early = Vectored(req, call, &scatter);
+      } else if (nr == SYS_ioctl) {
+        home = !IoctlSpec(call);
+      } else if (nr == SYS_fcntl) {
+        int cmd = static_cast<int>(a[1]);
+        if ((cmd >= 5 && cmd <= 7) || (cmd >= 36 && cmd <= 38))
+          call.buffers.push_back({2, kDirIn | kDirOut, 0, 32, {}});
+      } else {
+        early = Marshal(spec, call);
+      }
+    }
+    if (home) {
+      // The call waits, frozen in the kernel, for the move home; it is then
+      // re-executed natively there.
+      spdlog::info("guest: {} ({}) must run at home (args {:#x} {:#x} {:#x} {:#x} {:#x})",
+                   spec.name[0] ? spec.name : "syscall", nr, a[0], a[1], a[2], a[3], a[4]);
+      if (!want_home_sent_) {
+        want_home_sent_ = true;
+        conn_->Send(kWantHome, std::string(spec.name[0] ? spec.name : "unknown syscall") + " " + std::to_string(nr));
+      }
+      return;
+    }
+    if (early != 1) return Respond(req.id, early);
+    for (auto& b : call.buffers) {
+      if (b.dir & kDirIn) {
+        if (b.data.size() == b.size) continue;  // already filled (vectored)
+        b.data.resize(b.size);
+        if (!ReadRemote(call.args[b.arg], b.data.data(), b.size).ok()) return Respond(req.id, -EFAULT);
+      }
+    }
+    std::vector<uint64_t> dest(6);
+    for (int i = 0; i < 6; ++i) dest[i] = a[i];
+    uint64_t id = req.id;
+    conn_->Call(kSyscall, EncodeSyscallRequest(call),
+                [this, id, dest, scatter = std::move(scatter)](Result<wire::Frame> r) {
+                  if (!r.ok()) return Respond(id, -r.status().code());
+                  auto rep = DecodeSyscallReply(r->payload);
+                  if (!rep.ok()) return Respond(id, -EIO);
+                  if (!scatter.empty()) {
+                    size_t off = 0;
+                    for (const auto& b : rep->buffers)
+                      for (const auto& [addr, len] : scatter) {
+                        if (off >= b.data.size()) break;
+                        size_t n = std::min<size_t>(len, b.data.size() - off);
+                        WriteRemote(addr, b.data.data() + off, n).IgnoreError();
+                        off += n;
+                      }
+                  } else {
+                    for (const auto& b : rep->buffers)
+                      if (!WriteRemote(dest[b.arg], b.data.data(), b.data.size()).ok()) return Respond(id, -EFAULT);
+                  }
+                  Respond(id, rep->ret);
+                },
+                std::chrono::hours(24 * 365));  // a forwarded read may wait for input forever
+  }
+
+  // Fills call.buffers from the table's spec; returns 1, or an errno to answer now.
+  int64_t Marshal(const SyscallSpec& spec, SyscallRequest& call) {
+    for (int i = 0; i < 6; ++i) {
+      const ArgSpec& as = spec.args[i];
+      if (as.kind == ArgKind::kValue || call.args[i] == 0) continue;
+      CallBuffer b;
+      b.arg = static_cast<uint8_t>(i);
+      if (as.kind == ArgKind::kPath) {
+        auto p = ReadPath(call.args[i]);
+        if (!p.ok()) return -p.status().code();
+        b.dir = kDirIn;
+        b.data = *p;
+        b.data.push_back('\0');
+        b.size = static_cast<uint32_t>(b.data.size());
+        call.buffers.push_back(std::move(b));
+        continue;
+      }
+      uint64_t size = as.fixed;
+      if (as.size_arg >= 0) size = call.args[as.size_arg] * as.multiplier;
+      if (as.size_deref >= 0) {
+        uint32_t n = 0;
+        if (call.args[as.size_deref] == 0 || !ReadRemote(call.args[as.size_deref], &n, 4).ok()) return -EFAULT;
+        size = n;
+      }
+      if (size > kMaxCallBytes) {
+        // A short read or write: ask for what fits.
+        if (as.size_arg >= 0 && (as.kind == ArgKind::kOutRet || as.kind == ArgKind::kIn) && as.multiplier == 1) {
+          size = kMaxCallBytes;
+          call.args[as.size_arg] = size;
+        } else {
+          return -E2BIG;
+        }
+      }
+      b.size = static_cast<uint32_t>(size);
+      switch (as.kind) {
+        case ArgKind::kIn: b.dir = kDirIn; break;
+        case ArgKind::kOut: b.dir = kDirOut; break;
+        case ArgKind::kOutRet: b.dir = kDirOut; b.ret_bounded = 1; break;
+        case ArgKind::kInOut: b.dir = kDirIn | kDirOut; break;
+        default: break;
+      }
+      call.buffers.push_back(std::move(b));
+    }
+    return 1;
+  }
+
+  // readv/writev/preadv/pwritev become read/write/pread64/pwrite64 of one buffer.
+  int64_t Vectored(const seccomp_notif& req, SyscallRequest& call,
+                   std::vector<std::pair<uint64_t, uint64_t>>* scatter) {
+    const int nr = req.data.nr;
+    uint64_t iovcnt = req.data.args[2];
+    if (iovcnt > 1024) return -EINVAL;
+    std::vector<iovec> iov(iovcnt);
+    if (iovcnt && !ReadRemote(req.data.args[1], iov.data(), iovcnt * sizeof(iovec)).ok()) return -EFAULT;
+    const bool write = nr == SYS_writev || nr == SYS_pwritev;
+    CallBuffer b;
+    b.arg = 1;
+    uint64_t total = 0;
+    for (const auto& v : iov) {
+      uint64_t take = std::min<uint64_t>(v.iov_len, kMaxCallBytes - total);
+      if (take == 0) continue;
+      if (write) {
+        size_t at = b.data.size();
+        b.data.resize(at + take);
+        if (!ReadRemote(reinterpret_cast<uint64_t>(v.iov_base), b.data.data() + at, take).ok()) return -EFAULT;
+      } else {
+        scatter->push_back({reinterpret_cast<uint64_t>(v.iov_base), take});
+      }
+      total += take;
+    }
+    b.size = static_cast<uint32_t>(total);
+    b.dir = write ? kDirIn : kDirOut;
+    b.ret_bounded = write ? 0 : 1;
+    call.nr = nr == SYS_readv ? SYS_read : nr == SYS_writev ? SYS_write : nr == SYS_preadv ? SYS_pread64 : SYS_pwrite64;
+    call.args[2] = total;
+    call.args[3] = req.data.args[3];  // offset for the p-variants
+    call.buffers.push_back(std::move(b));
+    return 1;
+  }
+
+  bool IoctlSpec(SyscallRequest& call) {
+    const uint32_t req = static_cast<uint32_t>(call.args[1]);
+    auto buf = [&](uint8_t dir, uint32_t size) {
+      if (call.args[2] != 0) call.buffers.push_back({2, dir, 0, size, {}});
+      return true;
+    };
+    switch (req) {
+      case kIoctlTcgets: return buf(kDirOut, kKernelTermios);
+      case kIoctlTcsets: case kIoctlTcsetsw: case kIoctlTcsetsf: return buf(kDirIn, kKernelTermios);
+      case kIoctlTiocgwinsz: return buf(kDirOut, 8);
+      case kIoctlTiocswinsz: return buf(kDirIn, 8);
+      case kIoctlFionread: case kIoctlTiocgpgrp: return buf(kDirOut, 4);
+      case kIoctlTiocspgrp: case kIoctlFionbio: return buf(kDirIn, 4);
+      case kIoctlFioclex: case kIoctlFionclex: return true;
+      default: return false;
+    }
+  }
+
+  Result<std::string> Fetch() {
+    if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
+    MFS_RETURN_IF_ERROR(remote_->Interrupt());
+    MFS_ASSIGN_OR_RETURN(frozen_regs_, GetCpuState(remote_->tid()));
+    auto img = Capture(*remote_, stub_, frozen_regs_);
+    if (!img.ok()) {
+      ResumeFrozen().IgnoreError();
+      return img.status();
+    }
+    img->home_pid = home_pid_;
+    outgoing_ = std::move(*img);
+    std::string out = EncodeHeader(*outgoing_);
+    std::string reply;
+    Writer w(&reply);
+    w.Bytes(out);
+    w.U32(static_cast<uint32_t>(PageBatchCount(*outgoing_)));
+    return reply;
+  }
+
+  Status ResumeFrozen() {
+    outgoing_.reset();
+    want_home_sent_ = false;
+    if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
+    if (!remote_->stopped()) return Status::OK();
+    MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), frozen_regs_));
+    for (int sig : remote_->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
+    return remote_->Cont();
+  }
+
+  void OnSigchld(boost::system::error_code ec) {
+    if (ec) return;
+    sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
+    Reap();
+  }
+
+  void Reap() {
+    if (!remote_ || remote_->dead()) return;
+    for (;;) {
+      int status = 0;
+      pid_t p = waitpid(remote_->tid(), &status, __WALL | WNOHANG);
+      if (p <= 0) return;
+      remote_->MarkStopped(status);
+      if (remote_->dead()) {
+        spdlog::info("guest: remote {} ended, status {:#x}", remote_->tid(), status);
+        notify_sd_.reset();
+        if (conn_ && !quitting_) conn_->Send(kExited, EncodeU32(static_cast<uint32_t>(status)));
+        quitting_ = true;
+        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
+        t->async_wait([this, t](auto) { Quit(0); });
+        return;
+      }
+      int sig = WSTOPSIG(status);
+      int event = status >> 16;
+      if (event == 0 && sig != (SIGTRAP | 0x80)) {
+        remote_->Cont(sig).IgnoreError();  // a signal for the remote: deliver it
+      } else if (event == PTRACE_EVENT_STOP && outgoing_) {
+        // Frozen for a fetch: stay stopped.
+      } else if (event == PTRACE_EVENT_STOP) {
+        if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+          ptrace(PTRACE_LISTEN, remote_->tid(), nullptr, nullptr);
+        else
+          remote_->Cont().IgnoreError();
+      } else {
+        remote_->Cont().IgnoreError();
+      }
+    }
+  }
+
+  asio::io_context& io_;
+  SupervisorConfig cfg_;
+  uint32_t home_node_;
+  int home_pid_;
+  tcp::acceptor acceptor_;
+  asio::signal_set sigchld_;
+  asio::steady_timer accept_timer_;
+  KernelFeatures k_;
+  std::string secret_;
+  wire::Connection::Ptr conn_;
+  ProcessImage incoming_;
+  std::optional<ProcessImage> outgoing_;
+  CpuState frozen_regs_;
+  std::unique_ptr<Tracee> remote_;
+  Scratch stub_;
+  UniqueFd notify_fd_;
+  std::unique_ptr<asio::posix::stream_descriptor> notify_sd_;
+  std::unique_ptr<control::ControlServer> control_;
+  bool quitting_ = false;
+  bool want_home_sent_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace
+
+std::string HomeSocketPath(const std::string& run_dir, int pid) {
+  return run_dir + "/sup/" + std::to_string(pid) + ".sock";
+}
+std::string GuestSocketPath(const std::string& run_dir, int pid) {
+  return run_dir + "/sup/guest-" + std::to_string(pid) + ".sock";
+}
+
+int RunGuestSupervisor(const SupervisorConfig& cfg, uint32_t home_node, int home_pid, int ready_fd) {
+  asio::io_context io;
+  Guest g(io, cfg, home_node, home_pid);
+  auto port = g.Listen();
+  if (!port.ok()) {
+    spdlog::error("guest: {}", port.status().ToString());
+    return 1;
+  }
+  if (ready_fd >= 0) {
+    uint16_t p = *port;
+    if (write(ready_fd, &p, 2) != 2) return 1;
+    close(ready_fd);
+  }
+  io.run();
+  return g.exit_code();
+}
+
+}  // namespace mfs::migrate

@@ -1,0 +1,725 @@
+// HomeSupervisor: see supervisor.h.
+//
+// States of the process: kHome (running natively, untraced syscalls),
+// kBusy (a move is in progress), kRemote (running elsewhere; the original
+// is the deputy). States of the deputy while kRemote:
+//   kParked    in an injected rt_sigsuspend(empty mask): every signal sent
+//              to the home pid stops it (ptrace) and is forwarded.
+//   kStopping  PTRACE_INTERRUPT sent, waiting for the stop.
+//   kEnter/kExit  a forwarded call runs in it (PTRACE_SYSCALL steps).
+//   kStopped   stopped, nothing running (a move or the end is being done).
+// Every ptrace call happens on the one io thread.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <set>
+
+#include "mfs/base/coding.h"
+#include "mfs/base/log.h"
+#include "mfs/control/client.h"
+#include "mfs/control/server.h"
+#include "mfs/wire/auth.h"
+#include "mfs/wire/connection.h"
+#include "migrate/checkpoint.h"
+#include "migrate/proc_maps.h"
+#include "migrate/protocol.h"
+#include "migrate/restore.h"
+#include "migrate/supervisor.h"
+#include "migrate/transfer.h"
+
+namespace mfs::migrate {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using Reply = control::ControlServer::Reply;
+
+bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
+
+class Home {
+ public:
+  Home(asio::io_context& io, SupervisorConfig cfg, pid_t pid, uint32_t initial_node)
+      : io_(io), cfg_(std::move(cfg)), pid_(pid), initial_node_(initial_node), sigchld_(io, SIGCHLD), tick_(io), control_(io),
+        k_(ProbeKernel()) {}
+
+  Status Start() {
+    MFS_ASSIGN_OR_RETURN(secret_, wire::LoadSecret(cfg_.secret_file));
+    // With an initial node (mfsrun --node), the move waits for the exec.
+    MFS_ASSIGN_OR_RETURN(tracee_, Tracee::Seize(pid_, initial_node_ ? PTRACE_O_TRACEEXEC : 0));
+    auto comm = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
+    if (comm.ok()) {
+      for (char& c : *comm)
+        if (c == '\0') c = ' ';
+      while (!comm->empty() && comm->back() == ' ') comm->pop_back();
+      command_ = *comm;
+    }
+    control_.RegisterSync("info", [this](const json&, const control::Caller&) -> Result<json> { return Info(); });
+    control_.Register("move", [this](const json& req, const control::Caller&, Reply reply) {
+      // "node": a node id, or "home".
+      uint32_t node = cfg_.node_id;
+      if (req.contains("node") && req["node"].is_number_unsigned()) node = req["node"].get<uint32_t>();
+      else if (!(req.contains("node") && req["node"] == "home"))
+        return reply(Status::InvalidArgument("move: \"node\" must be a node id or \"home\""));
+      Move(node, std::move(reply));
+    });
+    MFS_RETURN_IF_ERROR(control_.Start(HomeSocketPath(cfg_.run_dir, pid_)));
+    sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
+    Tick();
+    return Status::OK();
+  }
+
+  int exit_code() const { return exit_code_; }
+
+ private:
+  enum class State { kHome, kBusy, kRemote };
+  enum class Dep { kParked, kStopping, kEnter, kExit, kStopped };
+
+  json Info() {
+    if (state_ == State::kHome) {
+      auto cmd = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
+      if (cmd.ok() && !cmd->empty()) {
+        for (char& c : *cmd)
+          if (c == '\0') c = ' ';
+        while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
+        command_ = *cmd;
+      }
+    }
+    json j{{"pid", pid_},
+           {"command", command_},
+           {"home", cfg_.node_id},
+           {"where", where_},
+           {"moves", moves_},
+           {"state", state_ == State::kHome ? "home" : state_ == State::kRemote ? "remote" : "moving"},
+           {"forwarded_calls", forwarded_}};
+    if (last_downtime_ms_ >= 0) j["last_downtime_ms"] = last_downtime_ms_;
+    if (!last_error_.empty()) j["last_error"] = last_error_;
+    std::string why = state_ == State::kHome ? WhyNotMigratable(pid_) : "";
+    j["why_not"] = why;
+    return j;
+  }
+
+  void Quit(int code) {
+    exit_code_ = code;
+    control_.Stop();
+    if (conn_) conn_->Close(Status::OK());
+    tick_.cancel();
+    asio::post(io_, [this] { io_.stop(); });
+  }
+
+  void Tick() {
+    tick_.expires_after(std::chrono::milliseconds(100));
+    tick_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      Reap();
+      Tick();
+    });
+  }
+
+  void OnSigchld(boost::system::error_code ec) {
+    if (ec) return;
+    sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
+    Reap();
+  }
+
+  // ---- Events of the traced process.
+
+  void Reap() {
+    if (reaping_) return;  // a synchronous ptrace step is in progress
+    while (tracee_ && !tracee_->dead()) {
+      int status = 0;
+      pid_t p = waitpid(pid_, &status, __WALL | WNOHANG);
+      if (p <= 0) return;
+      tracee_->MarkStopped(status);
+      if (tracee_->dead()) return OnDeath(status);
+      if (state_ == State::kRemote || deputy_active_) OnDeputyStop(status);
+      else OnHomeStop(status);
+    }
+  }
+
+  void OnDeath(int status) {
+    spdlog::info("home: process {} ended (status {:#x})", pid_, status);
+    if (conn_ && state_ != State::kHome) {
+      // Killing the deputy kills the remote.
+      auto c = conn_;
+      c->Call(kKill, "", [this](Result<wire::Frame>) { Quit(0); }, std::chrono::milliseconds(2000));
+      return;
+    }
+    Quit(0);
+  }
+
+  void OnHomeStop(int status) {
+    int sig = WSTOPSIG(status);
+    int event = status >> 16;
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      tracee_->Cont(sig).IgnoreError();  // pass the signal on
+    } else if (event == PTRACE_EVENT_EXEC) {
+      tracee_->Cont().IgnoreError();
+      if (uint32_t node = std::exchange(initial_node_, 0)) {
+        auto cmd = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
+        if (cmd.ok()) {
+          for (char& c : *cmd)
+            if (c == '\0') c = ' ';
+          while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
+          command_ = *cmd;
+        }
+        asio::post(io_, [this, node] {
+          Move(node, [node](Result<json> r) {
+            if (!r.ok()) spdlog::warn("home: initial move to node {} failed: {}", node, r.status().ToString());
+          });
+        });
+      }
+    } else if (event == PTRACE_EVENT_STOP &&
+               (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)) {
+      ptrace(PTRACE_LISTEN, pid_, nullptr, nullptr);  // job control stop: stay stopped
+      tracee_->MarkRunning();
+    } else if (state_ == State::kHome) {
+      tracee_->Cont().IgnoreError();
+    }
+    // kBusy: the mover drives the tracee itself.
+  }
+
+  void OnDeputyStop(int status) {
+    int sig = WSTOPSIG(status);
+    int event = status >> 16;
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      if (dying_sig_ == sig) {
+        tracee_->Cont(sig).IgnoreError();
+        return;
+      }
+      // A signal for the home pid: it belongs to the remote.
+      if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      switch (dep_) {
+        case Dep::kParked: return Park();
+        case Dep::kStopping: tracee_->Cont().IgnoreError(); return;
+        case Dep::kEnter:
+        case Dep::kExit: ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr); tracee_->MarkRunning(); return;
+        case Dep::kStopped: return;
+      }
+      return;
+    }
+    if (sig == (SIGTRAP | 0x80)) {
+      if (dep_ == Dep::kEnter) {
+        dep_ = Dep::kExit;
+        ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr);
+        tracee_->MarkRunning();
+      } else if (dep_ == Dep::kExit) {
+        FinishCall();
+      }
+      return;
+    }
+    if (event == PTRACE_EVENT_STOP && dep_ == Dep::kStopping) {
+      dep_ = Dep::kStopped;
+      return Next();
+    }
+    if (dep_ == Dep::kParked) Park();  // a stray stop: park again
+  }
+
+  // ---- The deputy.
+
+  void Park() {
+    dep_ = Dep::kParked;
+    deputy_active_ = true;
+    CpuState s;
+    s.gp = parked_base_;
+    s.SetUpSyscall(scratch_.gadget(), SYS_rt_sigsuspend, {scratch_.buffer(), 8, 0, 0, 0, 0});
+    if (!SetGpRegs(pid_, s.gp).ok()) return;
+    tracee_->Cont().IgnoreError();
+  }
+
+  // The deputy is stopped: run what waits, else park.
+  void Next() {
+    if (!when_stopped_.empty()) {
+      auto fn = std::move(when_stopped_.front());
+      when_stopped_.pop_front();
+      return fn();
+    }
+    if (!calls_.empty() && !freezing_remote_) return StartCall();
+    if (state_ == State::kRemote) Park();
+  }
+
+  void RunWhenStopped(std::function<void()> fn) {
+    when_stopped_.push_back(std::move(fn));
+    if (dep_ == Dep::kStopped) return Next();
+    if (dep_ == Dep::kParked) {
+      dep_ = Dep::kStopping;
+      ptrace(PTRACE_INTERRUPT, pid_, nullptr, nullptr);
+    } else if (dep_ == Dep::kEnter || dep_ == Dep::kExit) {
+      interrupted_for_move_ = true;
+      ptrace(PTRACE_INTERRUPT, pid_, nullptr, nullptr);  // a blocked call returns -ERESTART*
+    }
+  }
+
+  void OnSyscallFrame(const wire::Connection::Ptr& c, wire::Frame f) {
+    calls_.push_back({c, std::move(f)});
+    // During a move the remote is (being) frozen inside this call; it is
+    // re-issued from wherever the process goes, so it must not run now.
+    if (freezing_remote_) return;
+    if (dep_ == Dep::kParked) {
+      dep_ = Dep::kStopping;
+      ptrace(PTRACE_INTERRUPT, pid_, nullptr, nullptr);
+    } else if (dep_ == Dep::kStopped) {
+      Next();
+    }
+  }
+
+  void StartCall() {
+    auto [c, f] = std::move(calls_.front());
+    calls_.pop_front();
+    auto req = DecodeSyscallRequest(f.payload);
+    if (!req.ok()) {
+      c->ReplyError(f, req.status());
+      return Next();
+    }
+    uint64_t off = 64;  // the first bytes hold rt_sigsuspend's empty mask
+    for (auto& b : req->buffers) {
+      uint64_t addr = scratch_.buffer() + off;
+      off += (b.size + 15) & ~15ull;
+      if (off > scratch_.buffer_size()) {
+        c->ReplyError(f, Status::Error(E2BIG, "forwarded call: buffers too large"));
+        return Next();
+      }
+      if ((b.dir & kDirIn) && !b.data.empty()) {
+        if (!tracee_->WriteMem(addr, b.data.data(), b.data.size()).ok()) {
+          c->ReplyError(f, Status::Error(EFAULT, "deputy scratch"));
+          return Next();
+        }
+      }
+      req->args[b.arg] = addr;
+    }
+    CpuState s;
+    s.gp = parked_base_;
+    s.SetUpSyscall(scratch_.gadget(), req->nr, {req->args[0], req->args[1], req->args[2], req->args[3], req->args[4], req->args[5]});
+    if (!SetGpRegs(pid_, s.gp).ok()) {
+      c->ReplyError(f, Status::Error(ESRCH, "deputy"));
+      return;
+    }
+    current_ = Current{c, std::move(f), std::move(*req)};
+    dep_ = Dep::kEnter;
+    ++forwarded_;
+    ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr);
+    tracee_->MarkRunning();
+  }
+
+  void FinishCall() {
+    dep_ = Dep::kStopped;
+    auto regs = GetGpRegs(pid_);
+    int64_t ret = regs.ok() ? static_cast<int64_t>(regs->rax) : -ESRCH;
+    Current cur = std::move(*current_);
+    current_.reset();
+    if (IsRestart(ret) && interrupted_for_move_) {
+      // Not executed: the remote will re-issue it from wherever it goes.
+      interrupted_for_move_ = false;
+      return Next();
+    }
+    interrupted_for_move_ = false;
+    if (IsRestart(ret)) ret = -EINTR;
+    SyscallReply rep;
+    rep.ret = ret;
+    for (const auto& b : cur.req.buffers) {
+      if (!(b.dir & kDirOut)) continue;
+      size_t n = ret < 0 ? 0 : b.ret_bounded ? std::min<uint64_t>(static_cast<uint64_t>(ret), b.size) : b.size;
+      CallBuffer out;
+      out.arg = b.arg;
+      out.data.resize(n);
+      if (n && !tracee_->ReadMem(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
+      rep.buffers.push_back(std::move(out));
+    }
+    cur.conn->Reply(cur.frame, EncodeSyscallReply(rep));
+    Next();
+  }
+
+  // ---- Moves.
+
+  void Move(uint32_t node, Reply reply) {
+    if (state_ == State::kBusy) return reply(Status::Error(EBUSY, "a migration of this process is in progress"));
+    if (node == where_) return reply(Status::Error(EALREADY, "process already runs on node " + std::to_string(node)));
+    if (state_ == State::kHome) {
+      std::string why = WhyNotMigratable(pid_);
+      if (!why.empty()) return reply(Status::Error(EBUSY, "cannot migrate: " + why));
+      return Away(node, std::move(reply));
+    }
+    state_ = State::kBusy;
+    freezing_remote_ = true;
+    RunWhenStopped([this, node, reply = std::move(reply)]() mutable {
+      if (node == cfg_.node_id) ComeHome(std::move(reply));
+      else Hop(node, std::move(reply));
+    });
+  }
+
+  // Asks the local mfsd to have `node` spawn a guest supervisor.
+  Result<tcp::endpoint> SpawnGuest(uint32_t node) {
+    json req{{"op", "migrate.spawn_guest"}, {"node", node}, {"home_pid", pid_}, {"comm", command_}};
+    MFS_ASSIGN_OR_RETURN(json r, control::Call(cfg_.mfsd_socket, req, 15000));
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(r.value("address", ""), ec);
+    if (ec) return Status::Corruption("spawn_guest: bad address");
+    return tcp::endpoint(addr, r.value("port", 0));
+  }
+
+  void ConnectGuest(uint32_t node, std::function<void(Result<wire::Connection::Ptr>)> done) {
+    auto ep = SpawnGuest(node);
+    if (!ep.ok()) return done(ep.status().Annotate("node " + std::to_string(node)));
+    boost::system::error_code ec;
+    tcp::endpoint local(asio::ip::make_address(cfg_.address, ec), 0);
+    wire::AuthConfig auth{secret_, cfg_.node_id, wire::PeerRole::kNode, std::chrono::milliseconds(5000)};
+    wire::Connection::Connect(
+        io_, local, *ep, auth,
+        [this](const wire::Connection::Ptr& c, wire::Frame f) { OnGuestFrame(c, std::move(f)); },
+        [this](const wire::Connection::Ptr& c, const Status& why) { OnGuestClosed(c, why); }, std::move(done));
+  }
+
+  // Home -> node.
+  void Away(uint32_t node, Reply reply) {
+    state_ = State::kBusy;
+    ConnectGuest(node, [this, node, reply](Result<wire::Connection::Ptr> c) {
+      if (!c.ok()) return FailAway(c.status(), reply, nullptr);
+      auto conn = *c;
+      auto t0 = Clock::now();
+      auto img = FreezeAndCapture();
+      if (!img.ok()) return FailAway(img.status(), reply, conn);
+      auto shared = std::make_shared<const ProcessImage>(std::move(*img));
+      SendImage(conn, shared, [this, node, reply, conn, t0](Status s) {
+        if (!s.ok()) return FailAway(s, reply, conn);
+        conn->Call(kStart, "", [this, node, reply, conn, t0](Result<wire::Frame> r) {
+          if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
+          last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          conn_ = conn;
+          where_ = node;
+          ++moves_;
+          state_ = State::kRemote;
+          tracee_->TakeStashedSignals();  // none: Capture refused pending signals
+          Next();
+          spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
+          reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+        }, std::chrono::seconds(60));
+      });
+    });
+  }
+
+  Result<ProcessImage> FreezeAndCapture() {
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      reaping_ = true;
+      Status s = tracee_->Interrupt();
+      if (!s.ok()) {
+        reaping_ = false;
+        return s;
+      }
+      auto regs = GetCpuState(pid_);
+      if (!regs.ok()) {
+        reaping_ = false;
+        return regs.status();
+      }
+      saved_ = *regs;
+      if (scratch_.addr == 0) {
+        auto sc = MapScratch(*tracee_, k_, 0, 8u << 20);
+        if (!sc.ok()) {
+          reaping_ = false;
+          Unfreeze();
+          return sc.status();
+        }
+        scratch_ = *sc;
+      }
+      auto img = Capture(*tracee_, scratch_, saved_);
+      reaping_ = false;
+      if (img.ok()) {
+        parked_base_ = saved_.gp;
+        deputy_active_ = true;
+        dep_ = Dep::kStopped;
+        return img;
+      }
+      Unfreeze();
+      if (img.status().code() != EAGAIN) return img.status();
+      usleep(2000);  // let pending signals be delivered
+    }
+    return Status::Error(EAGAIN, "signals kept arriving; could not freeze");
+  }
+
+  // Back to running natively at home after a failed move away.
+  void Unfreeze() {
+    deputy_active_ = false;
+    if (scratch_.addr) {
+      auto maps = ReadMaps(pid_);
+      if (maps.ok())
+        for (const auto& e : *maps)
+          if (e.path == "[vdso]") tracee_->set_gadget(e.start + static_cast<uint64_t>(k_.vdso_syscall_offset));
+      tracee_->Syscall(SYS_munmap, scratch_.addr, scratch_.size).status().IgnoreError();
+      scratch_ = Scratch{};
+    }
+    SetCpuState(pid_, saved_).IgnoreError();
+    auto sigs = tracee_->TakeStashedSignals();
+    tracee_->Cont(sigs.empty() ? 0 : sigs[0]).IgnoreError();
+    for (size_t i = 1; i < sigs.size(); ++i) syscall(SYS_tgkill, pid_, pid_, sigs[i]);
+  }
+
+  void FailAway(const Status& why, const Reply& reply, wire::Connection::Ptr conn) {
+    spdlog::warn("home: move of {} failed, resuming at home: {}", pid_, why.ToString());
+    last_error_ = why.ToString();
+    if (conn) {
+      failed_conns_.insert(conn.get());
+      conn->Close(why);
+    }
+    if (tracee_->stopped()) Unfreeze();
+    state_ = State::kHome;
+    where_ = cfg_.node_id;
+    reply(why);
+  }
+
+  // Fetches the image of the remote behind `conn` (frozen there).
+  void FetchImage(const wire::Connection::Ptr& conn, std::function<void(Result<std::shared_ptr<ProcessImage>>)> done) {
+    conn->Call(kFetch, "", [this, conn, done](Result<wire::Frame> r) {
+      if (!r.ok()) return done(r.status().Annotate("fetching the image"));
+      Reader rd(r->payload);
+      std::string_view header = rd.Bytes();
+      uint32_t batches = rd.U32();
+      auto img = std::make_shared<ProcessImage>();
+      if (!rd.done()) return done(Status::Corruption("fetch reply"));
+      Status s = DecodeHeader(header, img.get());
+      if (!s.ok()) return done(s);
+      auto next = std::make_shared<std::function<void(uint32_t)>>();
+      *next = [conn, img, batches, next, done](uint32_t i) {
+        if (i == batches) {
+          done(img);
+          *next = nullptr;
+          return;
+        }
+        conn->Call(kFetchPages, EncodeU32(i), [img, i, next, done](Result<wire::Frame> r) {
+          Status s = r.ok() ? DecodePageRuns(r->payload, &img->pages) : r.status();
+          if (!s.ok()) {
+            done(s);
+            *next = nullptr;
+            return;
+          }
+          (*next)(i + 1);
+        });
+      };
+      (*next)(0);
+    }, std::chrono::seconds(30));
+  }
+
+  void StayRemote(const Status& why, const Reply& reply) {
+    spdlog::warn("home: move of {} failed, it stays on node {}: {}", pid_, where_, why.ToString());
+    last_error_ = why.ToString();
+    state_ = State::kRemote;
+    freezing_remote_ = false;
+    if (conn_) conn_->Call(kResume, "", [](Result<wire::Frame>) {});
+    dep_ = Dep::kStopped;
+    Next();
+    reply(why);
+  }
+
+  // Remote -> home: the image goes into the deputy itself.
+  void ComeHome(Reply reply) {
+    auto t0 = Clock::now();
+    FetchImage(conn_, [this, reply, t0](Result<std::shared_ptr<ProcessImage>> img) {
+      if (!img.ok()) return StayRemote(img.status(), reply);
+      RestoreOptions opts;
+      reaping_ = true;
+      auto r = Restore(*tracee_, **img, k_, opts);
+      reaping_ = false;
+      if (!r.ok()) {
+        // The deputy's old memory is gone; it only needs a scratch to serve.
+        auto sc = MapScratch(*tracee_, k_, 0, 8u << 20);
+        if (sc.ok()) scratch_ = *sc;
+        return StayRemote(r.status().Annotate("restoring at home"), reply);
+      }
+      for (const auto& w : r->warnings) spdlog::warn("home: restore: {}", w);
+      scratch_ = Scratch{};
+      calls_.clear();  // re-executed natively at home
+      freezing_remote_ = false;
+      auto old = conn_;
+      conn_.reset();
+      failed_conns_.insert(old.get());
+      old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
+      tracee_->TakeStashedSignals();  // already forwarded to the remote
+      deputy_active_ = false;
+      state_ = State::kHome;
+      where_ = cfg_.node_id;
+      ++moves_;
+      last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      tracee_->Cont().IgnoreError();
+      spdlog::info("home: {} is home again (downtime {:.1f} ms)", pid_, last_downtime_ms_);
+      reply(json{{"pid", pid_}, {"where", cfg_.node_id}, {"downtime_ms", last_downtime_ms_}});
+    });
+  }
+
+  // Node A -> node B, through the home.
+  void Hop(uint32_t node, Reply reply) {
+    auto t0 = Clock::now();
+    ConnectGuest(node, [this, node, reply, t0](Result<wire::Connection::Ptr> c) {
+      if (!c.ok()) return StayRemote(c.status(), reply);
+      auto fresh = *c;
+      FetchImage(conn_, [this, node, reply, t0, fresh](Result<std::shared_ptr<ProcessImage>> img) {
+        if (!img.ok()) {
+          fresh->Close(img.status());
+          return StayRemote(img.status(), reply);
+        }
+        SendImage(fresh, *img, [this, node, reply, t0, fresh](Status s) {
+          auto fail = [this, reply, fresh](const Status& why) {
+            failed_conns_.insert(fresh.get());
+            fresh->Close(why);
+            StayRemote(why, reply);
+          };
+          if (!s.ok()) return fail(s);
+          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail](Result<wire::Frame> r) {
+            if (!r.ok()) return fail(r.status().Annotate("restore on node " + std::to_string(node)));
+            auto old = conn_;
+            failed_conns_.insert(old.get());
+            old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
+            calls_.clear();  // the new remote re-issues them
+            freezing_remote_ = false;
+            conn_ = fresh;
+            where_ = node;
+            ++moves_;
+            last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+            state_ = State::kRemote;
+            dep_ = Dep::kStopped;
+            Next();
+            reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+          }, std::chrono::seconds(60));
+        });
+      });
+    });
+  }
+
+  // ---- From the guest.
+
+  void OnGuestFrame(const wire::Connection::Ptr& c, wire::Frame f) {
+    if (c != conn_) {
+      if (f.type() == kSyscall) c->ReplyError(f, Status::Error(ESTALE, "not the current remote"));
+      return;
+    }
+    switch (f.type()) {
+      case kSyscall: return OnSyscallFrame(c, std::move(f));
+      case kExited: {
+        auto st = DecodeU32(f.payload);
+        if (!st.ok()) return;
+        int status = static_cast<int>(*st);
+        spdlog::info("home: remote of {} ended (status {:#x})", pid_, status);
+        RunWhenStopped([this, status] { EndDeputy(status); });
+        return;
+      }
+      case kWantHome: {
+        if (state_ != State::kRemote) return;
+        spdlog::info("home: remote of {} needs its home ({})", pid_, f.payload);
+        Move(cfg_.node_id, [](Result<json> r) {
+          if (!r.ok()) spdlog::error("home: bringing the process home failed: {}", r.status().ToString());
+        });
+        return;
+      }
+      default:
+        if (!f.is_response()) c->ReplyError(f, Status::Error(ENOSYS, "unexpected frame"));
+    }
+  }
+
+  void OnGuestClosed(const wire::Connection::Ptr& c, const Status& why) {
+    if (failed_conns_.count(c.get()) || c != conn_ || exiting_) return;
+    spdlog::error("home: lost the remote of {} on node {}: {}", pid_, where_, why.ToString());
+    last_error_ = "remote lost with node " + std::to_string(where_) + ": " + why.ToString();
+    conn_.reset();
+    RunWhenStopped([this] { EndDeputy(kLostRemoteExitStatus << 8); });
+  }
+
+  // The remote ended with wait status `status`: the deputy ends the same way.
+  void EndDeputy(int status) {
+    exiting_ = true;
+    reaping_ = true;
+    CpuState s;
+    s.gp = parked_base_;
+    if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL) {
+      int sig = WTERMSIG(status);
+      KernelSigaction dfl{};
+      tracee_->WriteMem(scratch_.buffer() + 16, &dfl, sizeof dfl).IgnoreError();
+      tracee_->set_gadget(scratch_.gadget());
+      tracee_->Syscall(SYS_rt_sigaction, sig, scratch_.buffer() + 16, 0, 8).status().IgnoreError();
+      uint64_t none = 0;
+      ptrace(PTRACE_SETSIGMASK, pid_, sizeof none, &none);
+      dying_sig_ = sig;
+      reaping_ = false;
+      Park();
+      syscall(SYS_tgkill, pid_, pid_, sig);
+      return;
+    }
+    reaping_ = false;
+    if (WIFSIGNALED(status)) {
+      kill(pid_, SIGKILL);
+      return;
+    }
+    s.SetUpSyscall(scratch_.gadget(), SYS_exit_group, {static_cast<uint64_t>(WEXITSTATUS(status)), 0, 0, 0, 0, 0});
+    SetGpRegs(pid_, s.gp).IgnoreError();
+    tracee_->Cont().IgnoreError();
+  }
+
+  struct Current {
+    wire::Connection::Ptr conn;
+    wire::Frame frame;
+    SyscallRequest req;
+  };
+
+  asio::io_context& io_;
+  SupervisorConfig cfg_;
+  pid_t pid_;
+  uint32_t initial_node_;
+  asio::signal_set sigchld_;
+  asio::steady_timer tick_;
+  control::ControlServer control_;
+  KernelFeatures k_;
+  std::string secret_;
+  std::unique_ptr<Tracee> tracee_;
+  std::string command_;
+  State state_ = State::kHome;
+  Dep dep_ = Dep::kStopped;
+  bool deputy_active_ = false;
+  bool reaping_ = false;
+  bool interrupted_for_move_ = false;
+  bool freezing_remote_ = false;  // a move away from a remote is under way
+  bool exiting_ = false;
+  int dying_sig_ = 0;
+  uint32_t where_ = 0;
+  int moves_ = 0;
+  uint64_t forwarded_ = 0;
+  double last_downtime_ms_ = -1;
+  std::string last_error_;
+  CpuState saved_;
+  user_regs_struct parked_base_{};
+  Scratch scratch_;
+  wire::Connection::Ptr conn_;
+  std::set<const void*> failed_conns_;
+  std::deque<std::pair<wire::Connection::Ptr, wire::Frame>> calls_;
+  std::optional<Current> current_;
+  std::deque<std::function<void()>> when_stopped_;
+  int exit_code_ = 0;
+
+ public:
+  void set_where(uint32_t w) { where_ = w; }
+};
+
+}  // namespace
+
+int RunHomeSupervisor(const SupervisorConfig& cfg, int pid, uint32_t initial_node, int ready_fd) {
+  asio::io_context io;
+  Home h(io, cfg, pid, initial_node);
+  h.set_where(cfg.node_id);
+  Status s = h.Start();
+  if (!s.ok()) {
+    spdlog::error("home supervisor for {}: {}", pid, s.ToString());
+    return 1;
+  }
+  if (ready_fd >= 0) {
+    char c = 1;
+    if (write(ready_fd, &c, 1) != 1) return 1;
+    close(ready_fd);
+  }
+  io.run();
+  return h.exit_code();
+}
+
+}  // namespace mfs::migrate

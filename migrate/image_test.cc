@@ -1,0 +1,84 @@
+#include "migrate/image.h"
+
+#include <gtest/gtest.h>
+
+namespace mfs::migrate {
+namespace {
+
+ProcessImage Sample() {
+  ProcessImage img;
+  img.home_pid = 4242;
+  img.comm = "counter";
+  img.exe = "/bin/counter";
+  ThreadImage t;
+  t.tid = 4242;
+  t.cpu.gp.rip = 0x401000;
+  t.cpu.xstate = std::string(832, 'x');
+  t.sigmask = 0x1234;
+  t.rseq_ptr = 0x7f0000001000;
+  t.rseq_len = 32;
+  t.rseq_sig = 0x53053053;
+  img.threads.push_back(t);
+  img.actions[1].handler = 0x401234;
+  img.itimers[0].it_value.tv_sec = 3;
+  img.rlimits.resize(16, rlimit{1, 2});
+  img.mm.brk = 0x600000;
+  img.auxv = std::string(64, 'a');
+  img.groups = {1, 2, 3};
+  img.vmas.push_back({0x400000, 0x401000, 5, kVmaFile, 0, "/bin/counter"});
+  img.specials.push_back({"[vdso]", 0x7fff0000, 0x7fff2000});
+  return img;
+}
+
+TEST(Image, HeaderRoundTrip) {
+  ProcessImage a = Sample();
+  std::string bytes = EncodeHeader(a);
+  ProcessImage b;
+  ASSERT_TRUE(DecodeHeader(bytes, &b).ok());
+  EXPECT_EQ(b.home_pid, 4242);
+  EXPECT_EQ(b.comm, "counter");
+  ASSERT_EQ(b.threads.size(), 1u);
+  EXPECT_EQ(b.threads[0].cpu.gp.rip, 0x401000u);
+  EXPECT_EQ(b.threads[0].cpu.xstate, a.threads[0].cpu.xstate);
+  EXPECT_EQ(b.threads[0].rseq_sig, 0x53053053u);
+  EXPECT_EQ(b.actions[1].handler, 0x401234u);
+  EXPECT_EQ(b.itimers[0].it_value.tv_sec, 3);
+  EXPECT_EQ(b.groups, a.groups);
+  ASSERT_EQ(b.vmas.size(), 1u);
+  EXPECT_EQ(b.vmas[0].path, "/bin/counter");
+  EXPECT_EQ(b.specials[0].name, "[vdso]");
+}
+
+TEST(Image, RejectsEveryTruncationAndBadMagic) {
+  std::string bytes = EncodeHeader(Sample());
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    ProcessImage b;
+    EXPECT_FALSE(DecodeHeader(bytes.substr(0, n), &b).ok()) << n;
+  }
+  bytes[0] ^= 1;
+  ProcessImage b;
+  EXPECT_EQ(DecodeHeader(bytes, &b).code(), EBADMSG);
+}
+
+TEST(Image, PageRunsCheckHashes) {
+  PageRun run;
+  run.addr = 0x10000;
+  run.data.assign(2 * kPageSize, 'p');
+  run.data[kPageSize] = 'q';
+  run.hashes = {HashPage(run.data.data()), HashPage(run.data.data() + kPageSize)};
+  std::string bytes;
+  EncodePageRun(run, &bytes);
+  EncodePageRun(run, &bytes);
+  std::vector<PageRun> out;
+  ASSERT_TRUE(DecodePageRuns(bytes, &out).ok());
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1].data, run.data);
+  bytes[bytes.size() - 1] ^= 1;  // corrupt the last page
+  out.clear();
+  EXPECT_EQ(DecodePageRuns(bytes, &out).code(), EBADMSG);
+  out.clear();
+  EXPECT_FALSE(DecodePageRuns(bytes.substr(0, 20), &out).ok());
+}
+
+}  // namespace
+}  // namespace mfs::migrate

@@ -1,0 +1,93 @@
+#include "migrate/protocol.h"
+
+#include "mfs/base/coding.h"
+
+namespace mfs::migrate {
+
+std::string EncodeSyscallRequest(const SyscallRequest& r) {
+  std::string out;
+  Writer w(&out);
+  w.U32(static_cast<uint32_t>(r.nr));
+  for (uint64_t a : r.args) w.U64(a);
+  w.U32(static_cast<uint32_t>(r.buffers.size()));
+  for (const auto& b : r.buffers) {
+    w.U8(b.arg);
+    w.U8(b.dir);
+    w.U8(b.ret_bounded);
+    w.U32(b.size);
+    if (b.dir & kDirIn) w.Bytes(b.data);
+  }
+  return out;
+}
+
+Result<SyscallRequest> DecodeSyscallRequest(std::string_view payload) {
+  Reader rd(payload);
+  SyscallRequest r;
+  r.nr = static_cast<int32_t>(rd.U32());
+  for (auto& a : r.args) a = rd.U64();
+  uint32_t n = rd.U32();
+  if (!rd.ok() || n > 6) return Status::Corruption("syscall request: bad buffer count");
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    CallBuffer b;
+    b.arg = rd.U8();
+    b.dir = rd.U8();
+    b.ret_bounded = rd.U8();
+    b.size = rd.U32();
+    if (!rd.ok() || b.arg > 5 || b.dir == 0 || b.dir > 3)
+      return Status::Corruption("syscall request: bad buffer");
+    if (b.dir & kDirIn) {
+      b.data = std::string(rd.Bytes());
+      if (!rd.ok() || b.data.size() != b.size) return Status::Corruption("syscall request: buffer size");
+    }
+    total += b.size;
+    r.buffers.push_back(std::move(b));
+  }
+  if (total > kMaxCallBytes + 65536) return Status::Corruption("syscall request: buffers too large");
+  if (!rd.done()) return Status::Corruption("syscall request: trailing bytes");
+  return r;
+}
+
+std::string EncodeSyscallReply(const SyscallReply& r) {
+  std::string out;
+  Writer w(&out);
+  w.I64(r.ret);
+  w.U32(static_cast<uint32_t>(r.buffers.size()));
+  for (const auto& b : r.buffers) {
+    w.U8(b.arg);
+    w.Bytes(b.data);
+  }
+  return out;
+}
+
+Result<SyscallReply> DecodeSyscallReply(std::string_view payload) {
+  Reader rd(payload);
+  SyscallReply r;
+  r.ret = rd.I64();
+  uint32_t n = rd.U32();
+  if (!rd.ok() || n > 6) return Status::Corruption("syscall reply: bad buffer count");
+  for (uint32_t i = 0; i < n; ++i) {
+    CallBuffer b;
+    b.arg = rd.U8();
+    b.data = std::string(rd.Bytes());
+    if (!rd.ok() || b.arg > 5) return Status::Corruption("syscall reply: bad buffer");
+    r.buffers.push_back(std::move(b));
+  }
+  if (!rd.done()) return Status::Corruption("syscall reply: trailing bytes");
+  return r;
+}
+
+std::string EncodeU32(uint32_t v) {
+  std::string out;
+  Writer(&out).U32(v);
+  return out;
+}
+
+Result<uint32_t> DecodeU32(std::string_view payload) {
+  Reader rd(payload);
+  uint32_t v = rd.U32();
+  if (!rd.done()) return Status::Corruption("expected a u32");
+  return v;
+}
+
+}  // namespace mfs::migrate

@@ -1,0 +1,80 @@
+// The migration protocol: frames 192..205 of mfs/wire (see docs/wire.md and
+// man/mfs-migration.7). Encoders and decoders do no I/O; decoders reject
+// malformed payloads with EBADMSG.
+//
+//   kSpawnGuest   home mfsd -> destination mfsd (Call)
+//                 req  u32 home_node, u32 home_pid, bytes comm
+//                 resp bytes address ("127.0.0.2"), u16 port of the new guest supervisor
+//   kImage        home supervisor -> guest (Call): image header (image.h)
+//   kPages        home -> guest (Call): page runs (image.h); resp empty
+//   kStart        home -> guest (Call): restore and run; resp u32 remote pid
+//   kSyscall      guest -> home (Call): a forwarded system call (SyscallRequest)
+//                 resp SyscallReply
+//   kSignal       home -> guest (Send): u32 signo, to deliver to the remote
+//   kExited       guest -> home (Send): u32 wait status of the remote
+//   kFetch        home -> guest (Call): freeze the remote and capture it;
+//                 resp image header, u32 number of page batches
+//   kFetchPages   home -> guest (Call): u32 batch index; resp page runs
+//   kResume       home -> guest (Call): resume the frozen remote (move failed)
+//   kKill         home -> guest (Call): kill the remote (moved away / deputy died)
+//   kWantHome     guest -> home (Send): bytes reason; the remote made a `home`
+//                 call and waits, frozen in it, to be brought home
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mfs/base/status.h"
+
+namespace mfs::migrate {
+
+enum MigrateFrame : uint16_t {
+  kSpawnGuest = 192,
+  kImage = 193,
+  kPages = 194,
+  kStart = 195,
+  kSyscall = 196,
+  kSignal = 197,
+  kExited = 198,
+  kFetch = 199,
+  kFetchPages = 200,
+  kResume = 201,
+  kKill = 202,
+  kWantHome = 203,
+};
+
+// One buffer argument of a forwarded call.
+struct CallBuffer {
+  uint8_t arg = 0;          // which argument points at it (0..5)
+  uint8_t dir = 0;          // kDirIn | kDirOut
+  uint8_t ret_bounded = 0;  // out: only `return value` bytes are meaningful
+  uint32_t size = 0;
+  std::string data;         // in: the bytes; out (reply): what the kernel wrote
+};
+inline constexpr uint8_t kDirIn = 1, kDirOut = 2;
+// The largest buffer total a forwarded call may carry; read/write ask for
+// less (a short read or write, which POSIX allows).
+inline constexpr uint32_t kMaxCallBytes = 4u << 20;
+
+struct SyscallRequest {
+  int32_t nr = 0;
+  uint64_t args[6] = {};
+  std::vector<CallBuffer> buffers;
+};
+
+struct SyscallReply {
+  int64_t ret = 0;
+  std::vector<CallBuffer> buffers;  // out buffers only, in request order
+};
+
+std::string EncodeSyscallRequest(const SyscallRequest& r);
+Result<SyscallRequest> DecodeSyscallRequest(std::string_view payload);
+std::string EncodeSyscallReply(const SyscallReply& r);
+Result<SyscallReply> DecodeSyscallReply(std::string_view payload);
+
+std::string EncodeU32(uint32_t v);
+Result<uint32_t> DecodeU32(std::string_view payload);
+
+}  // namespace mfs::migrate

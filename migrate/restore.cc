@@ -1,0 +1,345 @@
+#include "migrate/restore.h"
+
+#include <fcntl.h>
+#include <linux/prctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "migrate/proc_maps.h"
+
+namespace mfs::migrate {
+namespace {
+
+constexpr unsigned kRseqUnregister = 1;
+
+struct Range {
+  uint64_t start, end;
+};
+
+// Highest address range of `size` bytes (16 MiB aligned) overlapping nothing
+// in `used`, below the usual mmap base.
+Result<uint64_t> FindGap(std::vector<Range> used, uint64_t size) {
+  std::sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+  const uint64_t step = 16ull << 20;
+  for (uint64_t a = 0x7e0000000000ull; a > 0x10000000ull; a -= step) {
+    bool clash = false;
+    for (const auto& r : used)
+      if (a < r.end && a + size > r.start) {
+        clash = true;
+        break;
+      }
+    if (!clash) return a;
+  }
+  return Status::Error(ENOMEM, "no free address range for the restore stub");
+}
+
+// Writes `len` bytes to the stub's buffer at `off`; returns their address.
+Result<uint64_t> Put(Tracee& t, const Scratch& s, uint64_t off, const void* data, size_t len) {
+  if (off + len > s.buffer_size()) return Status::Error(E2BIG, "stub buffer too small");
+  MFS_RETURN_IF_ERROR(t.WriteMem(s.buffer() + off, data, len));
+  return s.buffer() + off;
+}
+
+Status MoveSpecials(Tracee& t, const ProcessImage& img, const std::vector<MapEntry>& cur,
+                    std::vector<Range> used) {
+  if (img.specials.empty()) return Status::OK();
+  std::map<std::string, MapEntry> here;
+  for (const auto& e : cur)
+    if (e.special() && e.path != "[vsyscall]") here[e.path] = e;
+  if (here.size() != img.specials.size())
+    return Status::Error(ENOTSUP, "vDSO layout differs between the two kernels");
+  for (const auto& s : img.specials) {
+    auto it = here.find(s.name);
+    if (it == here.end() || it->second.size() != s.end - s.start)
+      return Status::Error(ENOTSUP, "vDSO layout differs: " + s.name);
+  }
+  bool same = true;
+  for (const auto& s : img.specials) same = same && here[s.name].start == s.start;
+  if (same) return Status::OK();
+  // Two steps (to a free range, then home) so that no part lands on another
+  // that has not moved yet.
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (const auto& [name, e] : here) {
+    lo = std::min(lo, e.start);
+    hi = std::max(hi, e.end);
+  }
+  MFS_ASSIGN_OR_RETURN(uint64_t tmp, FindGap(used, hi - lo));
+  for (auto& [name, e] : here) {
+    uint64_t to = tmp + (e.start - lo);
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall(("mremap " + name).c_str(), SYS_mremap, e.start, e.size(), e.size(),
+                                         MREMAP_MAYMOVE | MREMAP_FIXED, to)
+                            .status());
+    e.end = to + e.size();
+    e.start = to;
+  }
+  for (const auto& s : img.specials) {
+    const auto& e = here[s.name];
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall(("mremap " + s.name).c_str(), SYS_mremap, e.start, e.size(),
+                                         e.size(), MREMAP_MAYMOVE | MREMAP_FIXED, s.start)
+                            .status());
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<int, int>>& fds,
+                                                   long ptrace_options) {
+  pid_t parent = getpid();
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return Status::FromErrno("pipe2");
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(ready[0]);
+    close(ready[1]);
+    return Status::FromErrno("fork");
+  }
+  if (pid == 0) {
+    // Async-signal-safe calls only: the parent may have threads.
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    setsid();
+    constexpr int kHigh = 1000;
+    constexpr int kReady = kHigh - 1;
+    if (dup2(ready[1], kReady) < 0) _exit(126);
+    for (size_t i = 0; i < fds.size(); ++i)
+      if (dup2(fds[i].first, kHigh + static_cast<int>(i)) < 0) _exit(126);
+    for (size_t i = 0; i < fds.size(); ++i)
+      if (dup2(kHigh + static_cast<int>(i), fds[i].second) < 0) _exit(126);
+    for (int fd = 0; fd < kHigh + static_cast<int>(fds.size()) + 1; ++fd) {
+      bool keep = fd == kReady;
+      for (const auto& p : fds) keep = keep || p.second == fd;
+      if (!keep) close(fd);
+    }
+    syscall(SYS_close_range, kHigh, ~0u, 0);
+    char c = 1;
+    if (write(kReady, &c, 1) != 1) _exit(126);
+    close(kReady);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char c = 0;
+  ssize_t n;
+  do {
+    n = read(ready[0], &c, 1);
+  } while (n < 0 && errno == EINTR);
+  close(ready[0]);
+  if (n != 1) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return Status::Error(ECHILD, "restore target failed to start (status " + std::to_string(status) + ")");
+  }
+  auto t = Tracee::Seize(pid, ptrace_options);
+  if (!t.ok()) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return t.status();
+  }
+  Status s = (*t)->Interrupt();
+  if (!s.ok()) {
+    (*t)->Kill();
+    return s;
+  }
+  return std::move(*t);
+}
+
+Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFeatures& k,
+                              const RestoreOptions& opts) {
+  RestoreResult result;
+  if (img.threads.size() != 1) return Status::Error(ENOTSUP, "restore: multi-threaded image");
+  const ThreadImage& th = img.threads[0];
+  const pid_t tid = t.tid();
+
+  MFS_ASSIGN_OR_RETURN(auto cur, ReadMaps(tid));
+  std::vector<Range> used;
+  for (const auto& e : cur) used.push_back({e.start, e.end});
+  for (const auto& v : img.vmas) used.push_back({v.start, v.end});
+  for (const auto& s : img.specials) used.push_back({s.start, s.end});
+  // Leave room below [stack] for it to grow.
+  for (const auto& v : img.vmas)
+    if (v.flags & kVmaStack) used.push_back({v.start > (1ull << 30) ? v.start - (1ull << 30) : 0, v.start});
+
+  // 1. The stub.
+  MFS_ASSIGN_OR_RETURN(uint64_t stub_addr, FindGap(used, kScratchSize));
+  MFS_ASSIGN_OR_RETURN(Scratch stub, MapScratch(t, k, stub_addr));
+  used.push_back({stub.addr, stub.addr + stub.size});
+
+  // 2. rseq off.
+  {
+    RseqConfig rc{};
+    long n = ptrace(kPtraceGetRseqConfiguration, tid, sizeof rc, &rc);
+    if (n > 0 && rc.rseq_abi_pointer)
+      MFS_RETURN_IF_ERROR(t.CheckedSyscall("rseq unregister", SYS_rseq, rc.rseq_abi_pointer,
+                                           rc.rseq_abi_size, kRseqUnregister, rc.signature)
+                              .status());
+  }
+
+  // 3. Empty the address space.
+  for (const auto& e : cur) {
+    if (e.special()) continue;
+    if (e.start >= stub.addr && e.end <= stub.addr + stub.size) continue;
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("munmap", SYS_munmap, e.start, e.size()).status());
+  }
+
+  // 4. The vDSO where the program expects it.
+  MFS_RETURN_IF_ERROR(MoveSpecials(t, img, cur, used));
+
+  // 5. The image's mappings and pages.
+  std::map<std::string, int> files;  // path -> fd in the tracee
+  auto close_files = [&] {
+    for (const auto& [p, fd] : files) t.Syscall(SYS_close, fd).status().IgnoreError();
+    files.clear();
+  };
+  for (const auto& v : img.vmas) {
+    int prot = v.prot;
+    if (!(v.flags & kVmaShared)) prot |= PROT_WRITE;
+    int flags = MAP_FIXED | ((v.flags & kVmaShared) ? MAP_SHARED : MAP_PRIVATE);
+    uint64_t fd = static_cast<uint64_t>(-1);
+    if (v.flags & kVmaFile) {
+      auto it = files.find(v.path);
+      if (it == files.end()) {
+        std::string path = opts.map_path ? opts.map_path(v.path) : v.path;
+        auto addr = Put(t, stub, 0, path.c_str(), path.size() + 1);
+        if (!addr.ok()) {
+          close_files();
+          return addr.status();
+        }
+        auto r = t.CheckedSyscall(("open " + path).c_str(), SYS_openat, AT_FDCWD, *addr, O_RDONLY | O_CLOEXEC);
+        if (!r.ok()) {
+          close_files();
+          return r.status();
+        }
+        it = files.emplace(v.path, static_cast<int>(*r)).first;
+      }
+      fd = static_cast<uint64_t>(it->second);
+    } else {
+      flags |= MAP_ANONYMOUS;
+      if (v.flags & kVmaStack) flags |= MAP_GROWSDOWN;
+    }
+    auto r = t.CheckedSyscall("mmap", SYS_mmap, v.start, v.end - v.start, prot, flags, fd,
+                              (v.flags & kVmaFile) ? v.offset : 0);
+    if (!r.ok()) {
+      close_files();
+      return r.status().Annotate("mapping " + v.path);
+    }
+  }
+  close_files();
+  for (const auto& run : img.pages) MFS_RETURN_IF_ERROR(t.WriteMem(run.addr, run.data.data(), run.data.size()));
+  for (const auto& v : img.vmas) {
+    if ((v.flags & kVmaShared) || (v.prot & PROT_WRITE)) continue;
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("mprotect", SYS_mprotect, v.start, v.end - v.start, v.prot).status());
+  }
+
+  // 6. Process state.
+  {
+    uint64_t exe_fd = static_cast<uint64_t>(-1);
+    char cur_exe[4096];
+    ssize_t n = readlink(("/proc/" + std::to_string(tid) + "/exe").c_str(), cur_exe, sizeof cur_exe - 1);
+    // The same exe (coming home): the kernel refuses to replace an exe that
+    // is still mapped (EBUSY), and there is nothing to replace.
+    bool same_exe = n > 0 && std::string(cur_exe, static_cast<size_t>(n)) == img.exe;
+    if (!img.exe.empty() && !same_exe) {
+      std::string path = opts.map_path ? opts.map_path(img.exe) : img.exe;
+      MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, path.c_str(), path.size() + 1));
+      auto r = t.CheckedSyscall("open exe", SYS_openat, AT_FDCWD, p, O_RDONLY | O_CLOEXEC);
+      if (r.ok()) exe_fd = *r;
+      else result.warnings.push_back(r.status().ToString());
+    }
+    MFS_ASSIGN_OR_RETURN(uint64_t auxv, Put(t, stub, 4096, img.auxv.data(), img.auxv.size()));
+    prctl_mm_map m{};
+    m.start_code = img.mm.start_code;
+    m.end_code = img.mm.end_code;
+    m.start_data = img.mm.start_data;
+    m.end_data = img.mm.end_data;
+    m.start_brk = img.mm.start_brk;
+    m.brk = img.mm.brk;
+    m.start_stack = img.mm.start_stack;
+    m.arg_start = img.mm.arg_start;
+    m.arg_end = img.mm.arg_end;
+    m.env_start = img.mm.env_start;
+    m.env_end = img.mm.env_end;
+    m.auxv = reinterpret_cast<__u64*>(auxv);
+    m.auxv_size = static_cast<__u32>(img.auxv.size());
+    m.exe_fd = static_cast<__u32>(exe_fd);
+    MFS_ASSIGN_OR_RETURN(uint64_t mp, Put(t, stub, 0, &m, sizeof m));
+    auto r = t.CheckedSyscall("prctl(PR_SET_MM_MAP)", SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, mp, sizeof m);
+    if (exe_fd != static_cast<uint64_t>(-1)) t.Syscall(SYS_close, exe_fd).status().IgnoreError();
+    MFS_RETURN_IF_ERROR(r.status());
+  }
+  for (int sig = 1; sig <= 64; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, &img.actions[sig - 1], sizeof(KernelSigaction)));
+    MFS_ASSIGN_OR_RETURN(int64_t r, t.Syscall(SYS_rt_sigaction, sig, p, 0, 8));
+    if (r < 0 && img.actions[sig - 1].handler != 0)
+      return Status::PosixError("rt_sigaction " + std::to_string(sig), static_cast<int>(-r));
+  }
+  for (int which = 0; which < 3; ++which) {
+    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, &img.itimers[which], sizeof(itimerval)));
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("setitimer", SYS_setitimer, which, p, 0).status());
+  }
+  for (size_t i = 0; i < img.rlimits.size() && i < RLIM_NLIMITS; ++i) {
+    if (prlimit(tid, static_cast<__rlimit_resource>(i), &img.rlimits[i], nullptr) == 0) continue;
+    // Raising a hard limit needs CAP_SYS_RESOURCE, which this kernel withholds:
+    // keep the soft limit, within the hard limit we have.
+    rlimit have{};
+    prlimit(tid, static_cast<__rlimit_resource>(i), nullptr, &have);
+    rlimit want{std::min(img.rlimits[i].rlim_cur, have.rlim_max), have.rlim_max};
+    prlimit(tid, static_cast<__rlimit_resource>(i), &want, nullptr);
+    result.warnings.push_back("rlimit " + std::to_string(i) + " hard limit not raised");
+  }
+  {
+    char name[16] = {};
+    std::memcpy(name, img.comm.data(), std::min<size_t>(15, img.comm.size()));
+    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, name, sizeof name));
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("prctl(PR_SET_NAME)", SYS_prctl, PR_SET_NAME, p).status());
+  }
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("personality", SYS_personality, img.personality).status());
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("set_robust_list", SYS_set_robust_list, th.robust_head,
+                                       th.robust_len ? th.robust_len : 24)
+                          .status());
+  {
+    stack_t ss{};
+    ss.ss_sp = reinterpret_cast<void*>(th.altstack_sp);
+    ss.ss_size = th.altstack_size;
+    ss.ss_flags = th.altstack_flags;
+    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, &ss, sizeof ss));
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("sigaltstack", SYS_sigaltstack, p, 0).status());
+  }
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("set_tid_address", SYS_set_tid_address, th.tid_address).status());
+  if (th.rseq_ptr)
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("rseq", SYS_rseq, th.rseq_ptr, th.rseq_len, 0, th.rseq_sig).status());
+
+  if (!img.groups.empty()) {
+    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, img.groups.data(), img.groups.size() * 4));
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("setgroups", SYS_setgroups, img.groups.size(), p).status());
+  }
+  if (opts.before_registers) MFS_RETURN_IF_ERROR(opts.before_registers(t, stub));
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("setresgid", SYS_setresgid, img.gid[0], img.gid[1], img.gid[2]).status());
+  MFS_RETURN_IF_ERROR(t.CheckedSyscall("setresuid", SYS_setresuid, img.uid[0], img.uid[1], img.uid[2]).status());
+  {
+    uint64_t mask = th.sigmask;
+    if (ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask) != 0) return Status::FromErrno("PTRACE_SETSIGMASK");
+  }
+
+  // 8. The stub goes (unless kept) and the registers come back.
+  if (opts.keep_stub) {
+    result.stub = stub;
+  } else {
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("munmap stub", SYS_munmap, stub.addr, stub.size).status());
+  }
+  MFS_RETURN_IF_ERROR(SetCpuState(tid, th.cpu));
+  return result;
+}
+
+}  // namespace mfs::migrate

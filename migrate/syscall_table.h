@@ -1,0 +1,73 @@
+// The class of every system call a remote may make — the one table.
+//
+//   native     runs on the remote's node at full speed (memory, futexes,
+//              clocks, signal masks and handlers, rseq, exit ...): the
+//              seccomp filter allows it.
+//   forwarded  site-dependent (files, sockets, pipes, the terminal, pids,
+//              credentials, children ...): trapped (SECCOMP_RET_USER_NOTIF),
+//              sent to the home supervisor with its in-buffers, executed by
+//              the deputy in the original process (same pid, fds, cwd,
+//              credentials, children), answered with its out-buffers: one
+//              round trip per call.
+//   self       a signal the process sends to itself (kill/tgkill/tkill of its
+//              home pid): delivered to the remote on the spot.
+//   home       cannot run away from home (fork, execve, clone, ptrace, SysV
+//              shm, unknown ioctls, anything not in this table ...): the
+//              process is brought home with the call pending, and re-executes
+//              it there natively. Nothing is refused.
+// mmap of a file descriptor is `home` (the fd lives at home); anonymous mmap
+// is native (the filter checks the fd argument).
+//
+// man/mfs-migration.7 prints this table; `mfsps --syscalls` prints it from
+// this code (SyscallTableText), so the two cannot drift apart silently.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mfs/base/status.h"
+
+namespace mfs::migrate {
+
+enum class SyscallClass : uint8_t { kNative, kForwarded, kSelf, kHome };
+
+// How one argument travels when a call is forwarded.
+enum class ArgKind : uint8_t {
+  kValue,   // an integer, passed as is
+  kPath,    // NUL-terminated string in (≤ PATH_MAX)
+  kIn,      // buffer read by the kernel
+  kOut,     // buffer written by the kernel (all `size` bytes)
+  kOutRet,  // buffer written by the kernel, `return value` bytes of it
+  kInOut,   // both
+};
+
+struct ArgSpec {
+  ArgKind kind = ArgKind::kValue;
+  int8_t size_arg = -1;      // size comes from this argument's value ...
+  int8_t size_deref = -1;    // ... or from the u32 this argument points to
+  uint32_t fixed = 0;        // ... or is fixed
+  uint32_t multiplier = 1;   // element size when size_arg counts elements
+};
+
+struct SyscallSpec {
+  int nr = -1;
+  const char* name = "";
+  SyscallClass cls = SyscallClass::kHome;
+  ArgSpec args[6];
+};
+
+// The spec of `nr`; calls missing from the table are kHome.
+const SyscallSpec& LookupSyscall(int nr);
+const std::vector<SyscallSpec>& SyscallTable();
+const char* ClassName(SyscallClass c);
+// "name nr class" lines, for the man page and `mfsps --syscalls`.
+std::string SyscallTableText();
+
+// The seccomp filter of a remote: native calls allowed, the rest
+// SECCOMP_RET_USER_NOTIF, and every call made from `stub_gadget` (the
+// supervisor's own injected calls) allowed. Returns the BPF program
+// (sock_filter array bytes).
+Result<std::string> BuildRemoteFilter(uint64_t stub_gadget);
+
+}  // namespace mfs::migrate

@@ -1,0 +1,25 @@
+// Moving an image over a wire::Connection: the header, then page batches of
+// at most kBatchBytes, each a Call answered before the next is sent.
+// Runs on the connection's io thread; `done` is called exactly once.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "mfs/base/status.h"
+#include "mfs/wire/connection.h"
+#include "migrate/image.h"
+
+namespace mfs::migrate {
+
+inline constexpr size_t kBatchBytes = 8u << 20;
+
+// Pages of `img` in batches: batch i as page runs (image.h encoding).
+size_t PageBatchCount(const ProcessImage& img);
+std::string EncodePageBatch(const ProcessImage& img, size_t index);
+
+// Sends header + all batches with `header_type` / `pages_type` frames.
+void SendImage(const wire::Connection::Ptr& conn, std::shared_ptr<const ProcessImage> img,
+               std::function<void(Status)> done);
+
+}  // namespace mfs::migrate

@@ -1,0 +1,288 @@
+// /mfs across nodes: two real mfsd processes (each serving its export and
+// mounting its own /mfs), on 127.0.0.x loopback addresses. Attribute and
+// entry timeouts are set to 30 s, so every cross-node case below passes only
+// through pushed invalidations and close-to-open, never through expiry.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "tests/fs/harness.h"
+
+namespace mfs::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class FsClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
+    dir_ = MakeTempDir("mfs-cluster-test");
+    ASSERT_FALSE(dir_.empty());
+    chmod(dir_.c_str(), 0755);
+    port_ = static_cast<int>(20000 + getpid() % 20000);
+    base_ = static_cast<int>(100 + getpid() % 100);  // 127.0.0.<base+i>
+    ASSERT_TRUE(WriteFile(dir_ + "/secret", "a cluster secret for the fs tests"));
+    chmod((dir_ + "/secret").c_str(), 0600);
+    for (int i = 1; i <= 2; ++i) {
+      std::string n = Node(i);
+      for (const char* sub : {"/export", "/state", "/mfs", "/run"})
+        std::filesystem::create_directories(n + sub);
+      chmod((n + "/export").c_str(), 0777);
+      std::ofstream(n + "/mfsd.toml")
+          << "[node]\nid = " << i << "\naddress = \"" << Addr(i) << "\"\nport = " << port_
+          << "\nexport = \"" << n << "/export\"\nstate_dir = \"" << n
+          << "/state\"\nsecret_file = \"" << dir_ << "/secret\"\ncontrol_socket = \"" << n
+          << "/run/mfsd.sock\"\nmount = \"" << n << "/mfs\"\npeers = [\"" << Addr(3 - i) << ":"
+          << port_ << "\"]\n[membership]\nheartbeat_ms = 200\ndead_after_ms = 1500\n"
+          << "[fs]\nattr_timeout = 30.0\nentry_timeout = 30.0\n[log]\nlevel = \"info\"\n";
+    }
+    for (int i = 1; i <= 2; ++i) StartNode(i);
+    for (int i = 1; i <= 2; ++i) {
+      ASSERT_TRUE(WaitFor(
+          [&] {
+            struct stat st;
+            return IsMfsMounted(Node(i) + "/mfs") && stat(M(i, 3 - i, "").c_str(), &st) == 0;
+          },
+          seconds(15)))
+          << "node " << i << " never saw the other: " << ReadFile(Node(i) + "/mfsd.log");
+    }
+  }
+  void TearDown() override {
+    for (int i = 1; i <= 2; ++i) Stop(pid_[i]);
+    for (int i = 1; i <= 2; ++i)
+      if (!dir_.empty()) Unmount(Node(i) + "/mfs");
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  void StartNode(int i) {
+    pid_[i] = Spawn({BinDir() + "/mfsd", "--config", Node(i) + "/mfsd.toml"},
+                    Node(i) + "/mfsd.log");
+  }
+  std::string Node(int i) { return dir_ + "/node" + std::to_string(i); }
+  std::string Addr(int i) { return "127.0.0." + std::to_string(base_ + i); }
+  // Path of `rel` in node `owner`'s export, as seen from node `via`'s /mfs.
+  std::string M(int via, int owner, const std::string& rel) {
+    return Node(via) + "/mfs/" + std::to_string(owner) + "/" + rel;
+  }
+
+  std::string dir_;
+  int port_ = 0, base_ = 0;
+  pid_t pid_[3] = {-1, -1, -1};
+};
+
+TEST_F(FsClusterTest, WriteOnOneNodeReadsBackOnTheOthers) {
+  // Cache the file on both nodes first, so stale caches would show.
+  ASSERT_TRUE(WriteFile(M(2, 2, "f"), "one"));
+  EXPECT_EQ(ReadFile(M(1, 2, "f")), "one");
+  EXPECT_EQ(ReadFile(M(2, 2, "f")), "one");
+  // Remote writer (node 1 through the file service), owner reads.
+  ASSERT_TRUE(WriteFile(M(1, 2, "f"), "written on node 1, longer"));
+  EXPECT_EQ(ReadFile(M(2, 2, "f")), "written on node 1, longer");
+  EXPECT_EQ(ReadFile(Node(2) + "/export/f"), "written on node 1, longer");
+  // Owner writes (fast path), remote reads after close.
+  ASSERT_TRUE(WriteFile(M(2, 2, "f"), "2"));
+  EXPECT_EQ(ReadFile(M(1, 2, "f")), "2");
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 1);
+  char buf[8] = {};
+  ASSERT_EQ(getxattr(M(1, 2, "f").c_str(), "user.mfs.node", buf, sizeof(buf)), 1);
+  EXPECT_STREQ(buf, "2");
+}
+
+TEST_F(FsClusterTest, DeleteAndRecreateIsSeenEverywhere) {
+  ASSERT_TRUE(WriteFile(M(1, 2, "g"), "first"));
+  EXPECT_EQ(ReadFile(M(2, 2, "g")), "first");
+  ASSERT_EQ(unlink(M(2, 2, "g").c_str()), 0);
+  struct stat st;
+  EXPECT_TRUE(WaitFor([&] { return stat(M(1, 2, "g").c_str(), &st) != 0 && errno == ENOENT; },
+                      seconds(2)));
+  ASSERT_TRUE(WriteFile(M(2, 2, "g"), "second incarnation"));
+  EXPECT_TRUE(WaitFor([&] { return ReadFile(M(1, 2, "g")) == "second incarnation"; }, seconds(2)));
+  // And the other way round, on node 1's export.
+  ASSERT_TRUE(WriteFile(M(2, 1, "h"), "a"));
+  EXPECT_EQ(ReadFile(M(1, 1, "h")), "a");
+  ASSERT_EQ(unlink(M(1, 1, "h").c_str()), 0);
+  ASSERT_TRUE(WriteFile(M(1, 1, "h"), "b"));
+  EXPECT_TRUE(WaitFor([&] { return ReadFile(M(2, 1, "h")) == "b"; }, seconds(2)));
+}
+
+TEST_F(FsClusterTest, AppendsFromTwoNodesInterleave) {
+  int a = open(M(1, 2, "log").c_str(), O_CREAT | O_WRONLY | O_APPEND, 0644);
+  ASSERT_GE(a, 0);
+  int b = open(M(2, 2, "log").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(b, 0);
+  std::string expect;
+  for (int i = 0; i < 20; ++i) {
+    std::string la = "A" + std::to_string(i) + "\n", lb = "B" + std::to_string(i) + "\n";
+    ASSERT_EQ(write(a, la.data(), la.size()), static_cast<ssize_t>(la.size()));
+    ASSERT_EQ(write(b, lb.data(), lb.size()), static_cast<ssize_t>(lb.size()));
+    expect += la + lb;
+  }
+  close(a);
+  close(b);
+  EXPECT_EQ(ReadFile(Node(2) + "/export/log"), expect);
+  EXPECT_EQ(ReadFile(M(1, 2, "log")), expect);
+  EXPECT_EQ(ReadFile(M(2, 2, "log")), expect);
+}
+
+TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
+  ASSERT_EQ(mkdir(M(2, 2, "d").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(M(2, 2, "d/one"), "1"));
+  auto list = [&](const std::string& p) {
+    std::vector<std::string> v;
+    for (auto& e : std::filesystem::directory_iterator(p)) v.push_back(e.path().filename());
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(list(M(1, 2, "d")), std::vector<std::string>{"one"});
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "d/one").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  // stat before any listing: readdirplus would refresh attributes by itself.
+  ASSERT_EQ(chmod(M(2, 2, "d/one").c_str(), 0600), 0);
+  EXPECT_TRUE(WaitFor(
+      [&] { return stat(M(1, 2, "d/one").c_str(), &st) == 0 && (st.st_mode & 0777) == 0600; },
+      seconds(2)))
+      << "mode seen on node 1: " << std::oct << (st.st_mode & 0777);
+  ASSERT_TRUE(WriteFile(M(2, 2, "d/two"), "2"));
+  EXPECT_TRUE(WaitFor([&] { return list(M(1, 2, "d")).size() == 2; }, seconds(2)));
+}
+
+TEST_F(FsClusterTest, CredentialsTravelWithRequests) {
+  ASSERT_TRUE(WriteFile(M(1, 2, "rootonly"), "r"));
+  ASSERT_EQ(chmod(M(1, 2, "rootonly").c_str(), 0644), 0);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(M(1, 2, "rootonly").c_str(), O_WRONLY);
+              return fd < 0 ? errno : 0;
+            }),
+            EACCES);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(M(1, 2, "nobody").c_str(), O_CREAT | O_WRONLY, 0640);
+              return fd < 0 ? errno : 0;
+            }),
+            0);
+  struct stat st;
+  ASSERT_EQ(stat((Node(2) + "/export/nobody").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
+TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "lk"), "lock me"));
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t child = fork();
+  if (child == 0) {  // a process on node 1 locks node 2's file
+    int fd = open(M(1, 2, "lk").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0;
+    (void)!write(pipefd[1], &ok, sizeof(ok));
+    pause();
+    _exit(0);
+  }
+  int ok = 0;
+  ASSERT_EQ(read(pipefd[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  ASSERT_TRUE(ok);
+  int fd = open(M(2, 2, "lk").c_str(), O_RDWR);  // a process on node 2
+  ASSERT_GE(fd, 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fd, F_GETLK, &fl), 0);
+  EXPECT_EQ(fl.l_type, F_WRLCK);
+  fl.l_type = F_RDLCK;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  fl.l_type = F_WRLCK;
+  EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, seconds(5)));
+  close(fd);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
+TEST_F(FsClusterTest, ClosingAnyDescriptorReleasesRemoteLocks) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "lk2"), "lock me"));
+  int p2c[2], c2p[2];
+  ASSERT_EQ(pipe(p2c), 0);
+  ASSERT_EQ(pipe(c2p), 0);
+  pid_t child = fork();
+  if (child == 0) {  // on node 1: lock through one fd, close another (POSIX)
+    int fd = open(M(1, 2, "lk2").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0;
+    (void)!write(c2p[1], &ok, sizeof(ok));
+    char go;
+    (void)!read(p2c[0], &go, 1);
+    close(open(M(1, 2, "lk2").c_str(), O_RDONLY));
+    (void)!write(c2p[1], &ok, sizeof(ok));
+    pause();
+    _exit(0);
+  }
+  int ok = 0;
+  ASSERT_EQ(read(c2p[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  ASSERT_TRUE(ok);
+  int fd = open(M(2, 2, "lk2").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1) << "the lock of node 1's process must hold";
+  ASSERT_EQ(write(p2c[1], "g", 1), 1);
+  ASSERT_EQ(read(c2p[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  fl.l_type = F_WRLCK;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), 0) << "closing another descriptor releases it";
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  close(fd);
+  for (int f : {p2c[0], p2c[1], c2p[0], c2p[1]}) close(f);
+}
+
+TEST_F(FsClusterTest, DeadNodeFailsFastAndRecoversWithoutRemount) {
+  ASSERT_TRUE(WriteFile(M(1, 2, "keep"), "still here"));
+  int fd = open(M(1, 2, "keep").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  kill(pid_[2], SIGKILL);  // a crash: node 2's own mount stays, its mfsd is gone
+  waitpid(pid_[2], nullptr, 0);
+  pid_[2] = -1;
+  struct stat st;
+  auto t0 = std::chrono::steady_clock::now();
+  int rc = stat(M(1, 2, "other").c_str(), &st);
+  int err = errno;
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(rc, -1);
+  EXPECT_TRUE(err == EHOSTDOWN || err == ENOENT) << strerror(err);
+  EXPECT_LT(took, seconds(3));
+  EXPECT_TRUE(WaitFor([&] { return stat(M(1, 2, "keep").c_str(), &st) != 0 && errno == EHOSTDOWN; },
+                      seconds(5)));
+  // The rest of /mfs keeps working.
+  ASSERT_TRUE(WriteFile(M(1, 1, "local"), "fine"));
+  EXPECT_EQ(ReadFile(M(1, 1, "local")), "fine");
+  // Back again: same mount, same open file.
+  StartNode(2);
+  EXPECT_TRUE(WaitFor([&] { return ReadFile(M(1, 2, "keep")) == "still here"; }, seconds(15)));
+  char buf[32] = {};
+  EXPECT_EQ(pread(fd, buf, sizeof(buf) - 1, 0), 10);
+  EXPECT_STREQ(buf, "still here");
+  close(fd);
+}
+
+}  // namespace
+}  // namespace mfs::testing

@@ -1,0 +1,254 @@
+// /mfs on one node, through a real mount.mfs: the namespace, the local fast
+// path's POSIX semantics, credentials, locks, and lookup-count hygiene.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "tests/fs/harness.h"
+
+namespace mfs::testing {
+namespace {
+
+class FsMountTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
+    dir_ = MakeTempDir("mfs-mount-test");
+    ASSERT_FALSE(dir_.empty());
+    chmod(dir_.c_str(), 0755);
+    exp_ = dir_ + "/export";
+    mnt_ = dir_ + "/mnt";
+    std::filesystem::create_directories(exp_);
+    std::filesystem::create_directories(mnt_);
+    chmod(exp_.c_str(), 0777);
+    pid_ = Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
+                  "id=1,export=" + exp_ + ",control_socket=" + dir_ +
+                      "/no.sock,secret_file=" + dir_ + "/no-secret,attr_timeout=5,entry_timeout=5",
+                  "-f"},
+                 dir_ + "/mount.log");
+    ASSERT_TRUE(WaitFor([&] { return IsMfsMounted(mnt_); }, std::chrono::seconds(10)))
+        << ReadFile(dir_ + "/mount.log");
+  }
+  void TearDown() override {
+    if (!mnt_.empty()) Unmount(mnt_);
+    Stop(pid_);
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  std::string P(const std::string& rel) { return mnt_ + "/1/" + rel; }
+  std::string E(const std::string& rel) { return exp_ + "/" + rel; }
+  std::pair<long, long> Inodes() {
+    char buf[64] = {};
+    ssize_t n = getxattr(mnt_.c_str(), "user.mfs.inodes", buf, sizeof(buf) - 1);
+    if (n < 0) return {-1, -1};
+    long a = -1, b = -1;
+    std::sscanf(buf, "%ld %ld", &a, &b);
+    return {a, b};
+  }
+
+  std::string dir_, exp_, mnt_;
+  pid_t pid_ = -1;
+};
+
+TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
+  std::set<std::string> names;
+  DIR* d = opendir(mnt_.c_str());
+  ASSERT_NE(d, nullptr);
+  while (dirent* e = readdir(d)) names.insert(e->d_name);
+  closedir(d);
+  for (const char* n : {"1", "here", "home", "magic", "lastexec", "selected"})
+    EXPECT_TRUE(names.count(n)) << n;
+  char buf[16] = {};
+  ASSERT_GT(readlink((mnt_ + "/here").c_str(), buf, sizeof(buf) - 1), 0);
+  EXPECT_STREQ(buf, "1");
+  ASSERT_TRUE(WriteFile(P("x"), "via number"));
+  EXPECT_EQ(ReadFile(mnt_ + "/here/x"), "via number");
+  EXPECT_EQ(ReadFile(mnt_ + "/home/x"), "via number");
+  struct stat st;
+  EXPECT_EQ(stat((mnt_ + "/9").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(stat((mnt_ + "/007").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(mkdir((mnt_ + "/newdir").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EPERM);
+}
+
+TEST_F(FsMountTest, LocationXattrNamesTheNode) {
+  ASSERT_TRUE(WriteFile(P("f"), "x"));
+  char buf[16] = {};
+  ASSERT_EQ(getxattr(P("f").c_str(), "user.mfs.node", buf, sizeof(buf)), 1);
+  EXPECT_STREQ(buf, "1");
+  EXPECT_EQ(setxattr(P("f").c_str(), "user.mfs.node", "2", 1, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+  ASSERT_EQ(setxattr(P("f").c_str(), "user.color", "blue", 4, 0), 0);
+  ASSERT_EQ(getxattr(E("f").c_str(), "user.color", buf, sizeof(buf)), 4);
+  EXPECT_EQ(std::string(buf, 4), "blue");
+}
+
+TEST_F(FsMountTest, FilesLandInTheExport) {
+  ASSERT_EQ(mkdir(P("d").c_str(), 0750), 0);
+  ASSERT_TRUE(WriteFile(P("d/a"), "hello"));
+  EXPECT_EQ(ReadFile(E("d/a")), "hello");
+  struct stat st;
+  ASSERT_EQ(stat(E("d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u & ~0u);
+  ASSERT_EQ(rename(P("d/a").c_str(), P("b").c_str()), 0);
+  EXPECT_EQ(ReadFile(E("b")), "hello");
+  ASSERT_EQ(link(P("b").c_str(), P("c").c_str()), 0);
+  ASSERT_EQ(stat(P("b").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+  ASSERT_EQ(symlink("b", P("s").c_str()), 0);
+  EXPECT_EQ(ReadFile(P("s")), "hello");
+  ASSERT_EQ(unlink(P("b").c_str()), 0);
+  ASSERT_EQ(stat(P("c").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(rmdir(P("d").c_str()), 0);
+  ASSERT_EQ(mkdir(P("e").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(P("e/x"), ""));
+  EXPECT_EQ(rmdir(P("e").c_str()), -1);
+  EXPECT_EQ(errno, ENOTEMPTY);
+  std::string longname(256, 'n');
+  EXPECT_EQ(open(P(longname).c_str(), O_CREAT | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+}
+
+TEST_F(FsMountTest, RenameFlags) {
+  ASSERT_TRUE(WriteFile(P("a"), "A"));
+  ASSERT_TRUE(WriteFile(P("b"), "B"));
+  EXPECT_EQ(renameat2(AT_FDCWD, P("a").c_str(), AT_FDCWD, P("b").c_str(), RENAME_NOREPLACE), -1);
+  EXPECT_EQ(errno, EEXIST);
+  ASSERT_EQ(renameat2(AT_FDCWD, P("a").c_str(), AT_FDCWD, P("b").c_str(), RENAME_EXCHANGE), 0);
+  EXPECT_EQ(ReadFile(P("a")), "B");
+  EXPECT_EQ(ReadFile(P("b")), "A");
+  EXPECT_EQ(ReadFile(E("a")), "B");
+}
+
+TEST_F(FsMountTest, LargeWritesAndReadsRoundTrip) {
+  std::string data(8 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  int fd = open(P("big").c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  std::string back(data.size(), '\0');
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(back.size()));
+  EXPECT_TRUE(back == data);
+  ASSERT_EQ(fallocate(fd, 0, data.size(), 1 << 20), 0);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(data.size() + (1 << 20)));
+  int out = open(P("copy").c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644);
+  ASSERT_GE(out, 0);
+  loff_t in_off = 0, out_off = 0;
+  ASSERT_EQ(copy_file_range(fd, &in_off, out, &out_off, 1 << 20, 0), 1 << 20);
+  close(out);
+  close(fd);
+  EXPECT_TRUE(ReadFile(E("copy")) == data.substr(0, 1 << 20));
+  EXPECT_TRUE(ReadFile(E("big")).substr(0, data.size()) == data);
+}
+
+TEST_F(FsMountTest, CallerCredentialsApply) {
+  ASSERT_TRUE(WriteFile(P("rootfile"), "r"));
+  ASSERT_EQ(chmod(P("rootfile").c_str(), 0644), 0);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(P("rootfile").c_str(), O_WRONLY);
+              return fd < 0 ? errno : 0;
+            }),
+            EACCES);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(P("mine").c_str(), O_CREAT | O_WRONLY, 0600);
+              return fd < 0 ? errno : 0;
+            }),
+            0);
+  struct stat st;
+  ASSERT_EQ(stat(E("mine").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_gid, 65534u);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(AsUser(65534, [&] { return chown(P("rootfile").c_str(), 65534, 65534) ? errno : 0; }),
+            EPERM);
+}
+
+TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
+  ASSERT_TRUE(WriteFile(P("l"), "locked"));
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    int fd = open(P("l").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_len = 3;
+    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0;
+    (void)!write(pipefd[1], &ok, sizeof(ok));
+    pause();
+    _exit(0);
+  }
+  int ok = 0;
+  ASSERT_EQ(read(pipefd[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  ASSERT_TRUE(ok);
+  int fd = open(P("l").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_len = 10;
+  ASSERT_EQ(fcntl(fd, F_GETLK, &fl), 0);
+  EXPECT_EQ(fl.l_type, F_WRLCK);
+  fl.l_type = F_WRLCK;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1);
+  EXPECT_TRUE(errno == EAGAIN || errno == EACCES);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  // The child's death closed its file: its lock is gone.
+  fl.l_type = F_WRLCK;
+  EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, std::chrono::seconds(5)));
+  int a = open(P("l").c_str(), O_RDONLY);
+  int b = open(P("l").c_str(), O_RDONLY);
+  ASSERT_EQ(flock(a, LOCK_EX | LOCK_NB), 0);
+  EXPECT_EQ(flock(b, LOCK_EX | LOCK_NB), -1);
+  EXPECT_EQ(errno, EWOULDBLOCK);
+  close(a);
+  EXPECT_TRUE(WaitFor([&] { return flock(b, LOCK_EX | LOCK_NB) == 0; }, std::chrono::seconds(5)));
+  close(b);
+  close(fd);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
+TEST_F(FsMountTest, LookupCountsReturnToZero) {
+  auto before = Inodes();
+  ASSERT_GE(before.first, 0);
+  ASSERT_EQ(mkdir(P("many").c_str(), 0755), 0);
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(WriteFile(P("many/f" + std::to_string(i)), "x"));
+  DIR* d = opendir(P("many").c_str());
+  ASSERT_NE(d, nullptr);
+  int n = 0;
+  while (readdir(d)) ++n;
+  closedir(d);
+  EXPECT_EQ(n, 202);
+  EXPECT_GE(Inodes().first, 200);
+  std::filesystem::remove_all(P("many"));
+  // The kernel forgets what it no longer caches: every count must drain.
+  sync();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        std::ofstream("/proc/sys/vm/drop_caches") << "2";
+        return Inodes().first <= before.first + 1;
+      },
+      std::chrono::seconds(10)))
+      << "inodes still held: " << Inodes().first;
+}
+
+}  // namespace
+}  // namespace mfs::testing

@@ -1,0 +1,13 @@
+# Real programs used by the migration tests and benchmarks.
+add_executable(mfs-test-counter ${CMAKE_CURRENT_LIST_DIR}/progs/counter.c)
+add_executable(mfs-test-sigtimer ${CMAKE_CURRENT_LIST_DIR}/progs/sigtimer.c)
+add_executable(mfs-test-threads ${CMAKE_CURRENT_LIST_DIR}/progs/threads.c)
+target_link_libraries(mfs-test-threads PRIVATE Threads::Threads)
+
+# Real migrations between real mfsd daemons (one machine, 127.6.x.y).
+mfs_add_test(migrate_integration_test integration
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_integration_test.cc
+  LIBS mfs_migrate mfs_control)
+target_compile_definitions(migrate_integration_test PRIVATE MFS_TEST_BIN_DIR="${MFS_BIN_DIR}")
+add_dependencies(migrate_integration_test mfsd mfs-supervisor mfsrun mfsmigrate mfsps
+                 mfs-test-counter mfs-test-sigtimer mfs-test-threads)

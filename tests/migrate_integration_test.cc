@@ -1,0 +1,456 @@
+// Real migrations between real mfsd daemons on one machine. Each test starts
+// its own cluster (node i on 127.6.<k>.i, k unique to the test process) and
+// stops it. Every program is compared byte for byte, and exit status for exit
+// status, with an unmigrated run of the same program.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "mfs/control/client.h"
+#include "migrate/proc_maps.h"
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+const std::string kBin = MFS_TEST_BIN_DIR;
+
+std::string Slurp(const std::string& p) {
+  auto s = mfs::migrate::ReadFileToString(p);
+  return s.ok() ? *s : std::string();
+}
+
+size_t CountLines(const std::string& p) {
+  std::string s = Slurp(p);
+  return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
+class Cluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int seq = 0;
+    octet_ = 10 + (getpid() * 7 + seq++) % 240;
+    dir_ = "/tmp/mfs-mig-" + std::to_string(getpid()) + "-" + std::to_string(seq);
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    {
+      std::ofstream s(dir_ + "/secret");
+      s << "migration-test-secret-" << getpid() << "-0123456789\n";
+    }
+    chmod((dir_ + "/secret").c_str(), 0600);
+  }
+  void TearDown() override {
+    while (!daemons_.empty()) StopNode(daemons_.begin()->first);
+    for (int i = 1; i <= 3; ++i) KillNodeProcesses(i);
+    if (HasFailure())
+      for (int i = 1; i <= 3; ++i) {
+        std::string log = Slurp(dir_ + "/n" + std::to_string(i) + "/log");
+        if (log.size() > 4000) log = log.substr(log.size() - 4000);
+        if (!log.empty()) fprintf(stderr, "---- node %d log (tail)\n%s\n", i, log.c_str());
+      }
+    fs::remove_all(dir_);
+  }
+
+  std::string Address(int id) const { return "127.6." + std::to_string(octet_) + "." + std::to_string(id); }
+  std::string Socket(int id) const { return dir_ + "/n" + std::to_string(id) + "/run/mfsd.sock"; }
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+
+  void StartNode(int id, int nodes, const std::string& extra = "") {
+    std::string n = dir_ + "/n" + std::to_string(id);
+    fs::create_directories(n + "/run");
+    fs::create_directories(n + "/state");
+    fs::create_directories(n + "/export");
+    std::ofstream c(n + "/mfsd.toml");
+    c << "[node]\nid = " << id << "\naddress = \"" << Address(id) << "\"\nport = 7420\n"
+      << "export = \"" << n << "/export\"\nstate_dir = \"" << n << "/state\"\n"
+      << "secret_file = \"" << dir_ << "/secret\"\ncontrol_socket = \"" << Socket(id) << "\"\n"
+      << "mount = \"\"\npeers = [";
+    for (int i = 1; i <= nodes; ++i) c << (i > 1 ? ", " : "") << "\"" << Address(i) << ":7420\"";
+    c << "]\n[membership]\nheartbeat_ms = 200\ndead_after_ms = 1500\n[log]\nlevel = \"info\"\nfile = \""
+      << n << "/log\"\n" << extra;
+    c.close();
+    pid_t pid = fork();
+    if (pid == 0) {
+      setsid();
+      int null = open("/dev/null", O_RDWR);
+      dup2(null, 0);
+      dup2(null, 1);
+      execl((kBin + "/mfsd").c_str(), "mfsd", "--config", (n + "/mfsd.toml").c_str(), nullptr);
+      _exit(127);
+    }
+    daemons_[id] = pid;
+  }
+
+  void StopNode(int id, int sig = SIGTERM) {
+    auto it = daemons_.find(id);
+    if (it == daemons_.end()) return;
+    kill(it->second, sig);
+    int st;
+    waitpid(it->second, &st, 0);
+    daemons_.erase(it);
+  }
+
+  // SIGKILLs every supervisor this cluster started on node `id` (found by the
+  // node's run directory on their command line), as a node crash would.
+  void KillNodeProcesses(int id) {
+    const std::string mark = dir_ + "/n" + std::to_string(id) + "/run";
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/proc", ec)) {
+      pid_t p = atoi(e.path().filename().c_str());
+      if (p <= 0) continue;
+      std::string cmd = Slurp(e.path().string() + "/cmdline");
+      for (char& c : cmd)
+        if (c == '\0') c = ' ';
+      if (cmd.find("mfs-supervisor") != std::string::npos && cmd.find(mark + " ") != std::string::npos)
+        kill(p, SIGKILL);
+    }
+  }
+
+  // Starts nodes 1..n and waits until every node sees every other alive.
+  void StartCluster(int n, const std::string& extra = "") {
+    for (int i = 1; i <= n; ++i) StartNode(i, n, extra);
+    WaitAlive(n);
+  }
+
+  void WaitAlive(int n) {
+    auto deadline = std::chrono::steady_clock::now() + 15s;
+    for (;;) {
+      bool all = true;
+      for (int i = 1; i <= n; ++i) {
+        if (!daemons_.count(i)) continue;
+        auto st = mfs::control::Call(Socket(i), {{"op", "status"}}, 1000);
+        int alive = 0;
+        if (st.ok() && st->contains("peers"))
+          for (const auto& p : (*st)["peers"]) alive += p.value("state", "") == "alive";
+        all = all && st.ok() && alive >= static_cast<int>(daemons_.size()) - 1;
+      }
+      if (all) return;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "cluster did not come up";
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+
+  // Runs `cmd` under /bin/sh with MFS_SOCKET of node 1; returns its pid.
+  pid_t Shell(const std::string& cmd, int node = 1) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("MFS_SOCKET", Socket(node).c_str(), 1);
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+      _exit(127);
+    }
+    return pid;
+  }
+  // Waits (bounded) for a child; returns its wait status or -1 on timeout (it is killed).
+  int Wait(pid_t pid, std::chrono::seconds limit = 120s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      int st = 0;
+      pid_t r = waitpid(pid, &st, WNOHANG);
+      if (r == pid) return st;
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return -1;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  int RunShell(const std::string& cmd) { return Wait(Shell(cmd)); }
+
+  // The pid of the mfsrun'd program: the only child of `shell` or the shell
+  // itself when it exec'd (sh -c with one command execs it).
+  mfs::Result<json> Move(pid_t pid, const json& node, int via = 1) {
+    return mfs::control::Call(Socket(via), {{"op", "migrate.move"}, {"pid", pid}, {"node", node}}, 120000);
+  }
+  mfs::Result<json> Ps(int node = 1) { return mfs::control::Call(Socket(node), {{"op", "migrate.ps"}}, 5000); }
+
+  // Waits until `pid` is supervised (mfsrun registered it).
+  bool WaitSupervised(pid_t pid) {
+    for (int i = 0; i < 2000; ++i) {
+      if (access((dir_ + "/n1/run/sup/" + std::to_string(pid) + ".sock").c_str(), F_OK) == 0) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+  // Starts `cmd` with mfsrun (exec'd by sh, so the pid is the program's).
+  pid_t Mfsrun(const std::string& args, const std::string& out) {
+    return Shell("exec " + kBin + "/mfsrun " + args + " > " + out);
+  }
+
+  int octet_ = 0;
+  std::string dir_;
+  std::map<int, pid_t> daemons_;
+};
+
+// The unmigrated reference run.
+int Reference(const std::string& args, const std::string& out) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + args + " > " + out).c_str(), nullptr);
+    _exit(127);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return st;
+}
+
+TEST_F(Cluster, CounterMovedTwentyTimesBackAndForth) {
+  StartCluster(3);
+  const std::string args = kBin + "/mfs-test-counter 400 60000 16";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  const json targets[] = {2, "home", 3, 2, "home"};
+  int moves = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto r = Move(pid, targets[i % 5]);
+    ASSERT_TRUE(r.ok()) << "move " << i << ": " << r.status().ToString();
+    ++moves;
+    std::this_thread::sleep_for(30ms);
+  }
+  auto ps = Ps();
+  ASSERT_TRUE(ps.ok());
+  bool listed = false;
+  for (const auto& p : (*ps)["processes"])
+    if (p.value("pid", 0) == pid) {
+      listed = true;
+      EXPECT_EQ(p.value("moves", 0), moves);
+      EXPECT_EQ(p.value("home", 0), 1);
+    }
+  EXPECT_TRUE(listed);
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_EQ(st, want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+  EXPECT_EQ(CountLines(Path("got")), 400u);
+}
+
+TEST_F(Cluster, PythonComputesWhileMoved) {
+  StartCluster(2);
+  {
+    std::ofstream p(Path("prog.py"));
+    p << "import sys\nh = 0\nfor i in range(1, 3000000):\n    h = (h * 31 + i * i) % 1000000007\n"
+         "    if i % 100000 == 0:\n        print(i, h, flush=True)\nprint('done', h)\nsys.exit(h % 50)\n";
+  }
+  const std::string args = "python3 " + Path("prog.py");
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  // Past the interpreter's start-up (its dlopen()s would bring it home).
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  for (const json& t : {json(2), json("home"), json(2)}) {
+    auto r = Move(pid, t);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+TEST_F(Cluster, Sha256sumXzAndSortOverALargeFileWhileMoved) {
+  StartCluster(2);
+  // 64 MiB of text lines, deterministic.
+  ASSERT_EQ(RunShell("seq 1 9000000 | awk '{print ($1 * 7919) % 1000003, $1}' > " + Path("big.txt")), 0);
+  for (const std::string prog : {"sha256sum", "xz -T1 -3 -c", "sort -S 64M"}) {
+    const std::string args = prog + " " + Path("big.txt");
+    int want_status = Reference(args, Path("want"));
+    pid_t pid = Mfsrun(args, Path("got"));
+    ASSERT_TRUE(WaitSupervised(pid));
+    std::this_thread::sleep_for(150ms);
+    int moved = 0;
+    for (const json& t : {json(2), json("home"), json(2)}) {
+      auto r = Move(pid, t);
+      if (!r.ok()) break;  // the program may have finished
+      ++moved;
+      std::this_thread::sleep_for(150ms);
+    }
+    EXPECT_GE(moved, 1) << prog << " finished before it could be moved";
+    EXPECT_EQ(Wait(pid), want_status) << prog;
+    EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << prog << ": output differs";
+  }
+}
+
+TEST_F(Cluster, TimersSignalHandlersAndPidSurviveMoves) {
+  StartCluster(2);
+  const std::string args = kBin + "/mfs-test-sigtimer 150";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (const json& t : {json(2), json("home"), json(2)}) {
+    std::this_thread::sleep_for(200ms);
+    auto r = Move(pid, t);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+TEST_F(Cluster, PipelineWithAMigratedMiddleStage) {
+  StartCluster(2);
+  {
+    std::ofstream p(Path("filter.py"));
+    p << "import sys\nfor line in sys.stdin:\n    n = int(line)\n    print(n * n % 1000003, n)\n";
+  }
+  const std::string pipeline_ref = "seq 1 400000 | python3 " + Path("filter.py") + " | sha256sum > " + Path("want");
+  ASSERT_EQ(RunShell(pipeline_ref), 0);
+  // The middle stage's pid is written by the shell before it execs mfsrun.
+  pid_t sh = Shell("seq 1 400000 | (echo $$ > /dev/null; sh -c 'echo $$ > " + Path("mid.pid") + "; exec " + kBin +
+                   "/mfsrun python3 " + Path("filter.py") + "') | sha256sum > " + Path("got"));
+  pid_t mid = 0;
+  for (int i = 0; i < 300 && mid == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+    mid = atoi(Slurp(Path("mid.pid")).c_str());
+  }
+  ASSERT_GT(mid, 0);
+  ASSERT_TRUE(WaitSupervised(mid));
+  std::this_thread::sleep_for(200ms);
+  auto r = Move(mid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::this_thread::sleep_for(300ms);
+  r = Move(mid, "home");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  r = Move(mid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Wait(sh), 0);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+TEST_F(Cluster, SignalToHomePidReachesRemoteAndKillingDeputyKillsRemote) {
+  StartCluster(2);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-counter 100000 100000 4", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // The remote's pid on node 2, from its guest supervisor's socket name.
+  pid_t remote = 0;
+  for (const auto& e : fs::directory_iterator(dir_ + "/n1/run/sup")) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("guest-", 0) == 0) remote = atoi(n.c_str() + 6);
+  }
+  ASSERT_GT(remote, 0) << "no guest socket";
+  ASSERT_EQ(kill(remote, 0), 0);
+  // SIGTERM to the home pid: the remote dies of it, and so does the deputy.
+  kill(pid, SIGTERM);
+  int st = Wait(pid, 20s);
+  ASSERT_TRUE(WIFSIGNALED(st)) << "status " << st;
+  EXPECT_EQ(WTERMSIG(st), SIGTERM);
+  for (int i = 0; i < 200 && kill(remote, 0) == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_NE(kill(remote, 0), 0) << "remote still alive";
+
+  // SIGKILL of the deputy kills the remote too.
+  pid = Mfsrun(kBin + "/mfs-test-counter 100000 100000 4", Path("got2"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  ASSERT_TRUE(Move(pid, 2).ok());
+  remote = 0;
+  for (const auto& e : fs::directory_iterator(dir_ + "/n1/run/sup")) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("guest-", 0) == 0 && kill(atoi(n.c_str() + 6), 0) == 0) remote = atoi(n.c_str() + 6);
+  }
+  ASSERT_GT(remote, 0);
+  kill(pid, SIGKILL);
+  st = Wait(pid, 20s);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  for (int i = 0; i < 300 && kill(remote, 0) == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_NE(kill(remote, 0), 0) << "remote survived its deputy";
+}
+
+TEST_F(Cluster, NodeKilledMidMigrationLeavesTheProcessRunningAtHome) {
+  StartCluster(2);
+  // 1 GiB of dirty memory: the transfer takes long enough to cut it.
+  const std::string args = kBin + "/mfs-test-counter 60 200000 1024";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(20ms);
+  std::thread mover([&] {
+    auto r = Move(pid, 2);
+    EXPECT_FALSE(r.ok()) << "the move should have failed";
+  });
+  std::this_thread::sleep_for(150ms);
+  // Node 2 dies: its mfsd and its guest supervisors.
+  StopNode(2, SIGKILL);
+  KillNodeProcesses(2);
+  mover.join();
+  auto ps = Ps();
+  ASSERT_TRUE(ps.ok());
+  for (const auto& p : (*ps)["processes"]) {
+    if (p.value("pid", 0) == pid) {
+      EXPECT_EQ(p.value("where", 0), 1);
+    }
+  }
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+TEST_F(Cluster, BadInputGivesClearErrorsAndTheProcessStaysHome) {
+  StartCluster(2);
+  const std::string args = kBin + "/mfs-test-counter 150 60000 4";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  auto r = Move(999999, 2);
+  EXPECT_EQ(r.status().code(), ENOENT) << r.status().ToString();
+  r = Move(getpid(), 2);  // not started with mfsrun
+  EXPECT_EQ(r.status().code(), ENOENT);
+  r = Move(pid, 77);  // unknown node
+  EXPECT_EQ(r.status().code(), EHOSTDOWN) << r.status().ToString();
+  r = Move(pid, "nowhere");
+  EXPECT_EQ(r.status().code(), EINVAL);
+  r = Move(pid, 1);  // already there
+  EXPECT_EQ(r.status().code(), EALREADY);
+  StopNode(2);  // a dead node
+  for (int i = 0; i < 50; ++i) {
+    r = Move(pid, 2);
+    if (r.status().code() == EHOSTDOWN) break;
+    if (r.ok()) Move(pid, "home").status().IgnoreError();
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(r.status().code(), EHOSTDOWN) << r.status().ToString();
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+TEST_F(Cluster, NodeRefusingGuestsAndMultiThreadedProcessAreRefusedClearly) {
+  StartCluster(2, "[migrate]\naccept_guests = false\n");
+  const std::string args = kBin + "/mfs-test-counter 100 60000 4";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  auto r = Move(pid, 2);
+  EXPECT_EQ(r.status().code(), EACCES) << r.status().ToString();
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+
+  // Threads cannot move (yet): the error says so and the program is unharmed.
+  const std::string targs = kBin + "/mfs-test-threads 400";
+  int tstatus = Reference(targs, Path("twant"));
+  pid = Mfsrun(targs, Path("tgot"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  std::this_thread::sleep_for(100ms);
+  r = Move(pid, 2);
+  EXPECT_EQ(r.status().code(), EBUSY);
+  EXPECT_NE(r.status().message().find("multi-threaded"), std::string::npos) << r.status().ToString();
+  auto ps = Ps();
+  ASSERT_TRUE(ps.ok());
+  for (const auto& p : (*ps)["processes"]) {
+    if (p.value("pid", 0) == pid) {
+      EXPECT_NE(p.value("why_not", "").find("multi-threaded"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(Wait(pid), tstatus);
+  EXPECT_EQ(Slurp(Path("tgot")), Slurp(Path("twant")));
+}
+
+}  // namespace
