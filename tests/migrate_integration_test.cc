@@ -320,12 +320,17 @@ TEST_F(Cluster, PipelineWithAMigratedMiddleStage) {
   StartCluster(2);
   {
     std::ofstream p(Path("filter.py"));
-    p << "import sys\nfor line in sys.stdin:\n    n = int(line)\n    print(n * n % 1000003, n)\n";
+    // Output in blocks of 2000 lines: the environment may set
+    // PYTHONUNBUFFERED, and one forwarded write per line is not the point.
+    p << "import sys\nout = []\nfor line in sys.stdin:\n    n = int(line)\n"
+         "    out.append('%d %d\\n' % (n * n % 1000003, n))\n"
+         "    if len(out) == 2000:\n        sys.stdout.write(''.join(out)); out = []\n"
+         "sys.stdout.write(''.join(out))\n";
   }
-  const std::string pipeline_ref = "seq 1 400000 | python3 " + Path("filter.py") + " | sha256sum > " + Path("want");
+  const std::string pipeline_ref = "seq 1 3000000 | python3 " + Path("filter.py") + " | sha256sum > " + Path("want");
   ASSERT_EQ(RunShell(pipeline_ref), 0);
   // The middle stage's pid is written by the shell before it execs mfsrun.
-  pid_t sh = Shell("seq 1 400000 | (echo $$ > /dev/null; sh -c 'echo $$ > " + Path("mid.pid") + "; exec " + kBin +
+  pid_t sh = Shell("seq 1 3000000 | (echo $$ > /dev/null; sh -c 'echo $$ > " + Path("mid.pid") + "; exec " + kBin +
                    "/mfsrun python3 " + Path("filter.py") + "') | sha256sum > " + Path("got"));
   pid_t mid = 0;
   for (int i = 0; i < 300 && mid == 0; ++i) {
@@ -340,10 +345,12 @@ TEST_F(Cluster, PipelineWithAMigratedMiddleStage) {
   auto r = Move(mid, 2);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   std::this_thread::sleep_for(300ms);
+  // The interpreter may have come home by itself meanwhile (an mmap of a
+  // file descriptor is a `home` call): EALREADY then.
   r = Move(mid, "home");
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r.ok() || r.status().code() == EALREADY) << r.status().ToString();
   r = Move(mid, 2);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r.ok() || r.status().code() == ENOENT) << r.status().ToString();  // ENOENT: already finished
   EXPECT_EQ(Wait(sh), 0);
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 }
