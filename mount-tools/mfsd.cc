@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "mfs/base/log.h"
+#include "mfs/locality/service.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
 #include "mfs/server/file_service.h"
@@ -39,6 +40,15 @@ int main(int argc, char** argv) {
     spdlog::error("start failed: {}", s.ToString());
     return 1;
   }
+  // --- issue 5: locality accounting, before /mfs is mounted so that the
+  // client's first reports are accepted.
+  auto locality = mfs::locality::LocalityService::Create(daemon);
+  if (!locality.ok()) {
+    fprintf(stderr, "mfsd: %s\n", locality.status().ToString().c_str());
+    spdlog::error("start failed: {}", locality.status().ToString());
+    return 1;
+  }
+
   // --- issue 4 (fs): the file service for this node's export, and the
   // /mfs mount ([node].mount) as a child process.
   mfs::server::FileServiceOptions fso;
@@ -62,6 +72,11 @@ int main(int argc, char** argv) {
     if (mfs::Status ms = mount.Start(config->mount, config->path); !ms.ok())
       spdlog::error("mount {}: {}", config->mount, ms.ToString());
   }
+  daemon.RegisterControlOp(
+      "fs.status",
+      [fs](const nlohmann::json&, const mfs::control::Caller&) -> mfs::Result<nlohmann::json> {
+        return nlohmann::json{{"open_files", fs->open_files()}, {"interest", fs->interest_size()}};
+      });
   daemon.OnShutdown([fs] { fs->Stop(); });
   // --- end fs
 

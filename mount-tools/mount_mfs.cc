@@ -19,6 +19,7 @@
 #include "mfs/base/log.h"
 #include "mfs/client/client.h"
 #include "mfs/client/remote_backend.h"
+#include "mfs/locality/client_observer.h"
 #include "mfs/fuse/fuse_fs.h"
 #include "mfs/wire/auth.h"
 
@@ -160,6 +161,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mount.mfs: other nodes are not reachable: %s\n",
                  rb.status().ToString().c_str());
   }
+
+  // Locality accounting (issue 5): every read/write/open/create on /mfs is
+  // attributed to its process and owning node and reported to the local mfsd.
+  (*client)->SetIoObserver(mfs::locality::MakeClientObserver(mc.client.control_socket));
 
   mfs::fuse::FuseOptions fo;
   fo.mountpoint = mountpoint;

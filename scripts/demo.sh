@@ -63,7 +63,44 @@ demo_membership() {
   show "$CLUSTER" exec 3 -- mfsctl status
 }
 
-DEMO_PARTS=(demo_membership)
+# /mfs (issue 4): a file written on one node, read through the others.
+demo_fs() {
+  say "/mfs: every node's export on every node"
+  local i deadline=$((SECONDS + 20))
+  for ((i = 1; i <= N; i++)); do
+    until "$CLUSTER" exec "$i" -- test -d "/mfs/$(((i % N) + 1))" 2>/dev/null; do
+      ((SECONDS < deadline)) || fail "node $i does not show /mfs/$(((i % N) + 1)) (see $MFS_CLUSTER_DIR/node$i/mfsd.log)"
+      sleep 0.2
+    done
+  done
+  show "$CLUSTER" exec 1 -- ls -l /mfs
+  show "$CLUSTER" exec 1 -- sh -c 'echo "written on node 1 at $(date +%T)" > /mfs/2/hello.txt'
+  for ((i = 1; i <= N; i++)); do show "$CLUSTER" exec "$i" -- cat /mfs/2/hello.txt; done
+  show "$CLUSTER" exec 3 -- getfattr -n user.mfs.node /mfs/2/hello.txt
+  show "$CLUSTER" exec 3 -- sh -c 'echo "appended on node 3" >> /mfs/2/hello.txt'
+  show "$CLUSTER" exec 1 -- cat /mfs/2/hello.txt
+  show "$CLUSTER" exec 2 -- readlink /mfs/here
+}
+
+demo_locality() {
+  say "I/O locality: a job on node 1 reads 1, 2 and 3 MiB stored on nodes 1, 2 and 3"
+  if ! "$CLUSTER" exec 1 -- test -d /mfs/3 2>/dev/null; then
+    echo "(skipped: /mfs is not mounted in the nodes)"
+    return 0
+  fi
+  local i
+  for i in 1 2 3; do
+    head -c $((i << 20)) /dev/zero >"$MFS_CLUSTER_DIR/node$i/export/demo-part"
+  done
+  show "$CLUSTER" exec 1 -- sh -c 'cat /mfs/1/demo-part /mfs/2/demo-part /mfs/3/demo-part | wc -c'
+  sleep 1.5 # the client reports every 500 ms
+  show "$CLUSTER" exec 1 -- mfsstat -a -c cat
+  show "$CLUSTER" exec 2 -- mfsstat -a --html "$MFS_CLUSTER_DIR/locality.html"
+  echo "open $MFS_CLUSTER_DIR/locality.html in a browser for the heat map and time series;"
+  echo "mfs-cluster exec 1 -- mfsmon   shows the live view (q quits)"
+}
+
+DEMO_PARTS=(demo_membership demo_fs demo_locality)
 
 bash "$MFS_ROOT/scripts/setup.sh"
 
@@ -84,6 +121,8 @@ if ((keep)); then
   mfs-cluster status                       # nodes, pids, state
   mfs-cluster exec 2 -- mfsctl status      # node 2's view of the cluster
   mfs-cluster exec 1 -- bash               # a shell on node 1 (its own /mfs, /run/mfs)
+  mfs-cluster exec 1 -- mfsstat -a         # I/O locality of every process, node, program
+  mfs-cluster exec 1 -- mfsmon             # live view: load, memory, I/O, locality (q quits)
   mfs-cluster kill 3; mfs-cluster restart 3
   mfs-cluster partition 2; mfs-cluster heal 2
   less $MFS_CLUSTER_DIR/node1/mfsd.log

@@ -413,8 +413,11 @@ TEST_F(Cluster, NodeKilledMidMigrationLeavesTheProcessRunningAtHome) {
   mover.join();
   auto ps = Ps();
   ASSERT_TRUE(ps.ok());
-  for (const auto& p : (*ps)["processes"])
-    if (p.value("pid", 0) == pid) EXPECT_EQ(p.value("where", 0), 1);
+  for (const auto& p : (*ps)["processes"]) {
+    if (p.value("pid", 0) == pid) {
+      EXPECT_EQ(p.value("where", 0), 1);
+    }
+  }
   EXPECT_EQ(Wait(pid), want_status);
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 }
@@ -469,8 +472,11 @@ TEST_F(Cluster, NodeRefusingGuestsAndMultiThreadedProcessAreRefusedClearly) {
   EXPECT_NE(r.status().message().find("multi-threaded"), std::string::npos) << r.status().ToString();
   auto ps = Ps();
   ASSERT_TRUE(ps.ok());
-  for (const auto& p : (*ps)["processes"])
-    if (p.value("pid", 0) == pid) EXPECT_NE(p.value("why_not", "").find("multi-threaded"), std::string::npos);
+  for (const auto& p : (*ps)["processes"]) {
+    if (p.value("pid", 0) == pid) {
+      EXPECT_NE(p.value("why_not", "").find("multi-threaded"), std::string::npos);
+    }
+  }
   EXPECT_EQ(Wait(pid), tstatus);
   EXPECT_EQ(Slurp(Path("tgot")), Slurp(Path("twant")));
 }

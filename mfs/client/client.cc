@@ -237,18 +237,10 @@ std::string Client::ReadMagic(const Caller& c, Magic m) {
   return std::to_string(n);
 }
 
-void Client::SetIoObserver(std::shared_ptr<IoObserver> o) {
-  std::lock_guard<std::mutex> l(mu_);
-  observer_ = std::move(o);
-}
+void Client::SetIoObserver(std::shared_ptr<IoObserver> o) { observer_ = std::move(o); }
 
 void Client::AccountIo(pid_t tid, uint32_t node, IoOp op, uint64_t bytes) {
-  std::shared_ptr<IoObserver> o;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    o = observer_;
-  }
-  if (o) o->OnIo(ProcessOf(tid), node, op, bytes);
+  if (observer_) observer_->OnIo(tid, node, op, bytes);
 }
 
 }  // namespace mfs::client

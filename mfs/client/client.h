@@ -83,6 +83,7 @@ class Client {
   ProcPlace Where(pid_t tid);
 
   // --- locality hook ---
+  // REQUIRES: called before the mount serves requests (not synchronised).
   void SetIoObserver(std::shared_ptr<IoObserver> o);
   void AccountIo(pid_t tid, uint32_t node, IoOp op, uint64_t bytes);
 

@@ -58,6 +58,9 @@ struct Inode {
   uint64_t nlookup = 0;  // guarded by the table mutex
   // kRemote: the number of the backing file on its owner, for st_ino.
   std::atomic<uint64_t> remote_ino{0};
+  // A record lock was asked for on this file (any open file of it): closes
+  // must then reach the owner to drop the closing process's locks.
+  std::atomic<bool> locked{false};
 };
 using InodePtr = std::shared_ptr<Inode>;
 

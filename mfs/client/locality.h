@@ -2,9 +2,12 @@
 // nodes (issue 5, locality accounting, implements it).
 //
 // The client calls OnIo for every open, create, read and write, with the
-// calling process (thread-group id), the node that owns the file and the
-// bytes moved (0 for open/create). Called on FUSE and network threads, so
-// implementations must be thread-safe and must not block.
+// calling thread as FUSE reports it (a tid: the observer maps it to its
+// process, caching as it sees fit — the client does not read /proc on this
+// path), the node that owns the file and the bytes moved (0 for
+// open/create; for a fast-path read, the bytes asked for). Called on FUSE
+// and network threads, so implementations must be thread-safe and must not
+// block.
 #pragma once
 
 #include <sys/types.h>
@@ -18,7 +21,7 @@ enum class IoOp : uint8_t { kOpen, kCreate, kRead, kWrite };
 class IoObserver {
  public:
   virtual ~IoObserver() = default;
-  virtual void OnIo(pid_t process, uint32_t owner_node, IoOp op, uint64_t bytes) = 0;
+  virtual void OnIo(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes) = 0;
 };
 
 }  // namespace mfs::client

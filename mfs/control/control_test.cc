@@ -5,7 +5,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "mfs/control/client.h"
 #include "mfs/control/server.h"
@@ -31,16 +33,22 @@ class ControlTest : public ::testing::Test {
     });
     server_->Register("later", [this](const json&, const Caller&, ControlServer::Reply reply) {
       // Answer from another thread, later.
-      std::thread([reply] {
+      std::lock_guard lock(later_mu_);
+      later_.emplace_back([reply] {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         reply(json{{"late", true}});
-      }).detach();
+      });
     });
     ASSERT_TRUE(server_->Start(path_).ok());
     work_.emplace(io_.get_executor());
     thread_ = std::thread([this] { io_.run(); });
   }
   void TearDown() override {
+    {
+      // Late replies hold their session: finish them before the io_context goes.
+      std::lock_guard lock(later_mu_);
+      for (auto& t : later_) t.join();
+    }
     boost::asio::post(io_, [this] { server_->Stop(); });
     work_.reset();
     io_.stop();
@@ -54,6 +62,8 @@ class ControlTest : public ::testing::Test {
   std::unique_ptr<ControlServer> server_;
   std::thread thread_;
   std::string dir_, path_;
+  std::mutex later_mu_;
+  std::vector<std::thread> later_;
 };
 
 TEST_F(ControlTest, RequestsAndErrorsKeepErrno) {

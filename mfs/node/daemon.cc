@@ -64,6 +64,10 @@ void Daemon::RegisterControlOp(const std::string& op,
   control_.RegisterSync(op, std::move(handler));
 }
 
+void Daemon::CallControlOp(const json& request, control::ControlServer::Reply reply) {
+  control_.Dispatch(request, control::Caller{::getpid(), ::getuid(), ::getgid()}, std::move(reply));
+}
+
 void Daemon::OnShutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
 
 Status Daemon::Start() {

@@ -57,6 +57,9 @@ class Daemon {
   void RegisterFrameHandler(uint16_t first, uint16_t last, FrameHandler handler);
   void RegisterControlOp(const std::string& op, control::ControlServer::Handler handler);
   void RegisterControlOp(const std::string& op, control::ControlServer::SyncHandler handler);
+  // Runs a control op in-process, as if it came over the control socket from
+  // mfsd itself (services asking each other, e.g. locality asks proc.where).
+  void CallControlOp(const nlohmann::json& request, control::ControlServer::Reply reply);
 
   // The outgoing connection to node `id`, dialled if needed. EHOSTDOWN if the
   // node is unknown or dead.

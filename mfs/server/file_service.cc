@@ -58,6 +58,11 @@ size_t FileService::open_files() const {
   return files_.size();
 }
 
+size_t FileService::interest_size() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return interest_.size();
+}
+
 void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   if (stopped_) return conn->ReplyError(frame, Status::Unavailable("file service stopping"));
   bool blocking = frame.type() == proto::kSetLk || frame.type() == proto::kFlock;

@@ -59,6 +59,8 @@ class FileService {
   void Stop();
 
   size_t open_files() const;
+  // Files with registered interest, and connections watching everything.
+  size_t interest_size() const;
 
  private:
   explicit FileService(const FileServiceOptions& opts);

@@ -216,6 +216,45 @@ TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   close(pipefd[1]);
 }
 
+TEST_F(FsClusterTest, ClosingAnyDescriptorReleasesRemoteLocks) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "lk2"), "lock me"));
+  int p2c[2], c2p[2];
+  ASSERT_EQ(pipe(p2c), 0);
+  ASSERT_EQ(pipe(c2p), 0);
+  pid_t child = fork();
+  if (child == 0) {  // on node 1: lock through one fd, close another (POSIX)
+    int fd = open(M(1, 2, "lk2").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0;
+    (void)!write(c2p[1], &ok, sizeof(ok));
+    char go;
+    (void)!read(p2c[0], &go, 1);
+    close(open(M(1, 2, "lk2").c_str(), O_RDONLY));
+    (void)!write(c2p[1], &ok, sizeof(ok));
+    pause();
+    _exit(0);
+  }
+  int ok = 0;
+  ASSERT_EQ(read(c2p[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  ASSERT_TRUE(ok);
+  int fd = open(M(2, 2, "lk2").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1) << "the lock of node 1's process must hold";
+  ASSERT_EQ(write(p2c[1], "g", 1), 1);
+  ASSERT_EQ(read(c2p[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  fl.l_type = F_WRLCK;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), 0) << "closing another descriptor releases it";
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  close(fd);
+  for (int f : {p2c[0], p2c[1], c2p[0], c2p[1]}) close(f);
+}
+
 TEST_F(FsClusterTest, DeadNodeFailsFastAndRecoversWithoutRemount) {
   ASSERT_TRUE(WriteFile(M(1, 2, "keep"), "still here"));
   int fd = open(M(1, 2, "keep").c_str(), O_RDONLY);
