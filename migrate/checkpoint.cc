@@ -122,16 +122,26 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
   if (threads != 1)
     return Status::Error(EBUSY, "multi-threaded (" + std::to_string(threads) + " threads)");
 
-  // Pending signals would be lost or reordered: let the caller deliver them.
-  {
-    for (int shared = 0; shared < 2; ++shared) {
+  // Pending signals travel: each is taken out of the original's queues (an
+  // injected rt_sigtimedwait with a zero timeout, or the signal-delivery stop
+  // that the injection itself provokes) and raised again after the restore.
+  const uint64_t buf = scratch.buffer();
+  for (int k = 0; k < 128; ++k) {
+    bool any = false;
+    for (int shared = 0; shared < 2 && !any; ++shared) {
       __ptrace_peeksiginfo_args a{0, shared ? static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED) : 0u, 1};
       siginfo_t si;
-      long n = ptrace(PTRACE_PEEKSIGINFO, pid, &a, &si);
-      if (n > 0) return Status::Error(EAGAIN, "signals pending");
+      any = ptrace(PTRACE_PEEKSIGINFO, pid, &a, &si) > 0;
     }
-    if (!t.stashed_signals().empty()) return Status::Error(EAGAIN, "signals pending");
+    if (!any) break;
+    const uint64_t all = ~0ull;
+    const timespec zero{0, 0};
+    MFS_RETURN_IF_ERROR(t.WriteMem(buf, &all, sizeof all));
+    MFS_RETURN_IF_ERROR(t.WriteMem(buf + 16, &zero, sizeof zero));
+    MFS_ASSIGN_OR_RETURN(int64_t sig, t.Syscall(SYS_rt_sigtimedwait, buf, buf + 64, buf + 16, 8));
+    if (sig > 0) img.pending_signals.push_back(static_cast<uint32_t>(sig));
   }
+  for (int sig : t.TakeStashedSignals()) img.pending_signals.push_back(static_cast<uint32_t>(sig));
 
   ThreadImage th;
   th.tid = pid;
@@ -156,7 +166,6 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
     th.robust_head = head;
     th.robust_len = len;
   }
-  const uint64_t buf = scratch.buffer();
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("prctl(PR_GET_TID_ADDRESS)", SYS_prctl, PR_GET_TID_ADDRESS, buf).status());
   MFS_RETURN_IF_ERROR(t.ReadMem(buf, &th.tid_address, 8));
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("sigaltstack", SYS_sigaltstack, 0, buf).status());

@@ -38,8 +38,8 @@ Result<Scratch> MapScratch(Tracee& t, const KernelFeatures& k, uint64_t hint = 0
 // Captures the stopped, single-threaded process `t`. `exclude` lists address
 // ranges (the scratch) that are not part of the process. A process that
 // cannot move gets EBUSY with the reason as message (e.g. "writable shared
-// mapping /dev/shm/x"). Pending signals give EAGAIN: let them be delivered
-// and try again. REQUIRES: t stopped, gadget and scratch mapped.
+// mapping /dev/shm/x"). Pending signals are taken out of the process and
+// travel in the image (pending_signals). REQUIRES: t stopped, gadget and scratch mapped.
 Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved);
 
 // Why a process cannot be migrated at all ("" if it can, as far as the maps

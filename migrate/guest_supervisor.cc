@@ -198,8 +198,14 @@ class Guest {
       uint64_t filter;
     } prog{static_cast<uint16_t>(bpf.size() / 8), {}, insns_addr};
     MFS_RETURN_IF_ERROR(t.WriteMem(prog_addr, &prog, sizeof prog));
+    // WAIT_KILLABLE_RECV (5.19): once we have received a call, only a fatal
+    // signal interrupts the remote's wait. Otherwise a signal arriving while
+    // the deputy runs the call would make the kernel restart it: executed
+    // twice at home.
+    constexpr uint64_t kWaitKillableRecv = 1ull << 5;
     MFS_ASSIGN_OR_RETURN(uint64_t fd, t.CheckedSyscall("seccomp", SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                                       SECCOMP_FILTER_FLAG_NEW_LISTENER, prog_addr));
+                                                       SECCOMP_FILTER_FLAG_NEW_LISTENER | kWaitKillableRecv,
+                                                       prog_addr));
     UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, t.tid(), 0)));
     if (!pidfd) return Status::FromErrno("pidfd_open");
     notify_fd_.Reset(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(fd), 0)));
@@ -221,8 +227,12 @@ class Guest {
   }
 
   void Respond(uint64_t id, int64_t ret) {
+    if (id == pending_id_) pending_id_ = 0;
     seccomp_notif_resp resp{};
     resp.id = id;
+    // Restart codes (-512..-516) pass through: with the signal that caused
+    // them already queued, the kernel restarts or fails the call as it would
+    // have at home.
     if (ret < 0 && ret > -4096) resp.error = static_cast<int32_t>(ret);
     else resp.val = ret;
     ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);  // ENOENT: the call was interrupted
@@ -258,6 +268,7 @@ class Guest {
   void OnNotify() {
     seccomp_notif req{};
     if (ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;
+    pending_id_ = req.id;
     const int nr = req.data.nr;
     const SyscallSpec& spec = LookupSyscall(nr);
     uint64_t a[6];
@@ -268,15 +279,12 @@ class Guest {
                   (nr == SYS_tgkill && static_cast<int>(a[0]) == home_pid_) ||
                   (nr == SYS_tkill && static_cast<int>(a[0]) == home_pid_);
       if (self) {
-        // Answer first, then queue the signal: a signal queued while the
-        // call waits would interrupt it and have it re-issued, forever. The
-        // remote is woken by the answer but does not run before we queue, in
-        // practice, so the signal is taken on the way out of kill().
+        // The remote waits killably (WAIT_KILLABLE_RECV): queue the signal,
+        // then answer; it is taken on the way out of kill(), as at home.
         int sig = static_cast<int>(nr == SYS_tgkill ? a[2] : a[1]);
         if (sig < 0 || sig > 64) return Respond(req.id, -EINVAL);
-        Respond(req.id, 0);
         if (sig != 0) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
-        return;
+        return Respond(req.id, 0);
       }
     }
     SyscallRequest call;
@@ -444,7 +452,13 @@ class Guest {
 
   Result<std::string> Fetch() {
     if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
-    MFS_RETURN_IF_ERROR(remote_->Interrupt());
+    // A remote waiting (killably) for a call's answer cannot stop: the home
+    // did not and will not run that call, so it is answered "restart" and
+    // the interrupt stop catches it on the way out, rewound to re-issue it.
+    if (ptrace(PTRACE_INTERRUPT, remote_->tid(), nullptr, nullptr) != 0)
+      return Status::FromErrno("PTRACE_INTERRUPT");
+    if (pending_id_) Respond(pending_id_, -513 /* -ERESTARTNOINTR */);
+    MFS_RETURN_IF_ERROR(remote_->WaitForStop(false).status());
     MFS_ASSIGN_OR_RETURN(frozen_regs_, GetCpuState(remote_->tid()));
     auto img = Capture(*remote_, stub_, frozen_regs_);
     if (!img.ok()) {
@@ -462,12 +476,15 @@ class Guest {
   }
 
   Status ResumeFrozen() {
+    std::vector<uint32_t> pending;
+    if (outgoing_) pending = outgoing_->pending_signals;
     outgoing_.reset();
     want_home_sent_ = false;
     if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
     if (!remote_->stopped()) return Status::OK();
     MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), frozen_regs_));
     for (int sig : remote_->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
+    for (uint32_t sig : pending) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), static_cast<int>(sig));
     return remote_->Cont();
   }
 
@@ -530,6 +547,7 @@ class Guest {
   std::unique_ptr<control::ControlServer> control_;
   bool quitting_ = false;
   bool want_home_sent_ = false;
+  uint64_t pending_id_ = 0;  // the call the remote waits on, if any
   int exit_code_ = 0;
 };
 

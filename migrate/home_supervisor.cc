@@ -82,6 +82,12 @@ class Home {
  private:
   enum class State { kHome, kBusy, kRemote };
   enum class Dep { kParked, kStopping, kEnter, kExit, kStopped };
+  // A forwarded call being run by the deputy.
+  struct Current {
+    wire::Connection::Ptr conn;
+    wire::Frame frame;
+    SyscallRequest req;
+  };
 
   json Info() {
     if (state_ == State::kHome) {
@@ -197,6 +203,10 @@ class Home {
       }
       // A signal for the home pid: it belongs to the remote.
       if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      if (deferred_) {
+        Answer(*deferred_, deferred_ret_);
+        deferred_.reset();
+      }
       switch (dep_) {
         case Dep::kParked: return Park();
         case Dep::kStopping: tracee_->Cont().IgnoreError(); return;
@@ -321,7 +331,19 @@ class Home {
       return Next();
     }
     interrupted_for_move_ = false;
-    if (IsRestart(ret)) ret = -EINTR;
+    if (IsRestart(ret)) {
+      // A signal for the home pid cut the call. Its signal-delivery stop
+      // comes next: the signal is forwarded first, then this answer, so the
+      // remote's kernel restarts (SA_RESTART) or fails the call as ours would.
+      deferred_.emplace(std::move(cur));
+      deferred_ret_ = ret;
+      return Park();
+    }
+    Answer(cur, ret);
+    Next();
+  }
+
+  void Answer(const Current& cur, int64_t ret) {
     SyscallReply rep;
     rep.ret = ret;
     for (const auto& b : cur.req.buffers) {
@@ -334,7 +356,6 @@ class Home {
       rep.buffers.push_back(std::move(out));
     }
     cur.conn->Reply(cur.frame, EncodeSyscallReply(rep));
-    Next();
   }
 
   // ---- Moves.
@@ -396,7 +417,7 @@ class Home {
           where_ = node;
           ++moves_;
           state_ = State::kRemote;
-          tracee_->TakeStashedSignals();  // none: Capture refused pending signals
+          frozen_pending_.clear();  // they travelled with the image
           Next();
           spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
           reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
@@ -430,6 +451,7 @@ class Home {
       }
       auto img = Capture(*tracee_, scratch_, saved_);
       reaping_ = false;
+      if (img.ok()) frozen_pending_ = img->pending_signals;
       if (img.ok()) {
         parked_base_ = saved_.gp;
         deputy_active_ = true;
@@ -456,8 +478,10 @@ class Home {
     }
     SetCpuState(pid_, saved_).IgnoreError();
     auto sigs = tracee_->TakeStashedSignals();
-    tracee_->Cont(sigs.empty() ? 0 : sigs[0]).IgnoreError();
-    for (size_t i = 1; i < sigs.size(); ++i) syscall(SYS_tgkill, pid_, pid_, sigs[i]);
+    for (uint32_t sig : frozen_pending_) sigs.push_back(static_cast<int>(sig));
+    frozen_pending_.clear();
+    for (int sig : sigs) syscall(SYS_tgkill, pid_, pid_, sig);
+    tracee_->Cont().IgnoreError();
   }
 
   void FailAway(const Status& why, const Reply& reply, wire::Connection::Ptr conn) {
@@ -539,7 +563,6 @@ class Home {
       conn_.reset();
       failed_conns_.insert(old.get());
       old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
-      tracee_->TakeStashedSignals();  // already forwarded to the remote
       deputy_active_ = false;
       state_ = State::kHome;
       where_ = cfg_.node_id;
@@ -658,11 +681,6 @@ class Home {
     tracee_->Cont().IgnoreError();
   }
 
-  struct Current {
-    wire::Connection::Ptr conn;
-    wire::Frame frame;
-    SyscallRequest req;
-  };
 
   asio::io_context& io_;
   SupervisorConfig cfg_;
@@ -689,12 +707,15 @@ class Home {
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;
+  std::vector<uint32_t> frozen_pending_;  // taken out at the freeze; re-raised if we resume
   user_regs_struct parked_base_{};
   Scratch scratch_;
   wire::Connection::Ptr conn_;
   std::set<const void*> failed_conns_;
   std::deque<std::pair<wire::Connection::Ptr, wire::Frame>> calls_;
   std::optional<Current> current_;
+  std::optional<Current> deferred_;  // a call cut by a signal, answered after it
+  int64_t deferred_ret_ = 0;
   std::deque<std::function<void()>> when_stopped_;
   int exit_code_ = 0;
 

@@ -88,6 +88,8 @@ std::string EncodeHeader(const ProcessImage& img) {
     w.U64(s.start);
     w.U64(s.end);
   }
+  w.U32(static_cast<uint32_t>(img.pending_signals.size()));
+  for (uint32_t sig : img.pending_signals) w.U32(sig);
   return out;
 }
 
@@ -168,6 +170,13 @@ Status DecodeHeader(std::string_view bytes, ProcessImage* img) {
     s.name = std::string(r.Bytes());
     s.start = r.U64();
     s.end = r.U64();
+  }
+  uint32_t npending = r.U32();
+  if (!r.ok() || npending > 1024) return Status::Corruption("image: pending signals");
+  img->pending_signals.resize(npending);
+  for (auto& sig : img->pending_signals) {
+    sig = r.U32();
+    if (r.ok() && (sig == 0 || sig > 64)) return Status::Corruption("image: bad signal number");
   }
   if (!r.ok()) return Status::Corruption("image: truncated header");
   if (!r.done()) return Status::Corruption("image: trailing bytes in header");

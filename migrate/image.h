@@ -106,6 +106,9 @@ struct ProcessImage {
   std::vector<Vma> vmas;
   std::vector<SpecialMapping> specials;
   std::vector<PageRun> pages;
+  // Signals that were pending at the freeze (taken out of the original's
+  // queues); raised again in the restored process before it runs.
+  std::vector<uint32_t> pending_signals;
 
   size_t page_count() const;
 };

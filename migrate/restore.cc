@@ -174,6 +174,11 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
   MFS_ASSIGN_OR_RETURN(uint64_t stub_addr, FindGap(used, kScratchSize));
   MFS_ASSIGN_OR_RETURN(Scratch stub, MapScratch(t, k, stub_addr));
   used.push_back({stub.addr, stub.addr + stub.size});
+  t.set_stack(stub.addr + stub.size - 256);
+  struct StackReset {
+    Tracee& t;
+    ~StackReset() { t.set_stack(0); }
+  } stack_reset{t};
 
   // 2. rseq off.
   {
@@ -339,6 +344,11 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
     MFS_RETURN_IF_ERROR(t.CheckedSyscall("munmap stub", SYS_munmap, stub.addr, stub.size).status());
   }
   MFS_RETURN_IF_ERROR(SetCpuState(tid, th.cpu));
+  // Signals pending at the freeze: queued now, taken when the process runs.
+  for (uint32_t sig : img.pending_signals) syscall(SYS_tgkill, tid, tid, static_cast<int>(sig));
+  // Signals that arrived while we rebuilt it (sent to the pid we restored
+  // into) are the program's too.
+  for (int sig : t.TakeStashedSignals()) syscall(SYS_tgkill, tid, tid, sig);
   return result;
 }
 

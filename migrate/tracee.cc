@@ -79,6 +79,7 @@ Result<int64_t> Tracee::Syscall(long nr, uint64_t a0, uint64_t a1, uint64_t a2, 
     CpuState s;
     s.gp = base;
     s.SetUpSyscall(gadget_, nr, {a0, a1, a2, a3, a4, a5});
+    if (stack_) s.gp.rsp = stack_;
     MFS_RETURN_IF_ERROR(SetGpRegs(tid_, s.gp));
     bool entered = false;
     for (;;) {

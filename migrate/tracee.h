@@ -55,6 +55,10 @@ class Tracee {
 
   void set_gadget(uint64_t gadget) { gadget_ = gadget; }
   uint64_t gadget() const { return gadget_; }
+  // Stack pointer for injected calls (0: keep the tracee's). sigaltstack
+  // refuses to change the alternate stack while the stack pointer is on it,
+  // so the restore runs its calls on the stub's own stack.
+  void set_stack(uint64_t sp) { stack_ = sp; }
   // Runs one system call in the stopped tracee. Clobbers its registers
   // (callers save and restore a CpuState). Returns the raw return value
   // (-errno on failure) or a Status if the tracee could not be driven.
@@ -90,6 +94,7 @@ class Tracee {
   bool dead_ = false;
   int exit_status_ = 0;
   uint64_t gadget_ = 0;
+  uint64_t stack_ = 0;
   UniqueFd mem_;
   std::vector<int> stashed_;
 };

@@ -100,7 +100,32 @@ demo_locality() {
   echo "mfs-cluster exec 1 -- mfsmon   shows the live view (q quits)"
 }
 
-DEMO_PARTS=(demo_membership demo_fs demo_locality)
+# Process migration (issue 6): a running program goes to node 2 and back;
+# its output never stops and mfsps shows where it is.
+demo_migration() {
+  say "migration: a running counter moves to node 2 and back"
+  local out=$MFS_CLUSTER_DIR/counter.out pid
+  "$CLUSTER" exec 1 -- sh -c "setsid mfsrun mfs-test-counter 400 150000 64 > $out 2>&1 & echo \$! > $out.pid"
+  local deadline=$((SECONDS + 20))
+  until [[ -s $out ]]; do
+    ((SECONDS < deadline)) || fail "the counter did not start (see $MFS_CLUSTER_DIR/node1/mfsd.log)"
+    sleep 0.2
+  done
+  pid=$(cat "$out.pid")
+  show "$CLUSTER" exec 1 -- mfsps
+  show tail -n 2 "$out"
+  show "$CLUSTER" exec 1 -- mfsmigrate "$pid" 2
+  show "$CLUSTER" exec 1 -- mfsps
+  show "$CLUSTER" exec 2 -- mfsps
+  sleep 1
+  show tail -n 2 "$out"
+  show "$CLUSTER" exec 1 -- mfsmigrate "$pid" home
+  show "$CLUSTER" exec 1 -- mfsps
+  sleep 1
+  show tail -n 2 "$out"
+  kill "$pid" 2>/dev/null || true
+}
+DEMO_PARTS=(demo_membership demo_fs demo_locality demo_migration)
 
 bash "$MFS_ROOT/scripts/setup.sh"
 

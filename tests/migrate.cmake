@@ -11,3 +11,11 @@ mfs_add_test(migrate_integration_test integration
 target_compile_definitions(migrate_integration_test PRIVATE MFS_TEST_BIN_DIR="${MFS_BIN_DIR}")
 add_dependencies(migrate_integration_test mfsd mfs-supervisor mfsrun mfsmigrate mfsps
                  mfs-test-counter mfs-test-sigtimer mfs-test-threads)
+
+# The programs migrated by the tests are plain programs, never sanitized: an
+# ASan build reserves terabytes of shadow mappings that are not what these
+# tests are about.
+foreach(p mfs-test-counter mfs-test-sigtimer mfs-test-threads)
+  target_compile_options(${p} PRIVATE -fno-sanitize=all)
+  target_link_options(${p} PRIVATE -fno-sanitize=all)
+endforeach()

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# bench/migrate/run.sh — process migration benchmark (not a test).
+#
+#   sudo bash bench/migrate/run.sh [--sizes "16 256 1024"] [--reps 3]
+#
+# Starts a 2-node cluster of mfsd (127.6.251.1 and .2, its own directory),
+# then measures, in one run:
+#   * downtime of one move home -> node 2 for each size of dirty memory,
+#     as mfsmigrate reports it (freeze to confirmed running) and as the
+#     program sees it on its own wall clock (longest pause); median of --reps;
+#     fitted as fixed + per-MiB cost (least squares);
+#   * a getpid() round trip forwarded to the deputy vs native, against its
+#     floor (one SECCOMP_RET_USER_NOTIF trap + one loopback TCP round trip,
+#     both measured now by mfs-bench-floor);
+#   * a CPU-bound job's run time: plain, under mfsrun at home, and remote;
+#   * CRIU (plain dump to tmpfs + restore) on the same program when a criu
+#     >= 4.1 is on PATH or named by CRIU=; otherwise the column is skipped
+#     with the reason.
+# Prints a markdown report on stdout. Stops everything it started on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${MFS_BIN:-$ROOT/build/bin}
+SIZES="16 256 1024"
+REPS=3
+while (($#)); do
+  case $1 in
+    --sizes) SIZES=$2; shift 2 ;;
+    --reps) REPS=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for b in mfsd mfs-supervisor mfsrun mfsmigrate mfs-bench-dirty mfs-bench-syscalls mfs-bench-floor mfs-test-counter; do
+  [[ -x $BIN/$b ]] || { echo "run.sh: $BIN/$b missing (build first)" >&2; exit 1; }
+done
+
+DIR=$(mktemp -d /tmp/mfs-bench-migrate.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+head -c 32 /dev/urandom | base64 > "$DIR/secret"; chmod 600 "$DIR/secret"
+for i in 1 2; do
+  mkdir -p "$DIR/n$i/run" "$DIR/n$i/state" "$DIR/n$i/export"
+  cat > "$DIR/n$i/mfsd.toml" <<CONF
+[node]
+id = $i
+address = "127.6.251.$i"
+port = 7420
+export = "$DIR/n$i/export"
+state_dir = "$DIR/n$i/state"
+secret_file = "$DIR/secret"
+control_socket = "$DIR/n$i/run/mfsd.sock"
+mount = ""
+peers = ["127.6.251.1:7420", "127.6.251.2:7420"]
+[membership]
+heartbeat_ms = 200
+dead_after_ms = 1500
+[log]
+level = "warn"
+file = "$DIR/n$i/log"
+CONF
+  "$BIN/mfsd" --config "$DIR/n$i/mfsd.toml" & PIDS+=($!)
+done
+export MFS_SOCKET=$DIR/n1/run/mfsd.sock
+for _ in $(seq 50); do
+  "$BIN/mfsctl" status --json 2>/dev/null | grep -q '"alive"' && break
+  sleep 0.2
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "# bench/migrate — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, kernel $(uname -r)"
+echo
+echo "## Downtime of one move (home -> node 2), median of $REPS"
+echo
+CRIU_BIN=${CRIU:-$(command -v criu || true)}
+CRIU_OK=""
+CRIU_WHY="no criu on PATH (set CRIU=/path/to/criu >= 4.1)"
+if [[ -n $CRIU_BIN ]]; then
+  v=$("$CRIU_BIN" --version 2>/dev/null | sed -n 's/^Version: *//p')
+  if [[ -n $v ]] && printf '4.1\n%s\n' "$v" | sort -V -C; then CRIU_OK=1; else CRIU_WHY="criu $v < 4.1 (3.x fails on this kernel's split vDSO)"; fi
+fi
+if [[ -n $CRIU_OK ]]; then
+  echo "| dirty MiB | mfs downtime (ms) | as the program saw it (ms) | CRIU dump+restore (ms) | mfs / CRIU |"
+  echo "|---:|---:|---:|---:|---:|"
+else
+  echo "| dirty MiB | mfs downtime (ms) | as the program saw it (ms) |"
+  echo "|---:|---:|---:|"
+fi
+FIT=""
+for mib in $SIZES; do
+  d=(); g=(); c=()
+  for _ in $(seq "$REPS"); do
+    out=$DIR/dirty.out
+    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 4 > "$out" & p=$!
+    for _ in $(seq 600); do grep -q ready "$out" 2>/dev/null && break; sleep 0.05; done
+    sleep 0.3
+    r=$("$BIN/mfsmigrate" --json "$p" 2)
+    wait "$p" || true
+    d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
+    g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    if [[ -n $CRIU_OK ]]; then
+      "$BIN/mfs-bench-dirty" "$mib" 30 > "$DIR/criu.out" 2>&1 & cp=$!
+      for _ in $(seq 600); do grep -q ready "$DIR/criu.out" 2>/dev/null && break; sleep 0.05; done
+      rm -rf "$DIR/img"; mkdir -p "$DIR/img"; mount -t tmpfs none "$DIR/img"
+      t0=$(date +%s%N)
+      "$CRIU_BIN" dump -t "$cp" -D "$DIR/img" --shell-job >/dev/null 2>&1 || true
+      "$CRIU_BIN" restore -D "$DIR/img" --shell-job -d >/dev/null 2>&1 || true
+      t1=$(date +%s%N)
+      c+=("$(( (t1 - t0) / 1000000 ))")
+      kill "$cp" 2>/dev/null || true
+      umount "$DIR/img" || true
+    fi
+  done
+  dm=$(printf '%s\n' "${d[@]}" | median); gm=$(printf '%s\n' "${g[@]}" | median)
+  FIT+="$mib $dm"$'\n'
+  if [[ -n $CRIU_OK ]]; then
+    cm=$(printf '%s\n' "${c[@]}" | median)
+    echo "| $mib | $dm | $gm | $cm | $(awk -v a="$dm" -v b="$cm" 'BEGIN{printf "%.2f", a/b}') |"
+  else
+    echo "| $mib | $dm | $gm |"
+  fi
+done
+echo
+echo "$FIT" | awk 'NF==2 {n++; sx+=$1; sy+=$2; sxx+=$1*$1; sxy+=$1*$2}
+  END { if (n > 1) { b=(n*sxy-sx*sy)/(n*sxx-sx*sx); a=(sy-b*sx)/n;
+        printf "Fit: downtime ~ %.1f ms + %.3f ms/MiB\n", a, b } }'
+[[ -n $CRIU_OK ]] || echo "CRIU column skipped: $CRIU_WHY."
+echo
+echo "## Forwarded system call"
+echo
+"$BIN/mfs-bench-floor" 20000 > "$DIR/floor"
+notif=$(sed -n 's/user_notif_us //p' "$DIR/floor"); trace=$(sed -n 's/ret_trace_us //p' "$DIR/floor"); tcp=$(sed -n 's/tcp_rtt_us //p' "$DIR/floor")
+native=$("$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 1000000 | sed -n 's/getpid_ns \([0-9.]*\).*/\1/p')
+"$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 20000 1500 > "$DIR/sys.out" & p=$!
+sleep 0.5; "$BIN/mfsmigrate" "$p" 2 >/dev/null; wait "$p" || true
+fwd=$(sed -n 's/getpid_ns \([0-9.]*\).*/\1/p' "$DIR/sys.out")
+fwd_us=$(awk -v x="$fwd" 'BEGIN{printf "%.2f", x/1000}')
+floor=$(awk -v a="$notif" -v b="$tcp" 'BEGIN{printf "%.2f", a+b}')
+echo "| getpid() | µs |"
+echo "|---|---:|"
+echo "| native (at home, under mfsrun) | $(awk -v x="$native" 'BEGIN{printf "%.3f", x/1000}') |"
+echo "| forwarded (remote on node 2) | $fwd_us |"
+echo "| floor: USER_NOTIF trap ($notif) + loopback TCP RTT ($tcp) | $floor |"
+echo "| (SECCOMP_RET_TRACE trap, for comparison) | $trace |"
+echo
+echo "Forwarded / floor: $(awk -v a="$fwd_us" -v b="$floor" 'BEGIN{printf "%.2f", a/b}')x"
+echo
+echo "## CPU-bound job (mfs-test-counter 120 400000 4)"
+echo
+t() { local s=$(date +%s%N); "$@" > /dev/null; echo $(( ($(date +%s%N) - s) / 1000000 )); }
+plain=(); home=(); remote=()
+for _ in $(seq "$REPS"); do
+  plain+=("$(t "$BIN/mfs-test-counter" 120 400000 4)")
+  home+=("$(t "$BIN/mfsrun" "$BIN/mfs-test-counter" 120 400000 4)")
+  remote+=("$(t "$BIN/mfsrun" --node 2 "$BIN/mfs-test-counter" 120 400000 4)")
+done
+pm=$(printf '%s\n' "${plain[@]}" | median); hm=$(printf '%s\n' "${home[@]}" | median); rm_=$(printf '%s\n' "${remote[@]}" | median)
+echo "| run | ms (median) | vs plain |"
+echo "|---|---:|---:|"
+echo "| plain | $pm | 1.00 |"
+echo "| mfsrun, at home | $hm | $(awk -v a="$hm" -v b="$pm" 'BEGIN{printf "%.3f", a/b}') |"
+echo "| mfsrun --node 2 (remote; includes one move) | $rm_ | $(awk -v a="$rm_" -v b="$pm" 'BEGIN{printf "%.3f", a/b}') |"
