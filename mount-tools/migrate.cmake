@@ -3,7 +3,7 @@ add_executable(mfs-supervisor ${CMAKE_CURRENT_LIST_DIR}/mfs-supervisor.cc)
 target_link_libraries(mfs-supervisor PRIVATE mfs_migrate CLI11::CLI11)
 
 add_executable(mfsrun ${CMAKE_CURRENT_LIST_DIR}/mfsrun.cc)
-target_link_libraries(mfsrun PRIVATE mfs_control CLI11::CLI11)
+target_link_libraries(mfsrun PRIVATE mfs_control)
 
 add_executable(mfsmigrate ${CMAKE_CURRENT_LIST_DIR}/mfsmigrate.cc)
 target_link_libraries(mfsmigrate PRIVATE mfs_control CLI11::CLI11)

@@ -291,9 +291,7 @@ TEST_F(Cluster, Sha256sumAndSortOverALargeFileWhileMoved) {
   }
 }
 
-// KNOWN FAILURE (see the report of issue 6): xz's output differs after moves.
-// Disabled until found; the test stays so that it is not forgotten.
-TEST_F(Cluster, DISABLED_XzOverALargeFileWhileMoved) {
+TEST_F(Cluster, XzOverALargeFileWhileMoved) {
   StartCluster(2);
   ASSERT_EQ(RunShell("seq 1 4500000 | awk '{print ($1 * 7919) % 1000003, $1}' > " + Path("big.txt")), 0);
   MovedWhileRunning("xz -T1 -1 -c " + Path("big.txt"));
