@@ -284,7 +284,7 @@ TEST_F(Cluster, Sha256sumAndSortOverALargeFileWhileMoved) {
   StartCluster(2);
   // About 60 MiB of text lines, deterministic.
   ASSERT_EQ(RunShell("seq 1 4500000 | awk '{print ($1 * 7919) % 1000003, $1}' > " + Path("big.txt")), 0);
-  for (const std::string prog : {"sha256sum " + Path("big.txt") + " " + Path("big.txt") + " " + Path("big.txt"),
+  for (const std::string& prog : {"sha256sum " + Path("big.txt") + " " + Path("big.txt") + " " + Path("big.txt"),
                                  "sort -S 64M " + Path("big.txt")}) {
     SCOPED_TRACE(prog);
     MovedWhileRunning(prog);
