@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
                               [fs](const mfs::wire::Connection::Ptr& c, mfs::wire::Frame f) {
                                 fs->Handle(c, std::move(f));
                               });
+  daemon.OnConnectionClosed([fs](const mfs::wire::Connection::Ptr& c) { fs->OnClose(c); });
   mfs::server::MountSpawner mount;
   if (!config->mount.empty()) {
     if (mfs::Status ms = mount.Start(config->mount, config->path); !ms.ok())

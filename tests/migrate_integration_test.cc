@@ -55,10 +55,10 @@ class Cluster : public ::testing::Test {
   void TearDown() override {
     while (!daemons_.empty()) StopNode(daemons_.begin()->first);
     for (int i = 1; i <= 3; ++i) KillNodeProcesses(i);
-    if (HasFailure())
+    if (HasFailure() || getenv("MFS_TEST_LOGS"))
       for (int i = 1; i <= 3; ++i) {
         std::string log = Slurp(dir_ + "/n" + std::to_string(i) + "/log");
-        if (log.size() > 4000) log = log.substr(log.size() - 4000);
+        if (log.size() > 4000 && !getenv("MFS_TEST_LOGS")) log = log.substr(log.size() - 4000);
         if (!log.empty()) fprintf(stderr, "---- node %d log (tail)\n%s\n", i, log.c_str());
       }
     fs::remove_all(dir_);
@@ -460,7 +460,7 @@ TEST_F(Cluster, NodeRefusingGuestsAndMultiThreadedProcessAreRefusedClearly) {
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 
   // Threads cannot move (yet): the error says so and the program is unharmed.
-  const std::string targs = kBin + "/mfs-test-threads 400";
+  const std::string targs = kBin + "/mfs-test-threads 200";
   int tstatus = Reference(targs, Path("twant"));
   pid = Mfsrun(targs, Path("tgot"));
   ASSERT_TRUE(WaitSupervised(pid));

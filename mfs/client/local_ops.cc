@@ -293,10 +293,14 @@ std::string FileKey(const struct stat& st) {
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
 }
 
-Result<std::shared_ptr<UniqueFd>> OfdLockTable::FdFor(int file, const std::string& slot) {
+Result<std::shared_ptr<UniqueFd>> OfdLockTable::FdFor(int file, const std::string& slot,
+                                                      uintptr_t holder) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = fds_.find(slot);
-  if (it != fds_.end()) return it->second;
+  if (it != fds_.end()) {
+    if (holder != 0) it->second.holder = holder;
+    return it->second.fd;
+  }
   // Root opens a private description of the file for this owner; the
   // kernel already checked the caller's open mode against the lock type.
   int fd = open(ProcPath(file).c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -304,7 +308,7 @@ Result<std::shared_ptr<UniqueFd>> OfdLockTable::FdFor(int file, const std::strin
     fd = open(ProcPath(file).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) return Status::FromErrno("open for lock");
   auto p = std::make_shared<UniqueFd>(fd);
-  fds_.emplace(slot, p);
+  fds_.emplace(slot, Slot{p, holder});
   return p;
 }
 
@@ -315,8 +319,9 @@ static std::string FlockSlot(const std::string& key, uint64_t owner) {
   return key + "/f" + std::to_string(owner);
 }
 
-Result<LockIn> OfdLockTable::GetLk(int file, const std::string& key, const LockIn& in) {
-  MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, PosixSlot(key, in.owner)));
+Result<LockIn> OfdLockTable::GetLk(int file, const std::string& key, const LockIn& in,
+                                   uintptr_t holder) {
+  MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, PosixSlot(key, in.owner), holder));
   struct flock fl {};
   fl.l_type = static_cast<short>(in.type);
   fl.l_whence = SEEK_SET;
@@ -331,8 +336,8 @@ Result<LockIn> OfdLockTable::GetLk(int file, const std::string& key, const LockI
   return out;
 }
 
-Status OfdLockTable::SetLk(int file, const std::string& key, const LockIn& in) {
-  MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, PosixSlot(key, in.owner)));
+Status OfdLockTable::SetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder) {
+  MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, PosixSlot(key, in.owner), holder));
   struct flock fl {};
   fl.l_type = static_cast<short>(in.type);
   fl.l_whence = SEEK_SET;
@@ -346,8 +351,9 @@ Status OfdLockTable::SetLk(int file, const std::string& key, const LockIn& in) {
   return Status::OK();
 }
 
-Status OfdLockTable::Flock(int file, const std::string& key, uint64_t owner, int op) {
-  MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, FlockSlot(key, owner)));
+Status OfdLockTable::Flock(int file, const std::string& key, uint64_t owner, int op,
+                           uintptr_t holder) {
+  MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, FlockSlot(key, owner), holder));
   int r;
   do {
     r = flock(fd->get(), op);
@@ -362,13 +368,27 @@ void OfdLockTable::ReleaseOwner(const std::string& key, uint64_t owner) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = fds_.find(PosixSlot(key, owner));
   if (it == fds_.end()) return;
-  drop = std::move(it->second);
+  drop = std::move(it->second.fd);
   fds_.erase(it);
 }
 
 void OfdLockTable::ReleaseFlock(const std::string& key, uint64_t owner) {
   std::lock_guard<std::mutex> l(mu_);
   fds_.erase(FlockSlot(key, owner));
+}
+
+size_t OfdLockTable::ReleaseHolder(uintptr_t holder) {
+  std::vector<std::shared_ptr<UniqueFd>> drop;  // closed outside the lock
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = fds_.begin(); it != fds_.end();) {
+    if (it->second.holder == holder) {
+      drop.push_back(std::move(it->second.fd));
+      it = fds_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return drop.size();
 }
 
 size_t OfdLockTable::size() const {

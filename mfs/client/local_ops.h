@@ -85,19 +85,28 @@ Result<size_t> CopyFileRange(int in, off_t off_in, int out, off_t off_out, size_
 class OfdLockTable {
  public:
   // `file` is any fd of the backing file (O_PATH is fine); `key` names the
-  // file uniquely (st_dev:st_ino); `owner` the lock owner.
-  Result<LockIn> GetLk(int file, const std::string& key, const LockIn& in);
-  Status SetLk(int file, const std::string& key, const LockIn& in);
-  Status Flock(int file, const std::string& key, uint64_t owner, int op);
+  // file uniquely (st_dev:st_ino); `owner` the lock owner. `holder` tags
+  // the lock with whoever asked (the file service passes its connection) so
+  // that ReleaseHolder() can drop everything a vanished peer held.
+  Result<LockIn> GetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder = 0);
+  Status SetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder = 0);
+  Status Flock(int file, const std::string& key, uint64_t owner, int op, uintptr_t holder = 0);
   // Drops an owner's POSIX locks on a file (close semantics).
   void ReleaseOwner(const std::string& key, uint64_t owner);
   void ReleaseFlock(const std::string& key, uint64_t owner);
+  // Drops every lock last taken by `holder` (a peer's connection closed).
+  // Returns how many lock descriptions were dropped.
+  size_t ReleaseHolder(uintptr_t holder);
   size_t size() const;
 
  private:
-  Result<std::shared_ptr<UniqueFd>> FdFor(int file, const std::string& slot);
+  struct Slot {
+    std::shared_ptr<UniqueFd> fd;
+    uintptr_t holder = 0;
+  };
+  Result<std::shared_ptr<UniqueFd>> FdFor(int file, const std::string& slot, uintptr_t holder);
   mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<UniqueFd>> fds_;
+  std::map<std::string, Slot> fds_;
 };
 
 std::string FileKey(const struct stat& st);

@@ -3,6 +3,7 @@
 
 #include <fuse_lowlevel.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -799,6 +800,13 @@ Status FuseFs::Run() {
   fuse_loop_cfg_destroy(cfg);
   if (r < 0) return Status::PosixError("fuse loop", -r);
   return Status::OK();
+}
+
+void FuseFs::Stop() {
+  if (!se_) return;
+  fuse_session_exit(se_);
+  if (mounted_ && umount2(opts_.mountpoint.c_str(), MNT_DETACH) == 0) return;
+  Unmount();
 }
 
 void FuseFs::Unmount() {

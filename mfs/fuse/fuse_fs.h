@@ -44,8 +44,16 @@ class FuseFs : public client::Invalidator {
   // Detaches from the terminal (fork; the parent exits once mounted).
   // REQUIRES: no threads started yet.
   void Daemonize(bool foreground);
-  // Serves requests until unmounted or signalled.
+  // Serves requests until unmounted, signalled or Stop()ped.
   Status Run();
+  // Ends Run() from another thread: detaches the mount (MNT_DETACH), so the
+  // kernel ends the connection and every worker sees ENODEV, instead of
+  // closing the device under workers still reading it (a closed fd number
+  // can be reused, and a worker then blocks on somebody else's file).
+  // Files still open on the mount keep it served until they close. Falls
+  // back to Unmount() where detaching is not permitted.
+  void Stop();
+  // Unmounts and closes the device. Call after Run() has returned.
   void Unmount();
 
   // Cache invalidation pushed into the kernel (coherence). Safe to call from

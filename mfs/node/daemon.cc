@@ -70,6 +70,10 @@ void Daemon::CallControlOp(const json& request, control::ControlServer::Reply re
 
 void Daemon::OnShutdown(std::function<void()> hook) { shutdown_hooks_.push_back(std::move(hook)); }
 
+void Daemon::OnConnectionClosed(std::function<void(const wire::Connection::Ptr&)> hook) {
+  close_hooks_.push_back(std::move(hook));
+}
+
 Status Daemon::Start() {
   auto secret = wire::LoadSecret(config_.secret_file);
   if (!secret.ok()) return secret.status();
@@ -176,10 +180,19 @@ void Daemon::Shutdown() {
 
 void Daemon::AcceptNext() {
   acceptor_.async_accept([this](boost::system::error_code e, tcp::socket s) {
+    // Shutdown() closes the acceptor on one io_ thread while this handler
+    // may already run on another: never accept again once stopping.
+    if (stopping_ || e == asio::error::operation_aborted) return;
     if (e) {
-      if (!acceptor_.is_open()) return;
+      // Out of descriptors and the like: retry later instead of spinning.
       spdlog::warn("accept: {}", e.message());
-    } else {
+      auto retry = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      retry->async_wait([this, retry](boost::system::error_code) {
+        if (!stopping_) AcceptNext();
+      });
+      return;
+    }
+    {
       std::string from;
       boost::system::error_code ec;
       auto rep = s.remote_endpoint(ec);
@@ -187,7 +200,10 @@ void Daemon::AcceptNext() {
       wire::Connection::Accept(
           std::move(s), auth_,
           [this](const wire::Connection::Ptr& c, wire::Frame f) { OnFrame(c, std::move(f)); },
-          nullptr, [this, from](Result<wire::Connection::Ptr> c) {
+          [this](const wire::Connection::Ptr& c, const Status&) {
+            for (auto& h : close_hooks_) h(c);
+          },
+          [this, from](Result<wire::Connection::Ptr> c) {
             if (!c.ok()) {
               spdlog::warn("refused connection from {}: {}", from, c.status().ToString());
               return;

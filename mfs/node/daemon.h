@@ -53,6 +53,11 @@ class Daemon {
   // Called (on an io thread) when Shutdown begins; services stop here.
   void OnShutdown(std::function<void()> hook);
 
+  // Called (on an io thread) when an accepted peer connection closes, for
+  // services that keep per-connection state (open files, locks).
+  // REQUIRES: before Run().
+  void OnConnectionClosed(std::function<void(const wire::Connection::Ptr&)> hook);
+
   // Frames of type [first, last] from authenticated peers go to `handler`.
   void RegisterFrameHandler(uint16_t first, uint16_t last, FrameHandler handler);
   void RegisterControlOp(const std::string& op, control::ControlServer::Handler handler);
@@ -94,6 +99,7 @@ class Daemon {
   std::unique_ptr<StateStore> store_;
   std::chrono::steady_clock::time_point started_;
   std::atomic<bool> stopping_{false};
+  std::vector<std::function<void(const wire::Connection::Ptr&)>> close_hooks_;
 
   struct Range {
     uint16_t first, last;

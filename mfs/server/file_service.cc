@@ -123,9 +123,12 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
     }
     watch_all_.erase(conn.get());
   }
-  // Dropping the files closes them; their lock fds stay with the lock
-  // table until the owner flushes (documented: locks do not survive a
-  // reconnect).
+  // Dropping the files closes them. Locks this connection took go too: a
+  // peer that died or lost its connection must not block the file for
+  // everybody else (documented: locks do not survive a reconnect). A slot
+  // re-taken over a newer connection belongs to that one and stays.
+  size_t n = locks_.ReleaseHolder(reinterpret_cast<uintptr_t>(conn.get()));
+  if (n) spdlog::info("peer {} went away: released {} lock description(s)", conn->peer_id(), n);
 }
 
 uint64_t FileService::AddFile(const wire::Connection::Ptr& conn, UniqueFd fd, UniqueFd path_fd) {
@@ -575,8 +578,9 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (!r.done()) return Bad("lock");
       MFS_ASSIGN_OR_RETURN(auto f, File(fh));
       std::string key = f->key + "@n" + std::to_string(conn->peer_id());
-      if (frame.type() == proto::kSetLk) return locks_.SetLk(f->path_fd.get(), key, in);
-      MFS_ASSIGN_OR_RETURN(client::LockIn outl, locks_.GetLk(f->path_fd.get(), key, in));
+      const auto holder = reinterpret_cast<uintptr_t>(conn.get());
+      if (frame.type() == proto::kSetLk) return locks_.SetLk(f->path_fd.get(), key, in, holder);
+      MFS_ASSIGN_OR_RETURN(client::LockIn outl, locks_.GetLk(f->path_fd.get(), key, in, holder));
       w.U32(static_cast<uint32_t>(outl.type));
       w.I64(outl.start);
       w.I64(outl.len);
@@ -590,7 +594,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (!r.done()) return Bad("flock");
       MFS_ASSIGN_OR_RETURN(auto f, File(fh));
       return locks_.Flock(f->path_fd.get(), f->key + "@n" + std::to_string(conn->peer_id()),
-                          owner, op);
+                          owner, op, reinterpret_cast<uintptr_t>(conn.get()));
     }
     case proto::kWatch: {
       uint8_t all = r.U8();

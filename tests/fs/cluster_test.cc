@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -17,6 +18,7 @@
 #include <dirent.h>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -246,6 +248,64 @@ TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   waitpid(child, nullptr, 0);
   fl.l_type = F_WRLCK;
   EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, seconds(5)));
+  close(fd);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
+// The mount.mfs that node `i`'s mfsd started (its child), or -1.
+pid_t MountProcessOf(pid_t mfsd) {
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == mfsd && line.find("(mount.mfs)") != std::string::npos) return std::stoi(name);
+  }
+  return -1;
+}
+
+TEST_F(FsClusterTest, LocksOfAClientNodeThatDiesAreReleased) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "lk3"), "lock me"));
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t child = fork();
+  if (child == 0) {  // a process on node 1 locks node 2's file and keeps it
+    int fd = open(M(1, 2, "lk3").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+    (void)!write(pipefd[1], &ok, sizeof(ok));
+    pause();
+    _exit(0);
+  }
+  int ok = 0;
+  ASSERT_EQ(read(pipefd[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
+  ASSERT_TRUE(ok);
+  int fd = open(M(2, 2, "lk3").c_str(), O_RDWR);  // a process on node 2
+  ASSERT_GE(fd, 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1);
+  EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
+  // Node 1's client dies while the locker still lives: its connection to
+  // node 2 closes, and node 2 must not keep the file locked for a ghost.
+  pid_t mount1 = MountProcessOf(pid_[1]);
+  ASSERT_GT(mount1, 0);
+  kill(mount1, SIGKILL);
+  EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return flock(fd, LOCK_EX | LOCK_NB) == 0; }, seconds(10)));
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
   close(fd);
   close(pipefd[0]);
   close(pipefd[1]);

@@ -69,8 +69,9 @@ TEST(FsIoObserver, EveryOpenCreateReadAndWriteIsAttributed) {
     ASSERT_EQ(pread(fd, buf, 1 << 20, 0), 1 << 20);
     free(buf);
     close(fd);
-    fs.Unmount();
+    fs.Stop();
     loop.join();
+    fs.Unmount();
   }
   std::lock_guard<std::mutex> l(rec->mu);
   EXPECT_EQ(rec->nodes, std::set<uint32_t>{3});
