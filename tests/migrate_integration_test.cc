@@ -258,6 +258,34 @@ TEST_F(Cluster, CounterMovedTwentyTimesBackAndForth) {
   EXPECT_EQ(CountLines(Path("got")), 400u);
 }
 
+// Supervisors are processes of their own: restarting mfsd (on the same
+// address and port) neither kills nor strands the processes they hold.
+TEST_F(Cluster, MfsdRestartKeepsMigratableProcessesMovable) {
+  StartCluster(2);
+  const std::string args = kBin + "/mfs-test-counter 300 60000 16";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  StopNode(1);
+  StopNode(2);
+  StartNode(1, 2);
+  StartNode(2, 2);
+  WaitAlive(2);
+  auto st = mfs::control::Call(Socket(1), {{"op", "status"}}, 2000);
+  ASSERT_TRUE(st.ok()) << "node 1 did not come back: " << st.status().ToString() << "\n"
+                       << Slurp(dir_ + "/n1/log");
+  r = Move(pid, "home");
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  r = Move(pid, 2);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  int status = Wait(pid);
+  ASSERT_NE(status, -1) << "timed out";
+  EXPECT_EQ(status, want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
 TEST_F(Cluster, PythonComputesWhileMoved) {
   StartCluster(2);
   {
