@@ -2,8 +2,11 @@
 // its own cluster (node i on 127.6.<k>.i, k unique to the test process) and
 // stops it. Every program is compared byte for byte, and exit status for exit
 // status, with an unmigrated run of the same program.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,11 +41,32 @@ size_t CountLines(const std::string& p) {
 
 int Reference(const std::string& args, const std::string& out);
 
+bool CanListen(const std::string& address, uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, address.c_str(), &a.sin_addr);
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
 class Cluster : public ::testing::Test {
  protected:
   void SetUp() override {
+    // 127.6.<octet>.{1,2,3}:7420, an octet whose three addresses are free
+    // right now (another run, or a test's leftovers, may hold one).
     static int seq = 0;
-    octet_ = 10 + (getpid() * 7 + seq++) % 240;
+    for (int tries = 0; tries < 240; ++tries) {
+      octet_ = 10 + (getpid() * 7 + seq++) % 240;
+      bool free = true;
+      for (int id = 1; id <= 3 && free; ++id) free = CanListen(Address(id), 7420);
+      if (free) break;
+    }
     dir_ = "/tmp/mfs-mig-" + std::to_string(getpid()) + "-" + std::to_string(seq);
     fs::remove_all(dir_);
     fs::create_directories(dir_);
