@@ -1,6 +1,7 @@
 #include "mfs/locality/service.h"
 
 #include <rocksdb/db.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <cmath>
 #include <deque>
 #include <fstream>
+#include <optional>
+#include <sstream>
 
 #include "mfs/locality/codec.h"
 #include "mfs/node/daemon.h"
@@ -36,6 +39,44 @@ Status GetNumber(const toml::table& t, const std::string& origin, const char* ke
   return Status::OK();
 }
 
+// The first line of a file, or "" (cgroup control files are one line).
+std::string ReadLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// Where this process sits in a cgroup v1 controller's hierarchy (or the v2
+// hierarchy with controller ""), as a path under /sys/fs/cgroup; "" when
+// not found.
+std::string CgroupDir(const std::string& controller) {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string ctrls = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (controller.empty() ? ctrls.empty() && line.compare(0, a, "0") == 0
+                           : ("," + ctrls + ",").find("," + controller + ",") != std::string::npos) {
+      std::string dir = "/sys/fs/cgroup" + (controller.empty() ? "" : "/" + controller) + path;
+      return access(dir.c_str(), R_OK) == 0 ? dir : "";
+    }
+  }
+  return "";
+}
+
+std::optional<double> Number(const std::string& text) {
+  if (text.empty() || text == "max") return std::nullopt;
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str()) return std::nullopt;
+  return v;
+}
+
+// This node's size: the host's CPUs and memory, narrowed by the cgroup mfsd
+// runs in (mfs-cluster gives each node its own cpuset, CPU quota and memory
+// limit), so that nodes sharing one machine report what each may use.
 json HostJson() {
   json h = json::object();
   double load[3] = {0, 0, 0};
@@ -44,16 +85,68 @@ json HostJson() {
     h["load5"] = load[1];
     h["load15"] = load[2];
   }
-  h["cpus"] = ::sysconf(_SC_NPROCESSORS_ONLN);
+  double cpus = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = CPU_COUNT(&set);  // cpuset
+  std::optional<double> quota, period;
+  if (std::string v1 = CgroupDir("cpu"); !v1.empty()) {
+    quota = Number(ReadLine(v1 + "/cpu.cfs_quota_us"));
+    period = Number(ReadLine(v1 + "/cpu.cfs_period_us"));
+  } else if (std::string v2 = CgroupDir(""); !v2.empty()) {
+    std::istringstream max(ReadLine(v2 + "/cpu.max"));
+    std::string q, per;
+    max >> q >> per;
+    quota = Number(q);
+    period = Number(per);
+  }
+  bool limited = false;
+  if (quota && period && *quota > 0 && *period > 0 && *quota / *period < cpus) {
+    cpus = *quota / *period;
+    limited = true;
+  }
+  h["cpus"] = cpus;
   std::ifstream in("/proc/meminfo");
   std::string key;
   uint64_t kib = 0;
   std::string unit;
+  double total = 0, available = 0;
   while (in >> key >> kib) {
     std::getline(in, unit);
-    if (key == "MemTotal:") h["mem_total"] = kib * 1024;
-    if (key == "MemAvailable:") h["mem_available"] = kib * 1024;
+    if (key == "MemTotal:") total = static_cast<double>(kib) * 1024;
+    if (key == "MemAvailable:") available = static_cast<double>(kib) * 1024;
   }
+  std::optional<double> limit, usage;
+  std::string stat_file, inactive_key;
+  if (std::string v1 = CgroupDir("memory"); !v1.empty()) {
+    limit = Number(ReadLine(v1 + "/memory.limit_in_bytes"));
+    usage = Number(ReadLine(v1 + "/memory.usage_in_bytes"));
+    stat_file = v1 + "/memory.stat";
+    inactive_key = "total_inactive_file";
+  } else if (std::string v2 = CgroupDir(""); !v2.empty()) {
+    limit = Number(ReadLine(v2 + "/memory.max"));
+    usage = Number(ReadLine(v2 + "/memory.current"));
+    stat_file = v2 + "/memory.stat";
+    inactive_key = "inactive_file";
+  }
+  if (usage && !stat_file.empty()) {  // page cache the kernel reclaims first
+    std::ifstream st(stat_file);
+    std::string k;
+    uint64_t v = 0;
+    while (st >> k >> v) {
+      if (k == inactive_key) {
+        usage = std::max(0.0, *usage - static_cast<double>(v));
+        break;
+      }
+    }
+  }
+  if (limit && usage && *limit > 0 && *limit < total) {
+    total = *limit;
+    available = std::clamp(*limit - *usage, 0.0, std::min(available, *limit));
+    limited = true;
+  }
+  h["mem_total"] = static_cast<uint64_t>(total);
+  h["mem_available"] = static_cast<uint64_t>(available);
+  h["cgroup_limited"] = limited;
   return h;
 }
 
