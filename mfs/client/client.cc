@@ -115,10 +115,27 @@ void Client::LookupRoot(const Caller& c, const std::string& name, Cb<EntryOut> c
 }
 
 std::vector<uint32_t> Client::LiveNodes() {
-  std::lock_guard<std::mutex> l(mu_);
-  auto now = std::chrono::steady_clock::now();
-  if (!live_.empty() && now - live_at_ < kLiveTtl) return live_;
+  auto fresh = [this] {
+    return !live_.empty() && std::chrono::steady_clock::now() - live_at_ < kLiveTtl;
+  };
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (fresh()) return live_;
+  }
+  std::unique_lock<std::mutex> refresh(refresh_mu_, std::try_to_lock);
+  if (!refresh.owns_lock()) {
+    // Another thread is asking mfsd: a stale answer beats waiting for it.
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!live_.empty()) return live_;
+    }
+    refresh.lock();
+    std::lock_guard<std::mutex> l(mu_);
+    if (fresh()) return live_;
+  }
   std::vector<uint32_t> nodes{self()};
+  std::map<uint32_t, std::string> addresses;
+  std::vector<uint32_t> seen;
   if (!opts_.control_socket.empty()) {
     auto r = ControlQuery(opts_.control_socket, {{"op", "status"}}, kControlTimeout);
     if (r.ok() && r->value("ok", false) && r->contains("peers") && (*r)["peers"].is_array()) {
@@ -127,19 +144,23 @@ std::vector<uint32_t> Client::LiveNodes() {
         uint32_t id = 0;
         for (const char* k : {"id", "node", "node_id"})
           if (p.contains(k) && p[k].is_number_unsigned()) id = p[k].get<uint32_t>();
+        if (id < 1 || id > 255) continue;
         std::string state = p.value("state", std::string("alive"));
-        if (id >= 1 && id <= 255 && p.contains("address") && p["address"].is_string())
-          addresses_[id] = p["address"].get<std::string>();
-        if (id >= 1 && id <= 255 && (state == "alive" || state == "up")) nodes.push_back(id);
-        if (id >= 1 && id <= 255 && std::find(known_.begin(), known_.end(), id) == known_.end())
-          known_.push_back(id);
+        if (p.contains("address") && p["address"].is_string())
+          addresses[id] = p["address"].get<std::string>();
+        if (state == "alive" || state == "up") nodes.push_back(id);
+        seen.push_back(id);
       }
     }
   }
   std::sort(nodes.begin(), nodes.end());
   nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& [id, a] : addresses) addresses_[id] = std::move(a);
+  for (uint32_t id : seen)
+    if (std::find(known_.begin(), known_.end(), id) == known_.end()) known_.push_back(id);
   live_ = nodes;
-  live_at_ = now;
+  live_at_ = std::chrono::steady_clock::now();
   return nodes;
 }
 

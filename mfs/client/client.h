@@ -105,6 +105,9 @@ class Client {
   timespec started_{};  // times shown for /mfs and the magic links
   InodePtr magic_[static_cast<int>(Magic::kCount)];
 
+  // One thread at a time asks mfsd for the live nodes, without mu_ held
+  // (a slow mfsd must not stall every FUSE thread behind the caches).
+  std::mutex refresh_mu_;
   std::mutex mu_;  // guards the caches below; a leaf lock
   std::vector<uint32_t> live_;
   std::map<uint32_t, std::string> addresses_;
