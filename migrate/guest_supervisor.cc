@@ -17,6 +17,7 @@
 #include "mfs/wire/auth.h"
 #include "mfs/wire/connection.h"
 #include "migrate/checkpoint.h"
+#include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
 #include "migrate/supervisor.h"
@@ -171,8 +172,16 @@ class Guest {
     ArmNotify();
     control_ = std::make_unique<control::ControlServer>(io_);
     control_->RegisterSync("info", [this](const json&, const control::Caller&) -> Result<json> {
+      pid_t pid = remote_ ? remote_->tid() : 0;
+      std::string command;  // the restored process keeps its argv
+      if (auto cmd = ReadFileToString("/proc/" + std::to_string(pid) + "/cmdline"); cmd.ok()) {
+        for (char& c : *cmd)
+          if (c == '\0') c = ' ';
+        while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
+        command = *cmd;
+      }
       return json{{"home", home_node_}, {"home_pid", home_pid_}, {"where", cfg_.node_id},
-                  {"pid", remote_ ? remote_->tid() : 0}, {"role", "guest"}};
+                  {"pid", pid}, {"role", "guest"}, {"command", command}};
     });
     control_->Start(GuestSocketPath(cfg_.run_dir, remote_->tid())).IgnoreError();
     return remote_->tid();

@@ -292,6 +292,16 @@ TEST_F(Cluster, MfsdRestartKeepsMigratableProcessesMovable) {
   ASSERT_TRUE(WaitSupervised(pid));
   auto r = Move(pid, 2);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto guests = Ps(2);  // node 2 lists its guest with the program's command line
+  ASSERT_TRUE(guests.ok()) << guests.status().ToString();
+  bool listed = false;
+  for (const auto& p : (*guests)["processes"])
+    if (p.value("home_pid", 0) == pid) {
+      listed = true;
+      EXPECT_EQ(p.value("role", ""), "guest");
+      EXPECT_NE(p.value("command", "").find("mfs-test-counter 300"), std::string::npos) << p;
+    }
+  EXPECT_TRUE(listed) << *guests;
   StopNode(1);
   StopNode(2);
   StartNode(1, 2);
