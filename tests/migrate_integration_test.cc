@@ -484,14 +484,13 @@ TEST_F(Cluster, NodeRefusingGuestsAndUnmovableProcessAreRefusedClearly) {
   // reason, in the error and in mfsps, and the program is unharmed.
   {
     std::ofstream p(Path("shared.py"));
-    p << "import mmap, time\nm = mmap.mmap(-1, 4096)\nm[0:5] = b'hello'\ntime.sleep(1.5)\nprint(m[0:5].decode())\n";
+    p << "import mmap, sys, time\nm = mmap.mmap(-1, 4096)\nm[0:5] = b'hello'\nopen(sys.argv[1], 'w').close()\n"
+         "time.sleep(1.5)\nprint(m[0:5].decode())\n";
   }
-  const std::string sargs = "python3 " + Path("shared.py");
-  int sstatus = Reference(sargs, Path("swant"));
-  pid = Mfsrun(sargs, Path("sgot"));
+  int sstatus = Reference("python3 " + Path("shared.py") + " " + Path("ready0"), Path("swant"));
+  pid = Mfsrun("python3 " + Path("shared.py") + " " + Path("ready"), Path("sgot"));
   ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "shared.py");
-  std::this_thread::sleep_for(300ms);
+  for (int i = 0; i < 1000 && access(Path("ready").c_str(), F_OK) != 0; ++i) std::this_thread::sleep_for(10ms);
   r = Move(pid, 2);
   EXPECT_EQ(r.status().code(), EBUSY);
   EXPECT_NE(r.status().message().find("writable shared mapping"), std::string::npos) << r.status().ToString();
