@@ -233,6 +233,21 @@ class Home {
       dep_ = Dep::kStopped;
       return Next();
     }
+    if (event == PTRACE_EVENT_STOP && dep_ == Dep::kEnter && interrupted_for_move_) {
+      // RunWhenStopped's interrupt caught the deputy before its call entered
+      // the kernel: the call did not run, and the remote re-issues it from
+      // wherever it goes (as after -ERESTART* in FinishCall). Waiting for
+      // the call instead could wait forever on a blocking one.
+      current_.reset();
+      interrupted_for_move_ = false;
+      dep_ = Dep::kStopped;
+      return Next();
+    }
+    if (event == PTRACE_EVENT_STOP && (dep_ == Dep::kEnter || dep_ == Dep::kExit)) {
+      ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr);  // the call goes on to its exit stop
+      tracee_->MarkRunning();
+      return;
+    }
     if (dep_ == Dep::kParked) Park();  // a stray stop: park again
   }
 
