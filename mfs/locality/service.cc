@@ -74,6 +74,11 @@ Result<LocalityOptions> LoadLocalityOptions(const node::Config& config) {
   MFS_RETURN_IF_ERROR(GetNumber(t, origin, "history_ttl_s", 1, 1e10, &ttl));
   MFS_RETURN_IF_ERROR(GetNumber(t, origin, "rate_window_s", 0.1, 3600, &o.rate_window_s));
   MFS_RETURN_IF_ERROR(GetNumber(t, origin, "max_processes", 1, 1e7, &max_procs));
+  if (const toml::node* n = t.at_path("locality.accounting").node()) {
+    if (!n->is_boolean())
+      return Status::InvalidArgument(origin + ": locality.accounting: must be true or false");
+    o.accounting = *n->value<bool>();
+  }
   o.history_max_points = static_cast<uint64_t>(max_points);
   o.history_ttl_s = static_cast<uint64_t>(ttl);
   o.max_processes = static_cast<uint64_t>(max_procs);
@@ -83,6 +88,7 @@ Result<LocalityOptions> LoadLocalityOptions(const node::Config& config) {
 LocalityService::LocalityService(node::Daemon& daemon, LocalityOptions o)
     : daemon_(daemon),
       o_(o),
+      accounting_(o.accounting),
       timer_(daemon.io()),
       model_(ModelOptions{daemon.config().id, o.half_life_s * 1000.0,
                           static_cast<int64_t>(o.rate_window_s * 1000.0),
@@ -183,6 +189,22 @@ void LocalityService::Register() {
         }
         return OnReport(req);
       });
+  daemon_.RegisterControlOp(
+      "locality.accounting",
+      [this](const json& req, const control::Caller& caller) -> Result<json> {
+        if (req.contains("enable")) {
+          if (!req["enable"].is_boolean())
+            return Status::InvalidArgument("locality.accounting: \"enable\" must be true or false");
+          if (caller.uid != 0 && caller.uid != ::geteuid())
+            return Status::PermissionDenied("locality.accounting: only root may switch accounting");
+          bool want = req["enable"].get<bool>();
+          if (accounting_.exchange(want) != want)
+            spdlog::info("locality: accounting switched {} (uid {})", want ? "on" : "off", caller.uid);
+        }
+        json out{{"accounting", accounting_.load()}, {"client", nullptr}};
+        if (int c = client_accounting_.load(); c >= 0) out["client"] = c == 1;
+        return out;
+      });
   daemon_.RegisterControlOp("locality.snapshot", [this](const json& req, const control::Caller&,
                                                         control::ControlServer::Reply reply) {
     OnSnapshot(req, std::move(reply));
@@ -220,9 +242,11 @@ void LocalityService::Register() {
 
 Result<json> LocalityService::OnReport(const json& req) {
   MFS_ASSIGN_OR_RETURN(Batch batch, DecodeReport(req));
+  if (auto it = req.find("accounting"); it != req.end() && it->is_boolean())
+    client_accounting_ = it->get<bool>() ? 1 : 0;
   std::lock_guard lock(mu_);
   model_.Apply(batch, NowMs());
-  return json{{"accepted", batch.size()}};
+  return json{{"accepted", batch.size()}, {"accounting", accounting_.load()}};
 }
 
 void LocalityService::OnSnapshot(const json& req, Reply reply) {
@@ -300,6 +324,7 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
                {"half_life_s", o_.half_life_s},
                {"rate_window_s", o_.rate_window_s},
                {"history_interval_s", o_.history_interval_s},
+               {"accounting", accounting_.load()},
                {"now_ms", now},
                {"host", HostJson()}};
       json procs = json::array();

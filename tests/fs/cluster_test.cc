@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <dirent.h>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -251,6 +252,23 @@ TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   close(fd);
   close(pipefd[0]);
   close(pipefd[1]);
+}
+
+TEST_F(FsClusterTest, DirectIoOnARemoteFile) {
+  constexpr size_t kLen = 1 << 20;
+  void* raw = nullptr;
+  ASSERT_EQ(posix_memalign(&raw, 4096, kLen), 0);
+  std::unique_ptr<char, decltype(&free)> buf(static_cast<char*>(raw), &free);
+  for (size_t i = 0; i < kLen; ++i) buf.get()[i] = static_cast<char>('a' + i % 23);
+  int fd = open(M(1, 2, "direct").c_str(), O_CREAT | O_RDWR | O_DIRECT, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  EXPECT_EQ(pwrite(fd, buf.get(), kLen, 0), static_cast<ssize_t>(kLen)) << strerror(errno);
+  std::string want(buf.get(), kLen);
+  memset(buf.get(), 0, kLen);
+  EXPECT_EQ(pread(fd, buf.get(), 4096, 8192), 4096) << strerror(errno);
+  EXPECT_EQ(std::string(buf.get(), 4096), want.substr(8192, 4096));
+  close(fd);
+  EXPECT_EQ(ReadFile(M(2, 2, "direct")), want);  // the owner sees the same bytes
 }
 
 // The mount.mfs that node `i`'s mfsd started (its child), or -1.
