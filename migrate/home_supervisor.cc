@@ -9,6 +9,13 @@
 //   kEnter/kExit  a forwarded call runs in it (PTRACE_SYSCALL steps).
 //   kStopped   stopped, nothing running (a move or the end is being done).
 // Every ptrace call happens on the one io thread.
+//
+// Threads: at home only the main thread is traced. A move away seizes the
+// others (SeizeThreads) for the capture; once the remote runs they end
+// (RetireThreads) and the deputy is the main thread alone; a failed move lets
+// them run on (ReleaseThreads). Coming home, Restore re-creates them and they
+// run untraced again; vtid_ remembers the tid each had before (the one the
+// program knows) for the next capture.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
