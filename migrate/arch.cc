@@ -2,6 +2,7 @@
 
 #include <elf.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 
 #include <cstring>
@@ -53,7 +54,17 @@ void CpuState::NormalizeRestart() {
       gp.rip -= 2;
       break;
     case kERestartRestartBlock:
-      gp.rax = static_cast<uint64_t>(-EINTR);
+      // The restart block is kernel state. For the sleeps and waits below
+      // the arguments (still in their registers) say enough to wait again:
+      // a relative timeout then runs in full once more (later, never
+      // earlier, which POSIX allows); anything else fails with EINTR.
+      if (gp.orig_rax == SYS_nanosleep || gp.orig_rax == SYS_clock_nanosleep || gp.orig_rax == SYS_futex ||
+          gp.orig_rax == SYS_poll) {
+        gp.rax = gp.orig_rax;
+        gp.rip -= 2;
+      } else {
+        gp.rax = static_cast<uint64_t>(-EINTR);
+      }
       break;
     default:
       break;

@@ -37,8 +37,10 @@ struct CpuState {
   // If the thread was stopped inside an interrupted system call, rewrites the
   // registers so that resuming them re-executes that call (what the kernel
   // would have done on return to user space): -ERESTARTSYS/-NOINTR/-NOHAND
-  // become "ip -= 2, rax = nr"; -ERESTART_RESTARTBLOCK becomes -EINTR (the
-  // restart block is kernel state that cannot move).
+  // become "ip -= 2, rax = nr"; -ERESTART_RESTARTBLOCK (the restart block is
+  // kernel state that cannot move) re-executes nanosleep, clock_nanosleep,
+  // futex and poll with their original arguments and becomes -EINTR for
+  // anything else.
   void NormalizeRestart();
   // Serialised form (fixed-size gp block + xstate bytes).
   void Encode(std::string* out) const;

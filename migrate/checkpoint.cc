@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <sstream>
 
@@ -78,7 +79,10 @@ std::string VmaRefusal(const MapEntry& e) {
 std::string WhyNotMigratable(pid_t pid) {
   int threads = CountThreads(pid);
   if (threads < 0) return "no such process";
-  if (threads > 1) return "multi-threaded (" + std::to_string(threads) + " threads)";
+  if (threads > 1) {
+    auto f = StatFields(pid);
+    if (f.ok() && f->size() > 2 && (*f)[2] == "Z") return "its main thread has exited (pthread_exit)";
+  }
   auto maps = ReadMaps(pid);
   if (!maps.ok()) return maps.status().ToString();
   for (const auto& e : *maps) {
@@ -114,24 +118,28 @@ Result<Scratch> MapScratch(Tracee& t, const KernelFeatures& k, uint64_t hint, ui
   return Scratch{addr, size};
 }
 
-Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved) {
-  const pid_t pid = t.tid();
-  ProcessImage img;
-  img.home_pid = pid;
-  int threads = CountThreads(pid);
-  if (threads != 1)
-    return Status::Error(EBUSY, "multi-threaded (" + std::to_string(threads) + " threads)");
+Status RearmTimers(Tracee& t, const Scratch& scratch, const std::array<itimerval, 3>& timers) {
+  for (int which = 0; which < 3; ++which) {
+    MFS_RETURN_IF_ERROR(t.WriteMem(scratch.buffer(), &timers[which], sizeof(itimerval)));
+    MFS_RETURN_IF_ERROR(t.CheckedSyscall("setitimer", SYS_setitimer, which, scratch.buffer(), 0).status());
+  }
+  return Status::OK();
+}
 
-  // Pending signals travel: each is taken out of the original's queues (an
-  // injected rt_sigtimedwait with a zero timeout, or the signal-delivery stop
-  // that the injection itself provokes) and raised again after the restore.
+namespace {
+
+// Takes the signals pending for `t` out of its queues into `out`: an
+// injected rt_sigtimedwait with a zero timeout per signal (or the
+// signal-delivery stop that the injection itself provokes, stashed).
+// `shared`: the process-wide queue too (the main thread drains it).
+Status DrainSignals(Tracee& t, const Scratch& scratch, bool shared, std::vector<uint32_t>* out) {
   const uint64_t buf = scratch.buffer();
   for (int k = 0; k < 128; ++k) {
     bool any = false;
-    for (int shared = 0; shared < 2 && !any; ++shared) {
-      __ptrace_peeksiginfo_args a{0, shared ? static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED) : 0u, 1};
+    for (int sh = 0; sh < (shared ? 2 : 1) && !any; ++sh) {
+      __ptrace_peeksiginfo_args a{0, sh ? static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED) : 0u, 1};
       siginfo_t si;
-      any = ptrace(PTRACE_PEEKSIGINFO, pid, &a, &si) > 0;
+      any = ptrace(PTRACE_PEEKSIGINFO, t.tid(), &a, &si) > 0;
     }
     if (!any) break;
     const uint64_t all = ~0ull;
@@ -139,54 +147,120 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
     MFS_RETURN_IF_ERROR(t.WriteMem(buf, &all, sizeof all));
     MFS_RETURN_IF_ERROR(t.WriteMem(buf + 16, &zero, sizeof zero));
     MFS_ASSIGN_OR_RETURN(int64_t sig, t.Syscall(SYS_rt_sigtimedwait, buf, buf + 64, buf + 16, 8));
-    if (sig > 0) img.pending_signals.push_back(static_cast<uint32_t>(sig));
+    if (sig > 0) out->push_back(static_cast<uint32_t>(sig));
   }
-  for (int sig : t.TakeStashedSignals()) img.pending_signals.push_back(static_cast<uint32_t>(sig));
+  for (int sig : t.TakeStashedSignals()) out->push_back(static_cast<uint32_t>(sig));
+  return Status::OK();
+}
 
-  ThreadImage th;
-  th.tid = pid;
-  th.cpu = saved;
-  th.cpu.NormalizeRestart();
-  if (ptrace(PTRACE_GETSIGMASK, pid, sizeof(uint64_t), &th.sigmask) != 0)
+// The per-thread state that ptrace and a few injected calls give.
+Status CaptureThread(Tracee& t, const Scratch& scratch, const CpuState& saved, ThreadImage* th) {
+  const pid_t tid = t.tid();
+  const uint64_t buf = scratch.buffer();
+  th->cpu = saved;
+  th->cpu.NormalizeRestart();
+  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof(uint64_t), &th->sigmask) != 0)
     return Status::FromErrno("PTRACE_GETSIGMASK");
   {
     RseqConfig rc{};
-    long n = ptrace(kPtraceGetRseqConfiguration, pid, sizeof rc, &rc);
+    long n = ptrace(kPtraceGetRseqConfiguration, tid, sizeof rc, &rc);
     if (n > 0 && rc.rseq_abi_pointer) {
-      th.rseq_ptr = rc.rseq_abi_pointer;
-      th.rseq_len = rc.rseq_abi_size;
-      th.rseq_sig = rc.signature;
+      th->rseq_ptr = rc.rseq_abi_pointer;
+      th->rseq_len = rc.rseq_abi_size;
+      th->rseq_sig = rc.signature;
     }
   }
   {
     uint64_t head = 0;
     size_t len = 0;
-    if (syscall(SYS_get_robust_list, pid, &head, &len) != 0)
-      return Status::FromErrno("get_robust_list");
-    th.robust_head = head;
-    th.robust_len = len;
+    if (syscall(SYS_get_robust_list, tid, &head, &len) != 0) return Status::FromErrno("get_robust_list");
+    th->robust_head = head;
+    th->robust_len = len;
   }
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("prctl(PR_GET_TID_ADDRESS)", SYS_prctl, PR_GET_TID_ADDRESS, buf).status());
-  MFS_RETURN_IF_ERROR(t.ReadMem(buf, &th.tid_address, 8));
+  MFS_RETURN_IF_ERROR(t.ReadMem(buf, &th->tid_address, 8));
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("sigaltstack", SYS_sigaltstack, 0, buf).status());
+  stack_t ss{};
+  MFS_RETURN_IF_ERROR(t.ReadMem(buf, &ss, sizeof ss));
+  th->altstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
+  th->altstack_size = ss.ss_size;
+  th->altstack_flags = ss.ss_flags & ~SS_ONSTACK;  // a frozen handler is restored by registers
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved,
+                             const std::vector<FrozenThread>& others) {
+  const pid_t pid = t.tid();
+  ProcessImage img;
+  img.home_pid = pid;
+  int threads = CountThreads(pid);
+  if (threads != 1 + static_cast<int>(others.size()))
+    return Status::Error(EAGAIN, "threads changed during the freeze (" + std::to_string(threads) + " threads)");
   {
-    stack_t ss{};
-    MFS_RETURN_IF_ERROR(t.ReadMem(buf, &ss, sizeof ss));
-    th.altstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
-    th.altstack_size = ss.ss_size;
-    th.altstack_flags = ss.ss_flags & ~SS_ONSTACK;  // a frozen handler is restored by registers
+    // A process whose main thread has exited (pthread_exit) has no thread
+    // to be the deputy.
+    auto f = StatFields(pid);
+    if (f.ok() && f->size() > 2 && (*f)[2] == "Z")
+      return Status::Error(EBUSY, "its main thread has exited (pthread_exit)");
   }
-  img.threads.push_back(std::move(th));
+  for (const auto& o : others) o.tracee->set_gadget(scratch.gadget());
+  // Registers of the other threads come back whatever happens below.
+  struct RestoreOthers {
+    const std::vector<FrozenThread>& others;
+    ~RestoreOthers() {
+      for (const auto& o : others)
+        if (!o.tracee->dead()) SetCpuState(o.tracee->tid(), o.saved).IgnoreError();
+    }
+  } restore_others{others};
+
+  const uint64_t buf = scratch.buffer();
+  // The interval timers stop first: from here on no tick can be lost between
+  // reading a timer and draining the signals. An ITIMER_REAL that expired
+  // with its SIGALRM still queued reads as 0 (the kernel re-arms it when the
+  // signal is dequeued): it goes on with a full interval, and the queued
+  // SIGALRM travels below.
+  {
+    const itimerval off{};
+    MFS_RETURN_IF_ERROR(t.WriteMem(buf, &off, sizeof off));
+    for (int which = 0; which < 3; ++which) {
+      MFS_RETURN_IF_ERROR(
+          t.CheckedSyscall("setitimer", SYS_setitimer, which, buf, buf + 64).status());
+      MFS_RETURN_IF_ERROR(t.ReadMem(buf + 64, &img.itimers[which], sizeof(itimerval)));
+    }
+    itimerval& real = img.itimers[ITIMER_REAL];
+    if (real.it_value.tv_sec == 0 && real.it_value.tv_usec == 0) real.it_value = real.it_interval;
+  }
+  struct Rearm {
+    Tracee& t;
+    const Scratch& scratch;
+    const std::array<itimerval, 3>& timers;
+    bool armed = true;
+    ~Rearm() {
+      if (armed) RearmTimers(t, scratch, timers).IgnoreError();
+    }
+  } rearm{t, scratch, img.itimers};
+
+  // Pending signals travel: process-wide ones (and the main thread's) with
+  // the process, the other threads' own with each thread.
+  MFS_RETURN_IF_ERROR(DrainSignals(t, scratch, true, &img.pending_signals));
+  img.threads.resize(1 + others.size());
+  img.threads[0].tid = pid;
+  MFS_RETURN_IF_ERROR(CaptureThread(t, scratch, saved, &img.threads[0]));
+  for (size_t i = 0; i < others.size(); ++i) {
+    Tracee& o = *others[i].tracee;
+    ThreadImage& th = img.threads[i + 1];
+    th.tid = others[i].vtid ? others[i].vtid : o.tid();
+    MFS_RETURN_IF_ERROR(DrainSignals(o, scratch, false, &th.pending_signals));
+    MFS_RETURN_IF_ERROR(CaptureThread(o, scratch, others[i].saved, &th));
+  }
 
   for (int sig = 1; sig <= 64; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     MFS_ASSIGN_OR_RETURN(int64_t r, t.Syscall(SYS_rt_sigaction, sig, 0, buf, 8));
     if (r < 0) continue;  // signals the kernel refuses to report
     MFS_RETURN_IF_ERROR(t.ReadMem(buf, &img.actions[sig - 1], sizeof(KernelSigaction)));
-  }
-  for (int which = 0; which < 3; ++which) {
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("getitimer", SYS_getitimer, which, buf).status());
-    MFS_RETURN_IF_ERROR(t.ReadMem(buf, &img.itimers[which], sizeof(itimerval)));
   }
   MFS_ASSIGN_OR_RETURN(uint64_t brk, t.CheckedSyscall("brk", SYS_brk, 0));
   MFS_ASSIGN_OR_RETURN(int64_t pers, t.Syscall(SYS_personality, 0xffffffff));
@@ -270,6 +344,7 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
       i = j;
     }
   }
+  rearm.armed = false;
   return img;
 }
 

@@ -35,12 +35,33 @@ inline constexpr uint64_t kScratchSize = 1 << 20;
 Result<Scratch> MapScratch(Tracee& t, const KernelFeatures& k, uint64_t hint = 0,
                            uint64_t size = kScratchSize);
 
-// Captures the stopped, single-threaded process `t`. `exclude` lists address
-// ranges (the scratch) that are not part of the process. A process that
-// cannot move gets EBUSY with the reason as message (e.g. "writable shared
-// mapping /dev/shm/x"). Pending signals are taken out of the process and
-// travel in the image (pending_signals). REQUIRES: t stopped, gadget and scratch mapped.
-Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved);
+// Another thread of the process being captured: seized and stopped by the
+// caller, its registers saved before anything was injected into it.
+struct FrozenThread {
+  Tracee* tracee = nullptr;
+  CpuState saved;
+  pid_t vtid = 0;  // the tid the program knows (0: the real one)
+};
+
+// Captures the stopped process whose main thread is `t` and whose other
+// threads are `others` (all of them: EAGAIN if /proc counts more, e.g. one
+// was created during the freeze). `exclude` lists address ranges (the
+// scratch) that are not part of the process. A process that cannot move gets
+// EBUSY with the reason as message (e.g. "writable shared mapping
+// /dev/shm/x"). Pending signals are taken out of the process (process-wide
+// and per thread) and travel in the image. The interval timers are stopped
+// (an ITIMER_REAL tick would otherwise fire at the frozen original, or be
+// lost between reading the timer and draining the signals): a caller that
+// resumes the original re-arms them with RearmTimers. On error nothing of
+// this has happened. Registers of `others` are restored before returning;
+// those of `t` are the caller's (it holds `saved`).
+// REQUIRES: t stopped, gadget and scratch mapped.
+Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved,
+                             const std::vector<FrozenThread>& others = {});
+
+// Sets the three interval timers of the process of `t` (stopped, with a
+// gadget) to `timers` (as captured).
+Status RearmTimers(Tracee& t, const Scratch& scratch, const std::array<itimerval, 3>& timers);
 
 // Why a process cannot be migrated at all ("" if it can, as far as the maps
 // and /proc tell without stopping it).

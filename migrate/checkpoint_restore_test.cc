@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <chrono>
 #include <thread>
 
@@ -18,6 +20,7 @@ namespace mfs::migrate {
 namespace {
 
 const std::string kCounter = std::string(MFS_TEST_BIN_DIR) + "/mfs-test-counter";
+const std::string kThreads = std::string(MFS_TEST_BIN_DIR) + "/mfs-test-threads";
 
 std::string TempPath(const char* name) {
   return "/tmp/mfs-migrate-test-" + std::to_string(getpid()) + "-" + name;
@@ -109,6 +112,92 @@ TEST(CheckpointRestore, CounterContinuesInANewProcess) {
   auto got = ReadFileToString(got_path);
   ASSERT_TRUE(want.ok() && got.ok());
   EXPECT_EQ(*got, *want);
+  unlink(want_path.c_str());
+  unlink(got_path.c_str());
+}
+
+std::vector<pid_t> Tasks(pid_t pid) {
+  std::vector<pid_t> out;
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') out.push_back(atoi(e->d_name));
+  closedir(d);
+  return out;
+}
+
+// A pthreads program (workers taking turns on a mutex and a condition
+// variable, sleeping, printing) is frozen with all its threads, captured,
+// killed and rebuilt with all its threads in a new process.
+TEST(CheckpointRestore, EveryThreadContinuesInANewProcess) {
+  KernelFeatures k = ProbeKernel();
+  if (k.vdso_syscall_offset < 0) GTEST_SKIP() << "no syscall instruction found in [vdso]";
+  const std::string want_path = TempPath("twant"), got_path = TempPath("tgot");
+  const std::vector<std::string> argv = {kThreads, "400", "4"};
+  pid_t ref = Spawn(argv, want_path);
+  int ref_status = WaitExit(ref);
+  ASSERT_TRUE(WIFEXITED(ref_status));
+
+  pid_t pid = Spawn(argv, got_path);
+  for (int i = 0; i < 1000 && Lines(got_path) < 40; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE(Lines(got_path), 40u);
+  ASSERT_LT(Lines(got_path), 1600u) << "program too fast for the test";
+
+  auto t = Tracee::Seize(pid, 0);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE((*t)->Interrupt().ok());
+  auto saved = GetCpuState(pid);
+  ASSERT_TRUE(saved.ok());
+  std::vector<std::unique_ptr<Tracee>> others;
+  std::vector<FrozenThread> frozen;
+  for (pid_t tid : Tasks(pid)) {
+    if (tid == pid) continue;
+    auto o = Tracee::Seize(tid, 0);
+    ASSERT_TRUE(o.ok()) << o.status().ToString();
+    ASSERT_TRUE((*o)->Interrupt().ok());
+    auto regs = GetCpuState(tid);
+    ASSERT_TRUE(regs.ok());
+    frozen.push_back(FrozenThread{o->get(), *regs, 0});
+    others.push_back(std::move(*o));
+  }
+  ASSERT_EQ(others.size(), 4u);
+  auto scratch = MapScratch(**t, k);
+  ASSERT_TRUE(scratch.ok()) << scratch.status().ToString();
+  auto img = Capture(**t, *scratch, *saved, frozen);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  ASSERT_EQ(img->threads.size(), 5u);
+  for (size_t i = 1; i < 5; ++i) {
+    EXPECT_EQ(img->threads[i].tid, others[i - 1]->tid());
+    EXPECT_NE(img->threads[i].cpu.gp.fs_base, img->threads[0].cpu.gp.fs_base);  // its own TLS
+    EXPECT_NE(img->threads[i].tid_address, 0u);  // pthread_join waits on it
+    EXPECT_NE(img->threads[i].robust_head, 0u);
+  }
+  size_t lines_at_freeze = Lines(got_path);
+
+  kill(pid, SIGKILL);
+  for (auto& o : others) o->Kill();
+  (*t)->Kill();
+
+  int out = open(got_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(out, 0);
+  auto target = SpawnRestoreTarget({{out, 1}}, PTRACE_O_EXITKILL);
+  close(out);
+  ASSERT_TRUE(target.ok()) << target.status().ToString();
+  auto r = Restore(**target, *img, k, RestoreOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  pid_t restored = (*target)->tid();
+  ASSERT_EQ(r->threads.size(), 4u);
+  EXPECT_EQ(Tasks(restored).size(), 5u);
+  r->threads.clear();  // detached: they run
+  ASSERT_TRUE((*target)->Detach().ok());
+  int status = WaitExit(restored);
+  ASSERT_TRUE(WIFEXITED(status)) << "restored process died: status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), WEXITSTATUS(ref_status));
+  EXPECT_GE(Lines(got_path), lines_at_freeze);
+  auto want = ReadFileToString(want_path);
+  auto got = ReadFileToString(got_path);
+  ASSERT_TRUE(want.ok() && got.ok());
+  EXPECT_TRUE(*got == *want) << "output differs";
   unlink(want_path.c_str());
   unlink(got_path.c_str());
 }

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
 #include <optional>
 
 #include "mfs/base/coding.h"
@@ -69,10 +70,28 @@ class Guest {
  private:
   void Quit(int code) {
     exit_code_ = code;
-    if (remote_ && !remote_->dead()) remote_->Kill();
+    KillRemote();
     if (control_) control_->Stop();
     if (conn_) conn_->Close(Status::OK());
     asio::post(io_, [this] { io_.stop(); });
+  }
+
+  // SIGKILL for the whole remote; its threads are reaped before the main
+  // thread (the kernel reports a group leader only after its threads).
+  void KillRemote() {
+    if (!remote_ || remote_->dead()) return;
+    kill(remote_->tid(), SIGKILL);
+    for (auto& t : threads_) t->Kill();
+    threads_.clear();
+    remote_->Kill();
+  }
+
+  // The real tid of the remote's thread that the program knows as `vtid`
+  // (0: none).
+  pid_t RealTid(pid_t vtid) const {
+    for (const auto& [real, v] : vtid_of_)
+      if (v == vtid) return real;
+    return 0;
   }
 
   void OnAccept(boost::system::error_code ec, tcp::socket s) {
@@ -114,7 +133,7 @@ class Guest {
         auto r = StartRemote();
         if (!r.ok()) {
           spdlog::error("guest: restore failed: {}", r.status().ToString());
-          if (remote_) remote_->Kill();
+          KillRemote();
           remote_.reset();
           c->ReplyError(f, r.status());
           quitting_ = true;
@@ -125,8 +144,8 @@ class Guest {
       }
       case kSignal: {
         auto sig = DecodeU32(f.payload);
-        if (sig.ok() && remote_ && !remote_->dead())
-          syscall(SYS_tgkill, remote_->tid(), remote_->tid(), static_cast<int>(*sig));
+        // A signal sent to the home pid: process-directed here too.
+        if (sig.ok() && remote_ && !remote_->dead()) kill(remote_->tid(), static_cast<int>(*sig));
         return;
       }
       case kFetch: {
@@ -145,7 +164,7 @@ class Guest {
       }
       case kKill: {
         quitting_ = true;
-        if (remote_) remote_->Kill();
+        KillRemote();
         c->Reply(f, "");
         // Let the reply leave before the connection goes.
         auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
@@ -168,7 +187,15 @@ class Guest {
     for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
     stub_ = rr.stub;
     remote_->set_gadget(stub_.gadget());
+    threads_ = std::move(rr.threads);
+    vtid_of_.clear();
+    vtid_of_[remote_->tid()] = home_pid_;
+    for (size_t i = 0; i < threads_.size(); ++i) {
+      threads_[i]->set_gadget(stub_.gadget());
+      vtid_of_[threads_[i]->tid()] = incoming_.threads[i + 1].tid;
+    }
     MFS_RETURN_IF_ERROR(remote_->Cont());
+    for (auto& t : threads_) MFS_RETURN_IF_ERROR(t->Cont());
     ArmNotify();
     control_ = std::make_unique<control::ControlServer>(io_);
     control_->RegisterSync("info", [this](const json&, const control::Caller&) -> Result<json> {
@@ -236,7 +263,7 @@ class Guest {
   }
 
   void Respond(uint64_t id, int64_t ret) {
-    if (id == pending_id_) pending_id_ = 0;
+    pending_ids_.erase(id);
     seccomp_notif_resp resp{};
     resp.id = id;
     // Restart codes (-512..-516) pass through: with the signal that caused
@@ -277,22 +304,35 @@ class Guest {
   void OnNotify() {
     seccomp_notif req{};
     if (ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;
-    pending_id_ = req.id;
+    pending_ids_[req.id] = static_cast<pid_t>(req.pid);
     const int nr = req.data.nr;
     const SyscallSpec& spec = LookupSyscall(nr);
     uint64_t a[6];
     for (int i = 0; i < 6; ++i) a[i] = req.data.args[i];
 
     if (spec.cls == SyscallClass::kSelf) {
-      bool self = (nr == SYS_kill && static_cast<int>(a[0]) == home_pid_) ||
-                  (nr == SYS_tgkill && static_cast<int>(a[0]) == home_pid_) ||
-                  (nr == SYS_tkill && static_cast<int>(a[0]) == home_pid_);
-      if (self) {
+      if (nr == SYS_gettid) {
+        // The tid the program knows: the home pid for the main thread, the
+        // first tid of each other thread (see man/mfs-migration.7).
+        auto it = vtid_of_.find(static_cast<pid_t>(req.pid));
+        return Respond(req.id, it == vtid_of_.end() ? home_pid_ : it->second);
+      }
+      // kill(home pid), tgkill(home pid, tid, …), tkill(tid, …) with a tid
+      // of this process (as the program knows it).
+      pid_t target = 0;  // 0: not this process; -1: the process as a whole
+      if (nr == SYS_kill && static_cast<int>(a[0]) == home_pid_) target = -1;
+      if (nr == SYS_tgkill && static_cast<int>(a[0]) == home_pid_) target = RealTid(static_cast<pid_t>(a[1]));
+      if (nr == SYS_tkill) target = RealTid(static_cast<pid_t>(a[0]));
+      if (nr == SYS_tgkill && static_cast<int>(a[0]) == home_pid_ && target == 0) return Respond(req.id, -ESRCH);
+      if (target != 0) {
         // The remote waits killably (WAIT_KILLABLE_RECV): queue the signal,
         // then answer; it is taken on the way out of kill(), as at home.
         int sig = static_cast<int>(nr == SYS_tgkill ? a[2] : a[1]);
         if (sig < 0 || sig > 64) return Respond(req.id, -EINVAL);
-        if (sig != 0) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
+        if (sig != 0) {
+          if (target == -1) kill(remote_->tid(), sig);
+          else syscall(SYS_tgkill, remote_->tid(), target, sig);
+        }
         return Respond(req.id, 0);
       }
     }
@@ -461,20 +501,32 @@ class Guest {
 
   Result<std::string> Fetch() {
     if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
-    // A remote waiting (killably) for a call's answer cannot stop: the home
+    // A thread waiting (killably) for a call's answer cannot stop: the home
     // did not and will not run that call, so it is answered "restart" and
     // the interrupt stop catches it on the way out, rewound to re-issue it.
     if (ptrace(PTRACE_INTERRUPT, remote_->tid(), nullptr, nullptr) != 0)
       return Status::FromErrno("PTRACE_INTERRUPT");
-    if (pending_id_) Respond(pending_id_, -513 /* -ERESTARTNOINTR */);
+    for (auto& t : threads_)
+      if (!t->stopped()) ptrace(PTRACE_INTERRUPT, t->tid(), nullptr, nullptr);
+    std::vector<uint64_t> ids;
+    for (const auto& [id, tid] : pending_ids_) ids.push_back(id);
+    for (uint64_t id : ids) Respond(id, -513 /* -ERESTARTNOINTR */);
     MFS_RETURN_IF_ERROR(remote_->WaitForStop(false).status());
+    frozen_threads_.clear();
+    for (auto& t : threads_) {
+      if (!t->stopped()) MFS_RETURN_IF_ERROR(t->WaitForStop(false).status());
+      MFS_ASSIGN_OR_RETURN(CpuState regs, GetCpuState(t->tid()));
+      auto vt = vtid_of_.find(t->tid());
+      frozen_threads_.push_back(FrozenThread{t.get(), std::move(regs), vt == vtid_of_.end() ? t->tid() : vt->second});
+    }
     MFS_ASSIGN_OR_RETURN(frozen_regs_, GetCpuState(remote_->tid()));
-    auto img = Capture(*remote_, stub_, frozen_regs_);
+    auto img = Capture(*remote_, stub_, frozen_regs_, frozen_threads_);
     if (!img.ok()) {
       ResumeFrozen().IgnoreError();
       return img.status();
     }
     img->home_pid = home_pid_;
+    img->threads[0].tid = home_pid_;
     outgoing_ = std::move(*img);
     std::string out = EncodeHeader(*outgoing_);
     std::string reply;
@@ -486,10 +538,26 @@ class Guest {
 
   Status ResumeFrozen() {
     std::vector<uint32_t> pending;
-    if (outgoing_) pending = outgoing_->pending_signals;
+    std::vector<std::pair<pid_t, uint32_t>> thread_pending;
+    if (outgoing_) {
+      // The capture stopped the timers and took the signals out.
+      pending = outgoing_->pending_signals;
+      for (size_t i = 1; i < outgoing_->threads.size() && i - 1 < threads_.size(); ++i)
+        for (uint32_t sig : outgoing_->threads[i].pending_signals) thread_pending.emplace_back(threads_[i - 1]->tid(), sig);
+      if (remote_ && !remote_->dead() && remote_->stopped())
+        RearmTimers(*remote_, stub_, outgoing_->itimers).IgnoreError();
+    }
     outgoing_.reset();
     want_home_sent_ = false;
     if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
+    for (auto& f : frozen_threads_) {
+      if (f.tracee->dead() || !f.tracee->stopped()) continue;
+      SetCpuState(f.tracee->tid(), f.saved).IgnoreError();
+      for (int sig : f.tracee->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), f.tracee->tid(), sig);
+      f.tracee->Cont().IgnoreError();
+    }
+    frozen_threads_.clear();
+    for (auto [tid, sig] : thread_pending) syscall(SYS_tgkill, remote_->tid(), tid, static_cast<int>(sig));
     if (!remote_->stopped()) return Status::OK();
     MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), frozen_regs_));
     for (int sig : remote_->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
@@ -507,32 +575,52 @@ class Guest {
     if (!remote_ || remote_->dead()) return;
     for (;;) {
       int status = 0;
-      pid_t p = waitpid(remote_->tid(), &status, __WALL | WNOHANG);
+      // Every thread of the remote is traced by this thread (and nothing
+      // else is our child).
+      pid_t p = waitpid(-1, &status, __WALL | WNOHANG);
       if (p <= 0) return;
-      remote_->MarkStopped(status);
+      Tracee* t = nullptr;
+      if (p == remote_->tid()) t = remote_.get();
+      for (auto& th : threads_)
+        if (th->tid() == p) t = th.get();
+      if (!t) continue;
+      t->MarkStopped(status);
+      if (t != remote_.get()) {
+        if (t->dead()) {
+          vtid_of_.erase(p);
+          std::erase_if(threads_, [p](const auto& th) { return th->tid() == p; });
+          continue;
+        }
+        OnRemoteStop(*t, status);
+        continue;
+      }
       if (remote_->dead()) {
         spdlog::info("guest: remote {} ended, status {:#x}", remote_->tid(), status);
         notify_sd_.reset();
         if (conn_ && !quitting_) conn_->Send(kExited, EncodeU32(static_cast<uint32_t>(status)));
         quitting_ = true;
-        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
-        t->async_wait([this, t](auto) { Quit(0); });
+        auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
+        timer->async_wait([this, timer](auto) { Quit(0); });
         return;
       }
-      int sig = WSTOPSIG(status);
-      int event = status >> 16;
-      if (event == 0 && sig != (SIGTRAP | 0x80)) {
-        remote_->Cont(sig).IgnoreError();  // a signal for the remote: deliver it
-      } else if (event == PTRACE_EVENT_STOP && outgoing_) {
-        // Frozen for a fetch: stay stopped.
-      } else if (event == PTRACE_EVENT_STOP) {
-        if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
-          ptrace(PTRACE_LISTEN, remote_->tid(), nullptr, nullptr);
-        else
-          remote_->Cont().IgnoreError();
-      } else {
-        remote_->Cont().IgnoreError();
-      }
+      OnRemoteStop(*remote_, status);
+    }
+  }
+
+  void OnRemoteStop(Tracee& t, int status) {
+    int sig = WSTOPSIG(status);
+    int event = status >> 16;
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      t.Cont(sig).IgnoreError();  // a signal for the remote: deliver it
+    } else if (event == PTRACE_EVENT_STOP && outgoing_) {
+      // Frozen for a fetch: stay stopped.
+    } else if (event == PTRACE_EVENT_STOP) {
+      if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+        ptrace(PTRACE_LISTEN, t.tid(), nullptr, nullptr);
+      else
+        t.Cont().IgnoreError();
+    } else {
+      t.Cont().IgnoreError();
     }
   }
 
@@ -556,7 +644,10 @@ class Guest {
   std::unique_ptr<control::ControlServer> control_;
   bool quitting_ = false;
   bool want_home_sent_ = false;
-  uint64_t pending_id_ = 0;  // the call the remote waits on, if any
+  std::map<uint64_t, pid_t> pending_ids_;  // calls threads of the remote wait on -> tid
+  std::vector<std::unique_ptr<Tracee>> threads_;  // the remote's other threads
+  std::map<pid_t, pid_t> vtid_of_;  // real tid -> the tid the program knows
+  std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };
 

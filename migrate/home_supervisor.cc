@@ -9,6 +9,14 @@
 //   kEnter/kExit  a forwarded call runs in it (PTRACE_SYSCALL steps).
 //   kStopped   stopped, nothing running (a move or the end is being done).
 // Every ptrace call happens on the one io thread.
+//
+// Threads: at home only the main thread is traced. A move away seizes the
+// others (SeizeThreads) for the capture; once the remote runs they end
+// (RetireThreads) and the deputy is the main thread alone; a failed move lets
+// them run on (ReleaseThreads). Coming home, Restore re-creates them and they
+// run untraced again; vtid_ remembers the tid each had before (the one the
+// program knows) for the next capture.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -17,7 +25,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <array>
 #include <deque>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -230,6 +240,21 @@ class Home {
       dep_ = Dep::kStopped;
       return Next();
     }
+    if (event == PTRACE_EVENT_STOP && dep_ == Dep::kEnter && interrupted_for_move_) {
+      // RunWhenStopped's interrupt caught the deputy before its call entered
+      // the kernel: the call did not run, and the remote re-issues it from
+      // wherever it goes (as after -ERESTART* in FinishCall). Waiting for
+      // the call instead could wait forever on a blocking one.
+      current_.reset();
+      interrupted_for_move_ = false;
+      dep_ = Dep::kStopped;
+      return Next();
+    }
+    if (event == PTRACE_EVENT_STOP && (dep_ == Dep::kEnter || dep_ == Dep::kExit)) {
+      ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr);  // the call goes on to its exit stop
+      tracee_->MarkRunning();
+      return;
+    }
     if (dep_ == Dep::kParked) Park();  // a stray stop: park again
   }
 
@@ -418,6 +443,8 @@ class Home {
           ++moves_;
           state_ = State::kRemote;
           frozen_pending_.clear();  // they travelled with the image
+          timers_stopped_ = false;  // they run at the remote now
+          RetireThreads();
           Next();
           spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
           reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
@@ -440,6 +467,14 @@ class Home {
         return regs.status();
       }
       saved_ = *regs;
+      s = SeizeThreads();
+      if (!s.ok()) {
+        reaping_ = false;
+        Unfreeze();
+        if (s.code() != EAGAIN) return s;
+        usleep(2000);
+        continue;
+      }
       if (scratch_.addr == 0) {
         auto sc = MapScratch(*tracee_, k_, 0, 8u << 20);
         if (!sc.ok()) {
@@ -449,10 +484,15 @@ class Home {
         }
         scratch_ = *sc;
       }
-      auto img = Capture(*tracee_, scratch_, saved_);
+      auto img = Capture(*tracee_, scratch_, saved_, frozen_threads_);
       reaping_ = false;
-      if (img.ok()) frozen_pending_ = img->pending_signals;
       if (img.ok()) {
+        frozen_pending_ = img->pending_signals;
+        for (size_t i = 1; i < img->threads.size(); ++i)
+          for (uint32_t sig : img->threads[i].pending_signals)
+            frozen_thread_pending_.emplace_back(frozen_threads_[i - 1].tracee->tid(), sig);
+        frozen_itimers_ = img->itimers;
+        timers_stopped_ = true;
         parked_base_ = saved_.gp;
         deputy_active_ = true;
         dep_ = Dep::kStopped;
@@ -460,14 +500,83 @@ class Home {
       }
       Unfreeze();
       if (img.status().code() != EAGAIN) return img.status();
-      usleep(2000);  // let pending signals be delivered
+      usleep(2000);  // let pending signals be delivered, threads settle
     }
-    return Status::Error(EAGAIN, "signals kept arriving; could not freeze");
+    return Status::Error(EAGAIN, "signals kept arriving or threads kept changing; could not freeze");
+  }
+
+  // Seizes and stops every thread of the process but the main one (already
+  // stopped), until a pass over /proc/PID/task finds no new one.
+  Status SeizeThreads() {
+    for (int pass = 0; pass < 100; ++pass) {
+      DIR* d = opendir(("/proc/" + std::to_string(pid_) + "/task").c_str());
+      if (!d) return Status::FromErrno("opendir task");
+      std::vector<pid_t> tids;
+      while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') tids.push_back(atoi(e->d_name));
+      closedir(d);
+      bool added = false;
+      for (pid_t tid : tids) {
+        if (tid == pid_) continue;
+        bool known = false;
+        for (const auto& t : thread_tracees_) known = known || t->tid() == tid;
+        if (known) continue;
+        auto t = Tracee::Seize(tid, 0);
+        if (!t.ok()) {
+          if (t.status().code() == ESRCH) continue;  // it just exited
+          return t.status();
+        }
+        if (!(*t)->Interrupt().ok()) continue;
+        auto regs = GetCpuState(tid);
+        if (!regs.ok()) return regs.status();
+        auto vt = vtid_.find(tid);
+        frozen_threads_.push_back(FrozenThread{t->get(), *regs, vt == vtid_.end() ? tid : vt->second});
+        thread_tracees_.push_back(std::move(*t));
+        added = true;
+      }
+      if (!added) return Status::OK();
+    }
+    return Status::Error(EAGAIN, "threads kept being created during the freeze");
+  }
+
+  // The other threads run on (a failed move): their registers back, held
+  // signals re-raised, detached.
+  void ReleaseThreads() {
+    for (auto& t : thread_tracees_) {
+      if (t->dead()) continue;
+      for (const auto& f : frozen_threads_)
+        if (f.tracee == t.get()) SetCpuState(t->tid(), f.saved).IgnoreError();
+    }
+    for (auto [tid, sig] : frozen_thread_pending_) syscall(SYS_tgkill, pid_, tid, static_cast<int>(sig));
+    frozen_thread_pending_.clear();
+    frozen_threads_.clear();
+    thread_tracees_.clear();  // detaches (stashed signals are re-delivered)
+  }
+
+  // The process runs elsewhere: the deputy is its main thread alone, the
+  // other threads end (their state travelled; their memory is no longer the
+  // program's, so what their exit writes there does not matter).
+  void RetireThreads() {
+    for (auto& t : thread_tracees_) {
+      if (t->dead()) continue;
+      t->set_gadget(scratch_.gadget());
+      t->Syscall(SYS_exit, 0).status().IgnoreError();
+    }
+    frozen_thread_pending_.clear();
+    frozen_threads_.clear();
+    thread_tracees_.clear();
+    vtid_.clear();
   }
 
   // Back to running natively at home after a failed move away.
   void Unfreeze() {
     deputy_active_ = false;
+    if (timers_stopped_ && scratch_.addr) {
+      tracee_->set_gadget(scratch_.gadget());
+      RearmTimers(*tracee_, scratch_, frozen_itimers_).IgnoreError();
+    }
+    timers_stopped_ = false;
+    ReleaseThreads();
     if (scratch_.addr) {
       auto maps = ReadMaps(pid_);
       if (maps.ok())
@@ -556,6 +665,11 @@ class Home {
         return StayRemote(r.status().Annotate("restoring at home"), reply);
       }
       for (const auto& w : r->warnings) spdlog::warn("home: restore: {}", w);
+      // The re-created threads run natively, untraced; the tid each had
+      // (the one the program knows) is kept for the next capture.
+      vtid_.clear();
+      for (size_t i = 0; i < r->threads.size(); ++i) vtid_[r->threads[i]->tid()] = (*img)->threads[i + 1].tid;
+      r->threads.clear();
       scratch_ = Scratch{};
       calls_.clear();  // re-executed natively at home
       freezing_remote_ = false;
@@ -708,6 +822,14 @@ class Home {
   std::string last_error_;
   CpuState saved_;
   std::vector<uint32_t> frozen_pending_;  // taken out at the freeze; re-raised if we resume
+  std::vector<std::pair<pid_t, uint32_t>> frozen_thread_pending_;  // (tid, signal), the same per thread
+  std::array<itimerval, 3> frozen_itimers_{};  // stopped by the capture; re-armed if we resume
+  bool timers_stopped_ = false;
+  // The other threads while a move away is under way (seized, stopped).
+  std::vector<std::unique_ptr<Tracee>> thread_tracees_;
+  std::vector<FrozenThread> frozen_threads_;
+  // Threads re-created at home: real tid -> the tid the program knows.
+  std::map<pid_t, pid_t> vtid_;
   user_regs_struct parked_base_{};
   Scratch scratch_;
   wire::Connection::Ptr conn_;

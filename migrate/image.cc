@@ -45,6 +45,8 @@ std::string EncodeHeader(const ProcessImage& img) {
     w.U64(t.altstack_sp);
     w.U64(t.altstack_size);
     w.U32(static_cast<uint32_t>(t.altstack_flags));
+    w.U32(static_cast<uint32_t>(t.pending_signals.size()));
+    for (uint32_t sig : t.pending_signals) w.U32(sig);
   }
   for (const auto& a : img.actions) {
     w.U64(a.handler);
@@ -118,6 +120,13 @@ Status DecodeHeader(std::string_view bytes, ProcessImage* img) {
     t.altstack_sp = r.U64();
     t.altstack_size = r.U64();
     t.altstack_flags = static_cast<int32_t>(r.U32());
+    uint32_t np = r.U32();
+    if (!r.ok() || np > 1024) return Status::Corruption("image: thread pending signals");
+    t.pending_signals.resize(np);
+    for (auto& sig : t.pending_signals) {
+      sig = r.U32();
+      if (r.ok() && (sig == 0 || sig > 64)) return Status::Corruption("image: bad signal number");
+    }
   }
   for (auto& a : img->actions) {
     a.handler = r.U64();

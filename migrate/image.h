@@ -1,7 +1,7 @@
 // ProcessImage: everything a migration carries, and its encoding.
 //
-// The image of a single-threaded process (threads: see man/mfs-migration.7)
-// is its CPU state, its signal and timer state, its mm fields, its list of
+// The image of a process (threads: see man/mfs-migration.7) is the CPU and
+// per-thread state of each of its threads, its signal and timer state, its mm fields, its list of
 // mappings and the private pages that must travel. Clean file-backed pages
 // never travel: the destination maps the same file (by path).
 //
@@ -29,7 +29,7 @@
 namespace mfs::migrate {
 
 inline constexpr uint32_t kImageMagic = 0x474D4946;
-inline constexpr uint32_t kImageVersion = 1;
+inline constexpr uint32_t kImageVersion = 2;  // 2: per-thread pending signals
 inline constexpr uint64_t kPageSize = 4096;
 
 // The kernel's struct sigaction for rt_sigaction (not glibc's).
@@ -40,6 +40,11 @@ struct KernelSigaction {
   uint64_t mask = 0;
 };
 
+// One thread. threads[0] is the main thread (its tid is the home pid); the
+// others are re-created by clone at the destination, so their kernel tid
+// changes with every move: `tid` is the one the program knows (its first,
+// cached by glibc in its pthread struct and at *tid_address), which the
+// guest supervisor maps to the real one (gettid, tgkill).
 struct ThreadImage {
   pid_t tid = 0;
   CpuState cpu;            // restart-normalised
@@ -53,6 +58,8 @@ struct ThreadImage {
   uint64_t altstack_sp = 0;
   uint64_t altstack_size = 0;
   int32_t altstack_flags = 0;
+  // Signals pending for this thread only (tgkill), taken out at the freeze.
+  std::vector<uint32_t> pending_signals;
 };
 
 enum VmaFlags : uint32_t {

@@ -19,6 +19,12 @@ ProcessImage Sample() {
   t.rseq_len = 32;
   t.rseq_sig = 0x53053053;
   img.threads.push_back(t);
+  ThreadImage t2;
+  t2.tid = 4250;
+  t2.cpu.gp.fs_base = 0x7f0000200000;
+  t2.tid_address = 0x7f00002009d0;
+  t2.pending_signals = {10, 34};
+  img.threads.push_back(t2);
   img.actions[1].handler = 0x401234;
   img.itimers[0].it_value.tv_sec = 3;
   img.rlimits.resize(16, rlimit{1, 2});
@@ -37,7 +43,12 @@ TEST(Image, HeaderRoundTrip) {
   ASSERT_TRUE(DecodeHeader(bytes, &b).ok());
   EXPECT_EQ(b.home_pid, 4242);
   EXPECT_EQ(b.comm, "counter");
-  ASSERT_EQ(b.threads.size(), 1u);
+  ASSERT_EQ(b.threads.size(), 2u);
+  EXPECT_EQ(b.threads[1].tid, 4250);
+  EXPECT_EQ(b.threads[1].cpu.gp.fs_base, 0x7f0000200000u);
+  EXPECT_EQ(b.threads[1].tid_address, 0x7f00002009d0u);
+  EXPECT_EQ(b.threads[1].pending_signals, (std::vector<uint32_t>{10, 34}));
+  EXPECT_TRUE(b.threads[0].pending_signals.empty());
   EXPECT_EQ(b.threads[0].cpu.gp.rip, 0x401000u);
   EXPECT_EQ(b.threads[0].cpu.xstate, a.threads[0].cpu.xstate);
   EXPECT_EQ(b.threads[0].rseq_sig, 0x53053053u);

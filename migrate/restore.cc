@@ -1,6 +1,8 @@
 #include "migrate/restore.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/prctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -89,6 +91,79 @@ Status MoveSpecials(Tracee& t, const ProcessImage& img, const std::vector<MapEnt
   return Status::OK();
 }
 
+int CountTasks(pid_t pid) {
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (!d) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  closedir(d);
+  return n;
+}
+
+// The per-thread state of `th` in the thread `c` (stopped, gadget set).
+Status SetThreadState(Tracee& c, const Scratch& stub, uint64_t scratch_off, const ThreadImage& th) {
+  MFS_RETURN_IF_ERROR(c.CheckedSyscall("set_robust_list", SYS_set_robust_list, th.robust_head,
+                                       th.robust_len ? th.robust_len : 24)
+                          .status());
+  {
+    stack_t ss{};
+    ss.ss_sp = reinterpret_cast<void*>(th.altstack_sp);
+    ss.ss_size = th.altstack_size;
+    ss.ss_flags = th.altstack_flags;
+    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(c, stub, scratch_off, &ss, sizeof ss));
+    MFS_RETURN_IF_ERROR(c.CheckedSyscall("sigaltstack", SYS_sigaltstack, p, 0).status());
+  }
+  MFS_RETURN_IF_ERROR(c.CheckedSyscall("set_tid_address", SYS_set_tid_address, th.tid_address).status());
+  if (th.rseq_ptr)
+    MFS_RETURN_IF_ERROR(c.CheckedSyscall("rseq", SYS_rseq, th.rseq_ptr, th.rseq_len, 0, th.rseq_sig).status());
+  return Status::OK();
+}
+
+// Re-creates img.threads[1..] as threads of `t`'s process.
+Status CloneThreads(Tracee& t, const ProcessImage& img, const Scratch& stub,
+                    std::vector<std::unique_ptr<Tracee>>* out) {
+  if (img.threads.size() == 1) return Status::OK();
+  const long options = t.options();
+  MFS_RETURN_IF_ERROR(t.SetOptions(options | PTRACE_O_TRACECLONE));
+  struct ResetOptions {
+    Tracee& t;
+    long options;
+    ~ResetOptions() { t.SetOptions(options).IgnoreError(); }
+  } reset{t, options};
+  constexpr uint64_t kFlags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+  constexpr uint64_t kStackEach = 4096;
+  if ((img.threads.size() + 2) * kStackEach > stub.buffer_size() / 2)
+    return Status::Error(E2BIG, "restore: too many threads for the stub");
+  for (size_t i = 1; i < img.threads.size(); ++i) {
+    const ThreadImage& th = img.threads[i];
+    // Its own small stack at the top of the stub, below the main thread's.
+    const uint64_t sp = stub.addr + stub.size - (i + 1) * kStackEach - 256;
+    MFS_ASSIGN_OR_RETURN(uint64_t ctid, t.CheckedSyscall("clone", SYS_clone, kFlags, sp, 0, 0, 0));
+    // The new thread starts with a PTRACE_EVENT_STOP, before any instruction.
+    int status = 0;
+    pid_t r;
+    do {
+      r = waitpid(static_cast<pid_t>(ctid), &status, __WALL);
+    } while (r < 0 && errno == EINTR);
+    if (r != static_cast<pid_t>(ctid) || !WIFSTOPPED(status))
+      return Status::Error(ECHILD, "restore: the cloned thread did not stop");
+    out->push_back(Tracee::Adopt(static_cast<pid_t>(ctid), options));
+    Tracee& c = *out->back();
+    MFS_RETURN_IF_ERROR(c.SetOptions(options));  // it inherited TRACECLONE
+    c.set_gadget(stub.gadget());
+    c.set_stack(sp);
+    MFS_RETURN_IF_ERROR(SetThreadState(c, stub, 2048, th));
+    c.set_stack(0);
+    uint64_t mask = th.sigmask;
+    if (ptrace(PTRACE_SETSIGMASK, c.tid(), sizeof mask, &mask) != 0) return Status::FromErrno("PTRACE_SETSIGMASK");
+    MFS_RETURN_IF_ERROR(SetCpuState(c.tid(), th.cpu));
+    for (uint32_t sig : th.pending_signals) syscall(SYS_tgkill, t.tid(), c.tid(), static_cast<int>(sig));
+    for (int sig : c.TakeStashedSignals()) syscall(SYS_tgkill, t.tid(), c.tid(), sig);
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<int, int>>& fds,
@@ -157,9 +232,24 @@ Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<i
 Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFeatures& k,
                               const RestoreOptions& opts) {
   RestoreResult result;
-  if (img.threads.size() != 1) return Status::Error(ENOTSUP, "restore: multi-threaded image");
+  // On failure the threads already made exit (their memory is not theirs).
+  struct EndThreads {
+    RestoreResult& r;
+    bool done = false;
+    ~EndThreads() {
+      if (done) return;
+      for (auto& c : r.threads) {
+        if (c->dead()) continue;
+        c->set_stack(0);
+        c->Syscall(SYS_exit, 0).status().IgnoreError();
+      }
+      r.threads.clear();
+    }
+  } end_threads{result};
+  if (img.threads.empty()) return Status::Error(EINVAL, "restore: image without threads");
   const ThreadImage& th = img.threads[0];
   const pid_t tid = t.tid();
+  if (CountTasks(tid) != 1) return Status::Error(ENOTSUP, "restore: the target has more than one thread");
 
   MFS_ASSIGN_OR_RETURN(auto cur, ReadMaps(tid));
   std::vector<Range> used;
@@ -310,20 +400,7 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
     MFS_RETURN_IF_ERROR(t.CheckedSyscall("prctl(PR_SET_NAME)", SYS_prctl, PR_SET_NAME, p).status());
   }
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("personality", SYS_personality, img.personality).status());
-  MFS_RETURN_IF_ERROR(t.CheckedSyscall("set_robust_list", SYS_set_robust_list, th.robust_head,
-                                       th.robust_len ? th.robust_len : 24)
-                          .status());
-  {
-    stack_t ss{};
-    ss.ss_sp = reinterpret_cast<void*>(th.altstack_sp);
-    ss.ss_size = th.altstack_size;
-    ss.ss_flags = th.altstack_flags;
-    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, &ss, sizeof ss));
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("sigaltstack", SYS_sigaltstack, p, 0).status());
-  }
-  MFS_RETURN_IF_ERROR(t.CheckedSyscall("set_tid_address", SYS_set_tid_address, th.tid_address).status());
-  if (th.rseq_ptr)
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("rseq", SYS_rseq, th.rseq_ptr, th.rseq_len, 0, th.rseq_sig).status());
+  MFS_RETURN_IF_ERROR(SetThreadState(t, stub, 0, th));
 
   if (!img.groups.empty()) {
     MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, img.groups.data(), img.groups.size() * 4));
@@ -332,6 +409,12 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
   if (opts.before_registers) MFS_RETURN_IF_ERROR(opts.before_registers(t, stub));
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("setresgid", SYS_setresgid, img.gid[0], img.gid[1], img.gid[2]).status());
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("setresuid", SYS_setresuid, img.uid[0], img.uid[1], img.uid[2]).status());
+  {
+    // Threads made after the filter and the credentials inherit both. On
+    // failure the ones already made exit (their memory is not theirs yet).
+    Status s = CloneThreads(t, img, stub, &result.threads);
+    if (!s.ok()) return s;
+  }
   {
     uint64_t mask = th.sigmask;
     if (ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask) != 0) return Status::FromErrno("PTRACE_SETSIGMASK");
@@ -349,6 +432,7 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
   // Signals that arrived while we rebuilt it (sent to the pid we restored
   // into) are the program's too.
   for (int sig : t.TakeStashedSignals()) syscall(SYS_tgkill, tid, tid, sig);
+  end_threads.done = true;
   return result;
 }
 

@@ -15,7 +15,12 @@
 //   6. mm fields and exe (PR_SET_MM_MAP), signal handlers, timers, rlimits,
 //      name, personality, robust list, alternate stack, clear-child-tid,
 //      rseq (last of the memory-related calls), credentials, signal mask;
-//   7. the caller's hook (e.g. installing the deputy's seccomp filter);
+//   7. the caller's hook (e.g. installing the deputy's seccomp filter),
+//      credentials, then the other threads: each is cloned from inside the
+//      tracee (CLONE_VM|FS|FILES|SIGHAND|THREAD|SYSVSEM, so it inherits the
+//      filter and credentials; auto-attached with PTRACE_O_TRACECLONE) and
+//      given its robust list, alternate stack, clear-child-tid, rseq,
+//      signal mask, pending signals and registers;
 //   8. remove the stub unless asked to keep it, then set the registers
 //      (general + XSAVE). The tracee is left stopped: the caller resumes it.
 // Any error leaves the tracee unusable (its old memory is gone): the caller
@@ -49,6 +54,10 @@ struct RestoreOptions {
 struct RestoreResult {
   Scratch stub;                       // valid when keep_stub
   std::vector<std::string> warnings;  // e.g. an rlimit that could not be raised
+  // The other threads (img.threads[1..], same order), re-created with clone
+  // from inside the tracee and traced by the caller: stopped, their state
+  // set. Dropping them detaches them (they run untraced).
+  std::vector<std::unique_ptr<Tracee>> threads;
 };
 
 // Forks a process that only waits to be rebuilt, seizes it and stops it.

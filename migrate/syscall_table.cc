@@ -94,10 +94,11 @@ std::vector<SyscallSpec> MakeTable() {
       {SYS_sched_get_priority_max, "sched_get_priority_max", N},
       {SYS_sched_get_priority_min, "sched_get_priority_min", N},
 
-      // Signals to itself.
+      // Signals to itself, and its own thread ids (answered by the guest).
       {SYS_kill, "kill", S},
       {SYS_tgkill, "tgkill", S},
       {SYS_tkill, "tkill", S},
+      {SYS_gettid, "gettid", S},
 
       // Files and descriptors: forwarded.
       {SYS_read, "read", F, {V, OutRet(2), V}},
@@ -198,7 +199,6 @@ std::vector<SyscallSpec> MakeTable() {
 
       // Identity, credentials, process tree: forwarded to the deputy.
       {SYS_getpid, "getpid", F},
-      {SYS_gettid, "gettid", F},
       {SYS_getppid, "getppid", F},
       {SYS_getuid, "getuid", F},
       {SYS_geteuid, "geteuid", F},

@@ -9,8 +9,10 @@
 //              the deputy in the original process (same pid, fds, cwd,
 //              credentials, children), answered with its out-buffers: one
 //              round trip per call.
-//   self       a signal the process sends to itself (kill/tgkill/tkill of its
-//              home pid): delivered to the remote on the spot.
+//   self       a signal the process sends to itself (kill of its home pid,
+//              tgkill/tkill of one of its threads) and gettid: answered by
+//              the guest supervisor on the spot (thread ids: the ones the
+//              program knows, see man/mfs-migration.7).
 //   home       cannot run away from home (fork, execve, clone, ptrace, SysV
 //              shm, unknown ioctls, anything not in this table ...): the
 //              process is brought home with the call pending, and re-executes

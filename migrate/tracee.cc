@@ -17,7 +17,20 @@ bool IsRestartCode(int64_t r) { return r == -512 || r == -513 || r == -514 || r 
 Result<std::unique_ptr<Tracee>> Tracee::Seize(pid_t tid, long options) {
   if (ptrace(PTRACE_SEIZE, tid, nullptr, options | PTRACE_O_TRACESYSGOOD) != 0)
     return Status::FromErrno("PTRACE_SEIZE " + std::to_string(tid));
-  return std::unique_ptr<Tracee>(new Tracee(tid));
+  return std::unique_ptr<Tracee>(new Tracee(tid, options));
+}
+
+std::unique_ptr<Tracee> Tracee::Adopt(pid_t tid, long options) {
+  auto t = std::unique_ptr<Tracee>(new Tracee(tid, options));
+  t->stopped_ = true;
+  return t;
+}
+
+Status Tracee::SetOptions(long options) {
+  if (ptrace(PTRACE_SETOPTIONS, tid_, nullptr, options | PTRACE_O_TRACESYSGOOD) != 0)
+    return Status::FromErrno("PTRACE_SETOPTIONS");
+  options_ = options;
+  return Status::OK();
 }
 
 Tracee::~Tracee() {

@@ -34,11 +34,17 @@ class Tracee {
  public:
   // PTRACE_SEIZE of `tid` with `options` (PTRACE_O_*; TRACESYSGOOD is added).
   static Result<std::unique_ptr<Tracee>> Seize(pid_t tid, long options);
+  // A thread this thread already traces (auto-attached by PTRACE_O_TRACECLONE)
+  // whose first stop the caller has reaped: it is stopped.
+  static std::unique_ptr<Tracee> Adopt(pid_t tid, long options);
   ~Tracee();
   Tracee(const Tracee&) = delete;
   Tracee& operator=(const Tracee&) = delete;
 
   pid_t tid() const { return tid_; }
+  long options() const { return options_; }
+  // PTRACE_SETOPTIONS (TRACESYSGOOD is added). REQUIRES: stopped.
+  Status SetOptions(long options);
   bool stopped() const { return stopped_; }
   bool dead() const { return dead_; }
   int exit_status() const { return exit_status_; }  // waitpid status once dead()
@@ -85,10 +91,11 @@ class Tracee {
   const std::vector<int>& stashed_signals() const { return stashed_; }
 
  private:
-  explicit Tracee(pid_t tid) : tid_(tid) {}
+  Tracee(pid_t tid, long options) : tid_(tid), options_(options) {}
   Status OpenMem();
 
   pid_t tid_;
+  long options_;
   bool attached_ = true;
   bool stopped_ = false;
   bool dead_ = false;
