@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,8 +33,11 @@ std::string RunDir(const node::Config& c) {
 Result<UniqueFd> SpawnDetached(std::vector<std::string> argv) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno("pipe2");
+  // The child keeps only stdio and the ready pipe (as fd 3): mfsd's
+  // listening socket, peer connections and control socket must not live on
+  // in a supervisor that outlives mfsd (a restarted mfsd could not bind).
   argv.push_back("--ready-fd");
-  argv.push_back(std::to_string(p[1]));
+  argv.push_back("3");
   std::vector<char*> a;
   for (auto& s : argv) a.push_back(s.data());
   a.push_back(nullptr);
@@ -46,7 +50,12 @@ Result<UniqueFd> SpawnDetached(std::vector<std::string> argv) {
   if (pid == 0) {
     setsid();
     if (fork() != 0) _exit(0);
-    fcntl(p[1], F_SETFD, 0);
+    if (p[1] == 3) {
+      fcntl(3, F_SETFD, 0);
+    } else if (dup2(p[1], 3) < 0) {  // the copy is not close-on-exec
+      _exit(127);
+    }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -49,6 +49,12 @@ int main(int argc, char** argv) {
   app.add_flag("--json", as_json, "print JSON instead of a table");
   auto* status = app.add_subcommand("status", "this node and the peers it sees");
   status->add_flag("--json", as_json, "print JSON");
+  auto* accounting = app.add_subcommand(
+      "accounting", "show or switch I/O locality accounting of this node's /mfs client");
+  std::string switch_to;
+  accounting->add_option("STATE", switch_to, "on or off (omit to show)")
+      ->check(CLI::IsMember({"on", "off"}));
+  accounting->add_flag("--json", as_json, "print JSON");
   CLI11_PARSE(app, argc, argv);
 
   std::string path = mfs::control::SocketPath(socket);
@@ -60,6 +66,20 @@ int main(int argc, char** argv) {
       std::cout << r->dump(2) << "\n";
     } else {
       PrintStatus(*r);
+    }
+  }
+  if (accounting->parsed()) {
+    json req{{"op", "locality.accounting"}};
+    if (!switch_to.empty()) req["enable"] = switch_to == "on";
+    auto r = mfs::control::Call(path, req);
+    if (!r.ok()) return Fail(r.status());
+    bool on = r->value("accounting", false);
+    json client = r->contains("client") ? (*r)["client"] : json();
+    if (as_json) {
+      std::cout << json{{"accounting", on}, {"client", client}}.dump() << "\n";
+    } else {
+      std::string c = client.is_boolean() ? (client.get<bool>() ? "on" : "off") : "not reported yet";
+      printf("accounting %s (the /mfs client: %s)\n", on ? "on" : "off", c.c_str());
     }
   }
   return 0;

@@ -164,7 +164,8 @@ int main(int argc, char** argv) {
 
   // Locality accounting (issue 5): every read/write/open/create on /mfs is
   // attributed to its process and owning node and reported to the local mfsd.
-  (*client)->SetIoObserver(mfs::locality::MakeClientObserver(mc.client.control_socket));
+  auto observer = mfs::locality::MakeClientObserver(mc.client.control_socket);
+  (*client)->SetIoObserver(observer);
 
   mfs::fuse::FuseOptions fo;
   fo.mountpoint = mountpoint;
@@ -193,6 +194,9 @@ int main(int argc, char** argv) {
     if (mfs::Status s = remote->Start(&fs); !s.ok())
       spdlog::error("remote nodes disabled: {}", s.ToString());
   }
+  // Reports from the start, so mfsd's accounting switch reaches an idle
+  // client too.
+  observer->recorder().Start();
   spdlog::info("node {} serving {} on {}", mc.client.self_id, mc.client.export_path, mountpoint);
   mfs::Status s = fs.Run();
   if (remote) remote->Stop();

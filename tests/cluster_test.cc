@@ -361,6 +361,24 @@ TEST_F(ClusterHarnessTest, PerNodeCgroups) {
   mfsd_pid = mfsd_pid.substr(0, mfsd_pid.find(' '));
   EXPECT_NE(ReadFile("/proc/" + mfsd_pid + "/cgroup").find(tag + "/node2"), std::string::npos);
 
+  // Each node reports its own size (mfsstat, mfsmon), not the machine's.
+  auto host = [&](int node) {
+    ExecResult r = Exec(node, {"mfsstat", "--json"});
+    nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_discarded() || !j.contains("nodes") || j["nodes"].empty()) {
+      ADD_FAILURE() << "mfsstat on node " << node << ": " << r.Describe();
+      return nlohmann::json::object();
+    }
+    return j["nodes"][0]["host"];
+  };
+  nlohmann::json h1 = host(1), h2 = host(2);
+  EXPECT_DOUBLE_EQ(h1.value("cpus", 0.0), 1.0) << h1;   // cpuset "0"
+  EXPECT_DOUBLE_EQ(h2.value("cpus", 0.0), 0.5) << h2;   // 50 % quota
+  EXPECT_EQ(h2.value("mem_total", 0ull), 268435456ull) << h2;
+  EXPECT_LE(h2.value("mem_available", ~0ull), 268435456ull) << h2;
+  EXPECT_GT(h2.value("mem_available", 0ull), 0ull) << h2;
+  EXPECT_TRUE(h2.value("cgroup_limited", false)) << h2;
+
   ASSERT_TRUE(Cluster({"down"}).ok());
   ExpectNothingLeft();
 }

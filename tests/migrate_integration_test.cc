@@ -2,8 +2,11 @@
 // its own cluster (node i on 127.6.<k>.i, k unique to the test process) and
 // stops it. Every program is compared byte for byte, and exit status for exit
 // status, with an unmigrated run of the same program.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,11 +41,32 @@ size_t CountLines(const std::string& p) {
 
 int Reference(const std::string& args, const std::string& out);
 
+bool CanListen(const std::string& address, uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, address.c_str(), &a.sin_addr);
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
 class Cluster : public ::testing::Test {
  protected:
   void SetUp() override {
+    // 127.6.<octet>.{1,2,3}:7420, an octet whose three addresses are free
+    // right now (another run, or a test's leftovers, may hold one).
     static int seq = 0;
-    octet_ = 10 + (getpid() * 7 + seq++) % 240;
+    for (int tries = 0; tries < 240; ++tries) {
+      octet_ = 10 + (getpid() * 7 + seq++) % 240;
+      bool free = true;
+      for (int id = 1; id <= 3 && free; ++id) free = CanListen(Address(id), 7420);
+      if (free) break;
+    }
     dir_ = "/tmp/mfs-mig-" + std::to_string(getpid()) + "-" + std::to_string(seq);
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -256,6 +280,34 @@ TEST_F(Cluster, CounterMovedTwentyTimesBackAndForth) {
   EXPECT_EQ(st, want_status);
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
   EXPECT_EQ(CountLines(Path("got")), 400u);
+}
+
+// Supervisors are processes of their own: restarting mfsd (on the same
+// address and port) neither kills nor strands the processes they hold.
+TEST_F(Cluster, MfsdRestartKeepsMigratableProcessesMovable) {
+  StartCluster(2);
+  const std::string args = kBin + "/mfs-test-counter 300 60000 16";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  StopNode(1);
+  StopNode(2);
+  StartNode(1, 2);
+  StartNode(2, 2);
+  WaitAlive(2);
+  auto st = mfs::control::Call(Socket(1), {{"op", "status"}}, 2000);
+  ASSERT_TRUE(st.ok()) << "node 1 did not come back: " << st.status().ToString() << "\n"
+                       << Slurp(dir_ + "/n1/log");
+  r = Move(pid, "home");
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  r = Move(pid, 2);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  int status = Wait(pid);
+  ASSERT_NE(status, -1) << "timed out";
+  EXPECT_EQ(status, want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 }
 
 TEST_F(Cluster, PythonComputesWhileMoved) {

@@ -111,7 +111,8 @@ RecorderOptions RecorderOptions::FromEnvironment(std::string control_socket) {
   return o;
 }
 
-IoRecorder::IoRecorder(RecorderOptions options) : options_(std::move(options)) {
+IoRecorder::IoRecorder(RecorderOptions options)
+    : options_(std::move(options)), on_(options_.enabled) {
   auto flush = std::max<int64_t>(1, options_.flush_interval.count());
   ttl_epochs_ = static_cast<uint32_t>(
       std::clamp<int64_t>((options_.tid_ttl.count() + flush - 1) / flush, 1, 1 << 20));
@@ -160,7 +161,7 @@ void IoRecorder::AddLocked(Shard& s, const Opener& p, uint32_t node, IoOp op, ui
 }
 
 void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes, bool from_cache) {
-  if (!options_.enabled || tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
+  if (!on_.load(std::memory_order_relaxed) || tid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
   MaybeStart();
   Shard& s = ShardForThisThread();
   uint32_t epoch = epoch_.load(std::memory_order_relaxed);
@@ -179,7 +180,7 @@ void IoRecorder::Record(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes,
 }
 
 Opener IoRecorder::CaptureOpener(pid_t tid) {
-  if (!options_.enabled || tid <= 0) return Opener{};
+  if (!on_.load(std::memory_order_relaxed) || tid <= 0) return Opener{};
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
   return ResolveLocked(s, tid, epoch_.load(std::memory_order_relaxed)).proc;
@@ -187,7 +188,7 @@ Opener IoRecorder::CaptureOpener(pid_t tid) {
 
 void IoRecorder::RecordFor(const Opener& opener, uint32_t owner_node, IoOp op, uint64_t bytes,
                            bool from_cache) {
-  if (!options_.enabled || opener.pid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
+  if (!on_.load(std::memory_order_relaxed) || opener.pid <= 0 || owner_node == 0 || owner_node > kMaxNodeId) return;
   MaybeStart();
   Shard& s = ShardForThisThread();
   std::lock_guard lock(s.mu);
@@ -255,11 +256,16 @@ void IoRecorder::Collect() {
 Status IoRecorder::Flush() {
   std::lock_guard lock(flush_mu_);
   Collect();
-  if (pending_.empty()) return Status::OK();
+  // With mfsd at the other end, an empty report still goes: its reply says
+  // whether accounting is switched on.
+  const bool poll = options_.enabled && !options_.sink && !options_.control_socket.empty();
+  if (pending_.empty() && !poll) return Status::OK();
   Status s;
   size_t sent = 0;
   std::optional<control::Client> client;
-  while (sent < pending_.size()) {
+  bool first = true;
+  while (sent < pending_.size() || (first && poll)) {
+    first = false;
     size_t n = std::min(kMaxEntriesPerReport, pending_.size() - sent);
     Batch chunk(pending_.begin() + static_cast<ptrdiff_t>(sent),
                 pending_.begin() + static_cast<ptrdiff_t>(sent + n));
@@ -276,12 +282,19 @@ Status IoRecorder::Flush() {
         }
         client.emplace(std::move(c).value());
       }
-      auto r = client->Call(EncodeReport(chunk));
+      nlohmann::json req = EncodeReport(chunk);
+      req["accounting"] = on_.load(std::memory_order_relaxed);  // what the client does now
+      auto r = client->Call(req);
       s = r.ok() ? Status::OK() : r.status();
+      if (r.ok() && r->contains("accounting") && (*r)["accounting"].is_boolean()) {
+        bool want = (*r)["accounting"].get<bool>();
+        if (on_.exchange(want) != want)
+          spdlog::info("locality: accounting switched {} by mfsd", want ? "on" : "off");
+      }
     }
     if (!s.ok()) break;
     sent += n;
-    batches_sent_.fetch_add(1, std::memory_order_relaxed);
+    if (n) batches_sent_.fetch_add(1, std::memory_order_relaxed);
   }
   if (sent > 0) {
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(sent));

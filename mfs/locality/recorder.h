@@ -67,7 +67,10 @@ struct RecorderOptions {
   // Where batches go instead of the control socket (tests, benchmarks).
   // Returns OK when the batch was accepted; on error it is retried later.
   std::function<Status(const Batch&)> sink;
-  // false: Record() returns at once (accounting off, for comparisons).
+  // false: Record() returns at once (accounting off, for comparisons), and
+  // mfsd cannot turn it on. When true, mfsd switches accounting on and off
+  // at run time (`mfsctl accounting on|off`): every flush — sent even when
+  // there is nothing to report — learns the switch's state from the reply.
   bool enabled = true;
   // Start the flush thread at the first Record() if Start() was not called.
   bool auto_start = false;
@@ -113,6 +116,8 @@ class IoRecorder {
     uint64_t resolutions = 0;  // /proc look-ups (cache misses)
   };
   Stats stats() const;
+  // Whether Record() counts right now.
+  bool accounting() const { return on_.load(std::memory_order_relaxed); }
 
   static constexpr size_t kShards = 32;
   static constexpr size_t kMaxPending = 1 << 16;
@@ -164,6 +169,7 @@ class IoRecorder {
   void Collect();
 
   RecorderOptions options_;
+  std::atomic<bool> on_;  // options_.enabled and mfsd's switch
   std::array<Shard, kShards> shards_;
   // Advanced by every Collect(): the recorder's clock for tid expiry, so the
   // hot path reads an atomic instead of a clock.

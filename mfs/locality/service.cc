@@ -1,6 +1,7 @@
 #include "mfs/locality/service.h"
 
 #include <rocksdb/db.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <cmath>
 #include <deque>
 #include <fstream>
+#include <optional>
+#include <sstream>
 
 #include "mfs/locality/codec.h"
 #include "mfs/node/daemon.h"
@@ -36,6 +39,44 @@ Status GetNumber(const toml::table& t, const std::string& origin, const char* ke
   return Status::OK();
 }
 
+// The first line of a file, or "" (cgroup control files are one line).
+std::string ReadLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// Where this process sits in a cgroup v1 controller's hierarchy (or the v2
+// hierarchy with controller ""), as a path under /sys/fs/cgroup; "" when
+// not found.
+std::string CgroupDir(const std::string& controller) {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string ctrls = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (controller.empty() ? ctrls.empty() && line.compare(0, a, "0") == 0
+                           : ("," + ctrls + ",").find("," + controller + ",") != std::string::npos) {
+      std::string dir = "/sys/fs/cgroup" + (controller.empty() ? "" : "/" + controller) + path;
+      return access(dir.c_str(), R_OK) == 0 ? dir : "";
+    }
+  }
+  return "";
+}
+
+std::optional<double> Number(const std::string& text) {
+  if (text.empty() || text == "max") return std::nullopt;
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str()) return std::nullopt;
+  return v;
+}
+
+// This node's size: the host's CPUs and memory, narrowed by the cgroup mfsd
+// runs in (mfs-cluster gives each node its own cpuset, CPU quota and memory
+// limit), so that nodes sharing one machine report what each may use.
 json HostJson() {
   json h = json::object();
   double load[3] = {0, 0, 0};
@@ -44,16 +85,68 @@ json HostJson() {
     h["load5"] = load[1];
     h["load15"] = load[2];
   }
-  h["cpus"] = ::sysconf(_SC_NPROCESSORS_ONLN);
+  double cpus = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = CPU_COUNT(&set);  // cpuset
+  std::optional<double> quota, period;
+  if (std::string v1 = CgroupDir("cpu"); !v1.empty()) {
+    quota = Number(ReadLine(v1 + "/cpu.cfs_quota_us"));
+    period = Number(ReadLine(v1 + "/cpu.cfs_period_us"));
+  } else if (std::string v2 = CgroupDir(""); !v2.empty()) {
+    std::istringstream max(ReadLine(v2 + "/cpu.max"));
+    std::string q, per;
+    max >> q >> per;
+    quota = Number(q);
+    period = Number(per);
+  }
+  bool limited = false;
+  if (quota && period && *quota > 0 && *period > 0 && *quota / *period < cpus) {
+    cpus = *quota / *period;
+    limited = true;
+  }
+  h["cpus"] = cpus;
   std::ifstream in("/proc/meminfo");
   std::string key;
   uint64_t kib = 0;
   std::string unit;
+  double total = 0, available = 0;
   while (in >> key >> kib) {
     std::getline(in, unit);
-    if (key == "MemTotal:") h["mem_total"] = kib * 1024;
-    if (key == "MemAvailable:") h["mem_available"] = kib * 1024;
+    if (key == "MemTotal:") total = static_cast<double>(kib) * 1024;
+    if (key == "MemAvailable:") available = static_cast<double>(kib) * 1024;
   }
+  std::optional<double> limit, usage;
+  std::string stat_file, inactive_key;
+  if (std::string v1 = CgroupDir("memory"); !v1.empty()) {
+    limit = Number(ReadLine(v1 + "/memory.limit_in_bytes"));
+    usage = Number(ReadLine(v1 + "/memory.usage_in_bytes"));
+    stat_file = v1 + "/memory.stat";
+    inactive_key = "total_inactive_file";
+  } else if (std::string v2 = CgroupDir(""); !v2.empty()) {
+    limit = Number(ReadLine(v2 + "/memory.max"));
+    usage = Number(ReadLine(v2 + "/memory.current"));
+    stat_file = v2 + "/memory.stat";
+    inactive_key = "inactive_file";
+  }
+  if (usage && !stat_file.empty()) {  // page cache the kernel reclaims first
+    std::ifstream st(stat_file);
+    std::string k;
+    uint64_t v = 0;
+    while (st >> k >> v) {
+      if (k == inactive_key) {
+        usage = std::max(0.0, *usage - static_cast<double>(v));
+        break;
+      }
+    }
+  }
+  if (limit && usage && *limit > 0 && *limit < total) {
+    total = *limit;
+    available = std::clamp(*limit - *usage, 0.0, std::min(available, *limit));
+    limited = true;
+  }
+  h["mem_total"] = static_cast<uint64_t>(total);
+  h["mem_available"] = static_cast<uint64_t>(available);
+  h["cgroup_limited"] = limited;
   return h;
 }
 
@@ -74,6 +167,11 @@ Result<LocalityOptions> LoadLocalityOptions(const node::Config& config) {
   MFS_RETURN_IF_ERROR(GetNumber(t, origin, "history_ttl_s", 1, 1e10, &ttl));
   MFS_RETURN_IF_ERROR(GetNumber(t, origin, "rate_window_s", 0.1, 3600, &o.rate_window_s));
   MFS_RETURN_IF_ERROR(GetNumber(t, origin, "max_processes", 1, 1e7, &max_procs));
+  if (const toml::node* n = t.at_path("locality.accounting").node()) {
+    if (!n->is_boolean())
+      return Status::InvalidArgument(origin + ": locality.accounting: must be true or false");
+    o.accounting = *n->value<bool>();
+  }
   o.history_max_points = static_cast<uint64_t>(max_points);
   o.history_ttl_s = static_cast<uint64_t>(ttl);
   o.max_processes = static_cast<uint64_t>(max_procs);
@@ -83,6 +181,7 @@ Result<LocalityOptions> LoadLocalityOptions(const node::Config& config) {
 LocalityService::LocalityService(node::Daemon& daemon, LocalityOptions o)
     : daemon_(daemon),
       o_(o),
+      accounting_(o.accounting),
       timer_(daemon.io()),
       model_(ModelOptions{daemon.config().id, o.half_life_s * 1000.0,
                           static_cast<int64_t>(o.rate_window_s * 1000.0),
@@ -183,6 +282,22 @@ void LocalityService::Register() {
         }
         return OnReport(req);
       });
+  daemon_.RegisterControlOp(
+      "locality.accounting",
+      [this](const json& req, const control::Caller& caller) -> Result<json> {
+        if (req.contains("enable")) {
+          if (!req["enable"].is_boolean())
+            return Status::InvalidArgument("locality.accounting: \"enable\" must be true or false");
+          if (caller.uid != 0 && caller.uid != ::geteuid())
+            return Status::PermissionDenied("locality.accounting: only root may switch accounting");
+          bool want = req["enable"].get<bool>();
+          if (accounting_.exchange(want) != want)
+            spdlog::info("locality: accounting switched {} (uid {})", want ? "on" : "off", caller.uid);
+        }
+        json out{{"accounting", accounting_.load()}, {"client", nullptr}};
+        if (int c = client_accounting_.load(); c >= 0) out["client"] = c == 1;
+        return out;
+      });
   daemon_.RegisterControlOp("locality.snapshot", [this](const json& req, const control::Caller&,
                                                         control::ControlServer::Reply reply) {
     OnSnapshot(req, std::move(reply));
@@ -220,9 +335,11 @@ void LocalityService::Register() {
 
 Result<json> LocalityService::OnReport(const json& req) {
   MFS_ASSIGN_OR_RETURN(Batch batch, DecodeReport(req));
+  if (auto it = req.find("accounting"); it != req.end() && it->is_boolean())
+    client_accounting_ = it->get<bool>() ? 1 : 0;
   std::lock_guard lock(mu_);
   model_.Apply(batch, NowMs());
-  return json{{"accepted", batch.size()}};
+  return json{{"accepted", batch.size()}, {"accounting", accounting_.load()}};
 }
 
 void LocalityService::OnSnapshot(const json& req, Reply reply) {
@@ -300,6 +417,7 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
                {"half_life_s", o_.half_life_s},
                {"rate_window_s", o_.rate_window_s},
                {"history_interval_s", o_.history_interval_s},
+               {"accounting", accounting_.load()},
                {"now_ms", now},
                {"host", HostJson()}};
       json procs = json::array();

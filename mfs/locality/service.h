@@ -8,7 +8,13 @@
 // every peer with a kLocalityQuery frame (docs/wire.md).
 //
 // Control ops (one JSON line each way, see man/mfsstat.1):
-//   locality.report   {"entries":[...]}               -> {"accepted":N}
+//   locality.report   {"entries":[...]}               -> {"accepted":N, "accounting":bool}
+//   locality.accounting {"enable":bool?}     -> {"accounting":bool, "client":bool|null}
+//     "client": what the /mfs client said it did at its last report (null
+//     before the first report).
+//     The run-time switch of I/O accounting on this node's /mfs client (the
+//     client learns it from the reply to its next report, within one flush
+//     interval). Changing it needs root or mfsd's user.
 //   locality.snapshot {"pid":N?, "history":bool?, "history_limit":N?,
 //                      "all":bool?}
 //     this node:  {"node":id, "half_life_s":h, "now_ms":t, "host":{...},
@@ -29,6 +35,7 @@
 //   history_ttl_s       604800 points older than this are deleted
 //   rate_window_s       5      window of the "current MB/s" figure
 //   max_processes       4096   processes kept in memory (oldest dropped)
+//   accounting          true   whether the /mfs client counts I/O at start
 //
 // Threads: control ops and frames arrive on io threads and only touch the
 // in-memory model under mu_; every database access runs on the daemon's
@@ -66,6 +73,7 @@ struct LocalityOptions {
   uint64_t history_ttl_s = 7 * 86400;
   double rate_window_s = 5;
   uint64_t max_processes = 4096;
+  bool accounting = true;
   std::chrono::milliseconds peer_timeout{3000};
 };
 
@@ -111,6 +119,8 @@ class LocalityService {
 
   node::Daemon& daemon_;
   LocalityOptions o_;
+  std::atomic<bool> accounting_;
+  std::atomic<int> client_accounting_{-1};  // -1 unknown, else 0/1
   boost::asio::steady_timer timer_;
 
   std::mutex mu_;

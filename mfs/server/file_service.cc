@@ -374,7 +374,10 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
     case proto::kOpen: {
       Caller c = proto::GetCaller(r);
       std::string_view h = r.Bytes();
-      int flags = static_cast<int>(r.U32());
+      // O_DIRECT is the client's business (its kernel bypasses its page
+      // cache); here the data moves through unaligned frame buffers, which
+      // O_DIRECT would refuse with EINVAL.
+      int flags = static_cast<int>(r.U32()) & ~O_DIRECT;
       if (!r.done()) return Bad("open");
       MFS_ASSIGN_OR_RETURN(UniqueFd pfd, open_handle(h));
       Result<UniqueFd> fd = [&]() {
@@ -391,7 +394,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       std::string_view dh = r.Bytes();
       std::string name(r.Bytes());
       mode_t mode = r.U32();
-      int flags = static_cast<int>(r.U32());
+      int flags = static_cast<int>(r.U32()) & ~O_DIRECT;  // as in kOpen
       if (!r.done()) return Bad("create");
       MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
       Result<UniqueFd> fd = [&]() {

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <dirent.h>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -75,6 +76,35 @@ class FsClusterTest : public ::testing::Test {
   void StartNode(int i) {
     pid_[i] = Spawn({BinDir() + "/mfsd", "--config", Node(i) + "/mfsd.toml"},
                     Node(i) + "/mfsd.log");
+  }
+  // Forks a process that opens `path`, takes a whole-file write lock (and
+  // an exclusive flock when `also_flock`), reports success and sleeps until
+  // killed. Returns its pid, or -1 if it could not lock.
+  pid_t LockedByChild(const std::string& path, bool also_flock) {
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return -1;
+    pid_t child = fork();
+    if (child == 0) {
+      int fd = open(path.c_str(), O_RDWR);
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 &&
+               (!also_flock || flock(fd, LOCK_EX | LOCK_NB) == 0);
+      (void)!write(pipefd[1], &ok, sizeof(ok));
+      pause();
+      _exit(0);
+    }
+    int ok = 0;
+    bool got = read(pipefd[0], &ok, sizeof(ok)) == static_cast<ssize_t>(sizeof(ok));
+    close(pipefd[0]);
+    close(pipefd[1]);
+    if (!got || !ok) {
+      kill(child, SIGKILL);
+      waitpid(child, nullptr, 0);
+      return -1;
+    }
+    return child;
   }
   std::string Node(int i) { return dir_ + "/node" + std::to_string(i); }
   std::string Addr(int i) { return "127.0.0." + std::to_string(base_ + i); }
@@ -277,22 +307,8 @@ TEST_F(FsClusterTest, RemoteDirectoryAttributesStayCurrent) {
 
 TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   ASSERT_TRUE(WriteFile(M(2, 2, "lk"), "lock me"));
-  int pipefd[2];
-  ASSERT_EQ(pipe(pipefd), 0);
-  pid_t child = fork();
-  if (child == 0) {  // a process on node 1 locks node 2's file
-    int fd = open(M(1, 2, "lk").c_str(), O_RDWR);
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0;
-    (void)!write(pipefd[1], &ok, sizeof(ok));
-    pause();
-    _exit(0);
-  }
-  int ok = 0;
-  ASSERT_EQ(read(pipefd[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
-  ASSERT_TRUE(ok);
+  pid_t child = LockedByChild(M(1, 2, "lk"), false);  // a process on node 1
+  ASSERT_GT(child, 0);
   int fd = open(M(2, 2, "lk").c_str(), O_RDWR);  // a process on node 2
   ASSERT_GE(fd, 0);
   struct flock fl {};
@@ -307,8 +323,23 @@ TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   fl.l_type = F_WRLCK;
   EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, seconds(5)));
   close(fd);
-  close(pipefd[0]);
-  close(pipefd[1]);
+}
+
+TEST_F(FsClusterTest, DirectIoOnARemoteFile) {
+  constexpr size_t kLen = 1 << 20;
+  void* raw = nullptr;
+  ASSERT_EQ(posix_memalign(&raw, 4096, kLen), 0);
+  std::unique_ptr<char, decltype(&free)> buf(static_cast<char*>(raw), &free);
+  for (size_t i = 0; i < kLen; ++i) buf.get()[i] = static_cast<char>('a' + i % 23);
+  int fd = open(M(1, 2, "direct").c_str(), O_CREAT | O_RDWR | O_DIRECT, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  EXPECT_EQ(pwrite(fd, buf.get(), kLen, 0), static_cast<ssize_t>(kLen)) << strerror(errno);
+  std::string want(buf.get(), kLen);
+  memset(buf.get(), 0, kLen);
+  EXPECT_EQ(pread(fd, buf.get(), 4096, 8192), 4096) << strerror(errno);
+  EXPECT_EQ(std::string(buf.get(), 4096), want.substr(8192, 4096));
+  close(fd);
+  EXPECT_EQ(ReadFile(M(2, 2, "direct")), want);  // the owner sees the same bytes
 }
 
 // The mount.mfs that node `i`'s mfsd started (its child), or -1.
@@ -332,22 +363,8 @@ pid_t MountProcessOf(pid_t mfsd) {
 
 TEST_F(FsClusterTest, LocksOfAClientNodeThatDiesAreReleased) {
   ASSERT_TRUE(WriteFile(M(2, 2, "lk3"), "lock me"));
-  int pipefd[2];
-  ASSERT_EQ(pipe(pipefd), 0);
-  pid_t child = fork();
-  if (child == 0) {  // a process on node 1 locks node 2's file and keeps it
-    int fd = open(M(1, 2, "lk3").c_str(), O_RDWR);
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    int ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
-    (void)!write(pipefd[1], &ok, sizeof(ok));
-    pause();
-    _exit(0);
-  }
-  int ok = 0;
-  ASSERT_EQ(read(pipefd[0], &ok, sizeof(ok)), static_cast<ssize_t>(sizeof(ok)));
-  ASSERT_TRUE(ok);
+  pid_t child = LockedByChild(M(1, 2, "lk3"), true);  // on node 1, kept
+  ASSERT_GT(child, 0);
   int fd = open(M(2, 2, "lk3").c_str(), O_RDWR);  // a process on node 2
   ASSERT_GE(fd, 0);
   struct flock fl {};
@@ -365,8 +382,6 @@ TEST_F(FsClusterTest, LocksOfAClientNodeThatDiesAreReleased) {
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
   close(fd);
-  close(pipefd[0]);
-  close(pipefd[1]);
 }
 
 TEST_F(FsClusterTest, ClosingAnyDescriptorReleasesRemoteLocks) {
