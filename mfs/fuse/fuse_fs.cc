@@ -818,7 +818,10 @@ void FuseFs::Daemonize(bool foreground) { fuse_daemonize(foreground ? 1 : 0); }
 // Runs before any worker exists, so nothing else reads or writes the fd.
 Status FuseFs::NegotiateInit() {
   fuse_buf buf{};
-  int n = fuse_session_receive_buf(se_, &buf);
+  int n;
+  do {
+    n = fuse_session_receive_buf(se_, &buf);
+  } while ((n == -EINTR || n == -EAGAIN) && !fuse_session_exited(se_));
   if (n <= 0) {
     std::free(buf.mem);
     return n == 0 || n == -ENODEV ? Status::OK() : Status::PosixError("fuse init", -n);
