@@ -138,7 +138,8 @@ class Backend {
   virtual void Create(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
                       int flags, Cb<CreateOut> cb) = 0;
   virtual void Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> cb) = 0;
-  virtual void Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) = 0;
+  virtual void Write(FileHandle* fh, std::string data, off_t off, bool kill_suid,
+                     Cb<size_t> cb) = 0;
   virtual void Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) = 0;
   virtual void Fsync(FileHandle* fh, bool datasync, DoneCb cb) = 0;
   virtual void Release(std::unique_ptr<FileHandle> fh) = 0;

@@ -26,14 +26,14 @@ enum Type : uint16_t {
   kSetAttr = 67,      // cred, handle, u64 fh, setattr fields -> stat
   kMakeNode = 68,     // cred, dir, name, u32 mode, u64 rdev, link -> handle, stat
   kLink = 69,         // cred, handle, new dir, name -> handle, stat
-  kRemove = 70,       // cred, dir, name, u8 is_dir -> ()
+  kRemove = 70,       // cred, dir, name, u8 is_dir -> [dir stat after]
   kRename = 71,       // cred, dir, name, new dir, new name, u32 flags -> ()
   kReadLink = 72,     // handle -> target
   kAccess = 73,       // cred, handle, u32 mask -> ()
   kOpen = 74,         // cred, handle, u32 flags -> u64 fh
-  kCreate = 75,       // cred, dir, name, u32 mode, u32 flags -> handle, stat, u64 fh
+  kCreate = 75,       // cred, dir, name, u32 mode, u32 flags -> handle, stat, u64 fh [, dir stat]
   kRead = 76,         // u64 fh, i64 off, u32 size -> raw bytes
-  kWrite = 77,        // u64 fh, i64 off, data -> u32 written
+  kWrite = 77,        // u64 fh, i64 off, data [, u8 kill set-id bits] -> u32 written
   kFlush = 78,        // u64 fh, u64 lock owner -> ()
   kFsync = 79,        // u64 fh, u8 datasync -> ()
   kRelease = 80,      // u64 fh -> ()

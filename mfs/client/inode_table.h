@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -64,6 +65,16 @@ struct Inode {
   // kRemote: the owner said the file has no security.capability; the kernel
   // asks before every write. Cleared by any invalidation of the file.
   std::atomic<bool> no_caps{false};
+  // kRemote directories: the attributes the owner sent back with our own
+  // last create or remove in it (post-operation attributes, as NFS's wcc
+  // data), so that the GETATTR the kernel sends after each such change is
+  // answered without a round trip. Valid only while post_epoch equals the
+  // backend's change epoch (no other change of ours, no invalidation pushed
+  // since) and before post_until (attr_timeout). Guarded by post_mu.
+  std::mutex post_mu;
+  struct stat post_attr {};
+  uint64_t post_epoch = 0;  // 0: none
+  std::chrono::steady_clock::time_point post_until{};
 };
 using InodePtr = std::shared_ptr<Inode>;
 

@@ -179,8 +179,12 @@ void LocalBackend::Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> 
   cb(ops::PRead(fh->fd.get(), size, off));
 }
 
-void LocalBackend::Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) {
+void LocalBackend::Write(FileHandle* fh, std::string data, off_t off, bool kill_suid,
+                         Cb<size_t> cb) {
   fh->written = true;
+  if (kill_suid) {
+    if (Status s = ops::KillSuid(fh->fd.get()); !s.ok()) return cb(s);
+  }
   cb(ops::PWrite(fh->fd.get(), data, off));
 }
 

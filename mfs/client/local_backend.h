@@ -53,7 +53,8 @@ class LocalBackend : public Backend {
   void Create(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
               int flags, Cb<CreateOut> cb) override;
   void Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> cb) override;
-  void Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) override;
+  void Write(FileHandle* fh, std::string data, off_t off, bool kill_suid,
+             Cb<size_t> cb) override;
   void Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) override;
   void Fsync(FileHandle* fh, bool datasync, DoneCb cb) override;
   void Release(std::unique_ptr<FileHandle> fh) override;

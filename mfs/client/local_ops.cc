@@ -177,6 +177,18 @@ Result<std::string> PRead(int fd, size_t size, off_t off) {
   return buf;
 }
 
+Status KillSuid(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return Status::FromErrno("stat");
+  if (!S_ISREG(st.st_mode)) return Status::OK();
+  mode_t kill = 0;
+  if (st.st_mode & S_ISUID) kill |= S_ISUID;
+  if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) kill |= S_ISGID;
+  if (kill == 0) return Status::OK();
+  if (fchmod(fd, st.st_mode & 07777 & ~kill) < 0) return Status::FromErrno("clear set-id bits");
+  return Status::OK();
+}
+
 Result<size_t> PWrite(int fd, std::string_view data, off_t off) {
   size_t done = 0;
   while (done < data.size()) {

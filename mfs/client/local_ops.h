@@ -58,6 +58,11 @@ Result<UniqueFd> Reopen(int path_fd, int flags);
 Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int flags);
 Result<std::string> PRead(int fd, size_t size, off_t off);
 Result<size_t> PWrite(int fd, std::string_view data, off_t off);
+// What the kernel does before a write by a caller without CAP_FSETID:
+// clears set-user-ID, and set-group-ID when group-executable. `fd` must be
+// a real (not O_PATH) descriptor of the file. Needed with FUSE
+// HANDLE_KILLPRIV_V2, where the file system kills them, not the kernel.
+Status KillSuid(int fd);
 Result<std::vector<DirHandle::Raw>> ReadDirAll(int dirfd);
 // Up to `max` entries of an O_RDONLY directory fd from the file system's own
 // position cookie `off` (0 = start); each entry's `next` is the cookie after

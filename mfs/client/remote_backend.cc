@@ -1,5 +1,7 @@
 #include "mfs/client/remote_backend.h"
 
+#include <optional>
+
 #include <fcntl.h>
 #include <sys/file.h>
 
@@ -202,6 +204,7 @@ void RemoteBackend::Connect(uint32_t node) {
 }
 
 void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
+  Changing();  // pushed invalidations may have been lost with the connection
   bool resubscribe = false;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -227,6 +230,7 @@ void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
   std::string key(r.Bytes());
   std::string name(r.Bytes());
   if (!r.done()) return;
+  Changing();
   InodePtr inode = node == opts_.self_id
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
@@ -309,6 +313,31 @@ void RemoteBackend::DoneCall(uint32_t node, uint16_t type, std::string payload, 
   });
 }
 
+void RemoteBackend::Remember(const InodePtr& dir, const struct stat& st, uint64_t epoch) {
+  if (!S_ISDIR(st.st_mode) || client_->options().attr_timeout <= 0) return;
+  auto until = std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(client_->options().attr_timeout));
+  std::lock_guard<std::mutex> l(dir->post_mu);
+  if (epoch_.load(std::memory_order_acquire) != epoch) return;
+  dir->post_attr = st;
+  dir->post_attr.st_ino = ShownIno(dir->node, st.st_ino);
+  dir->post_epoch = epoch;
+  dir->post_until = until;
+}
+
+bool RemoteBackend::Remembered(const InodePtr& inode, struct stat* st) {
+  std::lock_guard<std::mutex> l(inode->post_mu);
+  if (inode->post_epoch == 0) return false;
+  if (inode->post_epoch != epoch_.load(std::memory_order_acquire) ||
+      std::chrono::steady_clock::now() >= inode->post_until) {
+    inode->post_epoch = 0;
+    return false;
+  }
+  *st = inode->post_attr;
+  return true;
+}
+
 void RemoteBackend::RootEntry(uint32_t node, Cb<EntryOut> cb) {
   EntryCall(node, proto::kGetRoot, std::string(), std::move(cb));
 }
@@ -326,6 +355,7 @@ void RemoteBackend::Lookup(const Caller& c, const InodePtr& parent, const std::s
 void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh,
                             Cb<struct stat> cb) {
   (void)fh;  // attributes by handle: valid whatever the open file's state
+  if (struct stat st; Remembered(inode, &st)) return cb(st);
   std::string p;
   Writer w(&p);
   w.Bytes(inode->handle);
@@ -343,6 +373,7 @@ void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh
 
 void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
                             const SetAttrIn& in, Cb<struct stat> cb) {
+  Changing();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -370,6 +401,7 @@ void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* 
 
 void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std::string& name,
                              mode_t mode, dev_t rdev, const std::string& link, Cb<EntryOut> cb) {
+  Changing();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -383,6 +415,7 @@ void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std:
 
 void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& newparent,
                          const std::string& name, Cb<EntryOut> cb) {
+  Changing();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -400,12 +433,23 @@ void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::s
   w.Bytes(parent->handle);
   w.Bytes(name);
   w.U8(dir ? 1 : 0);
-  DoneCall(parent->node, proto::kRemove, std::move(p), std::move(cb));
+  uint64_t epoch = Changing();
+  Call(parent->node, proto::kRemove, std::move(p),
+       [this, parent, epoch, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) return cb(f.status());
+         Reader r(f->payload);
+         if (r.remaining() > 0) {  // the directory's attributes afterwards
+           struct stat st = proto::GetStat(r);
+           if (r.done()) Remember(parent, st, epoch);
+         }
+         cb(Status::OK());
+       });
 }
 
 void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::string& name,
                            const InodePtr& newparent, const std::string& newname, unsigned flags,
                            DoneCb cb) {
+  Changing();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -474,16 +518,24 @@ void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::s
   w.U32(mode);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = parent->node;
-  Call(node, proto::kCreate, std::move(p), [this, node, flags, cb = std::move(cb)](Result<Frame> f) {
+  uint64_t epoch = Changing();
+  Call(node, proto::kCreate, std::move(p),
+       [this, node, flags, parent, epoch, cb = std::move(cb)](Result<Frame> f) {
     if (!f.ok()) return cb(f.status());
     Reader r(f->payload);
     auto e = DecodeEntry(node, r);
     if (!e.ok()) return cb(e.status());
     uint64_t id = r.U64();
+    std::optional<struct stat> dir_st;
+    if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
     if (!r.done()) {
       client_->table().Forget(e->inode->id, 1);
       return cb(Malformed("create"));
     }
+    // A file O_EXCL just made has no security.capability: the kernel's
+    // check before the first write is answered here, not by the owner.
+    if (flags & O_EXCL) e->inode->no_caps = true;
+    if (dir_st) Remember(parent, *dir_st, epoch);
     auto fh = std::make_unique<FileHandle>();
     fh->inode = e->inode;
     fh->flags = flags;
@@ -548,18 +600,20 @@ void RemoteBackend::Read(FileHandle* fh, size_t size, off_t off, Cb<std::string>
       });
 }
 
-void RemoteBackend::Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) {
+void RemoteBackend::Write(FileHandle* fh, std::string data, off_t off, bool kill_suid,
+                          Cb<size_t> cb) {
   if (data.size() > proto::kMaxIo) data.resize(proto::kMaxIo);
   auto shared = std::make_shared<std::string>(std::move(data));
   CallFile(
       fh, proto::kWrite,
-      [shared, off](uint64_t id) {
+      [shared, off, kill_suid](uint64_t id) {
         std::string p;
-        p.reserve(shared->size() + 24);
+        p.reserve(shared->size() + 25);
         Writer w(&p);
         w.U64(id);
         w.I64(off);
         w.Bytes(*shared);
+        if (kill_suid) w.U8(1);  // optional: older owners never see it set
         return p;
       },
       [cb = std::move(cb)](Result<Frame> f) {
@@ -685,6 +739,7 @@ void RemoteBackend::StatFs(const Caller&, const InodePtr& inode, Cb<struct statv
 
 void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                              std::string value, int flags, DoneCb cb) {
+  Changing();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -734,6 +789,7 @@ void RemoteBackend::ListXattr(const Caller& c, const InodePtr& inode, Cb<std::st
 
 void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                                 DoneCb cb) {
+  Changing();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);

@@ -97,7 +97,8 @@ class RemoteBackend : public Backend {
   void Create(const Caller&, const InodePtr& parent, const std::string& name, mode_t mode,
               int flags, Cb<CreateOut> cb) override;
   void Read(FileHandle* fh, size_t size, off_t off, Cb<std::string> cb) override;
-  void Write(FileHandle* fh, std::string data, off_t off, Cb<size_t> cb) override;
+  void Write(FileHandle* fh, std::string data, off_t off, bool kill_suid,
+             Cb<size_t> cb) override;
   void Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) override;
   void Fsync(FileHandle* fh, bool datasync, DoneCb cb) override;
   void Release(std::unique_ptr<FileHandle> fh) override;
@@ -139,6 +140,13 @@ class RemoteBackend : public Backend {
   void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
   void WatchOwn();
   void InvalLoop();
+  // Post-operation directory attributes (Inode::post_attr). Every request
+  // that may change a directory's attributes calls Changing() before it is
+  // sent, which voids every remembered set; Remember() keeps `st` for `dir`
+  // if no other change began after `epoch` (what Changing() returned).
+  uint64_t Changing() { return epoch_.fetch_add(1, std::memory_order_acq_rel) + 1; }
+  void Remember(const InodePtr& dir, const struct stat& st, uint64_t epoch);
+  bool Remembered(const InodePtr& inode, struct stat* st);
 
   Client* client_;
   RemoteOptions opts_;
@@ -170,6 +178,7 @@ class RemoteBackend : public Backend {
   std::deque<std::pair<uint64_t, std::string>> inval_queue_;  // (ino, name); name "" = inode
   bool stopping_ = false;
   std::thread inval_thread_;
+  std::atomic<uint64_t> epoch_{1};
 };
 
 }  // namespace mfs::client

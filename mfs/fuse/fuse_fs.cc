@@ -2,11 +2,17 @@
 #include "mfs/fuse/fuse_fs.h"
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <climits>
 #include <cstdio>
@@ -17,6 +23,7 @@
 #include <vector>
 
 #include "mfs/base/log.h"
+#include "mfs/client/local_ops.h"
 
 namespace mfs::fuse {
 
@@ -37,6 +44,10 @@ struct FuseCtx {
   Client* client;
   double attr_timeout;
   double entry_timeout;
+  // The kernel agreed to FUSE_HANDLE_KILLPRIV_V2: it no longer asks for
+  // security.capability before each write nor clears set-id bits itself;
+  // writes by callers without CAP_FSETID must clear them here.
+  std::atomic<bool> killpriv_v2{false};
 };
 
 namespace {
@@ -399,7 +410,15 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_fil
     pid_t pid = fuse_req_ctx(req)->pid;
     uint32_t node = fh->inode->node;
     size_t size = fuse_buf_size(in);
+    // libfuse 3.14 does not pass FUSE_WRITE_KILL_SUIDGID on; a caller other
+    // than root is taken to lack CAP_FSETID (what the kernel checks).
+    bool kill_suid = C(req).killpriv_v2.load(std::memory_order_relaxed) &&
+                     fuse_req_ctx(req)->uid != 0;
     if (fh->fd.valid()) {
+      if (kill_suid) {
+        if (Status s = client::ops::KillSuid(fh->fd.get()); !s.ok())
+          return (void)fuse_reply_err(req, Err(s));
+      }
       fuse_bufvec out = FUSE_BUFVEC_INIT(size);
       out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
       out.buf[0].fd = fh->fd.get();
@@ -417,7 +436,7 @@ void OpWriteBuf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_fil
     ssize_t n = fuse_buf_copy(&mem, in, static_cast<fuse_buf_copy_flags>(0));
     if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
     data.resize(static_cast<size_t>(n));
-    c->BackendFor(*fh->inode)->Write(fh, std::move(data), off,
+    c->BackendFor(*fh->inode)->Write(fh, std::move(data), off, kill_suid,
                                      [req, c, pid, node](Result<size_t> r) {
                                        if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
                                        fuse_reply_write(req, *r);
@@ -790,7 +809,74 @@ Status FuseFs::Mount() {
 
 void FuseFs::Daemonize(bool foreground) { fuse_daemonize(foreground ? 1 : 0); }
 
+// Answers the kernel's INIT through libfuse, adding FUSE_HANDLE_KILLPRIV_V2
+// to the reply when the kernel offers it: libfuse 3.14 has no capability
+// bit for it, and without it the kernel sends a GETXATTR of
+// security.capability before every write (a FUSE super block never gets
+// SB_NOSEC otherwise). libfuse writes its reply while the device's fd
+// number points at a pipe; the reply, amended, then goes to the device.
+// Runs before any worker exists, so nothing else reads or writes the fd.
+Status FuseFs::NegotiateInit() {
+  fuse_buf buf{};
+  int n;
+  do {
+    n = fuse_session_receive_buf(se_, &buf);
+  } while ((n == -EINTR || n == -EAGAIN) && !fuse_session_exited(se_));
+  if (n <= 0) {
+    std::free(buf.mem);
+    return n == 0 || n == -ENODEV ? Status::OK() : Status::PosixError("fuse init", -n);
+  }
+  struct Free {
+    void* p;
+    ~Free() { std::free(p); }
+  } owned{buf.mem};
+  bool offered = false;
+  if (!(buf.flags & FUSE_BUF_IS_FD) &&
+      static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
+    fuse_in_header ih;
+    fuse_init_in in;
+    std::memcpy(&ih, buf.mem, sizeof ih);
+    std::memcpy(&in, static_cast<char*>(buf.mem) + sizeof ih, sizeof in);
+    offered = ih.opcode == FUSE_INIT && in.major == 7 && in.minor >= 33 &&
+              (in.flags & FUSE_HANDLE_KILLPRIV_V2);
+  }
+  int fd = fuse_session_fd(se_);
+  int pipefd[2];
+  int saved = offered ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (saved < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
+    if (saved >= 0) close(saved);
+    fuse_session_process_buf(se_, &buf);
+    return Status::OK();
+  }
+  UniqueFd keep(saved), rd(pipefd[0]), wr(pipefd[1]);
+  if (dup3(wr.get(), fd, O_CLOEXEC) < 0) {
+    fuse_session_process_buf(se_, &buf);
+    return Status::OK();
+  }
+  fuse_session_process_buf(se_, &buf);
+  if (dup3(keep.get(), fd, O_CLOEXEC) < 0) return Status::FromErrno("restore the FUSE device fd");
+  wr.Reset();
+  char reply[1024];
+  ssize_t m = read(rd.get(), reply, sizeof reply);
+  if (m < static_cast<ssize_t>(sizeof(fuse_out_header))) return Status::Error(EIO, "no INIT reply");
+  fuse_out_header oh;
+  std::memcpy(&oh, reply, sizeof oh);
+  if (oh.error == 0 && static_cast<size_t>(m) >= sizeof oh + offsetof(fuse_init_out, flags) + 4) {
+    uint32_t flags;
+    std::memcpy(&flags, reply + sizeof oh + offsetof(fuse_init_out, flags), sizeof flags);
+    flags |= FUSE_HANDLE_KILLPRIV_V2;
+    std::memcpy(reply + sizeof oh + offsetof(fuse_init_out, flags), &flags, sizeof flags);
+    ctx_->killpriv_v2 = true;
+  }
+  if (write(fd, reply, static_cast<size_t>(m)) != m) {
+    ctx_->killpriv_v2 = false;
+    return Status::FromErrno("FUSE INIT reply");
+  }
+  return Status::OK();
+}
+
 Status FuseFs::Run() {
+  if (Status s = NegotiateInit(); !s.ok()) return s;
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   if (!cfg) return Status::PosixError("fuse_loop_cfg_create", ENOMEM);
   fuse_loop_cfg_set_clone_fd(cfg, 0);

@@ -62,6 +62,8 @@ class FuseFs : public client::Invalidator {
   void InvalidateEntry(uint64_t parent, const std::string& name) override;
 
  private:
+  Status NegotiateInit();
+
   client::Client* client_;
   FuseOptions opts_;
   ::fuse_session* se_ = nullptr;

@@ -247,6 +247,64 @@ TEST_F(FsClusterTest, CredentialsTravelWithRequests) {
   EXPECT_EQ(st.st_mode & 07777, 0640u);
 }
 
+// Writes through the file service clear the set-id bits when the writer is
+// not root (FUSE_HANDLE_KILLPRIV_V2: the client's kernel leaves it to us).
+TEST_F(FsClusterTest, RemoteWritesByOtherUsersClearSetIdBits) {
+  ASSERT_TRUE(WriteFile(M(1, 2, "suid"), "x"));
+  ASSERT_EQ(chmod(M(1, 2, "suid").c_str(), 06777), 0);
+  ASSERT_TRUE(WriteFile(M(1, 2, "suid"), "root keeps them"));
+  struct stat st;
+  ASSERT_EQ(stat((Node(2) + "/export/suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 06777u);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(M(1, 2, "suid").c_str(), O_WRONLY);
+              if (fd < 0) return errno;
+              int e = write(fd, "y", 1) == 1 ? 0 : errno;
+              close(fd);
+              return e;
+            }),
+            0);
+  ASSERT_EQ(stat((Node(2) + "/export/suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
+}
+
+// Node 1 answers the GETATTR that follows its own create or unlink in a
+// remote directory from the attributes the owner sent back; they must be
+// the owner's, and a change made elsewhere must void them.
+TEST_F(FsClusterTest, RemoteDirectoryAttributesStayCurrent) {
+  ASSERT_EQ(mkdir(M(1, 2, "d").c_str(), 0755), 0);
+  auto same = [&](const char* what) {
+    struct stat via, own;
+    ASSERT_EQ(stat(M(1, 2, "d").c_str(), &via), 0) << what;
+    ASSERT_EQ(stat((Node(2) + "/export/d").c_str(), &own), 0) << what;
+    EXPECT_EQ(via.st_mtim.tv_sec, own.st_mtim.tv_sec) << what;
+    EXPECT_EQ(via.st_mtim.tv_nsec, own.st_mtim.tv_nsec) << what;
+    EXPECT_EQ(via.st_ctim.tv_nsec, own.st_ctim.tv_nsec) << what;
+    EXPECT_EQ(via.st_nlink, own.st_nlink) << what;
+    EXPECT_EQ(via.st_size, own.st_size) << what;
+  };
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(WriteFile(M(1, 2, "d/f" + std::to_string(i)), "x"));
+    same("after a create");
+  }
+  ASSERT_EQ(unlink(M(1, 2, "d/f0").c_str()), 0);
+  same("after an unlink");
+  ASSERT_EQ(mkdir(M(1, 2, "d/sub").c_str(), 0755), 0);
+  same("after a mkdir");
+  // Changed on the owner: the pushed invalidation voids what node 1 kept.
+  ASSERT_EQ(mkdir(M(2, 2, "d/sub2").c_str(), 0755), 0);
+  struct stat st;
+  EXPECT_TRUE(WaitFor([&] { return stat(M(1, 2, "d").c_str(), &st) == 0 && st.st_nlink == 4; },
+                      seconds(5)))
+      << "nlink " << st.st_nlink;
+  same("after a change on the owner");
+  ASSERT_EQ(chmod(M(1, 2, "d").c_str(), 0700), 0);
+  ASSERT_TRUE(WriteFile(M(1, 2, "d/f9"), "x"));
+  ASSERT_EQ(stat(M(1, 2, "d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  same("after a chmod and a create");
+}
+
 TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   ASSERT_TRUE(WriteFile(M(2, 2, "lk"), "lock me"));
   pid_t child = LockedByChild(M(1, 2, "lk"), false);  // a process on node 1

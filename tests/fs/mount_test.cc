@@ -180,6 +180,42 @@ TEST_F(FsMountTest, CallerCredentialsApply) {
             EPERM);
 }
 
+// The set-id bits go when someone without CAP_FSETID writes, and stay when
+// root writes (the mount negotiates FUSE_HANDLE_KILLPRIV_V2, so mount.mfs,
+// not the kernel, clears them).
+TEST_F(FsMountTest, WritesByOtherUsersClearSetIdBits) {
+  ASSERT_TRUE(WriteFile(P("suid"), "x"));
+  ASSERT_EQ(chmod(P("suid").c_str(), 06777), 0);
+  ASSERT_TRUE(WriteFile(P("suid"), "root writes"));
+  struct stat st;
+  ASSERT_EQ(stat(E("suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 06777u);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(P("suid").c_str(), O_WRONLY);
+              if (fd < 0) return errno;
+              int e = write(fd, "y", 1) == 1 ? 0 : errno;
+              close(fd);
+              return e;
+            }),
+            0);
+  ASSERT_EQ(stat(E("suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
+  ASSERT_EQ(stat(P("suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
+  // Set-group-ID without group execute marks mandatory locking: it stays.
+  ASSERT_EQ(chmod(P("suid").c_str(), 02766), 0);
+  EXPECT_EQ(AsUser(65534, [&] {
+              int fd = open(P("suid").c_str(), O_WRONLY);
+              if (fd < 0) return errno;
+              int e = write(fd, "z", 1) == 1 ? 0 : errno;
+              close(fd);
+              return e;
+            }),
+            0);
+  ASSERT_EQ(stat(E("suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 02766u);
+}
+
 TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
   ASSERT_TRUE(WriteFile(P("l"), "locked"));
   int pipefd[2];
