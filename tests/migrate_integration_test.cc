@@ -337,6 +337,65 @@ TEST_F(Cluster, MfsdRestartKeepsMigratableProcessesMovable) {
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 }
 
+// fork and execve cannot run away from home (man/mfs-migration.7, class
+// "home"): a remote process that calls them is brought home first, and the
+// call runs there natively — the child and the new program are the home's.
+TEST_F(Cluster, ForkAndExecWhileRemoteBringTheProcessHome) {
+  StartCluster(2);
+  {
+    std::ofstream p(Path("forker.py"));
+    p << "import os, sys, time\n"
+         "def wait_for(name):\n"
+         "    while not os.path.exists(name):\n"
+         "        time.sleep(0.01)\n"
+         "print('start', flush=True)\n"
+         "wait_for(sys.argv[1] + '/go')\n"
+         "child = os.fork()\n"
+         "if child == 0:\n"
+         "    print('child', sys.argv[2] == 'ref' or os.getppid() == int(sys.argv[2]), flush=True)\n"
+         "    os._exit(7)\n"
+         "_, st = os.waitpid(child, 0)\n"
+         "print('child exit', os.waitstatus_to_exitcode(st), flush=True)\n"
+         "wait_for(sys.argv[1] + '/go2')\n"
+         "os.execv('/bin/sh', ['sh', '-c', 'echo exec ok; exit 5'])\n";
+  }
+  fs::create_directories(Path("ref"));
+  { std::ofstream(Path("ref/go")); std::ofstream(Path("ref/go2")); }
+  int want_status = Reference("python3 " + Path("forker.py") + " " + Path("ref") + " ref", Path("want"));
+  ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 5) << want_status;
+  fs::create_directories(Path("run"));
+  // The child checks that its parent is the home pid: the pid is only known
+  // once started, so the program reads it from the shell's exec (its own).
+  pid_t pid = Shell("exec " + kBin + "/mfsrun -- python3 " + Path("forker.py") + " " + Path("run") +
+                    " $$ > " + Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 1u) << "never started";
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto where = [&]() -> json {
+    auto ps = Ps();
+    if (ps.ok())
+      for (const auto& p : (*ps)["processes"])
+        if (p.value("pid", 0) == pid) return p;
+    return json::object();
+  };
+  EXPECT_EQ(where().value("where", 0), 2);
+  std::ofstream(Path("run/go"));
+  // After the fork the process is home again (one move out, one back).
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 3; ++i) std::this_thread::sleep_for(10ms);
+  json p = where();
+  EXPECT_EQ(p.value("where", 0), 1) << p;
+  EXPECT_EQ(p.value("moves", 0), 2) << p;
+  std::ofstream(Path("run/go2"));
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_EQ(st, want_status);
+  std::string want = Slurp(Path("want"));
+  EXPECT_EQ(Slurp(Path("got")), want);
+  EXPECT_NE(want.find("child True\nchild exit 7\nexec ok\n"), std::string::npos) << want;
+}
+
 TEST_F(Cluster, PythonComputesWhileMoved) {
   StartCluster(2);
   {
