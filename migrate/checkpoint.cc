@@ -1,6 +1,5 @@
 #include "migrate/checkpoint.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -32,16 +31,6 @@ Result<std::vector<std::string>> StatFields(pid_t pid) {
   std::string tok;
   while (in >> tok) f.push_back(tok);
   return f;
-}
-
-int CountThreads(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
-  if (!d) return -1;
-  int n = 0;
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  closedir(d);
-  return n;
 }
 
 Status ReadIds(pid_t pid, ProcessImage* img) {

@@ -1,5 +1,6 @@
 #include "migrate/proc_maps.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -65,6 +66,16 @@ Result<std::string> ReadFileToString(const std::string& path) {
 Result<std::vector<MapEntry>> ReadMaps(pid_t pid) {
   MFS_ASSIGN_OR_RETURN(std::string text, ReadFileToString("/proc/" + std::to_string(pid) + "/maps"));
   return ParseMaps(text);
+}
+
+int CountThreads(pid_t pid) {
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (!d) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  closedir(d);
+  return n;
 }
 
 }  // namespace mfs::migrate

@@ -30,5 +30,7 @@ struct MapEntry {
 Result<std::vector<MapEntry>> ParseMaps(const std::string& text);
 Result<std::vector<MapEntry>> ReadMaps(pid_t pid);
 Result<std::string> ReadFileToString(const std::string& path);
+// The threads of process `pid` (entries of /proc/PID/task), or -1.
+int CountThreads(pid_t pid);
 
 }  // namespace mfs::migrate

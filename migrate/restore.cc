@@ -1,6 +1,5 @@
 #include "migrate/restore.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/prctl.h>
@@ -89,16 +88,6 @@ Status MoveSpecials(Tracee& t, const ProcessImage& img, const std::vector<MapEnt
                             .status());
   }
   return Status::OK();
-}
-
-int CountTasks(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
-  if (!d) return -1;
-  int n = 0;
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  closedir(d);
-  return n;
 }
 
 // The per-thread state of `th` in the thread `c` (stopped, gadget set).
@@ -249,7 +238,7 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
   if (img.threads.empty()) return Status::Error(EINVAL, "restore: image without threads");
   const ThreadImage& th = img.threads[0];
   const pid_t tid = t.tid();
-  if (CountTasks(tid) != 1) return Status::Error(ENOTSUP, "restore: the target has more than one thread");
+  if (CountThreads(tid) != 1) return Status::Error(ENOTSUP, "restore: the target has more than one thread");
 
   MFS_ASSIGN_OR_RETURN(auto cur, ReadMaps(tid));
   std::vector<Range> used;
