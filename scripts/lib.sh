@@ -3,6 +3,10 @@
 
 MFS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MFS_JOBS=${MFS_JOBS:-$(nproc)}
+# ccache (CMakeLists.txt uses it when installed): paths relative to the tree,
+# so that a clone elsewhere (CI's) reuses what this one compiled.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$MFS_ROOT}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 
 say() { printf '\n== %s\n' "$*"; }
 
