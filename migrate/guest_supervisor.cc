@@ -18,6 +18,7 @@
 #include "mfs/wire/auth.h"
 #include "mfs/wire/connection.h"
 #include "migrate/checkpoint.h"
+#include "migrate/fault.h"
 #include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
@@ -115,6 +116,7 @@ class Guest {
           conn_ = *r;
           accept_timer_.cancel();
           acceptor_.close();
+          FaultPoint("guest-accept");
         });
   }
 
@@ -123,10 +125,12 @@ class Guest {
       case kImage: {
         incoming_ = ProcessImage();
         Status s = DecodeHeader(f.payload, &incoming_);
+        FaultPoint("guest-header");
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kPages: {
         Status s = DecodePageRuns(f.payload, &incoming_.pages);
+        FaultPoint("guest-pages");
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kStart: {
@@ -140,7 +144,13 @@ class Guest {
           return Quit(1);
         }
         incoming_ = ProcessImage();
-        return c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)));
+        c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)));
+        // Once the reply has left (the home has then committed the move).
+        if (FaultArmed("guest-running")) {
+          auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
+          t->async_wait([t](auto) { FaultPoint("guest-running"); });
+        }
+        return;
       }
       case kSignal: {
         auto sig = DecodeU32(f.payload);
@@ -185,6 +195,7 @@ class Guest {
     opts.before_registers = [this](Tracee& t, const Scratch& stub) { return InstallFilter(t, stub); };
     MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
     for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
+    FaultPoint("guest-restore");
     stub_ = rr.stub;
     remote_->set_gadget(stub_.gadget());
     threads_ = std::move(rr.threads);

@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
 #include "mfs/control/client.h"
 #include "mfs/node/daemon.h"
+#include "migrate/fault.h"
 #include "migrate/protocol.h"
 #include "migrate/supervisor.h"
 
@@ -172,6 +174,7 @@ void RegisterMigrationService(node::Daemon& d, const std::string& bin) {
     std::string comm(rd.Bytes());
     if (!rd.done() || home_node != c->peer_id())
       return c->ReplyError(f, Status::Corruption("spawn request"));
+    FaultPoint("spawn");
     if (daemon->config().table) {
       auto accept = (*daemon->config().table)["migrate"]["accept_guests"].value<bool>();
       if (accept && !*accept) return c->ReplyError(f, Status::PermissionDenied("node refuses guests"));
@@ -216,6 +219,11 @@ void RegisterMigrationService(node::Daemon& d, const std::string& bin) {
     struct stat st;
     if (caller.uid != 0 && (stat(("/proc/" + std::to_string(pid)).c_str(), &st) != 0 || st.st_uid != caller.uid))
       return reply(Status::PermissionDenied("process " + std::to_string(pid) + " is not yours"));
+    if (FaultArmed("move"))  // mfsd dies while its supervisor moves the process
+      std::thread([] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        FaultPoint("move");
+      }).detach();
     boost::asio::post(daemon->blocking(), [sock, fwd, reply] { reply(control::Call(sock, fwd, 120000)); });
   });
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 
 #include "mfs/control/client.h"
 #include "migrate/proc_maps.h"
+#include "migrate/supervisor.h"
 
 namespace {
 
@@ -92,7 +94,8 @@ class Cluster : public ::testing::Test {
   std::string Socket(int id) const { return dir_ + "/n" + std::to_string(id) + "/run/mfsd.sock"; }
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
 
-  void StartNode(int id, int nodes, const std::string& extra = "") {
+  // `fault`: MFS_MIGRATE_FAULT for this node's mfsd (migrate/fault.h).
+  void StartNode(int id, int nodes, const std::string& extra = "", const std::string& fault = "") {
     std::string n = dir_ + "/n" + std::to_string(id);
     fs::create_directories(n + "/run");
     fs::create_directories(n + "/state");
@@ -109,6 +112,7 @@ class Cluster : public ::testing::Test {
     pid_t pid = fork();
     if (pid == 0) {
       setsid();
+      if (!fault.empty()) setenv("MFS_MIGRATE_FAULT", fault.c_str(), 1);
       int null = open("/dev/null", O_RDWR);
       dup2(null, 0);
       dup2(null, 1);
@@ -558,6 +562,109 @@ TEST_F(Cluster, NodeKilledMidMigrationLeavesTheProcessRunningAtHome) {
       EXPECT_EQ(p.value("where", 0), 1);
     }
   }
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+// A migration cut at each of its steps by a crash of the destination
+// (its mfsd, or the guest supervisor with the half-built remote: SIGKILL at a
+// fault point, migrate/fault.h) fails with an error and leaves the process
+// running at home, its output unchanged. Cut after the commit, the remote is
+// lost with its node: the home reports it and the deputy exits with 112.
+class MigrationCut : public Cluster, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(MigrationCut, ProcessKeepsRunningAtHome) {
+  const std::string point = GetParam();
+  StartNode(1, 2);
+  StartNode(2, 2, "", point);
+  WaitAlive(2);
+  // 64 MiB of dirty memory: several page batches, so "guest-pages" cuts the
+  // transfer in its middle.
+  const std::string args = kBin + "/mfs-test-counter 120 60000 64";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-counter");
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(20ms);
+  auto r = Move(pid, 2);
+  if (point == "guest-running") {
+    // Committed: the move succeeded, then node 2's supervisor died with the remote.
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    int st = Wait(pid);
+    ASSERT_TRUE(WIFEXITED(st)) << "wait status " << st;
+    EXPECT_EQ(WEXITSTATUS(st), mfs::migrate::kLostRemoteExitStatus);
+    EXPECT_NE(Slurp(dir_ + "/n1/log").find("lost the remote of " + std::to_string(pid)), std::string::npos);
+    return;
+  }
+  ASSERT_FALSE(r.ok()) << "the move should have failed: " << *r;
+  EXPECT_FALSE(r.status().message().empty());
+  auto ps = Ps();
+  ASSERT_TRUE(ps.ok()) << ps.status().ToString();
+  bool listed = false;
+  for (const auto& p : (*ps)["processes"])
+    if (p.value("pid", 0) == pid) {
+      listed = true;
+      EXPECT_EQ(p.value("where", 0), 1) << p;
+      EXPECT_FALSE(p.value("last_error", "").empty()) << p;
+    }
+  EXPECT_TRUE(listed) << *ps;
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+INSTANTIATE_TEST_SUITE_P(EachStep, MigrationCut,
+                         ::testing::Values("spawn", "guest-accept", "guest-header", "guest-pages",
+                                           "guest-restore", "guest-running"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+// The home's mfsd crashing while its supervisor moves a process loses
+// nothing: the supervisor is not mfsd's child in any way that matters, the
+// move ends (either way), the program's output is unchanged, and a restarted
+// mfsd finds the process again.
+TEST_F(Cluster, HomeMfsdKilledDuringAMoveLosesNothing) {
+  StartNode(1, 2, "", "move");
+  StartNode(2, 2);
+  WaitAlive(2);
+  const std::string args = kBin + "/mfs-test-counter 150 60000 256";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-counter");
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(20ms);
+  auto r = Move(pid, 2);
+  EXPECT_FALSE(r.ok()) << "mfsd died before it could answer";
+  int st = 0;
+  ASSERT_EQ(waitpid(daemons_[1], &st, 0), daemons_[1]);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "wait status " << st;
+  daemons_.erase(1);
+  StartNode(1, 2);
+  WaitAlive(2);
+  // The restarted mfsd lists the process, and the cut move ends (either way).
+  bool listed = false;
+  std::string state;
+  for (int i = 0; i < 600 && (!listed || state == "moving"); ++i) {
+    auto ps = Ps();
+    if (ps.ok())
+      for (const auto& p : (*ps)["processes"])
+        if (p.value("pid", 0) == pid) {
+          listed = true;
+          state = p.value("state", "");
+        }
+    if (!listed || state == "moving") std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(listed) << "the restarted mfsd does not list " << pid;
+  ASSERT_NE(state, "moving") << "the cut move never ended";
+  // Movable still, wherever the cut move left it.
+  r = Move(pid, 2);
+  if (!r.ok()) {
+    EXPECT_EQ(r.status().code(), EALREADY) << r.status().ToString();
+  }
+  r = Move(pid, "home");
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(Wait(pid), want_status);
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 }
