@@ -8,8 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/kcmp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #include <map>
 #include <optional>
+#include <set>
 
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
@@ -178,14 +183,25 @@ class Guest {
 
   Result<pid_t> StartRemote() {
     if (incoming_.threads.empty()) return Status::InvalidArgument("no image received");
-    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget({}, PTRACE_O_EXITKILL));
+    // DFSA: the process's files on /mfs, re-opened here at their numbers.
+    std::vector<UniqueFd> opened;
+    MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
+    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget(install, PTRACE_O_EXITKILL));
+    opened.clear();
     RestoreOptions opts;
     opts.keep_stub = true;
     opts.map_path = [this](const std::string& p) { return MapPath(p); };
-    opts.before_registers = [this](Tracee& t, const Scratch& stub) { return InstallFilter(t, stub); };
+    opts.before_registers = [this](Tracee& t, const Scratch& stub) -> Status {
+      // dup2 in the target cleared close-on-exec.
+      for (const auto& f : incoming_.files)
+        if (f.cloexec) MFS_RETURN_IF_ERROR(t.CheckedSyscall("fcntl(F_SETFD)", SYS_fcntl, f.fd, F_SETFD, FD_CLOEXEC).status());
+      return InstallFilter(t, stub);
+    };
     MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
     for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
     stub_ = rr.stub;
+    dfsa_.clear();
+    for (const auto& f : incoming_.files) dfsa_.insert(f.fd);
     remote_->set_gadget(stub_.gadget());
     threads_ = std::move(rr.threads);
     vtid_of_.clear();
@@ -208,10 +224,105 @@ class Guest {
         command = *cmd;
       }
       return json{{"home", home_node_}, {"home_pid", home_pid_}, {"where", cfg_.node_id},
-                  {"pid", pid}, {"role", "guest"}, {"command", command}};
+                  {"pid", pid}, {"role", "guest"}, {"command", command},
+                  {"dfsa_fds", std::vector<int>(dfsa_.begin(), dfsa_.end())}, {"dfsa_calls", dfsa_calls_}};
     });
     control_->Start(GuestSocketPath(cfg_.run_dir, remote_->tid())).IgnoreError();
     return remote_->tid();
+  }
+
+  // Opens the DFSA files of an image here (path, flags without the creating
+  // ones, offset); returns (fd here, fd number in the remote) pairs, one fd
+  // per shared open file description. A file that cannot be opened fails
+  // the restore: the process stays where it was, never with a wrong fd.
+  Result<std::vector<std::pair<int, int>>> OpenFiles(const std::vector<FileImage>& files,
+                                                     std::vector<UniqueFd>* opened) {
+    std::vector<std::pair<int, int>> install;
+    std::map<int, int> by_group;  // group -> fd here
+    for (const auto& f : files) {
+      auto g = by_group.find(f.group);
+      if (g != by_group.end()) {
+        install.emplace_back(g->second, f.fd);
+        continue;
+      }
+      if (!IsMfsNodePath(f.path))
+        return Status::Error(EBUSY, "fd " + std::to_string(f.fd) + ": " + f.path + " cannot be re-opened on node " +
+                                        std::to_string(cfg_.node_id));
+      const int flags = static_cast<int>(f.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) |
+                        O_CLOEXEC | O_NOFOLLOW;
+      UniqueFd fd(open(f.path.c_str(), flags));
+      if (!fd) return Status::FromErrno("DFSA: re-opening fd " + std::to_string(f.fd) + " " + f.path);
+      struct stat st;
+      if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+        return Status::Error(EBUSY, "DFSA: " + f.path + " is no longer a regular file");
+      if (lseek(fd.get(), static_cast<off_t>(f.offset), SEEK_SET) < 0)
+        return Status::FromErrno("DFSA: seeking " + f.path);
+      by_group[f.group] = fd.get();
+      install.emplace_back(fd.get(), f.fd);
+      opened->push_back(std::move(fd));
+    }
+    return install;
+  }
+
+  // How a trapped call that names a DFSA fd runs (see man/mfs-migration.7,
+  // DFSA): kNative on the remote's own open file (SECCOMP_USER_NOTIF_FLAG_CONTINUE),
+  // kClose natively and at home (so home's number is freed), kHome where the
+  // fd tables of the two sides would diverge (dup of or onto a DFSA fd,
+  // close_range over one, calls that also use another fd), kNone: the call
+  // does not concern a DFSA fd.
+  enum class DfsaUse { kNone, kNative, kClose, kHome };
+  DfsaUse ClassifyDfsa(const seccomp_notif& req) {
+    const __u64* a = req.data.args;
+    auto is = [this](uint64_t fd) { return fd <= INT32_MAX && dfsa_.count(static_cast<int>(fd)) > 0; };
+    auto empty_path = [this](uint64_t addr) {
+      char c = 1;
+      return addr != 0 && ReadRemote(addr, &c, 1).ok() && c == 0;
+    };
+    switch (req.data.nr) {
+      case SYS_read: case SYS_write: case SYS_pread64: case SYS_pwrite64: case SYS_readv: case SYS_writev:
+      case SYS_preadv: case SYS_pwritev: case SYS_preadv2: case SYS_pwritev2: case SYS_lseek: case SYS_fstat:
+      case SYS_fstatfs: case SYS_fsync: case SYS_fdatasync: case SYS_ftruncate: case SYS_fallocate:
+      case SYS_fadvise64: case SYS_flock: case SYS_sync_file_range: case SYS_readahead: case SYS_ioctl:
+      case SYS_fgetxattr: case SYS_flistxattr:
+        return is(a[0]) ? DfsaUse::kNative : DfsaUse::kNone;
+      case SYS_fcntl: {
+        if (!is(a[0])) return DfsaUse::kNone;
+        const int cmd = static_cast<int>(a[1]);
+        return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? DfsaUse::kHome : DfsaUse::kNative;
+      }
+      case SYS_newfstatat:
+        return is(a[0]) && (a[3] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaUse::kNative : DfsaUse::kNone;
+      case SYS_statx:
+        return is(a[0]) && (a[2] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaUse::kNative : DfsaUse::kNone;
+      case SYS_mmap:
+        // A writable shared mapping could not move again: it runs at home.
+        if (!is(a[4])) return DfsaUse::kNone;
+        return (a[3] & MAP_SHARED) && (a[2] & PROT_WRITE) ? DfsaUse::kHome : DfsaUse::kNative;
+      case SYS_close:
+        return is(a[0]) ? DfsaUse::kClose : DfsaUse::kNone;
+      case SYS_dup:
+        return is(a[0]) ? DfsaUse::kHome : DfsaUse::kNone;
+      case SYS_dup2: case SYS_dup3:
+        return is(a[0]) || is(a[1]) ? DfsaUse::kHome : DfsaUse::kNone;
+      case SYS_close_range:
+        for (int fd : dfsa_)
+          if (static_cast<uint64_t>(fd) >= a[0] && static_cast<uint64_t>(fd) <= a[1]) return DfsaUse::kHome;
+        return DfsaUse::kNone;
+      case SYS_sendfile:
+        return is(a[0]) || is(a[1]) ? DfsaUse::kHome : DfsaUse::kNone;
+      case SYS_copy_file_range: case SYS_splice: case SYS_tee:
+        return is(a[0]) || is(a[2]) ? DfsaUse::kHome : DfsaUse::kNone;
+      default:
+        return DfsaUse::kNone;
+    }
+  }
+
+  void RespondContinue(uint64_t id) {
+    pending_ids_.erase(id);
+    seccomp_notif_resp resp{};
+    resp.id = id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);  // ENOENT: the call was interrupted
   }
 
   // A file of the home node: the same path where /mfs does not exist (one
@@ -336,12 +447,38 @@ class Guest {
         return Respond(req.id, 0);
       }
     }
+    bool dfsa_home = false;
+    if (!dfsa_.empty()) {
+      switch (ClassifyDfsa(req)) {
+        case DfsaUse::kNative:
+          ++dfsa_calls_;
+          return RespondContinue(req.id);
+        case DfsaUse::kClose: {
+          // Closed here now, and at home (fire and forget, in order with
+          // every later call): the number is free on both sides before any
+          // call made after this close can reach the home.
+          ++dfsa_calls_;
+          dfsa_.erase(static_cast<int>(a[0]));
+          SyscallRequest close_home;
+          close_home.nr = SYS_close;
+          close_home.args[0] = a[0];
+          conn_->Call(kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
+                      std::chrono::seconds(60));
+          return RespondContinue(req.id);
+        }
+        case DfsaUse::kHome:
+          dfsa_home = true;
+          break;
+        case DfsaUse::kNone:
+          break;
+      }
+    }
     SyscallRequest call;
     call.nr = nr;
     for (int i = 0; i < 6; ++i) call.args[i] = a[i];
     // Scatter plan for readv: (address, length) pieces of the one buffer.
     std::vector<std::pair<uint64_t, uint64_t>> scatter;
-    bool home = spec.cls == SyscallClass::kHome || spec.cls == SyscallClass::kNative;
+    bool home = spec.cls == SyscallClass::kHome || spec.cls == SyscallClass::kNative || dfsa_home;
     int64_t early = 1;  // != 1: answer at once with this
     if (!home) {
       if (nr == SYS_readv || nr == SYS_writev || nr == SYS_preadv || nr == SYS_pwritev) {
@@ -527,6 +664,14 @@ class Guest {
     }
     img->home_pid = home_pid_;
     img->threads[0].tid = home_pid_;
+    // The remote's own fds are its DFSA files: their offsets and flags now.
+    auto files = CaptureFiles(remote_->tid(), FileScope::kAll);
+    if (!files.ok()) {
+      outgoing_ = std::move(*img);  // so that the timers and signals come back
+      ResumeFrozen().IgnoreError();
+      return files.status();
+    }
+    img->files = std::move(*files);
     outgoing_ = std::move(*img);
     std::string out = EncodeHeader(*outgoing_);
     std::string reply;
@@ -647,6 +792,8 @@ class Guest {
   std::map<uint64_t, pid_t> pending_ids_;  // calls threads of the remote wait on -> tid
   std::vector<std::unique_ptr<Tracee>> threads_;  // the remote's other threads
   std::map<pid_t, pid_t> vtid_of_;  // real tid -> the tid the program knows
+  std::set<int> dfsa_;              // the remote's DFSA fds (its whole fd table)
+  uint64_t dfsa_calls_ = 0;         // calls on them run here (CONTINUE)
   std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };

@@ -42,6 +42,7 @@
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
 #include "migrate/supervisor.h"
+#include "migrate/syscall_table.h"
 #include "migrate/transfer.h"
 
 namespace mfs::migrate {
@@ -116,6 +117,13 @@ class Home {
            {"moves", moves_},
            {"state", state_ == State::kHome ? "home" : state_ == State::kRemote ? "remote" : "moving"},
            {"forwarded_calls", forwarded_}};
+    json by_call = json::object();
+    for (const auto& [nr, n] : forwarded_by_nr_) {
+      const char* name = LookupSyscall(nr).name;
+      by_call[name[0] ? std::string(name) : "syscall " + std::to_string(nr)] = n;
+    }
+    j["forwarded_by_call"] = std::move(by_call);
+    j["dfsa_fds"] = std::vector<int>(dfsa_fds_.begin(), dfsa_fds_.end());
     if (last_downtime_ms_ >= 0) j["last_downtime_ms"] = last_downtime_ms_;
     if (!last_error_.empty()) j["last_error"] = last_error_;
     std::string why = state_ == State::kHome ? WhyNotMigratable(pid_) : "";
@@ -340,6 +348,7 @@ class Home {
     current_ = Current{c, std::move(f), std::move(*req)};
     dep_ = Dep::kEnter;
     ++forwarded_;
+    ++forwarded_by_nr_[current_->req.nr];
     ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr);
     tracee_->MarkRunning();
   }
@@ -433,9 +442,9 @@ class Home {
       auto img = FreezeAndCapture();
       if (!img.ok()) return FailAway(img.status(), reply, conn);
       auto shared = std::make_shared<const ProcessImage>(std::move(*img));
-      SendImage(conn, shared, [this, node, reply, conn, t0](Status s) {
+      SendImage(conn, shared, [this, node, reply, conn, t0, shared](Status s) {
         if (!s.ok()) return FailAway(s, reply, conn);
-        conn->Call(kStart, "", [this, node, reply, conn, t0](Result<wire::Frame> r) {
+        conn->Call(kStart, "", [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
           if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
           last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
           conn_ = conn;
@@ -444,6 +453,8 @@ class Home {
           state_ = State::kRemote;
           frozen_pending_.clear();  // they travelled with the image
           timers_stopped_ = false;  // they run at the remote now
+          dfsa_fds_.clear();
+          for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
           RetireThreads();
           Next();
           spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
@@ -496,6 +507,13 @@ class Home {
         parked_base_ = saved_.gp;
         deputy_active_ = true;
         dep_ = Dep::kStopped;
+        // DFSA: the files on /mfs move with it.
+        auto files = CaptureFiles(pid_, FileScope::kMfs);
+        if (!files.ok()) {
+          Unfreeze();
+          return files.status();
+        }
+        img->files = std::move(*files);
         return img;
       }
       Unfreeze();
@@ -656,6 +674,9 @@ class Home {
       if (!img.ok()) return StayRemote(img.status(), reply);
       RestoreOptions opts;
       reaping_ = true;
+      // DFSA: the home fds take the remote's offsets and flags before the
+      // process runs here again (the deputy's scratch goes with the restore).
+      ReconcileFiles((*img)->files, true);
       auto r = Restore(*tracee_, **img, k_, opts);
       reaping_ = false;
       if (!r.ok()) {
@@ -671,6 +692,7 @@ class Home {
       for (size_t i = 0; i < r->threads.size(); ++i) vtid_[r->threads[i]->tid()] = (*img)->threads[i + 1].tid;
       r->threads.clear();
       scratch_ = Scratch{};
+      dfsa_fds_.clear();  // the fds are the process's own again
       calls_.clear();  // re-executed natively at home
       freezing_remote_ = false;
       auto old = conn_;
@@ -699,20 +721,23 @@ class Home {
           fresh->Close(img.status());
           return StayRemote(img.status(), reply);
         }
-        SendImage(fresh, *img, [this, node, reply, t0, fresh](Status s) {
+        SendImage(fresh, *img, [this, node, reply, t0, fresh, img](Status s) {
           auto fail = [this, reply, fresh](const Status& why) {
             failed_conns_.insert(fresh.get());
             fresh->Close(why);
             StayRemote(why, reply);
           };
           if (!s.ok()) return fail(s);
-          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail](Result<wire::Frame> r) {
+          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
             if (!r.ok()) return fail(r.status().Annotate("restore on node " + std::to_string(node)));
             auto old = conn_;
             failed_conns_.insert(old.get());
             old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
             calls_.clear();  // the new remote re-issues them
             freezing_remote_ = false;
+            reaping_ = true;
+            ReconcileFiles((*img)->files, false);
+            reaping_ = false;
             conn_ = fresh;
             where_ = node;
             ++moves_;
@@ -725,6 +750,35 @@ class Home {
         });
       });
     });
+  }
+
+  // DFSA files: the remote's fd table is `files` (fetched from it). A home fd
+  // that was a DFSA fd and is not there any more was closed by the program
+  // and is closed here too (its close normally reached the home already);
+  // with `apply`, each home fd takes the remote's offset, status flags and
+  // close-on-exec flag (coming home). REQUIRES: the deputy stopped, with its
+  // scratch mapped.
+  void ReconcileFiles(const std::vector<FileImage>& files, bool apply) {
+    tracee_->set_gadget(scratch_.gadget());
+    std::set<int> now;
+    for (const auto& f : files) now.insert(f.fd);
+    for (int fd : dfsa_fds_)
+      if (!now.count(fd)) tracee_->Syscall(SYS_close, fd).status().IgnoreError();
+    dfsa_fds_ = now;
+    if (!apply) return;
+    constexpr uint32_t kSettable = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
+    for (const auto& f : files) {
+      auto r = tracee_->Syscall(SYS_lseek, f.fd, f.offset, SEEK_SET);
+      if (!r.ok() || *r < 0) {
+        spdlog::warn("home: DFSA fd {} ({}) of {}: could not take the remote's offset {}", f.fd, f.path, pid_, f.offset);
+        continue;
+      }
+      auto fl = tracee_->Syscall(SYS_fcntl, f.fd, F_GETFL);
+      if (fl.ok() && *fl >= 0 && (static_cast<uint32_t>(*fl) & kSettable) != (f.flags & kSettable))
+        tracee_->Syscall(SYS_fcntl, f.fd, F_SETFL, (static_cast<uint32_t>(*fl) & ~kSettable) | (f.flags & kSettable))
+            .status().IgnoreError();
+      tracee_->Syscall(SYS_fcntl, f.fd, F_SETFD, f.cloexec ? FD_CLOEXEC : 0).status().IgnoreError();
+    }
   }
 
   // ---- From the guest.
@@ -818,6 +872,8 @@ class Home {
   uint32_t where_ = 0;
   int moves_ = 0;
   uint64_t forwarded_ = 0;
+  std::map<int, uint64_t> forwarded_by_nr_;  // forwarded calls by syscall number
+  std::set<int> dfsa_fds_;                   // fds the remote uses directly (DFSA)
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;

@@ -13,6 +13,7 @@ constexpr uint32_t kMaxThreads = 4096;
 constexpr uint32_t kMaxVmas = 1u << 20;
 constexpr uint32_t kMaxGroups = 65536;
 constexpr uint32_t kMaxRunPages = 1u << 20;
+constexpr uint32_t kMaxFiles = 1u << 20;
 }  // namespace
 
 uint64_t HashPage(const void* page) { return XXH3_64bits(page, kPageSize); }
@@ -92,6 +93,15 @@ std::string EncodeHeader(const ProcessImage& img) {
   }
   w.U32(static_cast<uint32_t>(img.pending_signals.size()));
   for (uint32_t sig : img.pending_signals) w.U32(sig);
+  w.U32(static_cast<uint32_t>(img.files.size()));
+  for (const auto& f : img.files) {
+    w.U32(static_cast<uint32_t>(f.fd));
+    w.U32(static_cast<uint32_t>(f.group));
+    w.U32(f.flags);
+    w.U8(f.cloexec ? 1 : 0);
+    w.U64(f.offset);
+    w.Bytes(f.path);
+  }
   return out;
 }
 
@@ -186,6 +196,21 @@ Status DecodeHeader(std::string_view bytes, ProcessImage* img) {
   for (auto& sig : img->pending_signals) {
     sig = r.U32();
     if (r.ok() && (sig == 0 || sig > 64)) return Status::Corruption("image: bad signal number");
+  }
+  uint32_t nfiles = r.U32();
+  if (!r.ok() || nfiles > kMaxFiles) return Status::Corruption("image: file count");
+  img->files.resize(nfiles);
+  for (auto& f : img->files) {
+    f.fd = static_cast<int32_t>(r.U32());
+    f.group = static_cast<int32_t>(r.U32());
+    f.flags = r.U32();
+    uint8_t cloexec = r.U8();
+    f.offset = r.U64();
+    f.path = std::string(r.Bytes());
+    if (!r.ok()) break;
+    if (f.fd < 0 || f.group < 0 || f.group > f.fd || cloexec > 1 || f.path.empty() || f.path[0] != '/')
+      return Status::Corruption("image: bad file entry");
+    f.cloexec = cloexec == 1;
   }
   if (!r.ok()) return Status::Corruption("image: truncated header");
   if (!r.done()) return Status::Corruption("image: trailing bytes in header");
