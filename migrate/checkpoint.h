@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "mfs/base/status.h"
@@ -73,6 +74,10 @@ Status RearmTimers(Tracee& t, const Scratch& scratch, const std::array<itimerval
 // REQUIRES: the process is stopped (offsets do not move).
 enum class FileScope { kMfs, kAll };
 Result<std::vector<FileImage>> CaptureFiles(pid_t pid, FileScope scope);
+
+// fd `fd` of `pid` as a DFSA file if it is one (a regular file on
+// /mfs/<node>/..., as kMfs selects), else nullopt.
+Result<std::optional<FileImage>> CaptureMfsFile(pid_t pid, int fd);
 
 // Whether `path` names a file under /mfs/<numeric node>/.
 bool IsMfsNodePath(const std::string& path);

@@ -225,7 +225,7 @@ class Guest {
       }
       return json{{"home", home_node_}, {"home_pid", home_pid_}, {"where", cfg_.node_id},
                   {"pid", pid}, {"role", "guest"}, {"command", command},
-                  {"dfsa_fds", std::vector<int>(dfsa_.begin(), dfsa_.end())}, {"dfsa_calls", dfsa_calls_}};
+                  {"dfsa_fds", std::vector<int>(dfsa_.begin(), dfsa_.end())}, {"dfsa_calls", dfsa_calls_}, {"dfsa_opens", dfsa_opens_}};
     });
     control_->Start(GuestSocketPath(cfg_.run_dir, remote_->tid())).IgnoreError();
     return remote_->tid();
@@ -315,6 +315,47 @@ class Guest {
       default:
         return DfsaUse::kNone;
     }
+  }
+
+  // An open forwarded home returned `fd` on a /mfs file: open it here too
+  // and install it at the same number as the call's result
+  // (SECCOMP_IOCTL_NOTIF_ADDFD with SETFD|SEND, Linux 5.14). false: not
+  // installed (the home's fd then serves, through the deputy).
+  bool InstallOpened(uint64_t id, int64_t fd, const std::string& path, uint32_t flags) {
+    if (fd < 0 || fd >= 1000 || !IsMfsNodePath(path)) return false;
+    const int oflags = static_cast<int>(flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC)) |
+                       O_CLOEXEC | O_NOFOLLOW;
+    UniqueFd local(open(path.c_str(), oflags));
+    struct stat st;
+    if (!local || fstat(local.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      spdlog::info("guest: DFSA open of {} here failed ({}); its I/O goes through the deputy", path, strerror(errno));
+      return false;
+    }
+    seccomp_notif_addfd add{};
+    add.id = id;
+    add.flags = SECCOMP_ADDFD_FLAG_SETFD | SECCOMP_ADDFD_FLAG_SEND;
+    add.srcfd = static_cast<uint32_t>(local.get());
+    add.newfd = static_cast<uint32_t>(fd);
+    add.newfd_flags = (flags & O_CLOEXEC) ? O_CLOEXEC : 0;
+    int r = ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+    if (r < 0) {
+      if (errno == ENOENT) {
+        // The caller is gone (killed): the program never saw this fd, so
+        // the home does not keep it either.
+        pending_ids_.erase(id);
+        SyscallRequest close_home;
+        close_home.nr = SYS_close;
+        close_home.args[0] = static_cast<uint64_t>(fd);
+        conn_->Call(kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {}, std::chrono::seconds(60));
+        return true;
+      }
+      spdlog::info("guest: installing DFSA fd {} ({}) failed: {}", fd, path, strerror(errno));
+      return false;
+    }
+    pending_ids_.erase(id);
+    dfsa_.insert(static_cast<int>(fd));
+    ++dfsa_opens_;
+    return true;
   }
 
   void RespondContinue(uint64_t id) {
@@ -533,6 +574,7 @@ class Guest {
                     for (const auto& b : rep->buffers)
                       if (!WriteRemote(dest[b.arg], b.data.data(), b.data.size()).ok()) return Respond(id, -EFAULT);
                   }
+                  if (!rep->dfsa_path.empty() && InstallOpened(id, rep->ret, rep->dfsa_path, rep->dfsa_flags)) return;
                   Respond(id, rep->ret);
                 },
                 std::chrono::hours(24 * 365));  // a forwarded read may wait for input forever
@@ -794,6 +836,7 @@ class Guest {
   std::map<pid_t, pid_t> vtid_of_;  // real tid -> the tid the program knows
   std::set<int> dfsa_;              // the remote's DFSA fds (its whole fd table)
   uint64_t dfsa_calls_ = 0;         // calls on them run here (CONTINUE)
+  uint64_t dfsa_opens_ = 0;         // files on /mfs opened while here
   std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };

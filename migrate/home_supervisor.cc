@@ -389,6 +389,15 @@ class Home {
       if (n && !tracee_->ReadMem(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
       rep.buffers.push_back(std::move(out));
     }
+    if (ret >= 0 && (cur.req.nr == SYS_open || cur.req.nr == SYS_openat || cur.req.nr == SYS_creat)) {
+      // DFSA: a file on /mfs opened while away is opened where the process
+      // runs too; this fd keeps the number taken (and serves if it cannot).
+      auto f = CaptureMfsFile(pid_, static_cast<int>(ret));
+      if (f.ok() && f->has_value()) {
+        rep.dfsa_path = (*f)->path;
+        rep.dfsa_flags = (*f)->flags | ((*f)->cloexec ? O_CLOEXEC : 0);
+      }
+    }
     cur.conn->Reply(cur.frame, EncodeSyscallReply(rep));
   }
 

@@ -67,6 +67,12 @@ struct SyscallRequest {
 struct SyscallReply {
   int64_t ret = 0;
   std::vector<CallBuffer> buffers;  // out buffers only, in request order
+  // DFSA: an open/openat/creat that opened fd `ret` on a regular file under
+  // /mfs/<node>/ names it here (path, fdinfo flags with O_CLOEXEC), so that
+  // the remote opens it where it runs, at the same number. Encoded after
+  // the buffers only when set: u8 1, u32 flags, bytes path.
+  std::string dfsa_path;
+  uint32_t dfsa_flags = 0;
 };
 
 std::string EncodeSyscallRequest(const SyscallRequest& r);
