@@ -186,7 +186,8 @@ class Guest {
     // DFSA: the process's files on /mfs, re-opened here at their numbers.
     std::vector<UniqueFd> opened;
     MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
-    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget(install, PTRACE_O_EXITKILL));
+    // TRACEEXIT: the exit stop shows the offsets the home's fds take at the end.
+    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget(install, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXIT));
     opened.clear();
     RestoreOptions opts;
     opts.keep_stub = true;
@@ -784,7 +785,11 @@ class Guest {
       if (remote_->dead()) {
         spdlog::info("guest: remote {} ended, status {:#x}", remote_->tid(), status);
         notify_sd_.reset();
-        if (conn_ && !quitting_) conn_->Send(kExited, EncodeU32(static_cast<uint32_t>(status)));
+        if (conn_ && !quitting_) {
+          std::string payload = EncodeU32(static_cast<uint32_t>(status));
+          if (exit_files_) EncodeFiles(*exit_files_, &payload);
+          conn_->Send(kExited, payload);
+        }
         quitting_ = true;
         auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
         timer->async_wait([this, timer](auto) { Quit(0); });
@@ -799,6 +804,15 @@ class Guest {
     int event = status >> 16;
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
       t.Cont(sig).IgnoreError();  // a signal for the remote: deliver it
+    } else if (event == PTRACE_EVENT_EXIT) {
+      // The process is ending; its files are still open: their offsets go
+      // home with the exit status (a parent sharing the open file sees them).
+      if (&t == remote_.get() && !dfsa_.empty()) {
+        auto files = CaptureFiles(t.tid(), FileScope::kAll);
+        if (files.ok()) exit_files_ = std::move(*files);
+        else spdlog::warn("guest: DFSA offsets at exit: {}", files.status().ToString());
+      }
+      t.Cont().IgnoreError();
     } else if (event == PTRACE_EVENT_STOP && outgoing_) {
       // Frozen for a fetch: stay stopped.
     } else if (event == PTRACE_EVENT_STOP) {
@@ -837,6 +851,7 @@ class Guest {
   std::set<int> dfsa_;              // the remote's DFSA fds (its whole fd table)
   uint64_t dfsa_calls_ = 0;         // calls on them run here (CONTINUE)
   uint64_t dfsa_opens_ = 0;         // files on /mfs opened while here
+  std::optional<std::vector<FileImage>> exit_files_;  // at the exit stop
   std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };

@@ -800,11 +800,24 @@ class Home {
     switch (f.type()) {
       case kSyscall: return OnSyscallFrame(c, std::move(f));
       case kExited: {
-        auto st = DecodeU32(f.payload);
+        if (f.payload.size() < 4) return;
+        auto st = DecodeU32(f.payload.substr(0, 4));
         if (!st.ok()) return;
         int status = static_cast<int>(*st);
+        std::vector<FileImage> files;
+        Status fs = DecodeFiles(std::string_view(f.payload).substr(4), &files);
+        if (f.payload.size() > 4 && !fs.ok()) spdlog::warn("home: exit file table of {}: {}", pid_, fs.ToString());
         spdlog::info("home: remote of {} ended (status {:#x})", pid_, status);
-        RunWhenStopped([this, status] { EndDeputy(status); });
+        RunWhenStopped([this, status, files = std::move(files), has_files = f.payload.size() > 4 && fs.ok()] {
+          if (has_files) {
+            // The open files may be shared with other processes at home (a
+            // shell's redirection): they see the offsets the remote left.
+            reaping_ = true;
+            ReconcileFiles(files, true);
+            reaping_ = false;
+          }
+          EndDeputy(status);
+        });
         return;
       }
       case kWantHome: {

@@ -149,4 +149,9 @@ Status DecodePageRuns(std::string_view bytes, std::vector<PageRun>* out);
 
 uint64_t HashPage(const void* page);
 
+// A file table alone (as at the end of the header): u32 count, then the
+// files. Decoding appends to `out` and rejects malformed entries (EBADMSG).
+void EncodeFiles(const std::vector<FileImage>& files, std::string* out);
+Status DecodeFiles(std::string_view bytes, std::vector<FileImage>* out);
+
 }  // namespace mfs::migrate

@@ -11,7 +11,8 @@
 //   kSyscall      guest -> home (Call): a forwarded system call (SyscallRequest)
 //                 resp SyscallReply
 //   kSignal       home -> guest (Send): u32 signo, to deliver to the remote
-//   kExited       guest -> home (Send): u32 wait status of the remote
+//   kExited       guest -> home (Send): u32 wait status of the remote, then
+//                 (optional) its DFSA files as it exited (image.h EncodeFiles)
 //   kFetch        home -> guest (Call): freeze the remote and capture it;
 //                 resp image header, u32 number of page batches
 //   kFetchPages   home -> guest (Call): u32 batch index; resp page runs
