@@ -99,9 +99,13 @@ void LocalityModel::Apply(const Batch& batch, int64_t now_ms) {
   }
 }
 
-void LocalityModel::SetWhere(pid_t pid, uint32_t node) {
+void LocalityModel::SetWhere(pid_t pid, uint32_t node, uint32_t home, pid_t home_pid) {
   auto it = procs_.find(pid);
-  if (it != procs_.end()) it->second.where = node;
+  if (it == procs_.end()) return;
+  it->second.where = node;
+  if (home == kKeepHome) return;
+  it->second.home = home == o_.self ? 0 : home;
+  it->second.home_pid = home_pid == pid ? 0 : home_pid;
 }
 
 std::vector<pid_t> LocalityModel::ActivePids(int64_t now_ms, int64_t window_ms) const {
@@ -159,6 +163,8 @@ json LocalityModel::ProcessJson(const ProcessState& p, int64_t now_ms) const {
   }
   double rate = static_cast<double>(window_bytes) * 1000.0 / static_cast<double>(o_.rate_window_ms);
   return json{{"pid", p.pid},
+              {"home", p.home ? p.home : o_.self},
+              {"home_pid", p.home_pid ? p.home_pid : p.pid},
               {"start", p.start},
               {"comm", p.comm},
               {"exe", p.exe},

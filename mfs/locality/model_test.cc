@@ -50,6 +50,30 @@ TEST(ModelTest, ProportionsPerNodeAndLocalShare) {
   EXPECT_NEAR(j["local_pct"].get<double>(), 70.0, 1e-9);
 }
 
+// A migrated process (a guest on node 2, home node 1, home pid 4242) is
+// shown under its home identity, kept once learnt when it is gone.
+TEST(ModelTest, GuestIsKnownByItsHomeIdentity) {
+  LocalityModel m(ModelOptions{2, 60'000, 5'000, 100});
+  m.Apply({Read(777, 3, 1000)}, 10);
+  auto j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 2);
+  EXPECT_EQ(j["home_pid"], 777);
+  m.SetWhere(777, 2, 1, 4242);
+  j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["pid"], 777);
+  EXPECT_EQ(j["home"], 1);
+  EXPECT_EQ(j["home_pid"], 4242);
+  EXPECT_EQ(j["where"], 2);
+  m.SetWhere(777, 0, kKeepHome, 0);  // it ended: proc.where no longer knows it
+  j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 1);
+  EXPECT_EQ(j["home_pid"], 4242);
+  m.SetWhere(777, 2, 2, 777);  // known to run at home here
+  j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 2);
+  EXPECT_EQ(j["home_pid"], 777);
+}
+
 TEST(ModelTest, CachedReadsAreShown) {
   LocalityModel m(ModelOptions{1, 60'000, 5'000, 100});
   m.Apply({Read(7, 2, 4096, true)}, 10);
