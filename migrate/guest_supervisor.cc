@@ -19,6 +19,7 @@
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
 #include "mfs/base/unique_fd.h"
+#include "mfs/control/client.h"
 #include "mfs/control/server.h"
 #include "mfs/wire/auth.h"
 #include "mfs/wire/connection.h"
@@ -210,6 +211,16 @@ class Guest {
     for (size_t i = 0; i < threads_.size(); ++i) {
       threads_[i]->set_gadget(stub_.gadget());
       vtid_of_[threads_[i]->tid()] = incoming_.threads[i + 1].tid;
+    }
+    // Its I/O on /mfs here is its home identity's (mfsstat): tell the
+    // locality service before it runs. Without an answer it is still
+    // found through proc.where.
+    if (!cfg_.mfsd_socket.empty()) {
+      auto r = control::Call(cfg_.mfsd_socket,
+                             json{{"op", "locality.identity"}, {"pid", remote_->tid()}, {"home", home_node_},
+                                  {"home_pid", home_pid_}},
+                             1000);
+      if (!r.ok()) spdlog::info("guest: locality identity of {}: {}", remote_->tid(), r.status().ToString());
     }
     MFS_RETURN_IF_ERROR(remote_->Cont());
     for (auto& t : threads_) MFS_RETURN_IF_ERROR(t->Cont());

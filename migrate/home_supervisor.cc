@@ -214,6 +214,13 @@ class Home {
   void OnDeputyStop(int status) {
     int sig = WSTOPSIG(status);
     int event = status >> 16;
+    if (exiting_ && event == PTRACE_EVENT_STOP && dying_sig_ == 0) {
+      // An interrupt sent while a forwarded call ran (the remote's exit
+      // came during a call it did not wait for: a DFSA close) stops the
+      // deputy on its way to exit_group: let it go on.
+      tracee_->Cont().IgnoreError();
+      return;
+    }
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
       if (dying_sig_ == sig) {
         tracee_->Cont(sig).IgnoreError();

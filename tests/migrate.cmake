@@ -20,3 +20,8 @@ foreach(p mfs-test-counter mfs-test-sigtimer mfs-test-threads mfs-test-fileio)
   target_compile_options(${p} PRIVATE -fno-sanitize=all)
   target_link_options(${p} PRIVATE -fno-sanitize=all)
 endforeach()
+
+# DFSA end to end on an mfs-cluster cluster with /mfs (skips without it).
+mfs_add_test(migrate_dfsa_test integration
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/migrate_dfsa_test.cc LIBS mfs_test_cluster)
+add_dependencies(migrate_dfsa_test mfsd mfs-supervisor mfsrun mfsps mfsstat mount.mfs mfs-test-fileio)

@@ -98,6 +98,10 @@ class LocalityModel {
   // home 0 / home_pid 0: this node, its own pid; home kKeepHome: keep the
   // identity known so far).
   void SetWhere(pid_t pid, uint32_t node, uint32_t home = 0, pid_t home_pid = 0);
+  // Process `pid` started at `start` is a migrated process: home node
+  // `home`, home pid `home_pid` (told by its guest supervisor before it
+  // runs). Applied now if the process is known, else when it first shows.
+  void SetIdentity(pid_t pid, uint64_t start, uint32_t home, pid_t home_pid);
   // Pids of processes seen in the last `window_ms`.
   std::vector<pid_t> ActivePids(int64_t now_ms, int64_t window_ms) const;
 
@@ -122,6 +126,12 @@ class LocalityModel {
   ModelOptions o_;
   std::map<pid_t, ProcessState> procs_;
   std::map<std::string, Profile> profiles_;
+  struct Identity {
+    uint64_t start;
+    uint32_t home;
+    pid_t home_pid;
+  };
+  std::map<pid_t, Identity> identities_;  // at most max_processes
   HistoryPoint current_;
   int64_t interval_start_ms_ = 0;
 };

@@ -74,6 +74,21 @@ TEST(ModelTest, GuestIsKnownByItsHomeIdentity) {
   EXPECT_EQ(j["home_pid"], 777);
 }
 
+// The guest supervisor names the process before it runs; a reused pid (other
+// start time) is not taken for it.
+TEST(ModelTest, IdentityToldBeforeTheFirstReport) {
+  LocalityModel m(ModelOptions{2, 60'000, 5'000, 100});
+  m.SetIdentity(777, 100, 1, 4242);
+  m.SetIdentity(888, 55, 1, 5000);
+  m.Apply({Read(777, 3, 1000), Read(888, 3, 10)}, 10);  // Read() starts at 100
+  auto j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 1);
+  EXPECT_EQ(j["home_pid"], 4242);
+  j = m.ProcessJson(m.processes().at(888), 10);
+  EXPECT_EQ(j["home"], 2);
+  EXPECT_EQ(j["home_pid"], 888);
+}
+
 TEST(ModelTest, CachedReadsAreShown) {
   LocalityModel m(ModelOptions{1, 60'000, 5'000, 100});
   m.Apply({Read(7, 2, 4096, true)}, 10);

@@ -150,6 +150,22 @@ json HostJson() {
   return h;
 }
 
+// Start time (clock ticks since boot, /proc/PID/stat field 22) of `pid`,
+// the key that tells a reused pid from the process it names.
+Result<uint64_t> ProcessStart(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = text.rfind(')');
+  if (text.empty() || close == std::string::npos) return Status::NotFound("no process " + std::to_string(pid));
+  std::istringstream f(text.substr(close + 2));
+  std::string tok;
+  for (int field = 3; field < 22 && (f >> tok); ++field) {
+  }
+  uint64_t start = 0;
+  if (!(f >> start)) return Status::Corruption("/proc/" + std::to_string(pid) + "/stat");
+  return start;
+}
+
 }  // namespace
 
 Result<LocalityOptions> LoadLocalityOptions(const node::Config& config) {
@@ -281,6 +297,22 @@ void LocalityService::Register() {
           return Status::PermissionDenied("locality.report: only root or mfsd's user may report");
         }
         return OnReport(req);
+      });
+  daemon_.RegisterControlOp(
+      "locality.identity", [this](const json& req, const control::Caller& caller) -> Result<json> {
+        // A guest supervisor names the migrated process it runs here.
+        if (caller.uid != 0 && caller.uid != ::geteuid())
+          return Status::PermissionDenied("locality.identity: only supervisors (root) may say who a process is");
+        for (const char* k : {"pid", "home", "home_pid"})
+          if (!req.contains(k) || !req[k].is_number_unsigned() || req[k].get<uint64_t>() == 0 ||
+              req[k].get<uint64_t>() > (std::string(k) == "home" ? kMaxNodeId : INT32_MAX))
+            return Status::InvalidArgument(std::string("locality.identity: \"") + k + "\" must be a positive id");
+        pid_t pid = req["pid"].get<pid_t>();
+        auto start = ProcessStart(pid);
+        if (!start.ok()) return start.status();
+        std::lock_guard lock(mu_);
+        model_.SetIdentity(pid, *start, req["home"].get<uint32_t>(), req["home_pid"].get<pid_t>());
+        return json{{"pid", pid}};
       });
   daemon_.RegisterControlOp(
       "locality.accounting",

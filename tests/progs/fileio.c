@@ -6,10 +6,14 @@
 // opens LATE, reads it (read) and prints its hash; at the end it reads LATE
 // again with pread and fstat's OUT. Its output depends only on the files,
 // so a migrated run must print exactly what an unmigrated one prints.
+// With MFS_TEST_GATE=DIR, before each step listed in MFS_TEST_GATE_STEPS
+// (comma-separated) it prints "gate N" on stderr and waits (at most 60 s)
+// until DIR/N exists: a test moves it at exactly those points.
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +24,22 @@ static uint64_t Fnv(const unsigned char* p, size_t n, uint64_t h) {
 }
 
 static unsigned char buf[65536];
+
+static void Gate(int step) {
+  const char* dir = getenv("MFS_TEST_GATE");
+  const char* steps = getenv("MFS_TEST_GATE_STEPS");
+  if (!dir || !steps) return;
+  char want[32];
+  snprintf(want, sizeof want, ",%d,", step);
+  char list[256];
+  snprintf(list, sizeof list, ",%s,", steps);
+  if (!strstr(list, want)) return;
+  fprintf(stderr, "gate %d\n", step);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%d", dir, step);
+  struct timespec tick = {0, 10000000L};
+  for (int i = 0; i < 6000 && access(path, F_OK) != 0; ++i) nanosleep(&tick, NULL);
+}
 
 int main(int argc, char** argv) {
   if (argc < 5) {
@@ -39,6 +59,7 @@ int main(int argc, char** argv) {
   int late = -1;
   uint64_t late_hash = 0;
   for (int i = 0; i < steps; ++i) {
+    Gate(i);
     ssize_t n = read(in, buf, sizeof buf);
     if (n < 0) {
       perror("read");
