@@ -82,6 +82,16 @@ class Home {
         return reply(Status::InvalidArgument("move: \"node\" must be a node id or \"home\""));
       Move(node, std::move(reply));
     });
+    // {"op":"dfsa","enable":bool?}: whether /mfs files move with the process
+    // at its next move (default on; off: their I/O goes through the deputy,
+    // as for any other file — for comparisons, bench/migrate/dfsa.sh).
+    control_.RegisterSync("dfsa", [this](const json& req, const control::Caller&) -> Result<json> {
+      if (req.contains("enable")) {
+        if (!req["enable"].is_boolean()) return Status::InvalidArgument("dfsa: \"enable\" must be true or false");
+        dfsa_enabled_ = req["enable"].get<bool>();
+      }
+      return json{{"dfsa", dfsa_enabled_}};
+    });
     MFS_RETURN_IF_ERROR(control_.Start(HomeSocketPath(cfg_.run_dir, pid_)));
     sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
     Tick();
@@ -124,6 +134,7 @@ class Home {
     }
     j["forwarded_by_call"] = std::move(by_call);
     j["dfsa_fds"] = std::vector<int>(dfsa_fds_.begin(), dfsa_fds_.end());
+    j["dfsa"] = dfsa_enabled_;
     if (last_downtime_ms_ >= 0) j["last_downtime_ms"] = last_downtime_ms_;
     if (!last_error_.empty()) j["last_error"] = last_error_;
     std::string why = state_ == State::kHome ? WhyNotMigratable(pid_) : "";
@@ -396,7 +407,7 @@ class Home {
       if (n && !tracee_->ReadMem(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
       rep.buffers.push_back(std::move(out));
     }
-    if (ret >= 0 && (cur.req.nr == SYS_open || cur.req.nr == SYS_openat || cur.req.nr == SYS_creat)) {
+    if (ret >= 0 && dfsa_enabled_ && (cur.req.nr == SYS_open || cur.req.nr == SYS_openat || cur.req.nr == SYS_creat)) {
       // DFSA: a file on /mfs opened while away is opened where the process
       // runs too; this fd keeps the number taken (and serves if it cannot).
       auto f = CaptureMfsFile(pid_, static_cast<int>(ret));
@@ -524,7 +535,7 @@ class Home {
         deputy_active_ = true;
         dep_ = Dep::kStopped;
         // DFSA: the files on /mfs move with it.
-        auto files = CaptureFiles(pid_, FileScope::kMfs);
+        auto files = dfsa_enabled_ ? CaptureFiles(pid_, FileScope::kMfs) : Result<std::vector<FileImage>>(std::vector<FileImage>());
         if (!files.ok()) {
           Unfreeze();
           return files.status();
@@ -903,6 +914,7 @@ class Home {
   uint64_t forwarded_ = 0;
   std::map<int, uint64_t> forwarded_by_nr_;  // forwarded calls by syscall number
   std::set<int> dfsa_fds_;                   // fds the remote uses directly (DFSA)
+  bool dfsa_enabled_ = true;
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;
