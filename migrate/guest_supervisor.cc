@@ -276,56 +276,39 @@ class Guest {
     return install;
   }
 
-  // How a trapped call that names a DFSA fd runs (see man/mfs-migration.7,
-  // DFSA): kNative on the remote's own open file (SECCOMP_USER_NOTIF_FLAG_CONTINUE),
-  // kClose natively and at home (so home's number is freed), kHome where the
-  // fd tables of the two sides would diverge (dup of or onto a DFSA fd,
-  // close_range over one, calls that also use another fd), kNone: the call
-  // does not concern a DFSA fd.
-  enum class DfsaUse { kNone, kNative, kClose, kHome };
-  DfsaUse ClassifyDfsa(const seccomp_notif& req) {
+  // How a trapped call that names a DFSA fd runs: the rule of DfsaTable
+  // (syscall_table.h), with the conditions it names checked here.
+  DfsaRule ClassifyDfsa(const seccomp_notif& req) {
+    const DfsaSpec* d = LookupDfsa(req.data.nr);
+    if (!d) return DfsaRule::kNone;
     const __u64* a = req.data.args;
     auto is = [this](uint64_t fd) { return fd <= INT32_MAX && dfsa_.count(static_cast<int>(fd)) > 0; };
+    if (req.data.nr == SYS_close_range) {
+      for (int fd : dfsa_)
+        if (static_cast<uint64_t>(fd) >= a[0] && static_cast<uint64_t>(fd) <= a[1]) return DfsaRule::kHome;
+      return DfsaRule::kNone;
+    }
+    bool names = false;
+    for (int i = 0; i < 6; ++i)
+      if ((d->fd_args & (1u << i)) && is(a[i])) names = true;
+    if (!names) return DfsaRule::kNone;
     auto empty_path = [this](uint64_t addr) {
       char c = 1;
       return addr != 0 && ReadRemote(addr, &c, 1).ok() && c == 0;
     };
     switch (req.data.nr) {
-      case SYS_read: case SYS_write: case SYS_pread64: case SYS_pwrite64: case SYS_readv: case SYS_writev:
-      case SYS_preadv: case SYS_pwritev: case SYS_preadv2: case SYS_pwritev2: case SYS_lseek: case SYS_fstat:
-      case SYS_fstatfs: case SYS_fsync: case SYS_fdatasync: case SYS_ftruncate: case SYS_fallocate:
-      case SYS_fadvise64: case SYS_flock: case SYS_sync_file_range: case SYS_readahead: case SYS_ioctl:
-      case SYS_fgetxattr: case SYS_flistxattr:
-        return is(a[0]) ? DfsaUse::kNative : DfsaUse::kNone;
       case SYS_fcntl: {
-        if (!is(a[0])) return DfsaUse::kNone;
         const int cmd = static_cast<int>(a[1]);
-        return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? DfsaUse::kHome : DfsaUse::kNative;
+        return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? DfsaRule::kHome : DfsaRule::kNative;
       }
-      case SYS_newfstatat:
-        return is(a[0]) && (a[3] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaUse::kNative : DfsaUse::kNone;
+      case SYS_newfstatat:  // otherwise a path relative to a file: forwarded (ENOTDIR)
+        return (a[3] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaRule::kNative : DfsaRule::kNone;
       case SYS_statx:
-        return is(a[0]) && (a[2] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaUse::kNative : DfsaUse::kNone;
-      case SYS_mmap:
-        // A writable shared mapping could not move again: it runs at home.
-        if (!is(a[4])) return DfsaUse::kNone;
-        return (a[3] & MAP_SHARED) && (a[2] & PROT_WRITE) ? DfsaUse::kHome : DfsaUse::kNative;
-      case SYS_close:
-        return is(a[0]) ? DfsaUse::kClose : DfsaUse::kNone;
-      case SYS_dup:
-        return is(a[0]) ? DfsaUse::kHome : DfsaUse::kNone;
-      case SYS_dup2: case SYS_dup3:
-        return is(a[0]) || is(a[1]) ? DfsaUse::kHome : DfsaUse::kNone;
-      case SYS_close_range:
-        for (int fd : dfsa_)
-          if (static_cast<uint64_t>(fd) >= a[0] && static_cast<uint64_t>(fd) <= a[1]) return DfsaUse::kHome;
-        return DfsaUse::kNone;
-      case SYS_sendfile:
-        return is(a[0]) || is(a[1]) ? DfsaUse::kHome : DfsaUse::kNone;
-      case SYS_copy_file_range: case SYS_splice: case SYS_tee:
-        return is(a[0]) || is(a[2]) ? DfsaUse::kHome : DfsaUse::kNone;
+        return (a[2] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaRule::kNative : DfsaRule::kNone;
+      case SYS_mmap:  // a writable shared mapping could not move again: it runs at home
+        return (a[3] & MAP_SHARED) && (a[2] & PROT_WRITE) ? DfsaRule::kHome : DfsaRule::kNative;
       default:
-        return DfsaUse::kNone;
+        return d->rule;
     }
   }
 
@@ -503,10 +486,10 @@ class Guest {
     bool dfsa_home = false;
     if (!dfsa_.empty()) {
       switch (ClassifyDfsa(req)) {
-        case DfsaUse::kNative:
+        case DfsaRule::kNative:
           ++dfsa_calls_;
           return RespondContinue(req.id);
-        case DfsaUse::kClose: {
+        case DfsaRule::kClose: {
           // Closed here now, and at home (fire and forget, in order with
           // every later call): the number is free on both sides before any
           // call made after this close can reach the home.
@@ -519,10 +502,10 @@ class Guest {
                       std::chrono::seconds(60));
           return RespondContinue(req.id);
         }
-        case DfsaUse::kHome:
+        case DfsaRule::kHome:
           dfsa_home = true;
           break;
-        case DfsaUse::kNone:
+        case DfsaRule::kNone:
           break;
       }
     }
