@@ -6,8 +6,9 @@
 #
 # Starts a 2-node mfs-cluster (its own directory, a random port), puts a
 # --mib MiB file in node 2's export, and runs mfs-bench-readbw on it from
-# node 1 (read() of 64 KiB and of 1 MiB, --passes passes after one untimed
-# pass, so every mode reads a warm page cache where it runs):
+# node 1 (read() of 4 KiB, 64 KiB and 1 MiB, --passes passes after one
+# untimed pass, so every mode reads a warm page cache where it runs; 4 KiB
+# reads show the cost per call):
 #   home       under mfsrun on node 1, never moved (reads /mfs/2 over the network)
 #   dfsa       moved to node 2 first: its fd was re-opened there, each
 #              read() is one seccomp trap answered CONTINUE (node-local file)
@@ -44,7 +45,7 @@ on() { local n=$1; shift; "$BIN/mfs-cluster" exec "$n" --dir "$DIR" -- "$@"; }
 on 1 test -d /mfs/2 || { echo "dfsa.sh: /mfs is not mounted in the nodes" >&2; exit 1; }
 head -c $((MIB << 20)) /dev/urandom > "$DIR/node2/export/data"
 
-# One run: $1 mode, $2 chunk bytes. Prints "MB/s reads".
+# One run: $1 mode, $2 chunk bytes. Prints "MB/s µs-per-read".
 run() {
   local mode=$1 chunk=$2 gate=$DIR/gate.$RANDOM out=$DIR/out.$RANDOM
   on 1 sh -c "PATH=$BIN:\$PATH; (mfsrun -- mfs-bench-readbw /mfs/2/data $chunk $PASSES $gate > $out 2>&1 & echo \$! > $DIR/pid) < /dev/null" > /dev/null
@@ -64,17 +65,17 @@ s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"{\"op\":\"d
   fi
   touch "$gate"
   for _ in $(seq 6000); do [[ -s $out ]] && ! kill -0 "$pid" 2>/dev/null && break; sleep 0.05; done
-  awk '{print $1, $4}' "$out"
+  awk '{printf "%s %.2f\n", $1, $3 * 1e6 / $4}' "$out"
 }
 
 echo "## DFSA read throughput ($MIB MiB file on node 2, read from a process of node 1, $PASSES warm passes)"
 echo
-echo "| read() size | home (MB/s) | remote, DFSA (MB/s) | remote, forwarded (MB/s) | DFSA / forwarded | DFSA / home |"
+echo "| read() size | home MB/s (µs/read) | remote, DFSA MB/s (µs/read) | remote, forwarded MB/s (µs/read) | DFSA / forwarded | DFSA / home |"
 echo "|---|---|---|---|---|---|"
-for chunk in 65536 1048576; do
-  read -r h _ < <(run home $chunk)
-  read -r d _ < <(run dfsa $chunk)
-  read -r f _ < <(run forwarded $chunk)
-  awk -v c=$chunk -v h="$h" -v d="$d" -v f="$f" 'BEGIN {
-    printf "| %d KiB | %.0f | %.0f | %.0f | %.1fx | %.2fx |\n", c / 1024, h, d, f, d / f, d / h }'
+for chunk in 4096 65536 1048576; do
+  read -r h hu < <(run home $chunk)
+  read -r d du < <(run dfsa $chunk)
+  read -r f fu < <(run forwarded $chunk)
+  awk -v c=$chunk -v h="$h" -v d="$d" -v f="$f" -v hu="$hu" -v du="$du" -v fu="$fu" 'BEGIN {
+    printf "| %d KiB | %.0f (%.1f) | %.0f (%.1f) | %.0f (%.1f) | %.1fx | %.2fx |\n", c / 1024, h, hu, d, du, f, fu, d / f, d / h }'
 done
