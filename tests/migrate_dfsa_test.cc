@@ -257,6 +257,13 @@ TEST_F(Dfsa, Sha256sumOfAnMfsFileMovedMidRun) {
     auto r = Move(pid, to);
     if (!r.ok()) break;  // it may have finished
     ++moved;
+    if (moved == 1) {
+      json home = Info(1, pid);
+      if (!home.is_null()) {  // else it has finished already
+        EXPECT_TRUE(Has(home["dfsa_fds"], 3)) << home.dump();
+        EXPECT_EQ(Forwarded(home, "read"), 0u) << home.dump();
+      }
+    }
     std::this_thread::sleep_for(150ms);
   }
   EXPECT_GE(moved, 1) << "finished before it could be moved";

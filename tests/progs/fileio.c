@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
     nanosleep(&delay, NULL);
   }
   if (late >= 0) {
+    printf("late fd %d still at %lld\n", late, (long long)lseek(late, 0, SEEK_CUR));
     uint64_t h = 14695981039346656037ull;
     off_t at = 0;
     ssize_t n;
