@@ -117,21 +117,23 @@ bool Has(const json& list, int fd) {
 }
 
 // A program reads a node-3 file and writes a node-1 file in steps; it moves
-// to node 2, hops to node 3 (where it opens a node-2 file), comes home and
+// to node 2, hops to node 3 (where it opens /mfs/here/late.bin: node 3's),
+// comes home and
 // goes away again, ending on node 2. Offsets are kept across every move,
 // no read/lseek/pread ever reaches the deputy, the output matches an
 // unmigrated run and node 2 attributes the bytes to the home pid.
 TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
   if (!UpWithMfs()) GTEST_SKIP() << "/mfs is not mounted in the cluster nodes";
   WriteData(NodeDir(3) + "/export/in.bin", 5u << 20, 42);
-  WriteData(NodeDir(2) + "/export/late.bin", 300000, 7);
+  // Opened on node 3 as /mfs/here/late.bin: "here" is where it runs.
+  WriteData(NodeDir(3) + "/export/late.bin", 300000, 7);
   const std::string prog = BinDir() + "/mfs-test-fileio";
   ExecResult ref = RunCommand({"sh", "-c", prog + " " + NodeDir(3) + "/export/in.bin " + P("want.out") + " 60 5 " +
-                                             NodeDir(2) + "/export/late.bin > " + P("want.txt")});
+                                             NodeDir(3) + "/export/late.bin > " + P("want.txt")});
   ASSERT_TRUE(ref.ok()) << ref.Describe();
   mkdir(P("gates").c_str(), 0755);
   pid_t pid = StartOnNode1("MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3,15,31,45 mfsrun -- " + prog +
-                           " /mfs/3/in.bin /mfs/1/got.out 60 5 /mfs/2/late.bin > " + P("got.txt") + " 2> " +
+                           " /mfs/3/in.bin /mfs/1/got.out 60 5 /mfs/here/late.bin > " + P("got.txt") + " 2> " +
                            P("got.err") + " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
   ASSERT_GT(pid, 0);
 
@@ -270,6 +272,35 @@ TEST_F(Dfsa, Sha256sumOfAnMfsFileMovedMidRun) {
   EXPECT_EQ(ExitStatus(), 0) << Slurp(P("got.err"));
   std::string got = Slurp(P("got.txt"));
   EXPECT_EQ(got, want + "  /mfs/3/big.bin\n" + want + "  /mfs/3/big.bin\n" + want + "  /mfs/3/big.bin\n");
+}
+
+// A DFSA file that the destination cannot open (removed behind /mfs's back:
+// the home still has it open) refuses the move with the reason; the process
+// goes on at home, untouched, and ends as an unmigrated run does.
+TEST_F(Dfsa, FileThatCannotBeReopenedThereRefusesTheMove) {
+  if (!UpWithMfs()) GTEST_SKIP() << "/mfs is not mounted in the cluster nodes";
+  const std::string data = NodeDir(3) + "/export/gone.bin";
+  WriteData(data, 1u << 20, 11);
+  const std::string prog = BinDir() + "/mfs-test-fileio";
+  ExecResult ref = RunCommand({"sh", "-c", prog + " " + data + " " + P("want.out") + " 10 5 > " + P("want.txt")});
+  ASSERT_TRUE(ref.ok()) << ref.Describe();
+  mkdir(P("gates").c_str(), 0755);
+  pid_t pid = StartOnNode1("MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3 mfsrun -- " + prog +
+                           " /mfs/3/gone.bin /mfs/1/got.out 10 5 > " + P("got.txt") + " 2> " + P("got.err") +
+                           " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(AtGate(3));
+  ASSERT_EQ(unlink(data.c_str()), 0);
+  auto r = Move(pid, 2);
+  ASSERT_FALSE(r.ok()) << "moved although its file cannot be opened on node 2: " << r->dump();
+  EXPECT_NE(r.status().ToString().find("/mfs/3/gone.bin"), std::string::npos) << r.status().ToString();
+  json home = Info(1, pid);
+  ASSERT_FALSE(home.is_null());
+  EXPECT_EQ(home["state"], "home");
+  EXPECT_EQ(home["where"], 1);
+  Open(3);
+  EXPECT_EQ(ExitStatus(), 0);
+  EXPECT_EQ(Slurp(P("got.txt")), Slurp(P("want.txt")));
 }
 
 }  // namespace
