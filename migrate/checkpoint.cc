@@ -6,8 +6,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -389,7 +389,8 @@ Status DescribeFd(pid_t pid, int fd, FileImage* f, bool* is_reg) {
 }
 
 bool Eligible(const FileImage& f, bool is_reg) {
-  const bool deleted = f.path.size() > 10 && f.path.compare(f.path.size() - 10, 10, " (deleted)") == 0;
+  const bool deleted =
+      f.path.size() > 10 && f.path.compare(f.path.size() - 10, 10, " (deleted)") == 0;
   return is_reg && !(f.flags & O_PATH) && IsMfsNodePath(f.path) && !deleted && f.fd < 1000;
 }
 
@@ -425,7 +426,8 @@ Result<std::vector<FileImage>> CaptureFiles(pid_t pid, FileScope scope) {
     }
     if (scope == FileScope::kMfs && !Eligible(f, is_reg)) continue;
     if (scope == FileScope::kAll && (!is_reg || fd >= 1000))
-      return Status::Error(EBUSY, "fd " + std::to_string(fd) + " (" + f.path + ") is not a file that can move");
+      return Status::Error(
+          EBUSY, "fd " + std::to_string(fd) + " (" + f.path + ") is not a file that can move");
     for (const auto& g : out)
       if (g.group == g.fd && syscall(SYS_kcmp, pid, pid, KCMP_FILE, g.fd, fd) == 0) {
         f.group = g.fd;

@@ -1,16 +1,15 @@
 // GuestSupervisor: see supervisor.h.
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <linux/kcmp.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 
 #include <map>
 #include <optional>
@@ -188,7 +187,8 @@ class Guest {
     std::vector<UniqueFd> opened;
     MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
     // TRACEEXIT: the exit stop shows the offsets the home's fds take at the end.
-    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget(install, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXIT));
+    MFS_ASSIGN_OR_RETURN(remote_,
+                         SpawnRestoreTarget(install, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXIT));
     opened.clear();
     RestoreOptions opts;
     opts.keep_stub = true;
@@ -196,7 +196,9 @@ class Guest {
     opts.before_registers = [this](Tracee& t, const Scratch& stub) -> Status {
       // dup2 in the target cleared close-on-exec.
       for (const auto& f : incoming_.files)
-        if (f.cloexec) MFS_RETURN_IF_ERROR(t.CheckedSyscall("fcntl(F_SETFD)", SYS_fcntl, f.fd, F_SETFD, FD_CLOEXEC).status());
+        if (f.cloexec)
+          MFS_RETURN_IF_ERROR(
+              t.CheckedSyscall("fcntl(F_SETFD)", SYS_fcntl, f.fd, F_SETFD, FD_CLOEXEC).status());
       return InstallFilter(t, stub);
     };
     MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
@@ -217,10 +219,13 @@ class Guest {
     // found through proc.where.
     if (!cfg_.mfsd_socket.empty()) {
       auto r = control::Call(cfg_.mfsd_socket,
-                             json{{"op", "locality.identity"}, {"pid", remote_->tid()}, {"home", home_node_},
+                             json{{"op", "locality.identity"},
+                                  {"pid", remote_->tid()},
+                                  {"home", home_node_},
                                   {"home_pid", home_pid_}},
                              1000);
-      if (!r.ok()) spdlog::info("guest: locality identity of {}: {}", remote_->tid(), r.status().ToString());
+      if (!r.ok())
+        spdlog::info("guest: locality identity of {}: {}", remote_->tid(), r.status().ToString());
     }
     MFS_RETURN_IF_ERROR(remote_->Cont());
     for (auto& t : threads_) MFS_RETURN_IF_ERROR(t->Cont());
@@ -235,9 +240,15 @@ class Guest {
         while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
         command = *cmd;
       }
-      return json{{"home", home_node_}, {"home_pid", home_pid_}, {"where", cfg_.node_id},
-                  {"pid", pid}, {"role", "guest"}, {"command", command},
-                  {"dfsa_fds", std::vector<int>(dfsa_.begin(), dfsa_.end())}, {"dfsa_calls", dfsa_calls_}, {"dfsa_opens", dfsa_opens_}};
+      return json{{"home", home_node_},
+                  {"home_pid", home_pid_},
+                  {"where", cfg_.node_id},
+                  {"pid", pid},
+                  {"role", "guest"},
+                  {"command", command},
+                  {"dfsa_fds", std::vector<int>(dfsa_.begin(), dfsa_.end())},
+                  {"dfsa_calls", dfsa_calls_},
+                  {"dfsa_opens", dfsa_opens_}};
     });
     control_->Start(GuestSocketPath(cfg_.run_dir, remote_->tid())).IgnoreError();
     return remote_->tid();
@@ -258,12 +269,15 @@ class Guest {
         continue;
       }
       if (!IsMfsNodePath(f.path))
-        return Status::Error(EBUSY, "fd " + std::to_string(f.fd) + ": " + f.path + " cannot be re-opened on node " +
+        return Status::Error(EBUSY, "fd " + std::to_string(f.fd) + ": " + f.path +
+                                        " cannot be re-opened on node " +
                                         std::to_string(cfg_.node_id));
-      const int flags = static_cast<int>(f.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) |
+      const int flags = static_cast<int>(f.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL |
+                                                                          O_TRUNC | O_NOCTTY)) |
                         O_CLOEXEC | O_NOFOLLOW;
       UniqueFd fd(open(f.path.c_str(), flags));
-      if (!fd) return Status::FromErrno("DFSA: re-opening fd " + std::to_string(f.fd) + " " + f.path);
+      if (!fd)
+        return Status::FromErrno("DFSA: re-opening fd " + std::to_string(f.fd) + " " + f.path);
       struct stat st;
       if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
         return Status::Error(EBUSY, "DFSA: " + f.path + " is no longer a regular file");
@@ -282,10 +296,13 @@ class Guest {
     const DfsaSpec* d = LookupDfsa(req.data.nr);
     if (!d) return DfsaRule::kNone;
     const __u64* a = req.data.args;
-    auto is = [this](uint64_t fd) { return fd <= INT32_MAX && dfsa_.count(static_cast<int>(fd)) > 0; };
+    auto is = [this](uint64_t fd) {
+      return fd <= INT32_MAX && dfsa_.count(static_cast<int>(fd)) > 0;
+    };
     if (req.data.nr == SYS_close_range) {
       for (int fd : dfsa_)
-        if (static_cast<uint64_t>(fd) >= a[0] && static_cast<uint64_t>(fd) <= a[1]) return DfsaRule::kHome;
+        if (static_cast<uint64_t>(fd) >= a[0] && static_cast<uint64_t>(fd) <= a[1])
+          return DfsaRule::kHome;
       return DfsaRule::kNone;
     }
     bool names = false;
@@ -318,12 +335,14 @@ class Guest {
   // installed (the home's fd then serves, through the deputy).
   bool InstallOpened(uint64_t id, int64_t fd, const std::string& path, uint32_t flags) {
     if (fd < 0 || fd >= 1000 || !IsMfsNodePath(path)) return false;
-    const int oflags = static_cast<int>(flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC)) |
+    const int oflags = static_cast<int>(flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC |
+                                                                       O_NOCTTY | O_CLOEXEC)) |
                        O_CLOEXEC | O_NOFOLLOW;
     UniqueFd local(open(path.c_str(), oflags));
     struct stat st;
     if (!local || fstat(local.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      spdlog::info("guest: DFSA open of {} here failed ({}); its I/O goes through the deputy", path, strerror(errno));
+      spdlog::info("guest: DFSA open of {} here failed ({}); its I/O goes through the deputy", path,
+                   strerror(errno));
       return false;
     }
     seccomp_notif_addfd add{};
@@ -341,7 +360,9 @@ class Guest {
         SyscallRequest close_home;
         close_home.nr = SYS_close;
         close_home.args[0] = static_cast<uint64_t>(fd);
-        conn_->Call(kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {}, std::chrono::seconds(60));
+        conn_->Call(
+            kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
+            std::chrono::seconds(60));
         return true;
       }
       spdlog::info("guest: installing DFSA fd {} ({}) failed: {}", fd, path, strerror(errno));
@@ -498,8 +519,9 @@ class Guest {
           SyscallRequest close_home;
           close_home.nr = SYS_close;
           close_home.args[0] = a[0];
-          conn_->Call(kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
-                      std::chrono::seconds(60));
+          conn_->Call(
+              kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
+              std::chrono::seconds(60));
           return RespondContinue(req.id);
         }
         case DfsaRule::kHome:
@@ -569,7 +591,9 @@ class Guest {
                     for (const auto& b : rep->buffers)
                       if (!WriteRemote(dest[b.arg], b.data.data(), b.data.size()).ok()) return Respond(id, -EFAULT);
                   }
-                  if (!rep->dfsa_path.empty() && InstallOpened(id, rep->ret, rep->dfsa_path, rep->dfsa_flags)) return;
+                  if (!rep->dfsa_path.empty() &&
+                      InstallOpened(id, rep->ret, rep->dfsa_path, rep->dfsa_flags))
+                    return;
                   Respond(id, rep->ret);
                 },
                 std::chrono::hours(24 * 365));  // a forwarded read may wait for input forever
@@ -803,8 +827,10 @@ class Guest {
       // home with the exit status (a parent sharing the open file sees them).
       if (&t == remote_.get() && !dfsa_.empty()) {
         auto files = CaptureFiles(t.tid(), FileScope::kAll);
-        if (files.ok()) exit_files_ = std::move(*files);
-        else spdlog::warn("guest: DFSA offsets at exit: {}", files.status().ToString());
+        if (files.ok())
+          exit_files_ = std::move(*files);
+        else
+          spdlog::warn("guest: DFSA offsets at exit: {}", files.status().ToString());
       }
       t.Cont().IgnoreError();
     } else if (event == PTRACE_EVENT_STOP && outgoing_) {

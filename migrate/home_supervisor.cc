@@ -24,8 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <array>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <optional>
@@ -87,7 +87,8 @@ class Home {
     // as for any other file — for comparisons, bench/migrate/dfsa.sh).
     control_.RegisterSync("dfsa", [this](const json& req, const control::Caller&) -> Result<json> {
       if (req.contains("enable")) {
-        if (!req["enable"].is_boolean()) return Status::InvalidArgument("dfsa: \"enable\" must be true or false");
+        if (!req["enable"].is_boolean())
+          return Status::InvalidArgument("dfsa: \"enable\" must be true or false");
         dfsa_enabled_ = req["enable"].get<bool>();
       }
       return json{{"dfsa", dfsa_enabled_}};
@@ -407,7 +408,8 @@ class Home {
       if (n && !tracee_->ReadMem(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
       rep.buffers.push_back(std::move(out));
     }
-    if (ret >= 0 && dfsa_enabled_ && (cur.req.nr == SYS_open || cur.req.nr == SYS_openat || cur.req.nr == SYS_creat)) {
+    if (ret >= 0 && dfsa_enabled_ &&
+        (cur.req.nr == SYS_open || cur.req.nr == SYS_openat || cur.req.nr == SYS_creat)) {
       // DFSA: a file on /mfs opened while away is opened where the process
       // runs too; this fd keeps the number taken (and serves if it cannot).
       auto f = CaptureMfsFile(pid_, static_cast<int>(ret));
@@ -471,22 +473,29 @@ class Home {
       auto shared = std::make_shared<const ProcessImage>(std::move(*img));
       SendImage(conn, shared, [this, node, reply, conn, t0, shared](Status s) {
         if (!s.ok()) return FailAway(s, reply, conn);
-        conn->Call(kStart, "", [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
-          if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
-          last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-          conn_ = conn;
-          where_ = node;
-          ++moves_;
-          state_ = State::kRemote;
-          frozen_pending_.clear();  // they travelled with the image
-          timers_stopped_ = false;  // they run at the remote now
-          dfsa_fds_.clear();
-          for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
-          RetireThreads();
-          Next();
-          spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
-          reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
-        }, std::chrono::seconds(60));
+        conn->Call(
+            kStart, "",
+            [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
+              if (!r.ok())
+                return FailAway(r.status().Annotate("restore on node " + std::to_string(node)),
+                                reply, conn);
+              last_downtime_ms_ =
+                  std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+              conn_ = conn;
+              where_ = node;
+              ++moves_;
+              state_ = State::kRemote;
+              frozen_pending_.clear();  // they travelled with the image
+              timers_stopped_ = false;  // they run at the remote now
+              dfsa_fds_.clear();
+              for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
+              RetireThreads();
+              Next();
+              spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node,
+                           last_downtime_ms_);
+              reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+            },
+            std::chrono::seconds(60));
       });
     });
   }
@@ -535,7 +544,8 @@ class Home {
         deputy_active_ = true;
         dep_ = Dep::kStopped;
         // DFSA: the files on /mfs move with it.
-        auto files = dfsa_enabled_ ? CaptureFiles(pid_, FileScope::kMfs) : Result<std::vector<FileImage>>(std::vector<FileImage>());
+        auto files = dfsa_enabled_ ? CaptureFiles(pid_, FileScope::kMfs)
+                                   : Result<std::vector<FileImage>>(std::vector<FileImage>());
         if (!files.ok()) {
           Unfreeze();
           return files.status();
@@ -755,25 +765,32 @@ class Home {
             StayRemote(why, reply);
           };
           if (!s.ok()) return fail(s);
-          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
-            if (!r.ok()) return fail(r.status().Annotate("restore on node " + std::to_string(node)));
-            auto old = conn_;
-            failed_conns_.insert(old.get());
-            old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
-            calls_.clear();  // the new remote re-issues them
-            freezing_remote_ = false;
-            reaping_ = true;
-            ReconcileFiles((*img)->files, false);
-            reaping_ = false;
-            conn_ = fresh;
-            where_ = node;
-            ++moves_;
-            last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-            state_ = State::kRemote;
-            dep_ = Dep::kStopped;
-            Next();
-            reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
-          }, std::chrono::seconds(60));
+          fresh->Call(
+              kStart, "",
+              [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
+                if (!r.ok())
+                  return fail(r.status().Annotate("restore on node " + std::to_string(node)));
+                auto old = conn_;
+                failed_conns_.insert(old.get());
+                old->Call(
+                    kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); },
+                    std::chrono::seconds(5));
+                calls_.clear();  // the new remote re-issues them
+                freezing_remote_ = false;
+                reaping_ = true;
+                ReconcileFiles((*img)->files, false);
+                reaping_ = false;
+                conn_ = fresh;
+                where_ = node;
+                ++moves_;
+                last_downtime_ms_ =
+                    std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+                state_ = State::kRemote;
+                dep_ = Dep::kStopped;
+                Next();
+                reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+              },
+              std::chrono::seconds(60));
         });
       });
     });
@@ -797,13 +814,17 @@ class Home {
     for (const auto& f : files) {
       auto r = tracee_->Syscall(SYS_lseek, f.fd, f.offset, SEEK_SET);
       if (!r.ok() || *r < 0) {
-        spdlog::warn("home: DFSA fd {} ({}) of {}: could not take the remote's offset {}", f.fd, f.path, pid_, f.offset);
+        spdlog::warn("home: DFSA fd {} ({}) of {}: could not take the remote's offset {}", f.fd,
+                     f.path, pid_, f.offset);
         continue;
       }
       auto fl = tracee_->Syscall(SYS_fcntl, f.fd, F_GETFL);
       if (fl.ok() && *fl >= 0 && (static_cast<uint32_t>(*fl) & kSettable) != (f.flags & kSettable))
-        tracee_->Syscall(SYS_fcntl, f.fd, F_SETFL, (static_cast<uint32_t>(*fl) & ~kSettable) | (f.flags & kSettable))
-            .status().IgnoreError();
+        tracee_
+            ->Syscall(SYS_fcntl, f.fd, F_SETFL,
+                      (static_cast<uint32_t>(*fl) & ~kSettable) | (f.flags & kSettable))
+            .status()
+            .IgnoreError();
       tracee_->Syscall(SYS_fcntl, f.fd, F_SETFD, f.cloexec ? FD_CLOEXEC : 0).status().IgnoreError();
     }
   }
@@ -824,18 +845,20 @@ class Home {
         int status = static_cast<int>(*st);
         std::vector<FileImage> files;
         Status fs = DecodeFiles(std::string_view(f.payload).substr(4), &files);
-        if (f.payload.size() > 4 && !fs.ok()) spdlog::warn("home: exit file table of {}: {}", pid_, fs.ToString());
+        if (f.payload.size() > 4 && !fs.ok())
+          spdlog::warn("home: exit file table of {}: {}", pid_, fs.ToString());
         spdlog::info("home: remote of {} ended (status {:#x})", pid_, status);
-        RunWhenStopped([this, status, files = std::move(files), has_files = f.payload.size() > 4 && fs.ok()] {
-          if (has_files) {
-            // The open files may be shared with other processes at home (a
-            // shell's redirection): they see the offsets the remote left.
-            reaping_ = true;
-            ReconcileFiles(files, true);
-            reaping_ = false;
-          }
-          EndDeputy(status);
-        });
+        RunWhenStopped(
+            [this, status, files = std::move(files), has_files = f.payload.size() > 4 && fs.ok()] {
+              if (has_files) {
+                // The open files may be shared with other processes at home (a
+                // shell's redirection): they see the offsets the remote left.
+                reaping_ = true;
+                ReconcileFiles(files, true);
+                reaping_ = false;
+              }
+              EndDeputy(status);
+            });
         return;
       }
       case kWantHome: {

@@ -30,7 +30,8 @@ Status ReadFiles(Reader& r, std::vector<FileImage>* files) {
     f.offset = r.U64();
     f.path = std::string(r.Bytes());
     if (!r.ok()) return Status::Corruption("image: truncated file table");
-    if (f.fd < 0 || f.group < 0 || f.group > f.fd || cloexec > 1 || f.path.empty() || f.path[0] != '/')
+    if (f.fd < 0 || f.group < 0 || f.group > f.fd || cloexec > 1 || f.path.empty() ||
+        f.path[0] != '/')
       return Status::Corruption("image: bad file entry");
     f.cloexec = cloexec == 1;
     files->push_back(std::move(f));

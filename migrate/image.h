@@ -111,7 +111,7 @@ struct FileImage {
   uint32_t flags = 0;  // open flags as /proc/PID/fdinfo shows them (O_CLOEXEC excluded)
   bool cloexec = false;
   uint64_t offset = 0;
-  std::string path;    // /mfs/<node>/... (numeric node)
+  std::string path;  // /mfs/<node>/... (numeric node)
 };
 
 struct ProcessImage {

@@ -268,10 +268,14 @@ std::vector<DfsaSpec> MakeDfsaTable() {
 
 const char* DfsaRuleName(DfsaRule r) {
   switch (r) {
-    case DfsaRule::kNative: return "dfsa-native";
-    case DfsaRule::kClose: return "dfsa-close";
-    case DfsaRule::kHome: return "dfsa-home";
-    case DfsaRule::kNone: return "-";
+    case DfsaRule::kNative:
+      return "dfsa-native";
+    case DfsaRule::kClose:
+      return "dfsa-close";
+    case DfsaRule::kHome:
+      return "dfsa-home";
+    case DfsaRule::kNone:
+      return "-";
   }
   return "?";
 }

@@ -75,8 +75,8 @@ struct DfsaSpec {
   int nr = -1;
   const char* name = "";
   DfsaRule rule = DfsaRule::kNone;
-  uint8_t fd_args = 0;      // bit i: argument i is an fd
-  const char* when = "";    // a condition the guest checks, for the table
+  uint8_t fd_args = 0;    // bit i: argument i is an fd
+  const char* when = "";  // a condition the guest checks, for the table
 };
 
 // The rules for calls on DFSA fds; nullptr: the call is not about one.

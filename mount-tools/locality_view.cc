@@ -255,11 +255,12 @@ std::string RenderProcesses(const ClusterView& v, const Filter& f) {
     exited |= !r.alive;
     std::string cmd = Fit(r.comm, 12) + (r.alive ? "" : "*");
     // A migrated process: "HOME:PID", its identity on its home node.
-    std::string pid = r.home && r.home != r.reporter ? std::to_string(r.home) + ":" + std::to_string(r.pid)
-                                                      : std::to_string(r.pid);
-    t.AddRow({pid, cmd, std::to_string(r.where),
-              r.main_node ? std::to_string(r.main_node) : "-", Pct(r.local_pct), Rate(r.rate_bps),
-              ShortBytes(r.bytes), PerNode(r.per_node, budget)});
+    std::string pid = r.home && r.home != r.reporter
+                          ? std::to_string(r.home) + ":" + std::to_string(r.pid)
+                          : std::to_string(r.pid);
+    t.AddRow({pid, cmd, std::to_string(r.where), r.main_node ? std::to_string(r.main_node) : "-",
+              Pct(r.local_pct), Rate(r.rate_bps), ShortBytes(r.bytes),
+              PerNode(r.per_node, budget)});
   }
   return t.Render() + (exited ? "* the process has exited\n" : "");
 }

@@ -62,17 +62,22 @@ class Dfsa : public ClusterTest {
     ExecResult r = Exec(1, {"sh", "-c", "(" + script + ") > /dev/null 2>&1 < /dev/null &"});
     EXPECT_TRUE(r.ok()) << r.Describe();
     pid_t pid = 0;
-    WaitFor([&] {
-      pid = static_cast<pid_t>(std::atoi(Slurp(P("pid")).c_str()));
-      return pid > 0;
-    }, 10s, 20ms);
+    WaitFor(
+        [&] {
+          pid = static_cast<pid_t>(std::atoi(Slurp(P("pid")).c_str()));
+          return pid > 0;
+        },
+        10s, 20ms);
     return pid;
   }
 
   // Waits until the program printed "gate N" on stderr (it waits there).
   bool AtGate(int n) {
-    return WaitFor([&] { return Slurp(P("got.err")).find("gate " + std::to_string(n) + "\n") != std::string::npos; },
-                   60s, 10ms);
+    return WaitFor(
+        [&] {
+          return Slurp(P("got.err")).find("gate " + std::to_string(n) + "\n") != std::string::npos;
+        },
+        60s, 10ms);
   }
   void Open(int n) { std::ofstream(P("gates/" + std::to_string(n))); }
 
@@ -95,12 +100,14 @@ class Dfsa : public ClusterTest {
   // Waits for the status file the script writes when the program ends.
   int ExitStatus() {
     int status = -1;
-    WaitFor([&] {
-      std::string s = Slurp(P("status"));
-      if (s.empty()) return false;
-      status = std::atoi(s.c_str());
-      return true;
-    }, 60s, 20ms);
+    WaitFor(
+        [&] {
+          std::string s = Slurp(P("status"));
+          if (s.empty()) return false;
+          status = std::atoi(s.c_str());
+          return true;
+        },
+        60s, 20ms);
     return status;
   }
 };
@@ -128,13 +135,15 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
   // Opened on node 3 as /mfs/here/late.bin: "here" is where it runs.
   WriteData(NodeDir(3) + "/export/late.bin", 300000, 7);
   const std::string prog = BinDir() + "/mfs-test-fileio";
-  ExecResult ref = RunCommand({"sh", "-c", prog + " " + NodeDir(3) + "/export/in.bin " + P("want.out") + " 60 5 " +
-                                             NodeDir(3) + "/export/late.bin > " + P("want.txt")});
+  ExecResult ref = RunCommand({"sh", "-c",
+                               prog + " " + NodeDir(3) + "/export/in.bin " + P("want.out") +
+                                   " 60 5 " + NodeDir(3) + "/export/late.bin > " + P("want.txt")});
   ASSERT_TRUE(ref.ok()) << ref.Describe();
   mkdir(P("gates").c_str(), 0755);
-  pid_t pid = StartOnNode1("MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3,15,31,45 mfsrun -- " + prog +
-                           " /mfs/3/in.bin /mfs/1/got.out 60 5 /mfs/here/late.bin > " + P("got.txt") + " 2> " +
-                           P("got.err") + " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
+  pid_t pid = StartOnNode1(
+      "MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3,15,31,45 mfsrun -- " + prog +
+      " /mfs/3/in.bin /mfs/1/got.out 60 5 /mfs/here/late.bin > " + P("got.txt") + " 2> " +
+      P("got.err") + " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
   ASSERT_GT(pid, 0);
 
   ASSERT_TRUE(AtGate(3));
@@ -155,7 +164,8 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
   home = Info(1, pid);
   EXPECT_EQ(Forwarded(home, "read"), 0u) << home.dump();
   EXPECT_EQ(Forwarded(home, "lseek"), 0u) << home.dump();
-  EXPECT_GT(Forwarded(home, "write"), 0u) << "its stdout (a file outside /mfs) is the deputy's: " << home.dump();
+  EXPECT_GT(Forwarded(home, "write"), 0u)
+      << "its stdout (a file outside /mfs) is the deputy's: " << home.dump();
   r = Move(pid, 3);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   Open(15);
@@ -179,7 +189,8 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
 
   EXPECT_EQ(ExitStatus(), 0);
   EXPECT_EQ(Slurp(P("got.txt")), Slurp(P("want.txt")));
-  EXPECT_TRUE(Slurp(NodeDir(1) + "/export/got.out") == Slurp(P("want.out"))) << "the file it wrote differs";
+  EXPECT_TRUE(Slurp(NodeDir(1) + "/export/got.out") == Slurp(P("want.out")))
+      << "the file it wrote differs";
   home = Info(1, pid);  // gone with the process: nothing to check then
   if (!home.is_null()) {
     EXPECT_EQ(Forwarded(home, "pread64"), 0u) << home.dump();
@@ -187,20 +198,23 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
 
   // Node 2 saw its reads of node 3's file, under its home identity.
   json seen;
-  bool found = WaitFor([&] {
-    ExecResult s = Exec(2, {"mfsstat", "--json", "-p", std::to_string(pid)});
-    json j = json::parse(s.out, nullptr, false);
-    if (j.is_discarded() || !j.contains("nodes")) return false;
-    for (const auto& n : j["nodes"])
-      for (const auto& p : n["processes"])
-        if (p.value("home_pid", 0) == pid && p["totals"].contains("3") &&
-            p["totals"]["3"].value("read_bytes", uint64_t{0}) > 0) {
-          seen = p;
-          return true;
-        }
-    return false;
-  }, 15s, 200ms);
-  ASSERT_TRUE(found) << "node 2's mfsstat never showed the remote's reads of node 3 under home pid " << pid;
+  bool found = WaitFor(
+      [&] {
+        ExecResult s = Exec(2, {"mfsstat", "--json", "-p", std::to_string(pid)});
+        json j = json::parse(s.out, nullptr, false);
+        if (j.is_discarded() || !j.contains("nodes")) return false;
+        for (const auto& n : j["nodes"])
+          for (const auto& p : n["processes"])
+            if (p.value("home_pid", 0) == pid && p["totals"].contains("3") &&
+                p["totals"]["3"].value("read_bytes", uint64_t{0}) > 0) {
+              seen = p;
+              return true;
+            }
+        return false;
+      },
+      15s, 200ms);
+  ASSERT_TRUE(found) << "node 2's mfsstat never showed the remote's reads of node 3 under home pid "
+                     << pid;
   EXPECT_EQ(seen["home"], 1);
   EXPECT_EQ(seen["where"], 2);
   EXPECT_NE(seen["pid"], pid) << "the remote's local pid is another";
@@ -216,13 +230,15 @@ TEST_F(Dfsa, SharedOpenFileTakesTheOffsetTheRemoteLeftAtItsExit) {
   if (!UpWithMfs()) GTEST_SKIP() << "/mfs is not mounted in the cluster nodes";
   WriteData(NodeDir(3) + "/export/in.bin", 2u << 20, 5);
   const std::string prog = BinDir() + "/mfs-test-fileio";
-  ExecResult ref = RunCommand({"sh", "-c", "{ " + prog + " " + NodeDir(3) + "/export/in.bin " + P("want.out") +
-                                             " 20 5; echo END; } > " + P("want.log")});
+  ExecResult ref = RunCommand({"sh", "-c",
+                               "{ " + prog + " " + NodeDir(3) + "/export/in.bin " + P("want.out") +
+                                   " 20 5; echo END; } > " + P("want.log")});
   ASSERT_TRUE(ref.ok()) << ref.Describe();
   mkdir(P("gates").c_str(), 0755);
-  pid_t pid = StartOnNode1("{ MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3 mfsrun -- " + prog +
-                           " /mfs/3/in.bin /mfs/1/got.out 20 5 2> " + P("got.err") + " & echo $! > " + P("pid") +
-                           "; wait $!; echo $? > " + P("status") + "; echo END; } > /mfs/1/got.log");
+  pid_t pid = StartOnNode1("{ MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3 mfsrun -- " +
+                           prog + " /mfs/3/in.bin /mfs/1/got.out 20 5 2> " + P("got.err") +
+                           " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status") +
+                           "; echo END; } > /mfs/1/got.log");
   ASSERT_GT(pid, 0);
   ASSERT_TRUE(AtGate(3));
   auto r = Move(pid, 2);
@@ -246,14 +262,17 @@ TEST_F(Dfsa, Sha256sumOfAnMfsFileMovedMidRun) {
   ASSERT_TRUE(ref.ok()) << ref.Describe();
   const std::string want = ref.out.substr(0, 64);
   // Three passes over the file, so that it runs long enough to be moved.
-  pid_t pid = StartOnNode1("mfsrun -- sha256sum /mfs/3/big.bin /mfs/3/big.bin /mfs/3/big.bin > " + P("got.txt") +
-                           " 2> " + P("got.err") + " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
+  pid_t pid = StartOnNode1("mfsrun -- sha256sum /mfs/3/big.bin /mfs/3/big.bin /mfs/3/big.bin > " +
+                           P("got.txt") + " 2> " + P("got.err") + " & echo $! > " + P("pid") +
+                           "; wait $!; echo $? > " + P("status"));
   ASSERT_GT(pid, 0);
   // Reading already (its file is open).
-  ASSERT_TRUE(WaitFor([&] {
-    return Slurp("/proc/" + std::to_string(pid) + "/cmdline").find("sha256sum") == 0 &&
-           access(("/proc/" + std::to_string(pid) + "/fd/3").c_str(), F_OK) == 0;
-  }, 10s, 5ms));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Slurp("/proc/" + std::to_string(pid) + "/cmdline").find("sha256sum") == 0 &&
+               access(("/proc/" + std::to_string(pid) + "/fd/3").c_str(), F_OK) == 0;
+      },
+      10s, 5ms));
   int moved = 0;
   for (const json& to : {json(2), json("home"), json(3)}) {
     auto r = Move(pid, to);
@@ -271,7 +290,8 @@ TEST_F(Dfsa, Sha256sumOfAnMfsFileMovedMidRun) {
   EXPECT_GE(moved, 1) << "finished before it could be moved";
   EXPECT_EQ(ExitStatus(), 0) << Slurp(P("got.err"));
   std::string got = Slurp(P("got.txt"));
-  EXPECT_EQ(got, want + "  /mfs/3/big.bin\n" + want + "  /mfs/3/big.bin\n" + want + "  /mfs/3/big.bin\n");
+  EXPECT_EQ(
+      got, want + "  /mfs/3/big.bin\n" + want + "  /mfs/3/big.bin\n" + want + "  /mfs/3/big.bin\n");
 }
 
 // A DFSA file that the destination cannot open (removed behind /mfs's back:
@@ -282,18 +302,21 @@ TEST_F(Dfsa, FileThatCannotBeReopenedThereRefusesTheMove) {
   const std::string data = NodeDir(3) + "/export/gone.bin";
   WriteData(data, 1u << 20, 11);
   const std::string prog = BinDir() + "/mfs-test-fileio";
-  ExecResult ref = RunCommand({"sh", "-c", prog + " " + data + " " + P("want.out") + " 10 5 > " + P("want.txt")});
+  ExecResult ref = RunCommand(
+      {"sh", "-c", prog + " " + data + " " + P("want.out") + " 10 5 > " + P("want.txt")});
   ASSERT_TRUE(ref.ok()) << ref.Describe();
   mkdir(P("gates").c_str(), 0755);
-  pid_t pid = StartOnNode1("MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3 mfsrun -- " + prog +
-                           " /mfs/3/gone.bin /mfs/1/got.out 10 5 > " + P("got.txt") + " 2> " + P("got.err") +
-                           " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
+  pid_t pid = StartOnNode1("MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3 mfsrun -- " +
+                           prog + " /mfs/3/gone.bin /mfs/1/got.out 10 5 > " + P("got.txt") +
+                           " 2> " + P("got.err") + " & echo $! > " + P("pid") +
+                           "; wait $!; echo $? > " + P("status"));
   ASSERT_GT(pid, 0);
   ASSERT_TRUE(AtGate(3));
   ASSERT_EQ(unlink(data.c_str()), 0);
   auto r = Move(pid, 2);
   ASSERT_FALSE(r.ok()) << "moved although its file cannot be opened on node 2: " << r->dump();
-  EXPECT_NE(r.status().ToString().find("/mfs/3/gone.bin"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().ToString().find("/mfs/3/gone.bin"), std::string::npos)
+      << r.status().ToString();
   json home = Info(1, pid);
   ASSERT_FALSE(home.is_null());
   EXPECT_EQ(home["state"], "home");

@@ -67,7 +67,8 @@ void LocalityModel::Apply(const Batch& batch, int64_t now_ms) {
       p.comm = e.comm.empty() ? "?" : e.comm;
       p.exe = e.exe.empty() ? p.comm : e.exe;
       p.first_ms = now_ms;
-      if (auto id = identities_.find(e.pid); id != identities_.end() && id->second.start == e.start) {
+      if (auto id = identities_.find(e.pid);
+          id != identities_.end() && id->second.start == e.start) {
         p.home = id->second.home == o_.self ? 0 : id->second.home;
         p.home_pid = id->second.home_pid == e.pid ? 0 : id->second.home_pid;
       }
@@ -113,7 +114,8 @@ void LocalityModel::SetWhere(pid_t pid, uint32_t node, uint32_t home, pid_t home
 }
 
 void LocalityModel::SetIdentity(pid_t pid, uint64_t start, uint32_t home, pid_t home_pid) {
-  if (identities_.size() >= o_.max_processes && !identities_.count(pid)) identities_.erase(identities_.begin());
+  if (identities_.size() >= o_.max_processes && !identities_.count(pid))
+    identities_.erase(identities_.begin());
   identities_[pid] = Identity{start, home, home_pid};
   auto it = procs_.find(pid);
   if (it != procs_.end() && it->second.start == start) {

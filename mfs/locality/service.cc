@@ -156,7 +156,8 @@ Result<uint64_t> ProcessStart(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t close = text.rfind(')');
-  if (text.empty() || close == std::string::npos) return Status::NotFound("no process " + std::to_string(pid));
+  if (text.empty() || close == std::string::npos)
+    return Status::NotFound("no process " + std::to_string(pid));
   std::istringstream f(text.substr(close + 2));
   std::string tok;
   for (int field = 3; field < 22 && (f >> tok); ++field) {
@@ -302,11 +303,13 @@ void LocalityService::Register() {
       "locality.identity", [this](const json& req, const control::Caller& caller) -> Result<json> {
         // A guest supervisor names the migrated process it runs here.
         if (caller.uid != 0 && caller.uid != ::geteuid())
-          return Status::PermissionDenied("locality.identity: only supervisors (root) may say who a process is");
+          return Status::PermissionDenied(
+              "locality.identity: only supervisors (root) may say who a process is");
         for (const char* k : {"pid", "home", "home_pid"})
           if (!req.contains(k) || !req[k].is_number_unsigned() || req[k].get<uint64_t>() == 0 ||
               req[k].get<uint64_t>() > (std::string(k) == "home" ? kMaxNodeId : INT32_MAX))
-            return Status::InvalidArgument(std::string("locality.identity: \"") + k + "\" must be a positive id");
+            return Status::InvalidArgument(std::string("locality.identity: \"") + k +
+                                           "\" must be a positive id");
         pid_t pid = req["pid"].get<pid_t>();
         auto start = ProcessStart(pid);
         if (!start.ok()) return start.status();
@@ -373,8 +376,7 @@ Result<json> LocalityService::OnReport(const json& req) {
   {
     std::lock_guard lock(mu_);
     for (const Entry& e : batch)
-      if (!model_.processes().count(e.pid) &&
-          (fresh.empty() || fresh.back() != e.pid))
+      if (!model_.processes().count(e.pid) && (fresh.empty() || fresh.back() != e.pid))
         fresh.push_back(e.pid);
     model_.Apply(batch, NowMs());
   }
@@ -490,8 +492,8 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
           profiles.push_back(model_.ProfileJson(p, now));
       }
       if (want_pid && procs.empty() && !req.value("lenient", false)) {
-        reply(Status::NotFound("no I/O on /mfs recorded for pid " + std::to_string(only) + " on node " +
-                               std::to_string(daemon_.config().id)));
+        reply(Status::NotFound("no I/O on /mfs recorded for pid " + std::to_string(only) +
+                               " on node " + std::to_string(daemon_.config().id)));
         return;
       }
       out["processes"] = std::move(procs);

@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     printf("%d in@%lld out@%lld %016llx\n", i, (long long)lseek(in, 0, SEEK_CUR),
-           (long long)lseek(out, 0, SEEK_CUR), (unsigned long long)Fnv(buf, (size_t)n, 14695981039346656037ull));
+           (long long)lseek(out, 0, SEEK_CUR),
+           (unsigned long long)Fnv(buf, (size_t)n, 14695981039346656037ull));
     if (late_path && i == steps / 2) {
       late = open(late_path, O_RDONLY | O_CLOEXEC);
       if (late < 0) {
