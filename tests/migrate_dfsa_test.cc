@@ -126,9 +126,10 @@ bool Has(const json& list, int fd) {
 // A program reads a node-3 file and writes a node-1 file in steps; it moves
 // to node 2, hops to node 3 (where it opens /mfs/here/late.bin: node 3's),
 // comes home and
-// goes away again, ending on node 2. Offsets are kept across every move,
-// no read/lseek/pread ever reaches the deputy, the output matches an
-// unmigrated run and node 2 attributes the bytes to the home pid.
+// goes away again, where a dup of its input brings it home. Offsets are
+// kept across every move, no read/lseek/pread ever reaches the deputy, the
+// output matches an unmigrated run and node 2 attributes the bytes to the
+// home pid.
 TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
   if (!UpWithMfs()) GTEST_SKIP() << "/mfs is not mounted in the cluster nodes";
   WriteData(NodeDir(3) + "/export/in.bin", 5u << 20, 42);
@@ -187,7 +188,9 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   Open(45);
 
+  // Its dup of a DFSA fd (step 45) brings it home, where the dup runs.
   EXPECT_EQ(ExitStatus(), 0);
+  EXPECT_NE(ReadLog(1).find("needs its home (dup "), std::string::npos) << "the dup did not bring it home";
   EXPECT_EQ(Slurp(P("got.txt")), Slurp(P("want.txt")));
   EXPECT_TRUE(Slurp(NodeDir(1) + "/export/got.out") == Slurp(P("want.out")))
       << "the file it wrote differs";

@@ -4,7 +4,8 @@
 // chunk of IN (read), writes it to OUT (write), prints both offsets
 // (lseek) and the chunk's FNV-1a hash, and sleeps DELAY_MS. Half way it
 // opens LATE, reads it (read) and prints its hash; at the end it reads LATE
-// again with pread and fstat's OUT. Its output depends only on the files,
+// again with pread and fstat's OUT. At three quarters it reads 1000 bytes
+// through a dup of IN (the offset is shared). Its output depends only on the files,
 // so a migrated run must print exactly what an unmigrated one prints.
 // With MFS_TEST_GATE=DIR, before each step listed in MFS_TEST_GATE_STEPS
 // (comma-separated) it prints "gate N" on stderr and waits (at most 60 s)
@@ -82,6 +83,13 @@ int main(int argc, char** argv) {
       while ((n = read(late, buf, sizeof buf)) > 0) late_hash = Fnv(buf, (size_t)n, late_hash);
       printf("late fd %d read %016llx at %lld\n", late, (unsigned long long)late_hash,
              (long long)lseek(late, 0, SEEK_CUR));
+    }
+    if (i == steps * 3 / 4) {
+      // A dup of the input: shares its offset (one open file description).
+      int d = dup(in);
+      ssize_t m = read(d, buf, 1000);
+      printf("dup read %zd, in@%lld\n", m, (long long)lseek(in, 0, SEEK_CUR));
+      close(d);
     }
     nanosleep(&delay, NULL);
   }
