@@ -71,6 +71,10 @@ void LocalityModel::Apply(const Batch& batch, int64_t now_ms) {
           id != identities_.end() && id->second.start == e.start) {
         p.home = id->second.home == o_.self ? 0 : id->second.home;
         p.home_pid = id->second.home_pid == e.pid ? 0 : id->second.home_pid;
+        // Restored from its home's file (/mfs/<home>/usr/bin/x where the
+        // path is not local): the program is /usr/bin/x, one profile.
+        const std::string via = "/mfs/" + std::to_string(id->second.home) + "/";
+        if (p.home && p.exe.rfind(via, 0) == 0) p.exe = p.exe.substr(via.size() - 1);
       }
       it = procs_.emplace(e.pid, std::move(p)).first;
       Profile& prof = profiles_[it->second.exe];

@@ -89,6 +89,19 @@ TEST(ModelTest, IdentityToldBeforeTheFirstReport) {
   EXPECT_EQ(j["home_pid"], 888);
 }
 
+// A remote restored from its home's executable through /mfs is the same
+// program: its profile is the home's.
+TEST(ModelTest, RemoteRunningItsHomesExecutableSharesItsProfile) {
+  LocalityModel m(ModelOptions{2, 60'000, 5'000, 100});
+  m.SetIdentity(777, 100, 1, 4242);
+  Entry e = Read(777, 3, 1000);
+  e.exe = "/mfs/1/bin/job";
+  m.Apply({e}, 10);
+  EXPECT_EQ(m.processes().at(777).exe, "/bin/job");
+  EXPECT_EQ(m.profiles().count("/bin/job"), 1u);
+  EXPECT_EQ(m.profiles().count("/mfs/1/bin/job"), 0u);
+}
+
 TEST(ModelTest, CachedReadsAreShown) {
   LocalityModel m(ModelOptions{1, 60'000, 5'000, 100});
   m.Apply({Read(7, 2, 4096, true)}, 10);
