@@ -137,12 +137,13 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
   WriteData(NodeDir(3) + "/export/late.bin", 300000, 7);
   const std::string prog = BinDir() + "/mfs-test-fileio";
   ExecResult ref = RunCommand({"sh", "-c",
-                               prog + " " + NodeDir(3) + "/export/in.bin " + P("want.out") +
-                                   " 60 5 " + NodeDir(3) + "/export/late.bin > " + P("want.txt")});
+                               "MFS_TEST_DUP=1 " + prog + " " + NodeDir(3) + "/export/in.bin " +
+                                   P("want.out") + " 60 5 " + NodeDir(3) + "/export/late.bin > " +
+                                   P("want.txt")});
   ASSERT_TRUE(ref.ok()) << ref.Describe();
   mkdir(P("gates").c_str(), 0755);
   pid_t pid = StartOnNode1(
-      "MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3,15,31,45 mfsrun -- " + prog +
+      "MFS_TEST_DUP=1 MFS_TEST_GATE=" + P("gates") + " MFS_TEST_GATE_STEPS=3,15,31,45 mfsrun -- " + prog +
       " /mfs/3/in.bin /mfs/1/got.out 60 5 /mfs/here/late.bin > " + P("got.txt") + " 2> " +
       P("got.err") + " & echo $! > " + P("pid") + "; wait $!; echo $? > " + P("status"));
   ASSERT_GT(pid, 0);
@@ -227,8 +228,8 @@ TEST_F(Dfsa, FilesMoveWithTheProcessAndTheirIoRunsWhereItIs) {
 // The program's stdout is a /mfs file it shares with its shell; it ends
 // while away; the shell then appends to the same open file. The remote's
 // offset came home with its exit status, so the shell's line lands after
-// the program's output, not over it. Its stdout writes never reach the
-// deputy.
+// the program's output, not over it. Its mmap of its input runs where it
+// is (it never comes home).
 TEST_F(Dfsa, SharedOpenFileTakesTheOffsetTheRemoteLeftAtItsExit) {
   if (!UpWithMfs()) GTEST_SKIP() << "/mfs is not mounted in the cluster nodes";
   WriteData(NodeDir(3) + "/export/in.bin", 2u << 20, 5);
@@ -254,6 +255,10 @@ TEST_F(Dfsa, SharedOpenFileTakesTheOffsetTheRemoteLeftAtItsExit) {
   std::string want = Slurp(P("want.log"));
   bool same = WaitFor([&] { return Slurp(NodeDir(1) + "/export/got.log") == want; }, 10s, 50ms);
   EXPECT_TRUE(same) << "got:\n" << Slurp(NodeDir(1) + "/export/got.log") << "want:\n" << want;
+  // Its mmap of its input (a DFSA fd) ran where it was.
+  EXPECT_EQ(ReadLog(1).find("needs its home"), std::string::npos) << ReadLog(1);
+  EXPECT_NE(ReadLog(1).find("remote of " + std::to_string(pid) + " ended"), std::string::npos)
+      << "it was to end away: " << ReadLog(1);
 }
 
 // sha256sum of a node-3 file, moved while it reads (node 2, home, node 3):

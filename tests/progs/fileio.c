@@ -4,8 +4,9 @@
 // chunk of IN (read), writes it to OUT (write), prints both offsets
 // (lseek) and the chunk's FNV-1a hash, and sleeps DELAY_MS. Half way it
 // opens LATE, reads it (read) and prints its hash; at the end it reads LATE
-// again with pread and fstat's OUT. At three quarters it reads 1000 bytes
-// through a dup of IN (the offset is shared). Its output depends only on the files,
+// again with pread and fstat's OUT. With MFS_TEST_DUP set, at three
+// quarters it reads 1000 bytes through a dup of IN (the offset is shared); at the end it maps IN's
+// first MiB (mmap, MAP_PRIVATE) and prints its hash. Its output depends only on the files,
 // so a migrated run must print exactly what an unmigrated one prints.
 // With MFS_TEST_GATE=DIR, before each step listed in MFS_TEST_GATE_STEPS
 // (comma-separated) it prints "gate N" on stderr and waits (at most 60 s)
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
       printf("late fd %d read %016llx at %lld\n", late, (unsigned long long)late_hash,
              (long long)lseek(late, 0, SEEK_CUR));
     }
-    if (i == steps * 3 / 4) {
+    if (i == steps * 3 / 4 && getenv("MFS_TEST_DUP")) {
       // A dup of the input: shares its offset (one open file description).
       int d = dup(in);
       ssize_t m = read(d, buf, 1000);
@@ -104,6 +106,24 @@ int main(int argc, char** argv) {
     }
     printf("late pread %016llx same %d\n", (unsigned long long)h, h == late_hash);
     close(late);
+  }
+  {
+    // A private read-only mapping of the input: its first MiB.
+    struct stat in_st;
+    if (fstat(in, &in_st) != 0) {
+      perror("fstat in");
+      return 1;
+    }
+    size_t len = in_st.st_size < (1 << 20) ? (size_t)in_st.st_size : (1 << 20);
+    if (len > 0) {
+      unsigned char* m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, in, 0);
+      if (m == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+      }
+      printf("mmap %016llx\n", (unsigned long long)Fnv(m, len, 14695981039346656037ull));
+      munmap(m, len);
+    }
   }
   struct stat st;
   if (fstat(out, &st) != 0) {
