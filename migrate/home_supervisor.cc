@@ -24,8 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
+#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -473,29 +473,22 @@ class Home {
       auto shared = std::make_shared<const ProcessImage>(std::move(*img));
       SendImage(conn, shared, [this, node, reply, conn, t0, shared](Status s) {
         if (!s.ok()) return FailAway(s, reply, conn);
-        conn->Call(
-            kStart, "",
-            [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
-              if (!r.ok())
-                return FailAway(r.status().Annotate("restore on node " + std::to_string(node)),
-                                reply, conn);
-              last_downtime_ms_ =
-                  std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-              conn_ = conn;
-              where_ = node;
-              ++moves_;
-              state_ = State::kRemote;
-              frozen_pending_.clear();  // they travelled with the image
-              timers_stopped_ = false;  // they run at the remote now
-              dfsa_fds_.clear();
-              for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
-              RetireThreads();
-              Next();
-              spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node,
-                           last_downtime_ms_);
-              reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
-            },
-            std::chrono::seconds(60));
+        conn->Call(kStart, "", [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
+          if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
+          last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          conn_ = conn;
+          where_ = node;
+          ++moves_;
+          state_ = State::kRemote;
+          frozen_pending_.clear();  // they travelled with the image
+          timers_stopped_ = false;  // they run at the remote now
+          dfsa_fds_.clear();
+          for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
+          RetireThreads();
+          Next();
+          spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
+          reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+        }, std::chrono::seconds(60));
       });
     });
   }
@@ -765,32 +758,25 @@ class Home {
             StayRemote(why, reply);
           };
           if (!s.ok()) return fail(s);
-          fresh->Call(
-              kStart, "",
-              [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
-                if (!r.ok())
-                  return fail(r.status().Annotate("restore on node " + std::to_string(node)));
-                auto old = conn_;
-                failed_conns_.insert(old.get());
-                old->Call(
-                    kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); },
-                    std::chrono::seconds(5));
-                calls_.clear();  // the new remote re-issues them
-                freezing_remote_ = false;
-                reaping_ = true;
-                ReconcileFiles((*img)->files, false);
-                reaping_ = false;
-                conn_ = fresh;
-                where_ = node;
-                ++moves_;
-                last_downtime_ms_ =
-                    std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-                state_ = State::kRemote;
-                dep_ = Dep::kStopped;
-                Next();
-                reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
-              },
-              std::chrono::seconds(60));
+          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
+            if (!r.ok()) return fail(r.status().Annotate("restore on node " + std::to_string(node)));
+            auto old = conn_;
+            failed_conns_.insert(old.get());
+            old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
+            calls_.clear();  // the new remote re-issues them
+            freezing_remote_ = false;
+            reaping_ = true;
+            ReconcileFiles((*img)->files, false);
+            reaping_ = false;
+            conn_ = fresh;
+            where_ = node;
+            ++moves_;
+            last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+            state_ = State::kRemote;
+            dep_ = Dep::kStopped;
+            Next();
+            reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+          }, std::chrono::seconds(60));
         });
       });
     });
