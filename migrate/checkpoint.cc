@@ -1,12 +1,16 @@
 #include "migrate/checkpoint.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <sstream>
@@ -335,6 +339,103 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
   }
   rearm.armed = false;
   return img;
+}
+
+bool IsMfsNodePath(const std::string& path) {
+  if (path.rfind("/mfs/", 0) != 0) return false;
+  size_t i = 5;
+  while (i < path.size() && path[i] >= '0' && path[i] <= '9') ++i;
+  return i > 5 && i < path.size() && path[i] == '/';
+}
+
+namespace {
+
+// Fills `f` (all but the group) from /proc/PID/fd/FD and its fdinfo.
+// *is_reg: a regular file; ENOENT-like errors mean the fd is gone.
+Status DescribeFd(pid_t pid, int fd, FileImage* f, bool* is_reg) {
+  const std::string base = "/proc/" + std::to_string(pid);
+  const std::string link = base + "/fd/" + std::to_string(fd);
+  struct stat st;
+  if (stat(link.c_str(), &st) != 0) return Status::FromErrno("fd " + std::to_string(fd));
+  *is_reg = S_ISREG(st.st_mode);
+  char buf[4096];
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return Status::FromErrno("readlink " + link);
+  f->fd = fd;
+  f->group = fd;
+  f->path.assign(buf, static_cast<size_t>(n));
+  MFS_ASSIGN_OR_RETURN(std::string info, ReadFileToString(base + "/fdinfo/" + std::to_string(fd)));
+  bool have_pos = false, have_flags = false;
+  std::istringstream in(info);
+  std::string key;
+  while (in >> key) {
+    if (key == "pos:") {
+      in >> f->offset;
+      have_pos = true;
+    } else if (key == "flags:") {
+      std::string v;
+      in >> v;
+      f->flags = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 8));
+      have_flags = true;
+    } else {
+      std::string rest;
+      std::getline(in, rest);
+    }
+  }
+  if (!have_pos || !have_flags) return Status::Corruption("fdinfo of fd " + std::to_string(fd));
+  f->cloexec = f->flags & O_CLOEXEC;
+  f->flags &= ~static_cast<uint32_t>(O_CLOEXEC);
+  return Status::OK();
+}
+
+bool Eligible(const FileImage& f, bool is_reg) {
+  const bool deleted =
+      f.path.size() > 10 && f.path.compare(f.path.size() - 10, 10, " (deleted)") == 0;
+  return is_reg && !(f.flags & O_PATH) && IsMfsNodePath(f.path) && !deleted && f.fd < 1000;
+}
+
+}  // namespace
+
+Result<std::optional<FileImage>> CaptureMfsFile(pid_t pid, int fd) {
+  FileImage f;
+  bool is_reg = false;
+  MFS_RETURN_IF_ERROR(DescribeFd(pid, fd, &f, &is_reg));
+  if (!Eligible(f, is_reg)) return std::optional<FileImage>();
+  return std::optional<FileImage>(std::move(f));
+}
+
+Result<std::vector<FileImage>> CaptureFiles(pid_t pid, FileScope scope) {
+  const std::string base = "/proc/" + std::to_string(pid);
+  std::vector<int> fds;
+  {
+    DIR* d = opendir((base + "/fd").c_str());
+    if (!d) return Status::FromErrno("opendir " + base + "/fd");
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') fds.push_back(atoi(e->d_name));
+    closedir(d);
+  }
+  std::sort(fds.begin(), fds.end());
+  std::vector<FileImage> out;
+  for (int fd : fds) {
+    FileImage f;
+    bool is_reg = false;
+    Status s = DescribeFd(pid, fd, &f, &is_reg);
+    if (!s.ok()) {
+      if (scope == FileScope::kMfs) continue;  // it stays at home either way
+      return Status::Error(EBUSY, s.ToString());
+    }
+    if (scope == FileScope::kMfs && !Eligible(f, is_reg)) continue;
+    if (scope == FileScope::kAll && (!is_reg || fd >= 1000))
+      return Status::Error(
+          EBUSY, "fd " + std::to_string(fd) + " (" + f.path + ") is not a file that can move");
+    for (const auto& g : out)
+      if (g.group == g.fd && syscall(SYS_kcmp, pid, pid, KCMP_FILE, g.fd, fd) == 0) {
+        f.group = g.fd;
+        break;
+      }
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 }  // namespace mfs::migrate

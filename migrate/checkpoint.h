@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "mfs/base/status.h"
@@ -62,6 +63,24 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
 // Sets the three interval timers of the process of `t` (stopped, with a
 // gadget) to `timers` (as captured).
 Status RearmTimers(Tracee& t, const Scratch& scratch, const std::array<itimerval, 3>& timers);
+
+// The open files of `pid` that move with it (DFSA, see image.h).
+//   kMfs  (at home) the regular files on /mfs/<node>/... (not deleted, not
+//         O_PATH, fd < 1000); every other fd stays at home, used through
+//         the deputy.
+//   kAll  (a remote) every fd, each of which must be a regular file (a
+//         remote's own fds are its DFSA files); EBUSY otherwise.
+// fds that share one open file description get the same group (kcmp).
+// REQUIRES: the process is stopped (offsets do not move).
+enum class FileScope { kMfs, kAll };
+Result<std::vector<FileImage>> CaptureFiles(pid_t pid, FileScope scope);
+
+// fd `fd` of `pid` as a DFSA file if it is one (a regular file on
+// /mfs/<node>/..., as kMfs selects), else nullopt.
+Result<std::optional<FileImage>> CaptureMfsFile(pid_t pid, int fd);
+
+// Whether `path` names a file under /mfs/<numeric node>/.
+bool IsMfsNodePath(const std::string& path);
 
 // Why a process cannot be migrated at all ("" if it can, as far as the maps
 // and /proc tell without stopping it).

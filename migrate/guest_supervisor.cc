@@ -1,8 +1,11 @@
 // GuestSupervisor: see supervisor.h.
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -10,10 +13,12 @@
 
 #include <map>
 #include <optional>
+#include <set>
 
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
 #include "mfs/base/unique_fd.h"
+#include "mfs/control/client.h"
 #include "mfs/control/server.h"
 #include "mfs/wire/auth.h"
 #include "mfs/wire/connection.h"
@@ -188,15 +193,30 @@ class Guest {
 
   Result<pid_t> StartRemote() {
     if (incoming_.threads.empty()) return Status::InvalidArgument("no image received");
-    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget({}, PTRACE_O_EXITKILL));
+    // DFSA: the process's files on /mfs, re-opened here at their numbers.
+    std::vector<UniqueFd> opened;
+    MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
+    // TRACEEXIT: the exit stop shows the offsets the home's fds take at the end.
+    MFS_ASSIGN_OR_RETURN(remote_,
+                         SpawnRestoreTarget(install, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXIT));
+    opened.clear();
     RestoreOptions opts;
     opts.keep_stub = true;
     opts.map_path = [this](const std::string& p) { return MapPath(p); };
-    opts.before_registers = [this](Tracee& t, const Scratch& stub) { return InstallFilter(t, stub); };
+    opts.before_registers = [this](Tracee& t, const Scratch& stub) -> Status {
+      // dup2 in the target cleared close-on-exec.
+      for (const auto& f : incoming_.files)
+        if (f.cloexec)
+          MFS_RETURN_IF_ERROR(
+              t.CheckedSyscall("fcntl(F_SETFD)", SYS_fcntl, f.fd, F_SETFD, FD_CLOEXEC).status());
+      return InstallFilter(t, stub);
+    };
     MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
     for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
     FaultPoint("guest-restore");
     stub_ = rr.stub;
+    dfsa_.clear();
+    for (const auto& f : incoming_.files) dfsa_.insert(f.fd);
     remote_->set_gadget(stub_.gadget());
     threads_ = std::move(rr.threads);
     vtid_of_.clear();
@@ -204,6 +224,19 @@ class Guest {
     for (size_t i = 0; i < threads_.size(); ++i) {
       threads_[i]->set_gadget(stub_.gadget());
       vtid_of_[threads_[i]->tid()] = incoming_.threads[i + 1].tid;
+    }
+    // Its I/O on /mfs here is its home identity's (mfsstat): tell the
+    // locality service before it runs. Without an answer it is still
+    // found through proc.where.
+    if (!cfg_.mfsd_socket.empty()) {
+      auto r = control::Call(cfg_.mfsd_socket,
+                             json{{"op", "locality.identity"},
+                                  {"pid", remote_->tid()},
+                                  {"home", home_node_},
+                                  {"home_pid", home_pid_}},
+                             1000);
+      if (!r.ok())
+        spdlog::info("guest: locality identity of {}: {}", remote_->tid(), r.status().ToString());
     }
     MFS_RETURN_IF_ERROR(remote_->Cont());
     for (auto& t : threads_) MFS_RETURN_IF_ERROR(t->Cont());
@@ -218,11 +251,146 @@ class Guest {
         while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
         command = *cmd;
       }
-      return json{{"home", home_node_}, {"home_pid", home_pid_}, {"where", cfg_.node_id},
-                  {"pid", pid}, {"role", "guest"}, {"command", command}};
+      return json{{"home", home_node_},
+                  {"home_pid", home_pid_},
+                  {"where", cfg_.node_id},
+                  {"pid", pid},
+                  {"role", "guest"},
+                  {"command", command},
+                  {"dfsa_fds", std::vector<int>(dfsa_.begin(), dfsa_.end())},
+                  {"dfsa_calls", dfsa_calls_},
+                  {"dfsa_opens", dfsa_opens_}};
     });
     control_->Start(GuestSocketPath(cfg_.run_dir, remote_->tid())).IgnoreError();
     return remote_->tid();
+  }
+
+  // Opens the DFSA files of an image here (path, flags without the creating
+  // ones, offset); returns (fd here, fd number in the remote) pairs, one fd
+  // per shared open file description. A file that cannot be opened fails
+  // the restore: the process stays where it was, never with a wrong fd.
+  Result<std::vector<std::pair<int, int>>> OpenFiles(const std::vector<FileImage>& files,
+                                                     std::vector<UniqueFd>* opened) {
+    std::vector<std::pair<int, int>> install;
+    std::map<int, int> by_group;  // group -> fd here
+    for (const auto& f : files) {
+      auto g = by_group.find(f.group);
+      if (g != by_group.end()) {
+        install.emplace_back(g->second, f.fd);
+        continue;
+      }
+      if (!IsMfsNodePath(f.path))
+        return Status::Error(EBUSY, "fd " + std::to_string(f.fd) + ": " + f.path +
+                                        " cannot be re-opened on node " +
+                                        std::to_string(cfg_.node_id));
+      const int flags = static_cast<int>(f.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL |
+                                                                          O_TRUNC | O_NOCTTY)) |
+                        O_CLOEXEC | O_NOFOLLOW;
+      UniqueFd fd(open(f.path.c_str(), flags));
+      if (!fd)
+        return Status::FromErrno("DFSA: re-opening fd " + std::to_string(f.fd) + " " + f.path);
+      struct stat st;
+      if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+        return Status::Error(EBUSY, "DFSA: " + f.path + " is no longer a regular file");
+      if (lseek(fd.get(), static_cast<off_t>(f.offset), SEEK_SET) < 0)
+        return Status::FromErrno("DFSA: seeking " + f.path);
+      by_group[f.group] = fd.get();
+      install.emplace_back(fd.get(), f.fd);
+      opened->push_back(std::move(fd));
+    }
+    return install;
+  }
+
+  // How a trapped call that names a DFSA fd runs: the rule of DfsaTable
+  // (syscall_table.h), with the conditions it names checked here.
+  DfsaRule ClassifyDfsa(const seccomp_notif& req) {
+    const DfsaSpec* d = LookupDfsa(req.data.nr);
+    if (!d) return DfsaRule::kNone;
+    const __u64* a = req.data.args;
+    auto is = [this](uint64_t fd) {
+      return fd <= INT32_MAX && dfsa_.count(static_cast<int>(fd)) > 0;
+    };
+    if (req.data.nr == SYS_close_range) {
+      for (int fd : dfsa_)
+        if (static_cast<uint64_t>(fd) >= a[0] && static_cast<uint64_t>(fd) <= a[1])
+          return DfsaRule::kHome;
+      return DfsaRule::kNone;
+    }
+    bool names = false;
+    for (int i = 0; i < 6; ++i)
+      if ((d->fd_args & (1u << i)) && is(a[i])) names = true;
+    if (!names) return DfsaRule::kNone;
+    auto empty_path = [this](uint64_t addr) {
+      char c = 1;
+      return addr != 0 && ReadRemote(addr, &c, 1).ok() && c == 0;
+    };
+    switch (req.data.nr) {
+      case SYS_fcntl: {
+        const int cmd = static_cast<int>(a[1]);
+        return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? DfsaRule::kHome : DfsaRule::kNative;
+      }
+      case SYS_newfstatat:  // otherwise a path relative to a file: forwarded (ENOTDIR)
+        return (a[3] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaRule::kNative : DfsaRule::kNone;
+      case SYS_statx:
+        return (a[2] & AT_EMPTY_PATH) && empty_path(a[1]) ? DfsaRule::kNative : DfsaRule::kNone;
+      case SYS_mmap:  // a writable shared mapping could not move again: it runs at home
+        return (a[3] & MAP_SHARED) && (a[2] & PROT_WRITE) ? DfsaRule::kHome : DfsaRule::kNative;
+      default:
+        return d->rule;
+    }
+  }
+
+  // An open forwarded home returned `fd` on a /mfs file: open it here too
+  // and install it at the same number as the call's result
+  // (SECCOMP_IOCTL_NOTIF_ADDFD with SETFD|SEND, Linux 5.14). false: not
+  // installed (the home's fd then serves, through the deputy).
+  bool InstallOpened(uint64_t id, int64_t fd, const std::string& path, uint32_t flags) {
+    if (fd < 0 || fd >= 1000 || !IsMfsNodePath(path)) return false;
+    const int oflags = static_cast<int>(flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC |
+                                                                       O_NOCTTY | O_CLOEXEC)) |
+                       O_CLOEXEC | O_NOFOLLOW;
+    UniqueFd local(open(path.c_str(), oflags));
+    struct stat st;
+    if (!local || fstat(local.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      spdlog::info("guest: DFSA open of {} here failed ({}); its I/O goes through the deputy", path,
+                   strerror(errno));
+      return false;
+    }
+    seccomp_notif_addfd add{};
+    add.id = id;
+    add.flags = SECCOMP_ADDFD_FLAG_SETFD | SECCOMP_ADDFD_FLAG_SEND;
+    add.srcfd = static_cast<uint32_t>(local.get());
+    add.newfd = static_cast<uint32_t>(fd);
+    add.newfd_flags = (flags & O_CLOEXEC) ? O_CLOEXEC : 0;
+    int r = ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+    if (r < 0) {
+      if (errno == ENOENT) {
+        // The caller is gone (killed): the program never saw this fd, so
+        // the home does not keep it either.
+        pending_ids_.erase(id);
+        SyscallRequest close_home;
+        close_home.nr = SYS_close;
+        close_home.args[0] = static_cast<uint64_t>(fd);
+        conn_->Call(
+            kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
+            std::chrono::seconds(60));
+        return true;
+      }
+      spdlog::info("guest: installing DFSA fd {} ({}) failed: {}", fd, path, strerror(errno));
+      return false;
+    }
+    pending_ids_.erase(id);
+    dfsa_.insert(static_cast<int>(fd));
+    ++dfsa_opens_;
+    return true;
+  }
+
+  void RespondContinue(uint64_t id) {
+    pending_ids_.erase(id);
+    seccomp_notif_resp resp{};
+    resp.id = id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    ioctl(notify_fd_.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);  // ENOENT: the call was interrupted
   }
 
   // A file of the home node: the same path where /mfs does not exist (one
@@ -347,12 +515,39 @@ class Guest {
         return Respond(req.id, 0);
       }
     }
+    bool dfsa_home = false;
+    if (!dfsa_.empty()) {
+      switch (ClassifyDfsa(req)) {
+        case DfsaRule::kNative:
+          ++dfsa_calls_;
+          return RespondContinue(req.id);
+        case DfsaRule::kClose: {
+          // Closed here now, and at home (fire and forget, in order with
+          // every later call): the number is free on both sides before any
+          // call made after this close can reach the home.
+          ++dfsa_calls_;
+          dfsa_.erase(static_cast<int>(a[0]));
+          SyscallRequest close_home;
+          close_home.nr = SYS_close;
+          close_home.args[0] = a[0];
+          conn_->Call(
+              kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
+              std::chrono::seconds(60));
+          return RespondContinue(req.id);
+        }
+        case DfsaRule::kHome:
+          dfsa_home = true;
+          break;
+        case DfsaRule::kNone:
+          break;
+      }
+    }
     SyscallRequest call;
     call.nr = nr;
     for (int i = 0; i < 6; ++i) call.args[i] = a[i];
     // Scatter plan for readv: (address, length) pieces of the one buffer.
     std::vector<std::pair<uint64_t, uint64_t>> scatter;
-    bool home = spec.cls == SyscallClass::kHome || spec.cls == SyscallClass::kNative;
+    bool home = spec.cls == SyscallClass::kHome || spec.cls == SyscallClass::kNative || dfsa_home;
     int64_t early = 1;  // != 1: answer at once with this
     if (!home) {
       if (nr == SYS_readv || nr == SYS_writev || nr == SYS_preadv || nr == SYS_pwritev) {
@@ -407,6 +602,9 @@ class Guest {
                     for (const auto& b : rep->buffers)
                       if (!WriteRemote(dest[b.arg], b.data.data(), b.data.size()).ok()) return Respond(id, -EFAULT);
                   }
+                  if (!rep->dfsa_path.empty() &&
+                      InstallOpened(id, rep->ret, rep->dfsa_path, rep->dfsa_flags))
+                    return;
                   Respond(id, rep->ret);
                 },
                 std::chrono::hours(24 * 365));  // a forwarded read may wait for input forever
@@ -538,6 +736,14 @@ class Guest {
     }
     img->home_pid = home_pid_;
     img->threads[0].tid = home_pid_;
+    // The remote's own fds are its DFSA files: their offsets and flags now.
+    auto files = CaptureFiles(remote_->tid(), FileScope::kAll);
+    if (!files.ok()) {
+      outgoing_ = std::move(*img);  // so that the timers and signals come back
+      ResumeFrozen().IgnoreError();
+      return files.status();
+    }
+    img->files = std::move(*files);
     outgoing_ = std::move(*img);
     std::string out = EncodeHeader(*outgoing_);
     std::string reply;
@@ -608,7 +814,11 @@ class Guest {
       if (remote_->dead()) {
         spdlog::info("guest: remote {} ended, status {:#x}", remote_->tid(), status);
         notify_sd_.reset();
-        if (conn_ && !quitting_) conn_->Send(kExited, EncodeU32(static_cast<uint32_t>(status)));
+        if (conn_ && !quitting_) {
+          std::string payload = EncodeU32(static_cast<uint32_t>(status));
+          if (exit_files_) EncodeFiles(*exit_files_, &payload);
+          conn_->Send(kExited, payload);
+        }
         quitting_ = true;
         auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
         timer->async_wait([this, timer](auto) { Quit(0); });
@@ -623,6 +833,17 @@ class Guest {
     int event = status >> 16;
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
       t.Cont(sig).IgnoreError();  // a signal for the remote: deliver it
+    } else if (event == PTRACE_EVENT_EXIT) {
+      // The process is ending; its files are still open: their offsets go
+      // home with the exit status (a parent sharing the open file sees them).
+      if (&t == remote_.get() && !dfsa_.empty()) {
+        auto files = CaptureFiles(t.tid(), FileScope::kAll);
+        if (files.ok())
+          exit_files_ = std::move(*files);
+        else
+          spdlog::warn("guest: DFSA offsets at exit: {}", files.status().ToString());
+      }
+      t.Cont().IgnoreError();
     } else if (event == PTRACE_EVENT_STOP && outgoing_) {
       // Frozen for a fetch: stay stopped.
     } else if (event == PTRACE_EVENT_STOP) {
@@ -658,6 +879,10 @@ class Guest {
   std::map<uint64_t, pid_t> pending_ids_;  // calls threads of the remote wait on -> tid
   std::vector<std::unique_ptr<Tracee>> threads_;  // the remote's other threads
   std::map<pid_t, pid_t> vtid_of_;  // real tid -> the tid the program knows
+  std::set<int> dfsa_;              // the remote's DFSA fds (its whole fd table)
+  uint64_t dfsa_calls_ = 0;         // calls on them run here (CONTINUE)
+  uint64_t dfsa_opens_ = 0;         // files on /mfs opened while here
+  std::optional<std::vector<FileImage>> exit_files_;  // at the exit stop
   std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };

@@ -42,6 +42,7 @@
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
 #include "migrate/supervisor.h"
+#include "migrate/syscall_table.h"
 #include "migrate/transfer.h"
 
 namespace mfs::migrate {
@@ -81,6 +82,17 @@ class Home {
         return reply(Status::InvalidArgument("move: \"node\" must be a node id or \"home\""));
       Move(node, std::move(reply));
     });
+    // {"op":"dfsa","enable":bool?}: whether /mfs files move with the process
+    // at its next move (default on; off: their I/O goes through the deputy,
+    // as for any other file — for comparisons, bench/migrate/dfsa.sh).
+    control_.RegisterSync("dfsa", [this](const json& req, const control::Caller&) -> Result<json> {
+      if (req.contains("enable")) {
+        if (!req["enable"].is_boolean())
+          return Status::InvalidArgument("dfsa: \"enable\" must be true or false");
+        dfsa_enabled_ = req["enable"].get<bool>();
+      }
+      return json{{"dfsa", dfsa_enabled_}};
+    });
     MFS_RETURN_IF_ERROR(control_.Start(HomeSocketPath(cfg_.run_dir, pid_)));
     sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
     Tick();
@@ -116,6 +128,14 @@ class Home {
            {"moves", moves_},
            {"state", state_ == State::kHome ? "home" : state_ == State::kRemote ? "remote" : "moving"},
            {"forwarded_calls", forwarded_}};
+    json by_call = json::object();
+    for (const auto& [nr, n] : forwarded_by_nr_) {
+      const char* name = LookupSyscall(nr).name;
+      by_call[name[0] ? std::string(name) : "syscall " + std::to_string(nr)] = n;
+    }
+    j["forwarded_by_call"] = std::move(by_call);
+    j["dfsa_fds"] = std::vector<int>(dfsa_fds_.begin(), dfsa_fds_.end());
+    j["dfsa"] = dfsa_enabled_;
     if (last_downtime_ms_ >= 0) j["last_downtime_ms"] = last_downtime_ms_;
     if (!last_error_.empty()) j["last_error"] = last_error_;
     std::string why = state_ == State::kHome ? WhyNotMigratable(pid_) : "";
@@ -206,6 +226,13 @@ class Home {
   void OnDeputyStop(int status) {
     int sig = WSTOPSIG(status);
     int event = status >> 16;
+    if (exiting_ && event == PTRACE_EVENT_STOP && dying_sig_ == 0) {
+      // An interrupt sent while a forwarded call ran (the remote's exit
+      // came during a call it did not wait for: a DFSA close) stops the
+      // deputy on its way to exit_group: let it go on.
+      tracee_->Cont().IgnoreError();
+      return;
+    }
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
       if (dying_sig_ == sig) {
         tracee_->Cont(sig).IgnoreError();
@@ -340,6 +367,7 @@ class Home {
     current_ = Current{c, std::move(f), std::move(*req)};
     dep_ = Dep::kEnter;
     ++forwarded_;
+    ++forwarded_by_nr_[current_->req.nr];
     ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr);
     tracee_->MarkRunning();
   }
@@ -379,6 +407,16 @@ class Home {
       out.data.resize(n);
       if (n && !tracee_->ReadMem(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
       rep.buffers.push_back(std::move(out));
+    }
+    if (ret >= 0 && dfsa_enabled_ &&
+        (cur.req.nr == SYS_open || cur.req.nr == SYS_openat || cur.req.nr == SYS_creat)) {
+      // DFSA: a file on /mfs opened while away is opened where the process
+      // runs too; this fd keeps the number taken (and serves if it cannot).
+      auto f = CaptureMfsFile(pid_, static_cast<int>(ret));
+      if (f.ok() && f->has_value()) {
+        rep.dfsa_path = (*f)->path;
+        rep.dfsa_flags = (*f)->flags | ((*f)->cloexec ? O_CLOEXEC : 0);
+      }
     }
     cur.conn->Reply(cur.frame, EncodeSyscallReply(rep));
   }
@@ -433,9 +471,9 @@ class Home {
       auto img = FreezeAndCapture();
       if (!img.ok()) return FailAway(img.status(), reply, conn);
       auto shared = std::make_shared<const ProcessImage>(std::move(*img));
-      SendImage(conn, shared, [this, node, reply, conn, t0](Status s) {
+      SendImage(conn, shared, [this, node, reply, conn, t0, shared](Status s) {
         if (!s.ok()) return FailAway(s, reply, conn);
-        conn->Call(kStart, "", [this, node, reply, conn, t0](Result<wire::Frame> r) {
+        conn->Call(kStart, "", [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
           if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
           last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
           conn_ = conn;
@@ -444,6 +482,8 @@ class Home {
           state_ = State::kRemote;
           frozen_pending_.clear();  // they travelled with the image
           timers_stopped_ = false;  // they run at the remote now
+          dfsa_fds_.clear();
+          for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
           RetireThreads();
           Next();
           spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
@@ -496,6 +536,14 @@ class Home {
         parked_base_ = saved_.gp;
         deputy_active_ = true;
         dep_ = Dep::kStopped;
+        // DFSA: the files on /mfs move with it.
+        auto files = dfsa_enabled_ ? CaptureFiles(pid_, FileScope::kMfs)
+                                   : Result<std::vector<FileImage>>(std::vector<FileImage>());
+        if (!files.ok()) {
+          Unfreeze();
+          return files.status();
+        }
+        img->files = std::move(*files);
         return img;
       }
       Unfreeze();
@@ -656,6 +704,9 @@ class Home {
       if (!img.ok()) return StayRemote(img.status(), reply);
       RestoreOptions opts;
       reaping_ = true;
+      // DFSA: the home fds take the remote's offsets and flags before the
+      // process runs here again (the deputy's scratch goes with the restore).
+      ReconcileFiles((*img)->files, true);
       auto r = Restore(*tracee_, **img, k_, opts);
       reaping_ = false;
       if (!r.ok()) {
@@ -671,6 +722,7 @@ class Home {
       for (size_t i = 0; i < r->threads.size(); ++i) vtid_[r->threads[i]->tid()] = (*img)->threads[i + 1].tid;
       r->threads.clear();
       scratch_ = Scratch{};
+      dfsa_fds_.clear();  // the fds are the process's own again
       calls_.clear();  // re-executed natively at home
       freezing_remote_ = false;
       auto old = conn_;
@@ -699,20 +751,23 @@ class Home {
           fresh->Close(img.status());
           return StayRemote(img.status(), reply);
         }
-        SendImage(fresh, *img, [this, node, reply, t0, fresh](Status s) {
+        SendImage(fresh, *img, [this, node, reply, t0, fresh, img](Status s) {
           auto fail = [this, reply, fresh](const Status& why) {
             failed_conns_.insert(fresh.get());
             fresh->Close(why);
             StayRemote(why, reply);
           };
           if (!s.ok()) return fail(s);
-          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail](Result<wire::Frame> r) {
+          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
             if (!r.ok()) return fail(r.status().Annotate("restore on node " + std::to_string(node)));
             auto old = conn_;
             failed_conns_.insert(old.get());
             old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
             calls_.clear();  // the new remote re-issues them
             freezing_remote_ = false;
+            reaping_ = true;
+            ReconcileFiles((*img)->files, false);
+            reaping_ = false;
             conn_ = fresh;
             where_ = node;
             ++moves_;
@@ -727,6 +782,39 @@ class Home {
     });
   }
 
+  // DFSA files: the remote's fd table is `files` (fetched from it). A home fd
+  // that was a DFSA fd and is not there any more was closed by the program
+  // and is closed here too (its close normally reached the home already);
+  // with `apply`, each home fd takes the remote's offset, status flags and
+  // close-on-exec flag (coming home). REQUIRES: the deputy stopped, with its
+  // scratch mapped.
+  void ReconcileFiles(const std::vector<FileImage>& files, bool apply) {
+    tracee_->set_gadget(scratch_.gadget());
+    std::set<int> now;
+    for (const auto& f : files) now.insert(f.fd);
+    for (int fd : dfsa_fds_)
+      if (!now.count(fd)) tracee_->Syscall(SYS_close, fd).status().IgnoreError();
+    dfsa_fds_ = now;
+    if (!apply) return;
+    constexpr uint32_t kSettable = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME;
+    for (const auto& f : files) {
+      auto r = tracee_->Syscall(SYS_lseek, f.fd, f.offset, SEEK_SET);
+      if (!r.ok() || *r < 0) {
+        spdlog::warn("home: DFSA fd {} ({}) of {}: could not take the remote's offset {}", f.fd,
+                     f.path, pid_, f.offset);
+        continue;
+      }
+      auto fl = tracee_->Syscall(SYS_fcntl, f.fd, F_GETFL);
+      if (fl.ok() && *fl >= 0 && (static_cast<uint32_t>(*fl) & kSettable) != (f.flags & kSettable))
+        tracee_
+            ->Syscall(SYS_fcntl, f.fd, F_SETFL,
+                      (static_cast<uint32_t>(*fl) & ~kSettable) | (f.flags & kSettable))
+            .status()
+            .IgnoreError();
+      tracee_->Syscall(SYS_fcntl, f.fd, F_SETFD, f.cloexec ? FD_CLOEXEC : 0).status().IgnoreError();
+    }
+  }
+
   // ---- From the guest.
 
   void OnGuestFrame(const wire::Connection::Ptr& c, wire::Frame f) {
@@ -737,11 +825,26 @@ class Home {
     switch (f.type()) {
       case kSyscall: return OnSyscallFrame(c, std::move(f));
       case kExited: {
-        auto st = DecodeU32(f.payload);
+        if (f.payload.size() < 4) return;
+        auto st = DecodeU32(f.payload.substr(0, 4));
         if (!st.ok()) return;
         int status = static_cast<int>(*st);
+        std::vector<FileImage> files;
+        Status fs = DecodeFiles(std::string_view(f.payload).substr(4), &files);
+        if (f.payload.size() > 4 && !fs.ok())
+          spdlog::warn("home: exit file table of {}: {}", pid_, fs.ToString());
         spdlog::info("home: remote of {} ended (status {:#x})", pid_, status);
-        RunWhenStopped([this, status] { EndDeputy(status); });
+        RunWhenStopped(
+            [this, status, files = std::move(files), has_files = f.payload.size() > 4 && fs.ok()] {
+              if (has_files) {
+                // The open files may be shared with other processes at home (a
+                // shell's redirection): they see the offsets the remote left.
+                reaping_ = true;
+                ReconcileFiles(files, true);
+                reaping_ = false;
+              }
+              EndDeputy(status);
+            });
         return;
       }
       case kWantHome: {
@@ -818,6 +921,9 @@ class Home {
   uint32_t where_ = 0;
   int moves_ = 0;
   uint64_t forwarded_ = 0;
+  std::map<int, uint64_t> forwarded_by_nr_;  // forwarded calls by syscall number
+  std::set<int> dfsa_fds_;                   // fds the remote uses directly (DFSA)
+  bool dfsa_enabled_ = true;
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;

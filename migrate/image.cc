@@ -13,7 +13,53 @@ constexpr uint32_t kMaxThreads = 4096;
 constexpr uint32_t kMaxVmas = 1u << 20;
 constexpr uint32_t kMaxGroups = 65536;
 constexpr uint32_t kMaxRunPages = 1u << 20;
+constexpr uint32_t kMaxFiles = 1u << 20;
 }  // namespace
+
+namespace {
+
+Status ReadFiles(Reader& r, std::vector<FileImage>* files) {
+  uint32_t nfiles = r.U32();
+  if (!r.ok() || nfiles > kMaxFiles) return Status::Corruption("image: file count");
+  for (uint32_t i = 0; i < nfiles; ++i) {
+    FileImage f;
+    f.fd = static_cast<int32_t>(r.U32());
+    f.group = static_cast<int32_t>(r.U32());
+    f.flags = r.U32();
+    uint8_t cloexec = r.U8();
+    f.offset = r.U64();
+    f.path = std::string(r.Bytes());
+    if (!r.ok()) return Status::Corruption("image: truncated file table");
+    if (f.fd < 0 || f.group < 0 || f.group > f.fd || cloexec > 1 || f.path.empty() ||
+        f.path[0] != '/')
+      return Status::Corruption("image: bad file entry");
+    f.cloexec = cloexec == 1;
+    files->push_back(std::move(f));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+void EncodeFiles(const std::vector<FileImage>& files, std::string* out) {
+  Writer w(out);
+  w.U32(static_cast<uint32_t>(files.size()));
+  for (const auto& f : files) {
+    w.U32(static_cast<uint32_t>(f.fd));
+    w.U32(static_cast<uint32_t>(f.group));
+    w.U32(f.flags);
+    w.U8(f.cloexec ? 1 : 0);
+    w.U64(f.offset);
+    w.Bytes(f.path);
+  }
+}
+
+Status DecodeFiles(std::string_view bytes, std::vector<FileImage>* out) {
+  Reader r(bytes);
+  MFS_RETURN_IF_ERROR(ReadFiles(r, out));
+  if (!r.done()) return Status::Corruption("file table: trailing bytes");
+  return Status::OK();
+}
 
 uint64_t HashPage(const void* page) { return XXH3_64bits(page, kPageSize); }
 
@@ -92,6 +138,7 @@ std::string EncodeHeader(const ProcessImage& img) {
   }
   w.U32(static_cast<uint32_t>(img.pending_signals.size()));
   for (uint32_t sig : img.pending_signals) w.U32(sig);
+  EncodeFiles(img.files, &out);
   return out;
 }
 
@@ -187,6 +234,7 @@ Status DecodeHeader(std::string_view bytes, ProcessImage* img) {
     sig = r.U32();
     if (r.ok() && (sig == 0 || sig > 64)) return Status::Corruption("image: bad signal number");
   }
+  MFS_RETURN_IF_ERROR(ReadFiles(r, &img->files));
   if (!r.ok()) return Status::Corruption("image: truncated header");
   if (!r.done()) return Status::Corruption("image: trailing bytes in header");
   return Status::OK();

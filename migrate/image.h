@@ -9,6 +9,8 @@
 //   u32 magic 0x474D4946 ("FIMG"), u32 version (kImageVersion), then the
 //   fields in the order of EncodeHeader; the pages travel separately as page
 //   batches: u64 addr, u32 npages, npages × u64 xxh3 hash, npages × 4096 bytes.
+//   Version 3 ends the header with the open files: u32 count, then per file
+//   i32 fd, i32 group, u32 flags, u8 cloexec, u64 offset, bytes path.
 // The decoders do no I/O, reject anything malformed with EBADMSG, and check
 // every page against its hash.
 #pragma once
@@ -29,7 +31,8 @@
 namespace mfs::migrate {
 
 inline constexpr uint32_t kImageMagic = 0x474D4946;
-inline constexpr uint32_t kImageVersion = 2;  // 2: per-thread pending signals
+// 2: per-thread pending signals; 3: open files (DFSA)
+inline constexpr uint32_t kImageVersion = 3;
 inline constexpr uint64_t kPageSize = 4096;
 
 // The kernel's struct sigaction for rt_sigaction (not glibc's).
@@ -97,6 +100,20 @@ struct MmFields {
   uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
 };
 
+// An open regular file on /mfs that moves with the process (DFSA, see
+// man/mfs-migration.7): re-opened by path where the process runs, at the
+// same fd number, with the same flags and offset. fds that share one open
+// file description (dup) carry the same `group` (the lowest of their
+// numbers) and are opened once at the destination.
+struct FileImage {
+  int32_t fd = -1;
+  int32_t group = -1;
+  uint32_t flags = 0;  // open flags as /proc/PID/fdinfo shows them (O_CLOEXEC excluded)
+  bool cloexec = false;
+  uint64_t offset = 0;
+  std::string path;  // /mfs/<node>/... (numeric node)
+};
+
 struct ProcessImage {
   pid_t home_pid = 0;
   std::string comm;
@@ -116,6 +133,8 @@ struct ProcessImage {
   // Signals that were pending at the freeze (taken out of the original's
   // queues); raised again in the restored process before it runs.
   std::vector<uint32_t> pending_signals;
+  // DFSA files (version 3).
+  std::vector<FileImage> files;
 
   size_t page_count() const;
 };
@@ -129,5 +148,10 @@ void EncodePageRun(const PageRun& run, std::string* out);
 Status DecodePageRuns(std::string_view bytes, std::vector<PageRun>* out);
 
 uint64_t HashPage(const void* page);
+
+// A file table alone (as at the end of the header): u32 count, then the
+// files. Decoding appends to `out` and rejects malformed entries (EBADMSG).
+void EncodeFiles(const std::vector<FileImage>& files, std::string* out);
+Status DecodeFiles(std::string_view bytes, std::vector<FileImage>* out);
 
 }  // namespace mfs::migrate

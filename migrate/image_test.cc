@@ -33,6 +33,8 @@ ProcessImage Sample() {
   img.groups = {1, 2, 3};
   img.vmas.push_back({0x400000, 0x401000, 5, kVmaFile, 0, "/bin/counter"});
   img.specials.push_back({"[vdso]", 0x7fff0000, 0x7fff2000});
+  img.files.push_back({3, 3, 02002, true, 123456789, "/mfs/3/data/in.txt"});
+  img.files.push_back({5, 3, 02002, false, 123456789, "/mfs/3/data/in.txt"});
   return img;
 }
 
@@ -58,6 +60,32 @@ TEST(Image, HeaderRoundTrip) {
   ASSERT_EQ(b.vmas.size(), 1u);
   EXPECT_EQ(b.vmas[0].path, "/bin/counter");
   EXPECT_EQ(b.specials[0].name, "[vdso]");
+  ASSERT_EQ(b.files.size(), 2u);
+  EXPECT_EQ(b.files[0].fd, 3);
+  EXPECT_EQ(b.files[1].fd, 5);
+  EXPECT_EQ(b.files[1].group, 3);
+  EXPECT_EQ(b.files[0].flags, 02002u);
+  EXPECT_TRUE(b.files[0].cloexec);
+  EXPECT_FALSE(b.files[1].cloexec);
+  EXPECT_EQ(b.files[1].offset, 123456789u);
+  EXPECT_EQ(b.files[0].path, "/mfs/3/data/in.txt");
+}
+
+TEST(Image, RejectsOldVersionsAndBadFileEntries) {
+  std::string bytes = EncodeHeader(Sample());
+  ProcessImage b;
+  std::string v2 = bytes;
+  v2[4] = 2;  // the version field: a version 2 image has no file table
+  EXPECT_EQ(DecodeHeader(v2, &b).code(), EBADMSG);
+  ProcessImage bad = Sample();
+  bad.files[1].group = 9;  // a group is the lowest fd sharing the description
+  EXPECT_EQ(DecodeHeader(EncodeHeader(bad), &b).code(), EBADMSG);
+  bad = Sample();
+  bad.files[0].path = "relative";
+  EXPECT_EQ(DecodeHeader(EncodeHeader(bad), &b).code(), EBADMSG);
+  bad = Sample();
+  bad.files[0].fd = -1;
+  EXPECT_EQ(DecodeHeader(EncodeHeader(bad), &b).code(), EBADMSG);
 }
 
 TEST(Image, RejectsEveryTruncationAndBadMagic) {

@@ -57,6 +57,11 @@ std::string EncodeSyscallReply(const SyscallReply& r) {
     w.U8(b.arg);
     w.Bytes(b.data);
   }
+  if (!r.dfsa_path.empty()) {
+    w.U8(1);
+    w.U32(r.dfsa_flags);
+    w.Bytes(r.dfsa_path);
+  }
   return out;
 }
 
@@ -72,6 +77,13 @@ Result<SyscallReply> DecodeSyscallReply(std::string_view payload) {
     b.data = std::string(rd.Bytes());
     if (!rd.ok() || b.arg > 5) return Status::Corruption("syscall reply: bad buffer");
     r.buffers.push_back(std::move(b));
+  }
+  if (rd.ok() && !rd.done()) {
+    if (rd.U8() != 1) return Status::Corruption("syscall reply: bad trailer");
+    r.dfsa_flags = rd.U32();
+    r.dfsa_path = std::string(rd.Bytes());
+    if (!rd.ok() || r.dfsa_path.empty() || r.dfsa_path[0] != '/' || r.ret < 0)
+      return Status::Corruption("syscall reply: bad DFSA file");
   }
   if (!rd.done()) return Status::Corruption("syscall reply: trailing bytes");
   return r;

@@ -11,7 +11,8 @@
 //   kSyscall      guest -> home (Call): a forwarded system call (SyscallRequest)
 //                 resp SyscallReply
 //   kSignal       home -> guest (Send): u32 signo, to deliver to the remote
-//   kExited       guest -> home (Send): u32 wait status of the remote
+//   kExited       guest -> home (Send): u32 wait status of the remote, then
+//                 (optional) its DFSA files as it exited (image.h EncodeFiles)
 //   kFetch        home -> guest (Call): freeze the remote and capture it;
 //                 resp image header, u32 number of page batches
 //   kFetchPages   home -> guest (Call): u32 batch index; resp page runs
@@ -67,6 +68,12 @@ struct SyscallRequest {
 struct SyscallReply {
   int64_t ret = 0;
   std::vector<CallBuffer> buffers;  // out buffers only, in request order
+  // DFSA: an open/openat/creat that opened fd `ret` on a regular file under
+  // /mfs/<node>/ names it here (path, fdinfo flags with O_CLOEXEC), so that
+  // the remote opens it where it runs, at the same number. Encoded after
+  // the buffers only when set: u8 1, u32 flags, bytes path.
+  std::string dfsa_path;
+  uint32_t dfsa_flags = 0;
 };
 
 std::string EncodeSyscallRequest(const SyscallRequest& r);

@@ -198,6 +198,14 @@ Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<i
   do {
     n = read(ready[0], &c, 1);
   } while (n < 0 && errno == EINTR);
+  if (n == 1) {
+    // Wait for the child's close of its end too (EOF): stopped before it,
+    // the target would keep the pipe as fd kReady in the restored process.
+    ssize_t e;
+    do {
+      e = read(ready[0], &c, 1);
+    } while (e < 0 && errno == EINTR);
+  }
   close(ready[0]);
   if (n != 1) {
     int status = 0;

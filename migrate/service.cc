@@ -257,7 +257,11 @@ void RegisterMigrationService(node::Daemon& d, const std::string& bin) {
       bool is_home = access(home.c_str(), F_OK) == 0;
       auto r = control::Call(is_home ? home : guest, json{{"op", "info"}}, 2000);
       if (!r.ok()) return reply(json{{"home", self}, {"where", self}, {"migratable", false}});
-      reply(json{{"home", (*r)["home"]}, {"where", (*r)["where"]}, {"migratable", true}});
+      // A guest's process is known by its home identity (home node, home
+      // pid): locality figures gathered here are attributed to it.
+      json out{{"home", (*r)["home"]}, {"where", (*r)["where"]}, {"migratable", true}};
+      out["home_pid"] = r->contains("home_pid") ? (*r)["home_pid"] : (*r)["pid"];
+      reply(out);
     });
   });
 }

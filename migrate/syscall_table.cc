@@ -219,7 +219,83 @@ std::vector<SyscallSpec> MakeTable() {
   };
 }
 
+constexpr auto DN = DfsaRule::kNative;
+constexpr auto DC = DfsaRule::kClose;
+constexpr auto DH = DfsaRule::kHome;
+constexpr uint8_t kFd0 = 1, kFd1 = 2, kFd2 = 4, kFd4 = 16;
+
+std::vector<DfsaSpec> MakeDfsaTable() {
+  return {
+      {SYS_read, "read", DN, kFd0},
+      {SYS_write, "write", DN, kFd0},
+      {SYS_pread64, "pread64", DN, kFd0},
+      {SYS_pwrite64, "pwrite64", DN, kFd0},
+      {SYS_readv, "readv", DN, kFd0},
+      {SYS_writev, "writev", DN, kFd0},
+      {SYS_preadv, "preadv", DN, kFd0},
+      {SYS_pwritev, "pwritev", DN, kFd0},
+      {SYS_preadv2, "preadv2", DN, kFd0},
+      {SYS_pwritev2, "pwritev2", DN, kFd0},
+      {SYS_lseek, "lseek", DN, kFd0},
+      {SYS_fstat, "fstat", DN, kFd0},
+      {SYS_newfstatat, "newfstatat", DN, kFd0, "AT_EMPTY_PATH and an empty path"},
+      {SYS_statx, "statx", DN, kFd0, "AT_EMPTY_PATH and an empty path"},
+      {SYS_fstatfs, "fstatfs", DN, kFd0},
+      {SYS_fsync, "fsync", DN, kFd0},
+      {SYS_fdatasync, "fdatasync", DN, kFd0},
+      {SYS_sync_file_range, "sync_file_range", DN, kFd0},
+      {SYS_ftruncate, "ftruncate", DN, kFd0},
+      {SYS_fallocate, "fallocate", DN, kFd0},
+      {SYS_fadvise64, "fadvise64", DN, kFd0},
+      {SYS_readahead, "readahead", DN, kFd0},
+      {SYS_flock, "flock", DN, kFd0},
+      {SYS_ioctl, "ioctl", DN, kFd0},
+      {SYS_fgetxattr, "fgetxattr", DN, kFd0},
+      {SYS_flistxattr, "flistxattr", DN, kFd0},
+      {SYS_fcntl, "fcntl", DN, kFd0, "not F_DUPFD/F_DUPFD_CLOEXEC (home)"},
+      {SYS_mmap, "mmap", DN, kFd4, "not MAP_SHARED with PROT_WRITE (home)"},
+      {SYS_close, "close", DC, kFd0},
+      {SYS_dup, "dup", DH, kFd0},
+      {SYS_dup2, "dup2", DH, kFd0 | kFd1},
+      {SYS_dup3, "dup3", DH, kFd0 | kFd1},
+      {SYS_close_range, "close_range", DH, 0, "a DFSA fd in the range"},
+      {SYS_sendfile, "sendfile", DH, kFd0 | kFd1},
+      {SYS_copy_file_range, "copy_file_range", DH, kFd0 | kFd2},
+      {SYS_splice, "splice", DH, kFd0 | kFd2},
+      {SYS_tee, "tee", DH, kFd0 | kFd1},
+  };
+}
+
+const char* DfsaRuleName(DfsaRule r) {
+  switch (r) {
+    case DfsaRule::kNative:
+      return "dfsa-native";
+    case DfsaRule::kClose:
+      return "dfsa-close";
+    case DfsaRule::kHome:
+      return "dfsa-home";
+    case DfsaRule::kNone:
+      return "-";
+  }
+  return "?";
+}
+
 }  // namespace
+
+const std::vector<DfsaSpec>& DfsaTable() {
+  static const std::vector<DfsaSpec> table = MakeDfsaTable();
+  return table;
+}
+
+const DfsaSpec* LookupDfsa(int nr) {
+  static const std::map<int, const DfsaSpec*> index = [] {
+    std::map<int, const DfsaSpec*> m;
+    for (const auto& s : DfsaTable()) m[s.nr] = &s;
+    return m;
+  }();
+  auto it = index.find(nr);
+  return it == index.end() ? nullptr : it->second;
+}
 
 const std::vector<SyscallSpec>& SyscallTable() {
   static const std::vector<SyscallSpec> table = MakeTable();
@@ -251,6 +327,11 @@ std::string SyscallTableText() {
   std::ostringstream out;
   for (const auto& s : SyscallTable()) out << s.name << ' ' << s.nr << ' ' << ClassName(s.cls) << '\n';
   out << "(every other call) - home\n";
+  for (const auto& d : DfsaTable()) {
+    out << d.name << ' ' << d.nr << ' ' << DfsaRuleName(d.rule);
+    if (d.when[0]) out << ' ' << d.when;
+    out << '\n';
+  }
   return out.str();
 }
 

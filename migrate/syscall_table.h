@@ -20,6 +20,16 @@
 // mmap of a file descriptor is `home` (the fd lives at home); anonymous mmap
 // is native (the filter checks the fd argument).
 //
+// DFSA (see man/mfs-migration.7): a remote's files on /mfs are its own fds,
+// re-opened where it runs. A call that names one of them (DfsaTable) still
+// traps (a filter cannot see the fd table) but is answered on the spot:
+//   native  the remote's kernel runs it (SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+//   close   run natively and at home (fire and forget), so the number is
+//           free on both sides;
+//   home    the two fd tables would diverge (dup of or onto a DFSA fd,
+//           close_range over one, calls that move bytes between two fds):
+//           the process is brought home, as for class home.
+//
 // man/mfs-migration.7 prints this table; `mfsps --syscalls` prints it from
 // this code (SyscallTableText), so the two cannot drift apart silently.
 #pragma once
@@ -59,11 +69,26 @@ struct SyscallSpec {
   ArgSpec args[6];
 };
 
+enum class DfsaRule : uint8_t { kNone, kNative, kClose, kHome };
+
+struct DfsaSpec {
+  int nr = -1;
+  const char* name = "";
+  DfsaRule rule = DfsaRule::kNone;
+  uint8_t fd_args = 0;    // bit i: argument i is an fd
+  const char* when = "";  // a condition the guest checks, for the table
+};
+
+// The rules for calls on DFSA fds; nullptr: the call is not about one.
+const DfsaSpec* LookupDfsa(int nr);
+const std::vector<DfsaSpec>& DfsaTable();
+
 // The spec of `nr`; calls missing from the table are kHome.
 const SyscallSpec& LookupSyscall(int nr);
 const std::vector<SyscallSpec>& SyscallTable();
 const char* ClassName(SyscallClass c);
-// "name nr class" lines, for the man page and `mfsps --syscalls`.
+// "name nr class" lines, then "name nr dfsa-rule [condition]" lines for
+// calls on a DFSA fd, for the man page and `mfsps --syscalls`.
 std::string SyscallTableText();
 
 // The seccomp filter of a remote: native calls allowed, the rest

@@ -201,6 +201,9 @@ void Tracee::Kill() {
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) break;
     MarkStopped(status);
+    // A tracee with PTRACE_O_TRACEEXIT may stop at its exit event even
+    // when killed: let it go on to its death.
+    if (!dead_) ptrace(PTRACE_CONT, tid_, nullptr, nullptr);
   }
   dead_ = true;
   attached_ = false;

@@ -180,7 +180,8 @@ std::vector<ProcRow> Processes(const ClusterView& v, const Filter& f) {
     for (const json& p : n["processes"]) {
       ProcRow r;
       r.reporter = reporter;
-      r.pid = U32(p, "pid");
+      r.pid = p.contains("home_pid") ? U32(p, "home_pid") : U32(p, "pid");
+      r.home = U32(p, "home");
       r.comm = Str(p, "comm");
       r.exe = Str(p, "exe");
       r.where = U32(p, "where");
@@ -253,9 +254,13 @@ std::string RenderProcesses(const ClusterView& v, const Filter& f) {
   for (const auto& r : rows) {
     exited |= !r.alive;
     std::string cmd = Fit(r.comm, 12) + (r.alive ? "" : "*");
-    t.AddRow({std::to_string(r.pid), cmd, std::to_string(r.where),
-              r.main_node ? std::to_string(r.main_node) : "-", Pct(r.local_pct), Rate(r.rate_bps),
-              ShortBytes(r.bytes), PerNode(r.per_node, budget)});
+    // A migrated process: "HOME:PID", its identity on its home node.
+    std::string pid = r.home && r.home != r.reporter
+                          ? std::to_string(r.home) + ":" + std::to_string(r.pid)
+                          : std::to_string(r.pid);
+    t.AddRow({pid, cmd, std::to_string(r.where), r.main_node ? std::to_string(r.main_node) : "-",
+              Pct(r.local_pct), Rate(r.rate_bps), ShortBytes(r.bytes),
+              PerNode(r.per_node, budget)});
   }
   return t.Render() + (exited ? "* the process has exited\n" : "");
 }

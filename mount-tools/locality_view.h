@@ -46,7 +46,8 @@ struct Filter {
 // A process row, flattened from a node snapshot.
 struct ProcRow {
   uint32_t reporter = 0;  // the node whose mfsd keeps it
-  uint32_t pid = 0;
+  uint32_t pid = 0;       // its home pid (a migrated process is known by it)
+  uint32_t home = 0;      // its home node (0: unknown, taken as `reporter`)
   std::string comm, exe;
   uint32_t where = 0, main_node = 0;
   double bytes = 0, local_pct = 0, rate_bps = 0, cached = 0;

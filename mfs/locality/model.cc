@@ -67,6 +67,15 @@ void LocalityModel::Apply(const Batch& batch, int64_t now_ms) {
       p.comm = e.comm.empty() ? "?" : e.comm;
       p.exe = e.exe.empty() ? p.comm : e.exe;
       p.first_ms = now_ms;
+      if (auto id = identities_.find(e.pid);
+          id != identities_.end() && id->second.start == e.start) {
+        p.home = id->second.home == o_.self ? 0 : id->second.home;
+        p.home_pid = id->second.home_pid == e.pid ? 0 : id->second.home_pid;
+        // Restored from its home's file (/mfs/<home>/usr/bin/x where the
+        // path is not local): the program is /usr/bin/x, one profile.
+        const std::string via = "/mfs/" + std::to_string(id->second.home) + "/";
+        if (p.home && p.exe.rfind(via, 0) == 0) p.exe = p.exe.substr(via.size() - 1);
+      }
       it = procs_.emplace(e.pid, std::move(p)).first;
       Profile& prof = profiles_[it->second.exe];
       prof.exe = it->second.exe;
@@ -99,9 +108,24 @@ void LocalityModel::Apply(const Batch& batch, int64_t now_ms) {
   }
 }
 
-void LocalityModel::SetWhere(pid_t pid, uint32_t node) {
+void LocalityModel::SetWhere(pid_t pid, uint32_t node, uint32_t home, pid_t home_pid) {
   auto it = procs_.find(pid);
-  if (it != procs_.end()) it->second.where = node;
+  if (it == procs_.end()) return;
+  it->second.where = node;
+  if (home == kKeepHome) return;
+  it->second.home = home == o_.self ? 0 : home;
+  it->second.home_pid = home_pid == pid ? 0 : home_pid;
+}
+
+void LocalityModel::SetIdentity(pid_t pid, uint64_t start, uint32_t home, pid_t home_pid) {
+  if (identities_.size() >= o_.max_processes && !identities_.count(pid))
+    identities_.erase(identities_.begin());
+  identities_[pid] = Identity{start, home, home_pid};
+  auto it = procs_.find(pid);
+  if (it != procs_.end() && it->second.start == start) {
+    it->second.home = home == o_.self ? 0 : home;
+    it->second.home_pid = home_pid == pid ? 0 : home_pid;
+  }
 }
 
 std::vector<pid_t> LocalityModel::ActivePids(int64_t now_ms, int64_t window_ms) const {
@@ -159,6 +183,8 @@ json LocalityModel::ProcessJson(const ProcessState& p, int64_t now_ms) const {
   }
   double rate = static_cast<double>(window_bytes) * 1000.0 / static_cast<double>(o_.rate_window_ms);
   return json{{"pid", p.pid},
+              {"home", p.home ? p.home : o_.self},
+              {"home_pid", p.home_pid ? p.home_pid : p.pid},
               {"start", p.start},
               {"comm", p.comm},
               {"exe", p.exe},

@@ -50,6 +50,10 @@ struct ProcessState {
   uint64_t start = 0;
   std::string comm, exe;
   uint32_t where = 0;  // node where it runs, last known (0 = this node)
+  // Its identity for the user: a migrated process (a guest here) is its
+  // home node's pid. 0: this node / its own pid.
+  uint32_t home = 0;
+  pid_t home_pid = 0;
   int64_t first_ms = 0, last_ms = 0;
   std::map<uint32_t, DecayedCounters> decayed;      // by owner node
   std::map<uint32_t, Counters> totals;              // by owner node, raw
@@ -75,6 +79,8 @@ struct HistoryPoint {
   uint64_t remote() const { return remote_read + remote_write; }
 };
 
+inline constexpr uint32_t kKeepHome = UINT32_MAX;
+
 struct ModelOptions {
   uint32_t self = 0;  // this node's id
   double half_life_ms = 60'000;
@@ -88,8 +94,14 @@ class LocalityModel {
 
   // Adds a report's deltas, received at now_ms.
   void Apply(const Batch& batch, int64_t now_ms);
-  // Sets where process `pid` runs (from proc.where).
-  void SetWhere(pid_t pid, uint32_t node);
+  // Sets where process `pid` runs and its home identity (from proc.where;
+  // home 0 / home_pid 0: this node, its own pid; home kKeepHome: keep the
+  // identity known so far).
+  void SetWhere(pid_t pid, uint32_t node, uint32_t home = 0, pid_t home_pid = 0);
+  // Process `pid` started at `start` is a migrated process: home node
+  // `home`, home pid `home_pid` (told by its guest supervisor before it
+  // runs). Applied now if the process is known, else when it first shows.
+  void SetIdentity(pid_t pid, uint64_t start, uint32_t home, pid_t home_pid);
   // Pids of processes seen in the last `window_ms`.
   std::vector<pid_t> ActivePids(int64_t now_ms, int64_t window_ms) const;
 
@@ -114,6 +126,12 @@ class LocalityModel {
   ModelOptions o_;
   std::map<pid_t, ProcessState> procs_;
   std::map<std::string, Profile> profiles_;
+  struct Identity {
+    uint64_t start;
+    uint32_t home;
+    pid_t home_pid;
+  };
+  std::map<pid_t, Identity> identities_;  // at most max_processes
   HistoryPoint current_;
   int64_t interval_start_ms_ = 0;
 };

@@ -50,6 +50,58 @@ TEST(ModelTest, ProportionsPerNodeAndLocalShare) {
   EXPECT_NEAR(j["local_pct"].get<double>(), 70.0, 1e-9);
 }
 
+// A migrated process (a guest on node 2, home node 1, home pid 4242) is
+// shown under its home identity, kept once learnt when it is gone.
+TEST(ModelTest, GuestIsKnownByItsHomeIdentity) {
+  LocalityModel m(ModelOptions{2, 60'000, 5'000, 100});
+  m.Apply({Read(777, 3, 1000)}, 10);
+  auto j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 2);
+  EXPECT_EQ(j["home_pid"], 777);
+  m.SetWhere(777, 2, 1, 4242);
+  j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["pid"], 777);
+  EXPECT_EQ(j["home"], 1);
+  EXPECT_EQ(j["home_pid"], 4242);
+  EXPECT_EQ(j["where"], 2);
+  m.SetWhere(777, 0, kKeepHome, 0);  // it ended: proc.where no longer knows it
+  j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 1);
+  EXPECT_EQ(j["home_pid"], 4242);
+  m.SetWhere(777, 2, 2, 777);  // known to run at home here
+  j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 2);
+  EXPECT_EQ(j["home_pid"], 777);
+}
+
+// The guest supervisor names the process before it runs; a reused pid (other
+// start time) is not taken for it.
+TEST(ModelTest, IdentityToldBeforeTheFirstReport) {
+  LocalityModel m(ModelOptions{2, 60'000, 5'000, 100});
+  m.SetIdentity(777, 100, 1, 4242);
+  m.SetIdentity(888, 55, 1, 5000);
+  m.Apply({Read(777, 3, 1000), Read(888, 3, 10)}, 10);  // Read() starts at 100
+  auto j = m.ProcessJson(m.processes().at(777), 10);
+  EXPECT_EQ(j["home"], 1);
+  EXPECT_EQ(j["home_pid"], 4242);
+  j = m.ProcessJson(m.processes().at(888), 10);
+  EXPECT_EQ(j["home"], 2);
+  EXPECT_EQ(j["home_pid"], 888);
+}
+
+// A remote restored from its home's executable through /mfs is the same
+// program: its profile is the home's.
+TEST(ModelTest, RemoteRunningItsHomesExecutableSharesItsProfile) {
+  LocalityModel m(ModelOptions{2, 60'000, 5'000, 100});
+  m.SetIdentity(777, 100, 1, 4242);
+  Entry e = Read(777, 3, 1000);
+  e.exe = "/mfs/1/bin/job";
+  m.Apply({e}, 10);
+  EXPECT_EQ(m.processes().at(777).exe, "/bin/job");
+  EXPECT_EQ(m.profiles().count("/bin/job"), 1u);
+  EXPECT_EQ(m.profiles().count("/mfs/1/bin/job"), 0u);
+}
+
 TEST(ModelTest, CachedReadsAreShown) {
   LocalityModel m(ModelOptions{1, 60'000, 5'000, 100});
   m.Apply({Read(7, 2, 4096, true)}, 10);

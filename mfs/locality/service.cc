@@ -150,6 +150,23 @@ json HostJson() {
   return h;
 }
 
+// Start time (clock ticks since boot, /proc/PID/stat field 22) of `pid`,
+// the key that tells a reused pid from the process it names.
+Result<uint64_t> ProcessStart(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = text.rfind(')');
+  if (text.empty() || close == std::string::npos)
+    return Status::NotFound("no process " + std::to_string(pid));
+  std::istringstream f(text.substr(close + 2));
+  std::string tok;
+  for (int field = 3; field < 22 && (f >> tok); ++field) {
+  }
+  uint64_t start = 0;
+  if (!(f >> start)) return Status::Corruption("/proc/" + std::to_string(pid) + "/stat");
+  return start;
+}
+
 }  // namespace
 
 Result<LocalityOptions> LoadLocalityOptions(const node::Config& config) {
@@ -283,6 +300,24 @@ void LocalityService::Register() {
         return OnReport(req);
       });
   daemon_.RegisterControlOp(
+      "locality.identity", [this](const json& req, const control::Caller& caller) -> Result<json> {
+        // A guest supervisor names the migrated process it runs here.
+        if (caller.uid != 0 && caller.uid != ::geteuid())
+          return Status::PermissionDenied(
+              "locality.identity: only supervisors (root) may say who a process is");
+        for (const char* k : {"pid", "home", "home_pid"})
+          if (!req.contains(k) || !req[k].is_number_unsigned() || req[k].get<uint64_t>() == 0 ||
+              req[k].get<uint64_t>() > (std::string(k) == "home" ? kMaxNodeId : INT32_MAX))
+            return Status::InvalidArgument(std::string("locality.identity: \"") + k +
+                                           "\" must be a positive id");
+        pid_t pid = req["pid"].get<pid_t>();
+        auto start = ProcessStart(pid);
+        if (!start.ok()) return start.status();
+        std::lock_guard lock(mu_);
+        model_.SetIdentity(pid, *start, req["home"].get<uint32_t>(), req["home_pid"].get<pid_t>());
+        return json{{"pid", pid}};
+      });
+  daemon_.RegisterControlOp(
       "locality.accounting",
       [this](const json& req, const control::Caller& caller) -> Result<json> {
         if (req.contains("enable")) {
@@ -337,8 +372,18 @@ Result<json> LocalityService::OnReport(const json& req) {
   MFS_ASSIGN_OR_RETURN(Batch batch, DecodeReport(req));
   if (auto it = req.find("accounting"); it != req.end() && it->is_boolean())
     client_accounting_ = it->get<bool>() ? 1 : 0;
-  std::lock_guard lock(mu_);
-  model_.Apply(batch, NowMs());
+  std::vector<pid_t> fresh;
+  {
+    std::lock_guard lock(mu_);
+    for (const Entry& e : batch)
+      if (!model_.processes().count(e.pid) && (fresh.empty() || fresh.back() != e.pid))
+        fresh.push_back(e.pid);
+    model_.Apply(batch, NowMs());
+  }
+  // Where a process first seen runs, and who it is (a migrated process is
+  // its home's pid), while it still runs: a short-lived guest would be gone
+  // by the next tick.
+  if (!fresh.empty()) RefreshWhere(std::move(fresh), [] {});
   return json{{"accepted", batch.size()}, {"accounting", accounting_.load()}};
 }
 
@@ -381,14 +426,20 @@ void LocalityService::RefreshWhere(std::vector<pid_t> pids, std::function<void()
         json{{"op", "proc.where"}, {"pid", pid}}, [this, st, pid](Result<json> r) {
           // No answer (no migration service, or a pid it does not know) means
           // the process runs here.
-          uint32_t where = 0;
-          if (r.ok() && r->contains("where") && (*r)["where"].is_number_integer()) {
-            int64_t w = (*r)["where"].get<int64_t>();
-            if (w > 0 && w <= kMaxNodeId) where = static_cast<uint32_t>(w);
-          }
+          auto field = [&r](const char* k, int64_t max) -> int64_t {
+            if (!r.ok() || !r->contains(k) || !(*r)[k].is_number_integer()) return 0;
+            int64_t v = (*r)[k].get<int64_t>();
+            return v > 0 && v <= max ? v : 0;
+          };
+          uint32_t where = static_cast<uint32_t>(field("where", kMaxNodeId));
+          // Only a supervised process has a home identity; a process that
+          // is gone (or was never supervised) keeps the one learnt before.
+          const bool supervised = r.ok() && r->value("migratable", false);
+          uint32_t home = supervised ? static_cast<uint32_t>(field("home", kMaxNodeId)) : kKeepHome;
+          pid_t home_pid = supervised ? static_cast<pid_t>(field("home_pid", INT32_MAX)) : 0;
           {
             std::lock_guard lock(mu_);
-            model_.SetWhere(pid, where);
+            model_.SetWhere(pid, where, home, home_pid);
           }
           if (--st->left == 0) st->done();
         });
@@ -402,8 +453,12 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
   {
     std::lock_guard lock(mu_);
     for (const auto& [pid, p] : model_.processes()) {
-      if (!want_pid || pid == only) pids.push_back(pid);
+      if (!want_pid || pid == only || p.home_pid == only) pids.push_back(pid);
     }
+    // A migrated process is also found by its home pid, which proc.where
+    // tells: ask for every process unless the pid is known here.
+    if (want_pid && pids.empty())
+      for (const auto& [pid, p] : model_.processes()) pids.push_back(pid);
   }
   if (want_pid && pids.empty() && !req.value("lenient", false)) {
     reply(Status::NotFound("no I/O on /mfs recorded for pid " + std::to_string(only) + " on node " +
@@ -425,7 +480,7 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
       {
         std::lock_guard lock(mu_);
         for (const auto& [pid, p] : model_.processes()) {
-          if (want_pid && pid != only) continue;
+          if (want_pid && pid != only && p.home_pid != only) continue;
           json j = model_.ProcessJson(p, now);
           char path[64];
           snprintf(path, sizeof path, "/proc/%d", pid);
@@ -435,6 +490,11 @@ void LocalityService::LocalSnapshot(const json& req, Reply reply) {
         out["by_node"] = model_.ByNodeJson(now);
         for (const auto& [exe, p] : model_.profiles())
           profiles.push_back(model_.ProfileJson(p, now));
+      }
+      if (want_pid && procs.empty() && !req.value("lenient", false)) {
+        reply(Status::NotFound("no I/O on /mfs recorded for pid " + std::to_string(only) +
+                               " on node " + std::to_string(daemon_.config().id)));
+        return;
       }
       out["processes"] = std::move(procs);
       out["profiles"] = std::move(profiles);
