@@ -125,7 +125,52 @@ demo_migration() {
   show tail -n 2 "$out"
   kill "$pid" 2>/dev/null || true
 }
-DEMO_PARTS=(demo_membership demo_fs demo_locality demo_migration)
+# DFSA (issue 6): a job started on node 1 reads a file stored on node 2; moved
+# there, its reads of that open file run on node 2 (not through the deputy at
+# home), and node 2's locality report shows them under the job's home pid.
+demo_dfsa() {
+  say "DFSA: a job on node 1 reading node 2's data moves to node 2"
+  if ! "$CLUSTER" exec 1 -- test -d /mfs/2 2>/dev/null; then
+    echo "(skipped: /mfs is not mounted in the nodes)"
+    return 0
+  fi
+  local data=$MFS_CLUSTER_DIR/node2/export/demo-data out=$MFS_CLUSTER_DIR/dfsa.out pid
+  head -c $((48 << 20)) /dev/urandom >"$data"
+  # 1 MiB every 40 ms: about two seconds of reading, so the move lands mid-file.
+  cat >"$MFS_CLUSTER_DIR/reader.py" <<'EOT'
+import hashlib, sys, time
+h, n = hashlib.sha256(), 0
+with open(sys.argv[1], "rb") as f:
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+        n += len(chunk)
+        if n % (8 << 20) == 0:
+            print(f"{n >> 20} MiB read", flush=True)
+        time.sleep(0.04)
+print(h.hexdigest(), flush=True)
+EOT
+  "$CLUSTER" exec 1 -- sh -c "setsid mfsrun python3 $MFS_CLUSTER_DIR/reader.py /mfs/2/demo-data > $out 2>&1 & echo \$! > $out.pid"
+  local deadline=$((SECONDS + 20))
+  until [[ -s $out ]]; do
+    ((SECONDS < deadline)) || fail "the reader did not start (see $MFS_CLUSTER_DIR/node1/mfsd.log)"
+    sleep 0.2
+  done
+  pid=$(cat "$out.pid")
+  show "$CLUSTER" exec 1 -- mfsmigrate "$pid" 2
+  show "$CLUSTER" exec 1 -- mfsps
+  deadline=$((SECONDS + 60))
+  while kill -0 "$pid" 2>/dev/null; do
+    ((SECONDS < deadline)) || fail "the reader did not finish within 60 s"
+    sleep 0.2
+  done
+  show cat "$out"
+  show "$CLUSTER" exec 2 -- sha256sum /mfs/2/demo-data
+  sleep 1.5 # the clients report every 500 ms
+  echo "(node 2 saw the reads made after the move, under the job's home identity 1:$pid)"
+  show "$CLUSTER" exec 2 -- mfsstat -a -p "$pid"
+  rm -f "$data"
+}
+DEMO_PARTS=(demo_membership demo_fs demo_locality demo_migration demo_dfsa)
 
 bash "$MFS_ROOT/scripts/setup.sh"
 
