@@ -74,6 +74,11 @@ struct FileHandle {
   std::atomic<uint64_t> remote_epoch{0};  // connection generation that issued remote_fh
   int flags = 0;
   std::atomic<bool> written{false};  // data changed since the last flush
+  // Set by the FUSE layer: the kernel reads and writes this local file
+  // itself (FUSE passthrough), so `written` never sees its writes; a
+  // writable one counts as changed at every flush.
+  bool passthrough = false;
+  bool cached_io = false;  // the FUSE layer counted it as a page-cache open
 };
 
 struct DirEntryOut {

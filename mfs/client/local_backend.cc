@@ -195,7 +195,9 @@ void LocalBackend::Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) {
   int r = d < 0 ? -1 : close(d);
   Status s = r < 0 ? Status::FromErrno("flush") : Status::OK();
   locks_.ReleaseOwner(LockKey(fh->inode), lock_owner);
-  if (fh->written.exchange(false) || (fh->flags & O_TRUNC)) Changed(fh->inode);
+  bool writable = (fh->flags & O_ACCMODE) != O_RDONLY;
+  if (fh->written.exchange(false) || (fh->flags & O_TRUNC) || (fh->passthrough && writable))
+    Changed(fh->inode);
   cb(s);
 }
 

@@ -2,6 +2,9 @@
 // mounting its own /mfs), on 127.0.0.x loopback addresses. Attribute and
 // entry timeouts are set to 30 s, so every cross-node case below passes only
 // through pushed invalidations and close-to-open, never through expiry.
+// Node 2 mounts with passthrough = "on" (the kernel does its local file I/O
+// where it supports FUSE passthrough), node 1 with the default (auto, with
+// accounting on: through mount.mfs), so both local paths meet remote ones.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -13,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <dirent.h>
@@ -53,7 +57,8 @@ class FsClusterTest : public ::testing::Test {
           << "/state\"\nsecret_file = \"" << dir_ << "/secret\"\ncontrol_socket = \"" << n
           << "/run/mfsd.sock\"\nmount = \"" << n << "/mfs\"\npeers = [\"" << Addr(3 - i) << ":"
           << port_ << "\"]\n[membership]\nheartbeat_ms = 200\ndead_after_ms = 1500\n"
-          << "[fs]\nattr_timeout = 30.0\nentry_timeout = 30.0\n[log]\nlevel = \"info\"\n";
+          << "[fs]\nattr_timeout = 30.0\nentry_timeout = 30.0\npassthrough = \""
+          << (i == 2 ? "on" : "auto") << "\"\n[log]\nlevel = \"info\"\n";
     }
     for (int i = 1; i <= 2; ++i) StartNode(i);
     for (int i = 1; i <= 2; ++i) {
@@ -136,6 +141,58 @@ TEST_F(FsClusterTest, WriteOnOneNodeReadsBackOnTheOthers) {
   char buf[8] = {};
   ASSERT_EQ(getxattr(M(1, 2, "f").c_str(), "user.mfs.node", buf, sizeof(buf)), 1);
   EXPECT_STREQ(buf, "2");
+}
+
+// What the owner writes through passthrough (the kernel writes the backing
+// file; mount.mfs sees only open, flush and release) is still reported at
+// close, so another node that cached the file reads the new bytes — here
+// the same size, so no size change could give it away.
+TEST_F(FsClusterTest, PassthroughWritesOnTheOwnerReachOtherNodes) {
+  auto pt = [&] {
+    char buf[64] = {};
+    long a = -1, b = -1, c = -1;
+    if (getxattr((Node(2) + "/mfs").c_str(), "user.mfs.passthrough", buf, sizeof(buf) - 1) > 0)
+      std::sscanf(buf, "%ld %ld %ld", &a, &b, &c);
+    return std::vector<long>{a, b, c};
+  };
+  if (pt()[0] != 1) GTEST_SKIP() << "this kernel did not agree to FUSE passthrough";
+  long opens0 = pt()[2];
+  std::string one(1 << 20, 'a'), two(1 << 20, 'b');
+  for (size_t i = 0; i < one.size(); i += 4096) one[i] = two[i] = static_cast<char>('0' + i % 10);
+  ASSERT_TRUE(WriteFile(M(2, 2, "pt"), one));
+  // Node 1 keeps the file open with its pages cached, and its attributes
+  // cached (30 s): only the owner's pushed invalidation can refresh them.
+  int r = open(M(1, 2, "pt").c_str(), O_RDONLY);
+  ASSERT_GE(r, 0);
+  std::string got(one.size(), '\0');
+  ASSERT_EQ(pread(r, got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, one);
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "pt").c_str(), &st), 0);
+  // Overwrite in place through an fd opened without O_TRUNC, and extend.
+  int fd = open(M(2, 2, "pt").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, two.data(), two.size(), 0), static_cast<ssize_t>(two.size()));
+  ASSERT_EQ(pwrite(fd, "+", 1, static_cast<off_t>(two.size())), 1);
+  ASSERT_EQ(close(fd), 0);
+  EXPECT_GE(pt()[2], opens0 + 2) << "node 2's writes did not go through passthrough";
+  EXPECT_TRUE(WaitFor(
+      [&] { return stat(M(1, 2, "pt").c_str(), &st) == 0 && st.st_size == 1 + (1 << 20); },
+      seconds(2)))
+      << "node 1 kept the old size: no change report after a passthrough write";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return pread(r, got.data(), got.size(), 0) == static_cast<ssize_t>(got.size()) &&
+               got == two;
+      },
+      seconds(2)))
+      << "node 1 kept stale pages of an open file";
+  close(r);
+  EXPECT_EQ(ReadFile(M(1, 2, "pt")), two + "+");
+  // A writer on node 1 (remote) while node 2 reads through passthrough.
+  ASSERT_TRUE(WriteFile(M(1, 2, "pt"), "short now"));
+  EXPECT_EQ(ReadFile(M(2, 2, "pt")), "short now");
+  EXPECT_EQ(ReadFile(Node(2) + "/export/pt"), "short now");
 }
 
 TEST_F(FsClusterTest, DeleteAndRecreateIsSeenEverywhere) {

@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 #include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -36,7 +38,8 @@ class FsMountTest : public ::testing::Test {
     chmod(exp_.c_str(), 0777);
     pid_ = Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
                   "id=1,export=" + exp_ + ",control_socket=" + dir_ +
-                      "/no.sock,secret_file=" + dir_ + "/no-secret,attr_timeout=5,entry_timeout=5",
+                      "/no.sock,secret_file=" + dir_ +
+                      "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
                   "-f"},
                  dir_ + "/mount.log");
     ASSERT_TRUE(WaitFor([&] { return IsMfsMounted(mnt_); }, std::chrono::seconds(10)))
@@ -49,6 +52,14 @@ class FsMountTest : public ::testing::Test {
   }
   std::string P(const std::string& rel) { return mnt_ + "/1/" + rel; }
   std::string E(const std::string& rel) { return exp_ + "/" + rel; }
+  // user.mfs.passthrough: {negotiated, inodes passed through now, opens}.
+  std::vector<long> Passthrough() {
+    char buf[64] = {};
+    if (getxattr(mnt_.c_str(), "user.mfs.passthrough", buf, sizeof(buf) - 1) < 0) return {};
+    long a = -1, b = -1, c = -1;
+    if (std::sscanf(buf, "%ld %ld %ld", &a, &b, &c) != 3) return {};
+    return {a, b, c};
+  }
   std::pair<long, long> Inodes() {
     char buf[64] = {};
     ssize_t n = getxattr(mnt_.c_str(), "user.mfs.inodes", buf, sizeof(buf) - 1);
@@ -349,6 +360,68 @@ TEST_F(FsMountTest, LookupCountsReturnToZero) {
       },
       std::chrono::seconds(10)))
       << "inodes still held: " << Inodes().first;
+}
+
+// The fixture mounts with passthrough=on: where the kernel has FUSE
+// passthrough (6.9+), local files are read, written and mapped by the
+// kernel itself. Data, mmap, O_APPEND and truncate must behave as on the
+// export, and every backing file is given back when its last open closes.
+TEST_F(FsMountTest, PassthroughServesLocalFilesLikeTheExport) {
+  std::vector<long> pt = Passthrough();
+  ASSERT_EQ(pt.size(), 3u);
+  if (pt[0] != 1) GTEST_SKIP() << "this kernel did not agree to FUSE passthrough";
+  long opens0 = pt[2];
+  std::string data(3 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 4096);
+  ASSERT_TRUE(WriteFile(P("pt"), data));
+  EXPECT_EQ(ReadFile(E("pt")), data);
+  EXPECT_EQ(ReadFile(P("pt")), data);
+  // Two descriptors open at once share the inode's one backing file.
+  int a = open(P("pt").c_str(), O_RDWR);
+  int b = open(P("pt").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  pt = Passthrough();
+  EXPECT_EQ(pt[1], 1) << "one inode passed through while open";
+  EXPECT_GE(pt[2], opens0 + 4) << "the create, the read and these two opens";
+  // mmap through /mfs writes the backing file.
+  void* m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  std::memcpy(m, "mapped", 6);
+  ASSERT_EQ(msync(m, 4096, MS_SYNC), 0);
+  EXPECT_EQ(ReadFile(E("pt")).substr(0, 6), "mapped");
+  munmap(m, 4096);
+  // O_APPEND appends at the end whatever the other descriptor did.
+  ASSERT_EQ(pwrite(a, "XY", 2, 100), 2);
+  ASSERT_EQ(write(b, "tail1", 5), 5);
+  ASSERT_EQ(pwrite(a, "Z", 1, static_cast<off_t>(data.size()) + 5), 1);
+  ASSERT_EQ(write(b, "tail2", 5), 5);
+  struct stat st;
+  ASSERT_EQ(fstat(a, &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(data.size()) + 11);
+  std::string got = ReadFile(E("pt"));
+  ASSERT_EQ(got.size(), data.size() + 11);
+  EXPECT_EQ(got.substr(100, 2), "XY");
+  EXPECT_EQ(got.substr(data.size()), "tail1Ztail2");
+  // Truncate through the open file and by path; the size is seen at once.
+  ASSERT_EQ(ftruncate(a, 4096), 0);
+  ASSERT_EQ(stat(P("pt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4096);
+  char c = 0;
+  EXPECT_EQ(pread(a, &c, 1, 4096), 0) << "no data past the new end";
+  ASSERT_EQ(truncate(P("pt").c_str(), 10), 0);
+  ASSERT_EQ(fstat(a, &st), 0);
+  EXPECT_EQ(st.st_size, 10);
+  EXPECT_EQ(ReadFile(P("pt")), std::string("mapped") + data.substr(6, 4));
+  close(a);
+  close(b);
+  // Changes made on the export directly are seen through /mfs (no stale
+  // page cache: passthrough reads go to the backing file).
+  ASSERT_TRUE(WriteFile(E("pt"), "from the export"));
+  EXPECT_EQ(ReadFile(P("pt")), "from the export");
+  EXPECT_TRUE(WaitFor([&] { return Passthrough().size() == 3 && Passthrough()[1] == 0; },
+                      std::chrono::seconds(5)))
+      << "a backing file outlived its last open";
 }
 
 }  // namespace
