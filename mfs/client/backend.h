@@ -114,6 +114,7 @@ struct LockIn {
   off_t len = 0;  // 0 = to EOF
   pid_t pid = 0;
   bool wait = false;
+  uint64_t wait_token = 0;  // LockWaits token (0 = none): cancelled -> EINTR
 };
 
 class Backend {
@@ -170,7 +171,10 @@ class Backend {
   // POSIX record locks and flock, held by the owning node.
   virtual void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) = 0;
   virtual void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) = 0;
-  virtual void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) = 0;
+  // `wait_token`: a LockWaits token (0 = none) whose cancellation ends a
+  // waiting request with EINTR (a FUSE interrupt).
+  virtual void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token,
+                     DoneCb cb) = 0;
 };
 
 }  // namespace mfs::client

@@ -878,7 +878,7 @@ void RemoteBackend::SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) {
       in.wait ? kLockWait : std::chrono::milliseconds(0));
 }
 
-void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) {
+void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, uint64_t, DoneCb cb) {
   CallFile(
       fh, proto::kFlock,
       [owner, op](uint64_t id) {

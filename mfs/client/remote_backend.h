@@ -119,7 +119,8 @@ class RemoteBackend : public Backend {
                      Cb<size_t> cb) override;
   void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) override;
   void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
-  void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) override;
+  // Remote waits are not cancellable yet (wait_token is ignored).
+  void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) override;
 
  private:
   RemoteBackend(Client* client, const RemoteOptions& opts, std::string secret);

@@ -605,7 +605,8 @@ void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> fh(Fh(fi));
   EndIo(C(req), *fh);
   Backend* b = C(req).client->BackendFor(*fh->inode);
-  if (fi->flock_release) b->Flock(fh.get(), fi->lock_owner, LOCK_UN, [](Status s) { s.IgnoreError(); });
+  if (fi->flock_release)
+    b->Flock(fh.get(), fi->lock_owner, LOCK_UN, 0, [](Status s) { s.IgnoreError(); });
   b->Release(std::move(fh));
   fuse_reply_err(req, 0);
 }
@@ -866,20 +867,45 @@ void OpGetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock)
   });
 }
 
+// A FUSE interrupt for a waiting lock request: the caller got a signal (or
+// SIGKILL). `data` is the wait's LockWaits token, a number: harmless if the
+// wait has ended.
+void OnLockInterrupt(fuse_req_t, void* data) {
+  client::ops::LockWaits::Cancel(reinterpret_cast<uintptr_t>(data));
+}
+
+// Makes a waiting lock request interruptible; returns its token (0 if the
+// request does not wait or the backend cannot cancel it).
+uint64_t InterruptibleWait(fuse_req_t req, const FileHandle& fh, bool waits) {
+  if (!waits || fh.inode->kind != InodeKind::kLocal) return 0;
+  uint64_t token = client::ops::LockWaits::NewToken();
+  fuse_req_interrupt_func(req, OnLockInterrupt, reinterpret_cast<void*>(token));
+  return token;
+}
+
 void OpSetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock, int sleep) {
   Guard(req, [&] {
     FileHandle* fh = Fh(fi);
     client::LockIn in = LockFrom(lock, fi);
     in.wait = sleep != 0;
-    C(req).client->BackendFor(*fh->inode)->SetLk(fh, in, [req](Status s) { ReplyErr(req, s); });
+    in.wait_token = InterruptibleWait(req, *fh, in.wait);
+    C(req).client->BackendFor(*fh->inode)->SetLk(fh, in, [req, token = in.wait_token](Status s) {
+      ReplyErr(req, s);
+      client::ops::LockWaits::Forget(token);
+    });
   });
 }
 
 void OpFlock(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, int op) {
   Guard(req, [&] {
     FileHandle* fh = Fh(fi);
-    C(req).client->BackendFor(*fh->inode)->Flock(fh, fi->lock_owner, op,
-                                                 [req](Status s) { ReplyErr(req, s); });
+    uint64_t token =
+        InterruptibleWait(req, *fh, !(op & LOCK_NB) && (op & ~LOCK_NB) != LOCK_UN);
+    C(req).client->BackendFor(*fh->inode)->Flock(fh, fi->lock_owner, op, token,
+                                                 [req, token](Status s) {
+                                                   ReplyErr(req, s);
+                                                   client::ops::LockWaits::Forget(token);
+                                                 });
   });
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -48,6 +50,12 @@ class FsMountTest : public ::testing::Test {
   void TearDown() override {
     if (!mnt_.empty()) Unmount(mnt_);
     Stop(pid_);
+    // Children left by a failed test (stuck in a request, they end when the
+    // mount's server is gone).
+    for (pid_t p : stuck_) {
+      kill(p, SIGKILL);
+      WaitFor([&] { return waitpid(p, nullptr, WNOHANG) == p; }, std::chrono::seconds(10));
+    }
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   std::string P(const std::string& rel) { return mnt_ + "/1/" + rel; }
@@ -71,6 +79,7 @@ class FsMountTest : public ::testing::Test {
 
   std::string dir_, exp_, mnt_;
   pid_t pid_ = -1;
+  std::vector<pid_t> stuck_;
 };
 
 TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
@@ -360,6 +369,101 @@ TEST_F(FsMountTest, LookupCountsReturnToZero) {
       },
       std::chrono::seconds(10)))
       << "inodes still held: " << Inodes().first;
+}
+
+// A process waiting for a lock on /mfs can be interrupted: SIGKILL ends it,
+// a caught signal makes F_SETLKW and flock fail with EINTR, promptly (the
+// kernel sends FUSE_INTERRUPT; mount.mfs cancels the wait). The holder
+// keeps its locks.
+TEST_F(FsMountTest, LockWaitsAreInterruptible) {
+  ASSERT_TRUE(WriteFile(P("held"), "x"));
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t holder = fork();
+  if (holder == 0) {
+    int fd = open(P("held").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    char ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+    (void)!write(pipefd[1], &ok, 1);
+    pause();
+    _exit(0);
+  }
+  stuck_.push_back(holder);  // reaped in TearDown if an assertion ends the test early
+  char ok = 0;
+  ASSERT_EQ(read(pipefd[0], &ok, 1), 1);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  ASSERT_EQ(ok, 1);
+  // kind 0: F_SETLKW, 1: flock(LOCK_EX). Returns the waiter's pid.
+  auto waiter = [&](int kind, bool catch_alarm) {
+    pid_t p = fork();
+    if (p == 0) {
+      if (catch_alarm) {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {};
+        sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
+        alarm(1);
+      }
+      int fd = open(P("held").c_str(), O_RDWR);
+      if (fd < 0) _exit(2);
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      int r = kind == 0 ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
+      _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
+    }
+    return p;
+  };
+  auto exited_within = [&](pid_t p, std::chrono::milliseconds limit, int* status) {
+    bool done = WaitFor([&] { return waitpid(p, status, WNOHANG) == p; }, limit);
+    if (!done) {  // unkillable while mount.mfs holds its request: reaped in TearDown
+      kill(p, SIGKILL);
+      stuck_.push_back(p);
+    }
+    return done;
+  };
+  for (int kind = 0; kind < 2; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "F_SETLKW" : "flock");
+    // A caught signal (alarm after 1 s): the call fails with EINTR.
+    pid_t w = waiter(kind, true);
+    int status = 0;
+    ASSERT_TRUE(exited_within(w, std::chrono::seconds(4), &status))
+        << "a caught signal did not interrupt the lock wait";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 10) << "status " << status;
+    // SIGKILL while it waits inside mount.mfs.
+    w = waiter(kind, false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_EQ(waitpid(w, &status, WNOHANG), 0) << "the waiter did not wait";
+    kill(w, SIGKILL);
+    ASSERT_TRUE(exited_within(w, std::chrono::seconds(3), &status))
+        << "SIGKILL did not end a process waiting for a lock";
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  }
+  // The holder still holds both locks.
+  int fd = open(P("held").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fd, F_GETLK, &probe), 0);
+  EXPECT_EQ(probe.l_type, F_WRLCK);
+  EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
+  EXPECT_EQ(errno, EWOULDBLOCK);
+  close(fd);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  stuck_.erase(std::find(stuck_.begin(), stuck_.end(), holder));
+  // And once it is gone, the lock can be taken (no waiter left behind).
+  fd = open(P("held").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(WaitFor([&] { return flock(fd, LOCK_EX | LOCK_NB) == 0; }, std::chrono::seconds(3)));
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), 0);
+  close(fd);
 }
 
 // The fixture mounts with passthrough=on: where the kernel has FUSE
