@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <cstring>
 
 namespace mfs::client::ops {
@@ -359,7 +360,17 @@ int WakeSignal() { return SIGRTMIN + 2; }
 struct WaitState {
   bool cancelled = false;
   pid_t tid = 0;  // the waiting thread while it is inside Begin..End
+  std::function<void()> canceller;
 };
+
+void RunCanceller(std::function<void()> fn) {
+  if (!fn) return;
+  try {
+    std::thread(std::move(fn)).detach();
+  } catch (const std::exception&) {
+    // no thread to spare: the wait ends when the lock is granted instead
+  }
+}
 
 struct WaitRegistry {
   std::mutex mu;
@@ -399,12 +410,33 @@ void LockWaits::Cancel(uint64_t token) {
       auto it = r.waits.find(token);
       if (it == r.waits.end()) return;
       it->second.cancelled = true;
+      if (it->second.canceller) return RunCanceller(std::move(it->second.canceller));
       if (it->second.tid == 0) return;  // not waiting (yet): Begin() fails
       // Under the lock, so the thread is still inside Begin..End.
       syscall(SYS_tgkill, getpid(), it->second.tid, WakeSignal());
     }
     usleep(1000);
   }
+}
+
+void LockWaits::SetCanceller(uint64_t token, std::function<void()> fn) {
+  if (token == 0) return;
+  WaitRegistry& r = Registry();
+  std::unique_lock<std::mutex> l(r.mu);
+  auto it = r.waits.find(token);
+  if (it == r.waits.end()) return;
+  if (!it->second.cancelled) {
+    it->second.canceller = std::move(fn);
+    return;
+  }
+  l.unlock();
+  RunCanceller(std::move(fn));
+}
+
+size_t LockWaits::size() {
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  return r.waits.size();
 }
 
 void LockWaits::Forget(uint64_t token) {

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -98,6 +99,12 @@ class LockWaits {
   static uint64_t NewToken();
   static void Cancel(uint64_t token);
   static void Forget(uint64_t token);
+  // For a wait that happens elsewhere (on another node): `fn` runs once,
+  // on a thread of its own, when the token is cancelled — at once if it
+  // already was.
+  static void SetCanceller(uint64_t token, std::function<void()> fn);
+  // The tokens registered, for leak checks.
+  static size_t size();
   // Used by OfdLockTable around a blocking call: Begin() fails (EINTR)
   // when the token is already cancelled. Token 0 = not cancellable.
   static Status Begin(uint64_t token);

@@ -877,7 +877,7 @@ void OnLockInterrupt(fuse_req_t, void* data) {
 // Makes a waiting lock request interruptible; returns its token (0 if the
 // request does not wait or the backend cannot cancel it).
 uint64_t InterruptibleWait(fuse_req_t req, const FileHandle& fh, bool waits) {
-  if (!waits || fh.inode->kind != InodeKind::kLocal) return 0;
+  if (!waits || !IsFile(fh.inode)) return 0;
   uint64_t token = client::ops::LockWaits::NewToken();
   fuse_req_interrupt_func(req, OnLockInterrupt, reinterpret_cast<void*>(token));
   return token;

@@ -73,6 +73,8 @@ class FsClusterTest : public ::testing::Test {
   }
   void TearDown() override {
     for (int i = 1; i <= 2; ++i) Stop(pid_[i]);
+    for (pid_t p : stuck_)
+      WaitFor([&] { return waitpid(p, nullptr, WNOHANG) == p; }, seconds(10));
     for (int i = 1; i <= 2; ++i)
       if (!dir_.empty()) Unmount(Node(i) + "/mfs");
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
@@ -119,6 +121,7 @@ class FsClusterTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::vector<pid_t> stuck_;  // children a failed test left in a request
   int port_ = 0, base_ = 0;
   pid_t pid_[3] = {-1, -1, -1};
 };
@@ -193,6 +196,77 @@ TEST_F(FsClusterTest, PassthroughWritesOnTheOwnerReachOtherNodes) {
   ASSERT_TRUE(WriteFile(M(1, 2, "pt"), "short now"));
   EXPECT_EQ(ReadFile(M(2, 2, "pt")), "short now");
   EXPECT_EQ(ReadFile(Node(2) + "/export/pt"), "short now");
+}
+
+// A process on node 1 waiting for a lock on node 2's file (the wait is in
+// node 2's mfsd) is interrupted by a caught signal (EINTR) and killed by
+// SIGKILL promptly: node 1's client sends the owner a cancel. The holder,
+// on node 2, keeps its locks.
+TEST_F(FsClusterTest, RemoteLockWaitsAreInterruptible) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "held"), "x"));
+  pid_t holder = LockedByChild(M(2, 2, "held"), true);
+  ASSERT_GT(holder, 0);
+  std::vector<pid_t> left;  // killed and reaped at the end, whatever happens
+  auto waiter = [&](int kind, bool catch_alarm) {
+    pid_t p = fork();
+    if (p == 0) {
+      if (catch_alarm) {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {};
+        sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
+        alarm(1);
+      }
+      int fd = open(M(1, 2, "held").c_str(), O_RDWR);
+      if (fd < 0) _exit(2);
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      int r = kind == 0 ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
+      _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
+    }
+    left.push_back(p);
+    return p;
+  };
+  auto exited_within = [&](pid_t p, milliseconds limit, int* status) {
+    bool done = WaitFor([&] { return waitpid(p, status, WNOHANG) == p; }, limit);
+    if (done) left.erase(std::find(left.begin(), left.end(), p));
+    return done;
+  };
+  for (int kind = 0; kind < 2; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "F_SETLKW" : "flock");
+    pid_t w = waiter(kind, true);
+    int status = 0;
+    EXPECT_TRUE(exited_within(w, seconds(4), &status))
+        << "a caught signal did not interrupt the remote lock wait";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 10) << "status " << status;
+    w = waiter(kind, false);
+    std::this_thread::sleep_for(milliseconds(300));
+    EXPECT_EQ(waitpid(w, &status, WNOHANG), 0) << "the waiter did not wait";
+    kill(w, SIGKILL);
+    EXPECT_TRUE(exited_within(w, seconds(3), &status))
+        << "SIGKILL did not end a process waiting for a remote lock";
+  }
+  // The holder still holds both locks, as seen from node 1.
+  int fd = open(M(1, 2, "held").c_str(), O_RDWR);
+  EXPECT_GE(fd, 0);
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_GETLK, &probe), 0);
+  EXPECT_EQ(probe.l_type, F_WRLCK);
+  EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  // Once the holder is gone the lock is free: no cancelled waiter took it.
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, seconds(3)));
+  EXPECT_TRUE(WaitFor([&] { return flock(fd, LOCK_EX | LOCK_NB) == 0; }, seconds(3)));
+  close(fd);
+  // Stuck waiters (a failed run) end when node 1's mount goes in TearDown.
+  for (pid_t p : left) kill(p, SIGKILL);
+  stuck_ = left;
 }
 
 TEST_F(FsClusterTest, DeleteAndRecreateIsSeenEverywhere) {
