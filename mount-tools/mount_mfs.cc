@@ -60,8 +60,10 @@ mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   mc->client.entry_timeout = fs["entry_timeout"].value_or(mc->client.entry_timeout);
   mc->threads = static_cast<unsigned>(fs["threads"].value_or(int64_t{16}));
   mc->read_ahead_kb = static_cast<unsigned>(fs["read_ahead_kb"].value_or(int64_t{4096}));
-  if (auto b = fs["passthrough"].value<bool>()) mc->passthrough = *b ? "on" : "off";
-  else mc->passthrough = fs["passthrough"].value_or(mc->passthrough);
+  if (auto b = fs["passthrough"].value<bool>())
+    mc->passthrough = *b ? "on" : "off";
+  else
+    mc->passthrough = fs["passthrough"].value_or(mc->passthrough);
   mc->log_level = t["log"]["level"].value_or(std::string("info"));
   mc->log_file = t["log"]["file"].value_or(std::string());
   return mfs::Status::OK();
@@ -93,7 +95,8 @@ mfs::Status ParseOptions(const std::vector<std::string>& groups, MountConfig* mc
       else if (k == "entry_timeout") mc->client.entry_timeout = std::stod(v);
       else if (k == "threads") mc->threads = static_cast<unsigned>(std::stoul(v));
       else if (k == "read_ahead_kb") mc->read_ahead_kb = static_cast<unsigned>(std::stoul(v));
-      else if (k == "passthrough") mc->passthrough = v;
+      else if (k == "passthrough")
+        mc->passthrough = v;
       else if (k == "log_level") mc->log_level = v;
       else if (k == "log_file") mc->log_file = v;
       else if (k == "rw" || k == "defaults" || k == "auto" || k == "noauto" || k == "_netdev" ||

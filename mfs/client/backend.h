@@ -173,8 +173,7 @@ class Backend {
   virtual void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) = 0;
   // `wait_token`: a LockWaits token (0 = none) whose cancellation ends a
   // waiting request with EINTR (a FUSE interrupt).
-  virtual void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token,
-                     DoneCb cb) = 0;
+  virtual void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) = 0;
 };
 
 }  // namespace mfs::client

@@ -1,7 +1,5 @@
 #include "mfs/client/local_ops.h"
 
-#include "mfs/client/caller.h"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,10 +11,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
-#include <cstring>
+
+#include "mfs/client/caller.h"
 
 namespace mfs::client::ops {
 
@@ -510,9 +510,8 @@ Status OfdLockTable::SetLk(int file, const std::string& key, const LockIn& in, u
   fl.l_whence = SEEK_SET;
   fl.l_start = in.start;
   fl.l_len = in.len;
-  int r = WaitableLock(in.wait ? wait_token : 0, [&] {
-    return fcntl(fd->get(), in.wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
-  });
+  int r = WaitableLock(in.wait ? wait_token : 0,
+                       [&] { return fcntl(fd->get(), in.wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl); });
   if (r < 0) return Status::FromErrno("F_OFD_SETLK");
   return Status::OK();
 }

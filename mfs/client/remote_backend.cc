@@ -1,16 +1,15 @@
 #include "mfs/client/remote_backend.h"
 
-#include "mfs/client/local_ops.h"
-
-#include <optional>
-
 #include <fcntl.h>
 #include <sys/file.h>
+
+#include <optional>
 
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
 #include "mfs/client/client.h"
 #include "mfs/client/fs_protocol.h"
+#include "mfs/client/local_ops.h"
 #include "mfs/wire/auth.h"
 
 namespace mfs::client {
@@ -909,8 +908,7 @@ void RemoteBackend::SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) {
       in.wait ? kLockWait : std::chrono::milliseconds(0));
 }
 
-void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token,
-                          DoneCb cb) {
+void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) {
   uint32_t node = fh->inode->node;
   CallFile(
       fh, proto::kFlock,

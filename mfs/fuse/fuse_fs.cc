@@ -1,27 +1,26 @@
 #define FUSE_USE_VERSION 314
 #include "mfs/fuse/fuse_fs.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/uio.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <atomic>
+#include <climits>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <climits>
-#include <cstdio>
 #include <fstream>
 #include <mutex>
-#include <optional>
 #include <new>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
@@ -47,7 +46,7 @@ using client::Magic;
 // (Linux 6.9); the installed header (7.38, libfuse 3.14's era) lacks them.
 namespace uapi {
 constexpr uint32_t kInitPassthroughFlags2 = 1u << (37 - 32);  // FUSE_PASSTHROUGH
-constexpr uint32_t kFopenPassthrough = 1u << 7;                // FOPEN_PASSTHROUGH
+constexpr uint32_t kFopenPassthrough = 1u << 7;               // FOPEN_PASSTHROUGH
 struct BackingMap {                                           // struct fuse_backing_map
   int32_t fd;
   uint32_t flags;
@@ -87,8 +86,8 @@ struct FuseCtx {
   // The kernel agreed to FUSE_PASSTHROUGH and registering backing files
   // works; cleared for good when the kernel refuses one.
   std::atomic<bool> passthrough{false};
-  int dev_fd = -1;  // the FUSE device (ioctls)
-  std::mutex io_mu;  // guards io_modes; a leaf lock
+  int dev_fd = -1;                                // the FUSE device (ioctls)
+  std::mutex io_mu;                               // guards io_modes; a leaf lock
   std::unordered_map<uint64_t, IoMode> io_modes;  // by node id, while open
   std::atomic<uint64_t> passthrough_opens_total{0};
 };
@@ -469,8 +468,8 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Backend* b = c->BackendFor(*p);
     FuseCtx* x = &C(req);
     b->Open(caller, p, info.flags,
-            [req, info, c, b, x, caller, node = p->node, pid = caller.pid](
-                Result<std::unique_ptr<FileHandle>> r) mutable {
+            [req, info, c, b, x, caller, node = p->node,
+             pid = caller.pid](Result<std::unique_ptr<FileHandle>> r) mutable {
               if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
               info.fh = reinterpret_cast<uintptr_t>(r->get());
               info.keep_cache = 0;
@@ -899,13 +898,13 @@ void OpSetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock,
 void OpFlock(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, int op) {
   Guard(req, [&] {
     FileHandle* fh = Fh(fi);
-    uint64_t token =
-        InterruptibleWait(req, *fh, !(op & LOCK_NB) && (op & ~LOCK_NB) != LOCK_UN);
-    C(req).client->BackendFor(*fh->inode)->Flock(fh, fi->lock_owner, op, token,
-                                                 [req, token](Status s) {
-                                                   ReplyErr(req, s);
-                                                   client::ops::LockWaits::Forget(token);
-                                                 });
+    uint64_t token = InterruptibleWait(req, *fh, !(op & LOCK_NB) && (op & ~LOCK_NB) != LOCK_UN);
+    C(req)
+        .client->BackendFor(*fh->inode)
+        ->Flock(fh, fi->lock_owner, op, token, [req, token](Status s) {
+          ReplyErr(req, s);
+          client::ops::LockWaits::Forget(token);
+        });
   });
 }
 

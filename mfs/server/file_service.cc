@@ -664,8 +664,8 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       int op = static_cast<int>(r.U32());
       if (!r.done()) return Bad("flock");
       MFS_ASSIGN_OR_RETURN(auto f, File(fh));
-      return locks_.Flock(f->path_fd.get(), f->key + "@n" + std::to_string(conn->peer_id()),
-                          owner, op, reinterpret_cast<uintptr_t>(conn.get()), tl_wait_token);
+      return locks_.Flock(f->path_fd.get(), f->key + "@n" + std::to_string(conn->peer_id()), owner,
+                          op, reinterpret_cast<uintptr_t>(conn.get()), tl_wait_token);
     }
     case proto::kWatch: {
       uint8_t all = r.U8();

@@ -5,6 +5,7 @@
 // Node 2 mounts with passthrough = "on" (the kernel does its local file I/O
 // where it supports FUSE passthrough), node 1 with the default (auto, with
 // accounting on: through mount.mfs), so both local paths meet remote ones.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -19,7 +20,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <dirent.h>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -73,8 +73,7 @@ class FsClusterTest : public ::testing::Test {
   }
   void TearDown() override {
     for (int i = 1; i <= 2; ++i) Stop(pid_[i]);
-    for (pid_t p : stuck_)
-      WaitFor([&] { return waitpid(p, nullptr, WNOHANG) == p; }, seconds(10));
+    for (pid_t p : stuck_) WaitFor([&] { return waitpid(p, nullptr, WNOHANG) == p; }, seconds(10));
     for (int i = 1; i <= 2; ++i)
       if (!dir_.empty()) Unmount(Node(i) + "/mfs");
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
@@ -179,9 +178,9 @@ TEST_F(FsClusterTest, PassthroughWritesOnTheOwnerReachOtherNodes) {
   ASSERT_EQ(pwrite(fd, "+", 1, static_cast<off_t>(two.size())), 1);
   ASSERT_EQ(close(fd), 0);
   EXPECT_GE(pt()[2], opens0 + 2) << "node 2's writes did not go through passthrough";
-  EXPECT_TRUE(WaitFor(
-      [&] { return stat(M(1, 2, "pt").c_str(), &st) == 0 && st.st_size == 1 + (1 << 20); },
-      seconds(2)))
+  EXPECT_TRUE(
+      WaitFor([&] { return stat(M(1, 2, "pt").c_str(), &st) == 0 && st.st_size == 1 + (1 << 20); },
+              seconds(2)))
       << "node 1 kept the old size: no change report after a passthrough write";
   EXPECT_TRUE(WaitFor(
       [&] {

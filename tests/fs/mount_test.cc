@@ -8,8 +8,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,12 +38,12 @@ class FsMountTest : public ::testing::Test {
     std::filesystem::create_directories(exp_);
     std::filesystem::create_directories(mnt_);
     chmod(exp_.c_str(), 0777);
-    pid_ = Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
-                  "id=1,export=" + exp_ + ",control_socket=" + dir_ +
-                      "/no.sock,secret_file=" + dir_ +
-                      "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
-                  "-f"},
-                 dir_ + "/mount.log");
+    pid_ =
+        Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
+               "id=1,export=" + exp_ + ",control_socket=" + dir_ + "/no.sock,secret_file=" + dir_ +
+                   "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
+               "-f"},
+              dir_ + "/mount.log");
     ASSERT_TRUE(WaitFor([&] { return IsMfsMounted(mnt_); }, std::chrono::seconds(10)))
         << ReadFile(dir_ + "/mount.log");
   }
