@@ -60,10 +60,13 @@ mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   mc->client.entry_timeout = fs["entry_timeout"].value_or(mc->client.entry_timeout);
   mc->threads = static_cast<unsigned>(fs["threads"].value_or(int64_t{16}));
   mc->read_ahead_kb = static_cast<unsigned>(fs["read_ahead_kb"].value_or(int64_t{4096}));
-  if (auto b = fs["passthrough"].value<bool>())
-    mc->passthrough = *b ? "on" : "off";
-  else
-    mc->passthrough = fs["passthrough"].value_or(mc->passthrough);
+  if (const toml::node* n = fs["passthrough"].node()) {
+    if (n->is_boolean()) mc->passthrough = *n->value<bool>() ? "on" : "off";
+    else if (n->is_string()) mc->passthrough = *n->value<std::string>();
+    else
+      return mfs::Status::InvalidArgument(path +
+                                          ": [fs] passthrough must be \"auto\", \"on\" or \"off\"");
+  }
   mc->log_level = t["log"]["level"].value_or(std::string("info"));
   mc->log_file = t["log"]["file"].value_or(std::string());
   return mfs::Status::OK();
