@@ -30,6 +30,7 @@ struct MountConfig {
   mfs::client::RemoteOptions remote;
   unsigned threads = 16;
   unsigned read_ahead_kb = 4096;
+  std::string passthrough = "auto";
   std::string log_level = "info";
   std::string log_file;
   std::vector<std::string> kernel_opts;
@@ -59,6 +60,13 @@ mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   mc->client.entry_timeout = fs["entry_timeout"].value_or(mc->client.entry_timeout);
   mc->threads = static_cast<unsigned>(fs["threads"].value_or(int64_t{16}));
   mc->read_ahead_kb = static_cast<unsigned>(fs["read_ahead_kb"].value_or(int64_t{4096}));
+  if (const toml::node* n = fs["passthrough"].node()) {
+    if (n->is_boolean()) mc->passthrough = *n->value<bool>() ? "on" : "off";
+    else if (n->is_string()) mc->passthrough = *n->value<std::string>();
+    else
+      return mfs::Status::InvalidArgument(path +
+                                          ": [fs] passthrough must be \"auto\", \"on\" or \"off\"");
+  }
   mc->log_level = t["log"]["level"].value_or(std::string("info"));
   mc->log_file = t["log"]["file"].value_or(std::string());
   return mfs::Status::OK();
@@ -90,6 +98,8 @@ mfs::Status ParseOptions(const std::vector<std::string>& groups, MountConfig* mc
       else if (k == "entry_timeout") mc->client.entry_timeout = std::stod(v);
       else if (k == "threads") mc->threads = static_cast<unsigned>(std::stoul(v));
       else if (k == "read_ahead_kb") mc->read_ahead_kb = static_cast<unsigned>(std::stoul(v));
+      else if (k == "passthrough")
+        mc->passthrough = v;
       else if (k == "log_level") mc->log_level = v;
       else if (k == "log_file") mc->log_file = v;
       else if (k == "rw" || k == "defaults" || k == "auto" || k == "noauto" || k == "_netdev" ||
@@ -169,6 +179,12 @@ int main(int argc, char** argv) {
 
   mfs::fuse::FuseOptions fo;
   fo.mountpoint = mountpoint;
+  if (auto p = mfs::fuse::ParsePassthrough(mc.passthrough); p.ok()) {
+    fo.passthrough = *p;
+  } else {
+    std::fprintf(stderr, "mount.mfs: %s\n", p.status().ToString().c_str());
+    return 1;
+  }
   fo.max_threads = mc.threads;
   fo.debug = debug;
   for (auto& o : mc.kernel_opts) fo.extra_options += (fo.extra_options.empty() ? "" : ",") + o;

@@ -8,7 +8,11 @@
 #
 # Workloads: sequential write and read (1 MiB blocks, read with a cold
 # cache), 4 KiB random reads on a file (cold cache, --runtime seconds),
-# create+stat+unlink of small 4 KiB files. A 2-node cluster is started with
+# create+stat+unlink of small 4 KiB files. mfs-local runs with locality
+# accounting on (the default: mount.mfs sees every read and write);
+# mfs-local-pt the same with `mfsctl accounting off`, where the default
+# `[fs] passthrough = auto` lets the kernel pass local file I/O through to
+# the backing file (FUSE passthrough, when the kernel has it). A 2-node cluster is started with
 # mfs-cluster (node 1 is "here"); sshfs mounts node 2's export through an
 # sshd on 127.0.0.1:$SSH_PORT with a throw-away key. Everything started is
 # stopped on exit. Needs root (drop_caches, mounts, namespaces).
@@ -20,7 +24,7 @@ SIZE=1G
 RAND_SIZE=256M
 FILES=10000
 RUNTIME=10
-ONLY=native,mfs-local,mfs-remote,sshfs
+ONLY=native,mfs-local,mfs-local-pt,mfs-remote,sshfs
 SSH_PORT=${SSH_PORT:-2299}
 
 while (($#)); do
@@ -58,7 +62,7 @@ want() { [[ ,$ONLY, == *,$1,* ]]; }
 
 declare -A PATH_OF RUN_OF SKIP
 # Where each target's files live, and the host directory under it (for chattr).
-if want mfs-local || want mfs-remote; then
+if want mfs-local || want mfs-local-pt || want mfs-remote; then
   if [[ ! -x $BIN/mfs-cluster ]]; then
     SKIP[mfs-local]="mfs-cluster not built"; SKIP[mfs-remote]="mfs-cluster not built"
   elif ! "$BIN/mfs-cluster" up 2 --dir "$CLUSTER" >"$WORK/up.log" 2>&1; then
@@ -68,12 +72,14 @@ if want mfs-local || want mfs-remote; then
     SKIP[mfs-local]="/mfs is not mounted in the cluster nodes"
     SKIP[mfs-remote]=${SKIP[mfs-local]}
   fi
+  SKIP[mfs-local-pt]=${SKIP[mfs-local]:-}
 fi
 EXPORT1=$CLUSTER/node1/export
 EXPORT2=$CLUSTER/node2/export
 mkdir -p "$EXPORT1" "$EXPORT2"
 PATH_OF[native]=$EXPORT1/native;     HOSTDIR_native=$EXPORT1/native
 PATH_OF[mfs-local]=/mfs/1/local;     HOSTDIR_mfs_local=$EXPORT1/local
+PATH_OF[mfs-local-pt]=/mfs/1/localpt; HOSTDIR_mfs_local_pt=$EXPORT1/localpt
 PATH_OF[mfs-remote]=/mfs/2/remote;   HOSTDIR_mfs_remote=$EXPORT2/remote
 PATH_OF[sshfs]=$SSHFS_MNT/sshfs;     HOSTDIR_sshfs=$EXPORT2/sshfs
 
@@ -119,10 +125,26 @@ fio_json() {  # target, fio args... -> json on stdout
   run_on "$t" fio --output-format=json --ioengine=psync --group_reporting "$@"
 }
 
+# Switches node 1's locality accounting and waits until its client follows.
+accounting() {
+  local want=false; [[ $1 == on ]] && want=true
+  run_on mfs-local "$BIN/mfsctl" accounting "$1" >/dev/null || return 1
+  for _ in $(seq 100); do
+    run_on mfs-local "$BIN/mfsctl" accounting --json | grep -q "\"client\":$want" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 declare -A WRITE READ IOPS FILESPS
-for t in native mfs-local mfs-remote sshfs; do
+PT_NOTE=
+for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
   want "$t" || continue
   [[ -n ${SKIP[$t]:-} ]] && { echo "skip $t: ${SKIP[$t]}" >&2; continue; }
+  if [[ $t == mfs-local-pt ]]; then
+    accounting off || { echo "skip $t: node 1 did not switch accounting off" >&2; SKIP[$t]="accounting switch failed"; continue; }
+    PT_NOTE=$(run_on "$t" getfattr --only-values -n user.mfs.passthrough /mfs 2>/dev/null || true)
+  fi
   hv=HOSTDIR_${t//-/_}; host_dir=${!hv}
   # Each target's small files in a block group of their own: on this
   # journal-less ext4, creating inodes in a group where many were deleted
@@ -146,6 +168,11 @@ for t in native mfs-local mfs-remote sshfs; do
     --runtime="$RUNTIME" --time_based | jq '.jobs[0].read.iops')
   run_on "$t" rm -f "$p/rand"
   FILESPS[$t]=$(run_on "$t" "$BIN/mfs_bench_smallfiles" "$p/small" "$FILES" 4096 | sed -n 's/^files_per_s=\([0-9]*\).*/\1/p')
+  if [[ $t == mfs-local-pt ]]; then
+    after=$(run_on "$t" getfattr --only-values -n user.mfs.passthrough /mfs 2>/dev/null || true)
+    PT_NOTE="passthrough (negotiated, inodes now, opens) before: ${PT_NOTE:-?}  after: ${after:-?}"
+    accounting on || echo "run.sh: node 1 did not switch accounting back on" >&2
+  fi
 done
 
 ratio() { [[ -n ${2:-} && -n ${1:-} && $2 != 0 ]] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}' || echo "-"; }
@@ -154,13 +181,14 @@ num() { [[ -n ${1:-} ]] && awk -v v="$1" 'BEGIN{printf "%.0f", v}' || echo "-"; 
 
 echo
 echo "bench/fs  $(date -u +%FT%TZ)  size=$SIZE rand=$RAND_SIZE/${RUNTIME}s files=$FILES  ($(nproc) cores, $(uname -r))"
-printf '%-11s %11s %7s %11s %7s %9s %7s %9s %7s\n' target "write MiB/s" ratio "read MiB/s" ratio "rand IOPS" ratio "files/s" ratio
-for t in native mfs-local mfs-remote sshfs; do
+printf '%-12s %11s %7s %11s %7s %9s %7s %9s %7s\n' target "write MiB/s" ratio "read MiB/s" ratio "rand IOPS" ratio "files/s" ratio
+for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
   want "$t" || continue
-  if [[ -n ${SKIP[$t]:-} ]]; then printf '%-11s skipped: %s\n' "$t" "${SKIP[$t]}"; continue; fi
-  printf '%-11s %11s %7s %11s %7s %9s %7s %9s %7s\n' "$t" \
+  if [[ -n ${SKIP[$t]:-} ]]; then printf '%-12s skipped: %s\n' "$t" "${SKIP[$t]}"; continue; fi
+  printf '%-12s %11s %7s %11s %7s %9s %7s %9s %7s\n' "$t" \
     "$(mib "${WRITE[$t]}")" "$(ratio "${WRITE[$t]}" "${WRITE[native]:-}")" \
     "$(mib "${READ[$t]}")" "$(ratio "${READ[$t]}" "${READ[native]:-}")" \
     "$(num "${IOPS[$t]}")" "$(ratio "${IOPS[$t]}" "${IOPS[native]:-}")" \
     "$(num "${FILESPS[$t]}")" "$(ratio "${FILESPS[$t]}" "${FILESPS[native]:-}")"
 done
+if [[ -n $PT_NOTE ]]; then echo "mfs-local-pt: $PT_NOTE"; fi

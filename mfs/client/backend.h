@@ -74,6 +74,11 @@ struct FileHandle {
   std::atomic<uint64_t> remote_epoch{0};  // connection generation that issued remote_fh
   int flags = 0;
   std::atomic<bool> written{false};  // data changed since the last flush
+  // Set by the FUSE layer: the kernel reads and writes this local file
+  // itself (FUSE passthrough), so `written` never sees its writes; a
+  // writable one counts as changed at every flush.
+  bool passthrough = false;
+  bool cached_io = false;  // the FUSE layer counted it as a page-cache open
 };
 
 struct DirEntryOut {
@@ -109,6 +114,7 @@ struct LockIn {
   off_t len = 0;  // 0 = to EOF
   pid_t pid = 0;
   bool wait = false;
+  uint64_t wait_token = 0;  // LockWaits token (0 = none): cancelled -> EINTR
 };
 
 class Backend {
@@ -165,7 +171,9 @@ class Backend {
   // POSIX record locks and flock, held by the owning node.
   virtual void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) = 0;
   virtual void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) = 0;
-  virtual void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) = 0;
+  // `wait_token`: a LockWaits token (0 = none) whose cancellation ends a
+  // waiting request with EINTR (a FUSE interrupt).
+  virtual void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) = 0;
 };
 
 }  // namespace mfs::client

@@ -86,11 +86,16 @@ class Client {
   // REQUIRES: called before the mount serves requests (not synchronised).
   void SetIoObserver(std::shared_ptr<IoObserver> o);
   void AccountIo(pid_t tid, uint32_t node, IoOp op, uint64_t bytes);
+  // Whether the observer counts I/O right now (false without one).
+  bool Accounting() const { return observer_ && observer_->Accounting(); }
 
   // The synthetic location xattr on every file.
   static constexpr const char* kNodeXattr = "user.mfs.node";
   // On /mfs: "<inodes> <lookups>" the kernel holds (leak checks).
   static constexpr const char* kInodesXattr = "user.mfs.inodes";
+  // On /mfs: "<passthrough negotiated 0|1> <inodes passed through now>
+  // <passthrough opens since the mount>".
+  static constexpr const char* kPassthroughXattr = "user.mfs.passthrough";
 
  private:
   explicit Client(const ClientOptions& opts);

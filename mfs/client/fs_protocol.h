@@ -48,6 +48,7 @@ enum Type : uint16_t {
   kGetLk = 89,        // u64 fh, lock -> lock
   kSetLk = 90,        // u64 fh, lock, u8 wait -> ()
   kFlock = 91,        // u64 fh, u64 owner, u32 op -> ()
+  kCancelWait = 92,   // client -> server (no reply): u64 fh, u64 owner
   kWatch = 96,        // client -> server: u8 all (send me every change) -> ()
   kChanged = 97,      // local client -> its own server: file key, [dir key, name]
   kInvalidate = 100,  // server -> client (no reply): handle, file key, name

@@ -195,7 +195,9 @@ void LocalBackend::Flush(FileHandle* fh, uint64_t lock_owner, DoneCb cb) {
   int r = d < 0 ? -1 : close(d);
   Status s = r < 0 ? Status::FromErrno("flush") : Status::OK();
   locks_.ReleaseOwner(LockKey(fh->inode), lock_owner);
-  if (fh->written.exchange(false) || (fh->flags & O_TRUNC)) Changed(fh->inode);
+  bool writable = (fh->flags & O_ACCMODE) != O_RDONLY;
+  if (fh->written.exchange(false) || (fh->flags & O_TRUNC) || (fh->passthrough && writable))
+    Changed(fh->inode);
   cb(s);
 }
 
@@ -316,16 +318,16 @@ void LocalBackend::SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) {
   InodePtr inode = fh->inode;
   if (!in.wait) return cb(locks_.SetLk(inode->fd.get(), LockKey(inode), in));
   std::thread([this, inode, in, cb = std::move(cb)] {
-    cb(locks_.SetLk(inode->fd.get(), LockKey(inode), in));
+    cb(locks_.SetLk(inode->fd.get(), LockKey(inode), in, 0, in.wait_token));
   }).detach();
 }
 
-void LocalBackend::Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) {
+void LocalBackend::Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) {
   InodePtr inode = fh->inode;
   if ((op & LOCK_NB) || (op & ~LOCK_NB) == LOCK_UN)
     return cb(locks_.Flock(inode->fd.get(), LockKey(inode), owner, op));
-  std::thread([this, inode, owner, op, cb = std::move(cb)] {
-    cb(locks_.Flock(inode->fd.get(), LockKey(inode), owner, op));
+  std::thread([this, inode, owner, op, wait_token, cb = std::move(cb)] {
+    cb(locks_.Flock(inode->fd.get(), LockKey(inode), owner, op, 0, wait_token));
   }).detach();
 }
 

@@ -75,7 +75,7 @@ class LocalBackend : public Backend {
                      Cb<size_t> cb) override;
   void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) override;
   void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
-  void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) override;
+  void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) override;
 
  private:
   // Wraps an O_PATH fd just opened into a referenced entry.

@@ -1,10 +1,9 @@
 #include "mfs/client/local_ops.h"
 
-#include "mfs/client/caller.h"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
@@ -13,6 +12,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "mfs/client/caller.h"
 
 namespace mfs::client::ops {
 
@@ -348,28 +352,174 @@ Result<LockIn> OfdLockTable::GetLk(int file, const std::string& key, const LockI
   return out;
 }
 
-Status OfdLockTable::SetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder) {
+namespace {
+
+// The signal that breaks a waiting thread out of its lock call.
+int WakeSignal() { return SIGRTMIN + 2; }
+
+struct WaitState {
+  bool cancelled = false;
+  pid_t tid = 0;  // the waiting thread while it is inside Begin..End
+  std::function<void()> canceller;
+};
+
+void RunCanceller(std::function<void()> fn) {
+  if (!fn) return;
+  try {
+    std::thread(std::move(fn)).detach();
+  } catch (const std::exception&) {
+    // no thread to spare: the wait ends when the lock is granted instead
+  }
+}
+
+struct WaitRegistry {
+  std::mutex mu;
+  uint64_t next = 1;
+  std::map<uint64_t, WaitState> waits;
+};
+
+WaitRegistry& Registry() {
+  static WaitRegistry* r = [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: the lock call returns EINTR
+    sigaction(WakeSignal(), &sa, nullptr);
+    return new WaitRegistry;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+uint64_t LockWaits::NewToken() {
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  uint64_t t = r.next++;
+  r.waits[t];
+  return t;
+}
+
+void LockWaits::Cancel(uint64_t token) {
+  if (token == 0) return;
+  WaitRegistry& r = Registry();
+  // Signal the waiter until it has left its wait (bounded: 5 s).
+  for (int i = 0; i < 5000; ++i) {
+    {
+      std::lock_guard<std::mutex> l(r.mu);
+      auto it = r.waits.find(token);
+      if (it == r.waits.end()) return;
+      it->second.cancelled = true;
+      if (it->second.canceller) return RunCanceller(std::move(it->second.canceller));
+      if (it->second.tid == 0) return;  // not waiting (yet): Begin() fails
+      // Under the lock, so the thread is still inside Begin..End.
+      syscall(SYS_tgkill, getpid(), it->second.tid, WakeSignal());
+    }
+    usleep(1000);
+  }
+}
+
+void LockWaits::SetCanceller(uint64_t token, std::function<void()> fn) {
+  if (token == 0) return;
+  WaitRegistry& r = Registry();
+  std::unique_lock<std::mutex> l(r.mu);
+  auto it = r.waits.find(token);
+  if (it == r.waits.end()) return;
+  if (!it->second.cancelled) {
+    it->second.canceller = std::move(fn);
+    return;
+  }
+  l.unlock();
+  RunCanceller(std::move(fn));
+}
+
+size_t LockWaits::size() {
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  return r.waits.size();
+}
+
+void LockWaits::Forget(uint64_t token) {
+  if (token == 0) return;
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  r.waits.erase(token);
+}
+
+Status LockWaits::Begin(uint64_t token) {
+  if (token == 0) return Status::OK();
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  auto it = r.waits.find(token);
+  if (it == r.waits.end()) return Status::OK();
+  if (it->second.cancelled) return Status::PosixError("lock wait interrupted", EINTR);
+  it->second.tid = static_cast<pid_t>(syscall(SYS_gettid));
+  return Status::OK();
+}
+
+bool LockWaits::Cancelled(uint64_t token) {
+  if (token == 0) return false;
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  auto it = r.waits.find(token);
+  return it != r.waits.end() && it->second.cancelled;
+}
+
+void LockWaits::End(uint64_t token) {
+  if (token == 0) return;
+  WaitRegistry& r = Registry();
+  std::lock_guard<std::mutex> l(r.mu);
+  auto it = r.waits.find(token);
+  if (it != r.waits.end()) it->second.tid = 0;
+}
+
+namespace {
+
+// Runs a lock call that may block, retrying on EINTR unless the wait was
+// cancelled. Returns the call's result (errno set on failure).
+template <typename F>
+int WaitableLock(uint64_t token, F&& call) {
+  if (Status s = LockWaits::Begin(token); !s.ok()) {
+    errno = EINTR;
+    return -1;
+  }
+  // Threads started from libfuse's workers inherit their mask, which
+  // blocks every signal.
+  sigset_t wake, old;
+  sigemptyset(&wake);
+  sigaddset(&wake, WakeSignal());
+  if (token != 0) pthread_sigmask(SIG_UNBLOCK, &wake, &old);
+  int r;
+  do {
+    r = call();
+  } while (r < 0 && errno == EINTR && !LockWaits::Cancelled(token));
+  int e = errno;
+  LockWaits::End(token);
+  if (token != 0) pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = e;
+  return r;
+}
+
+}  // namespace
+
+Status OfdLockTable::SetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder,
+                           uint64_t wait_token) {
   MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, PosixSlot(key, in.owner), holder));
   struct flock fl {};
   fl.l_type = static_cast<short>(in.type);
   fl.l_whence = SEEK_SET;
   fl.l_start = in.start;
   fl.l_len = in.len;
-  int r;
-  do {
-    r = fcntl(fd->get(), in.wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
-  } while (r < 0 && errno == EINTR);
+  int r = WaitableLock(in.wait ? wait_token : 0,
+                       [&] { return fcntl(fd->get(), in.wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl); });
   if (r < 0) return Status::FromErrno("F_OFD_SETLK");
   return Status::OK();
 }
 
 Status OfdLockTable::Flock(int file, const std::string& key, uint64_t owner, int op,
-                           uintptr_t holder) {
+                           uintptr_t holder, uint64_t wait_token) {
   MFS_ASSIGN_OR_RETURN(auto fd, FdFor(file, FlockSlot(key, owner), holder));
-  int r;
-  do {
-    r = flock(fd->get(), op);
-  } while (r < 0 && errno == EINTR);
+  int r = WaitableLock((op & LOCK_NB) ? 0 : wait_token, [&] { return flock(fd->get(), op); });
   if (r < 0) return Status::FromErrno("flock");
   if ((op & ~LOCK_NB) == LOCK_UN) ReleaseFlock(key, owner);
   return Status::OK();

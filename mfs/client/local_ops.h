@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -82,6 +83,35 @@ Status RemoveXattr(int fd, const std::string& name);
 Status Fallocate(int fd, int mode, off_t off, off_t len);
 Result<size_t> CopyFileRange(int in, off_t off_in, int out, off_t off_out, size_t len);
 
+// Lock waits that another thread can cancel (a FUSE interrupt: the waiting
+// process got a signal, or was killed). A waiter blocks in the kernel
+// (F_OFD_SETLKW, flock) as before, so the kernel's queueing and wake-ups
+// are kept; Cancel() marks the wait and sends the waiting thread a signal
+// with an empty handler (installed without SA_RESTART, so the call returns
+// EINTR) until the wait has ended, which closes the window between the
+// waiter's check and its system call. The wait then fails with EINTR.
+// Tokens are plain numbers, so a cancel that comes after the wait ended
+// (or before it began) is harmless. Thread-safe, process-wide.
+class LockWaits {
+ public:
+  // A new token, registered until Forget(); cancelling it before the wait
+  // begins makes the wait fail at once.
+  static uint64_t NewToken();
+  static void Cancel(uint64_t token);
+  static void Forget(uint64_t token);
+  // For a wait that happens elsewhere (on another node): `fn` runs once,
+  // on a thread of its own, when the token is cancelled — at once if it
+  // already was.
+  static void SetCanceller(uint64_t token, std::function<void()> fn);
+  // The tokens registered, for leak checks.
+  static size_t size();
+  // Used by OfdLockTable around a blocking call: Begin() fails (EINTR)
+  // when the token is already cancelled. Token 0 = not cancellable.
+  static Status Begin(uint64_t token);
+  static bool Cancelled(uint64_t token);
+  static void End(uint64_t token);
+};
+
 // Record locks and flock held for many owners on one node's files: each
 // (file, owner) pair gets its own open file description of the backing
 // file, locked with OFD locks (F_OFD_SETLK, Linux 3.15) or flock, so the
@@ -94,8 +124,12 @@ class OfdLockTable {
   // the lock with whoever asked (the file service passes its connection) so
   // that ReleaseHolder() can drop everything a vanished peer held.
   Result<LockIn> GetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder = 0);
-  Status SetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder = 0);
-  Status Flock(int file, const std::string& key, uint64_t owner, int op, uintptr_t holder = 0);
+  // A waiting request (in.wait, or flock without LOCK_NB) with a
+  // LockWaits token ends with EINTR when the token is cancelled.
+  Status SetLk(int file, const std::string& key, const LockIn& in, uintptr_t holder = 0,
+               uint64_t wait_token = 0);
+  Status Flock(int file, const std::string& key, uint64_t owner, int op, uintptr_t holder = 0,
+               uint64_t wait_token = 0);
   // Drops an owner's POSIX locks on a file (close semantics).
   void ReleaseOwner(const std::string& key, uint64_t owner);
   void ReleaseFlock(const std::string& key, uint64_t owner);

@@ -22,6 +22,10 @@ class IoObserver {
  public:
   virtual ~IoObserver() = default;
   virtual void OnIo(pid_t tid, uint32_t owner_node, IoOp op, uint64_t bytes) = 0;
+  // Whether OnIo counts right now (the run-time switch, `mfsctl accounting
+  // on|off`). While it does not, the FUSE layer may hand local files to the
+  // kernel (FUSE passthrough), whose reads and writes it then never sees.
+  virtual bool Accounting() const { return true; }
 };
 
 }  // namespace mfs::client

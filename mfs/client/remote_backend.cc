@@ -1,14 +1,15 @@
 #include "mfs/client/remote_backend.h"
 
-#include <optional>
-
 #include <fcntl.h>
 #include <sys/file.h>
+
+#include <optional>
 
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
 #include "mfs/client/client.h"
 #include "mfs/client/fs_protocol.h"
+#include "mfs/client/local_ops.h"
 #include "mfs/wire/auth.h"
 
 namespace mfs::client {
@@ -870,18 +871,49 @@ void RemoteBackend::GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) {
       });
 }
 
+// Makes a waiting lock request on `node` cancellable through `token`: the
+// owner is sent kCancelWait for (file id, lock owner) on the connection
+// the request went out on, and fails the wait with EINTR.
+void RemoteBackend::CancellableWait(uint64_t token, uint32_t node, uint64_t file_id,
+                                    uint64_t owner) {
+  if (token == 0) return;
+  Connection::Ptr c;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    c = peers_[node].conn;
+  }
+  if (!c) return;
+  std::weak_ptr<wire::Connection> weak = c;
+  ops::LockWaits::SetCanceller(token, [weak, file_id, owner] {
+    auto conn = weak.lock();
+    if (!conn || conn->closed()) return;
+    std::string p;
+    Writer w(&p);
+    w.U64(file_id);
+    w.U64(owner);
+    conn->Send(proto::kCancelWait, std::move(p));
+  });
+}
+
 void RemoteBackend::SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) {
   fh->inode->locked = true;
+  uint32_t node = fh->inode->node;
   CallFile(
-      fh, proto::kSetLk, [in](uint64_t id) { return LockPayload(id, in); },
+      fh, proto::kSetLk,
+      [this, in, node](uint64_t id) {
+        if (in.wait) CancellableWait(in.wait_token, node, id, in.owner);
+        return LockPayload(id, in);
+      },
       [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); },
       in.wait ? kLockWait : std::chrono::milliseconds(0));
 }
 
-void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) {
+void RemoteBackend::Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) {
+  uint32_t node = fh->inode->node;
   CallFile(
       fh, proto::kFlock,
-      [owner, op](uint64_t id) {
+      [this, owner, op, node, wait_token](uint64_t id) {
+        CancellableWait(wait_token, node, id, owner);
         std::string p;
         Writer w(&p);
         w.U64(id);

@@ -119,7 +119,7 @@ class RemoteBackend : public Backend {
                      Cb<size_t> cb) override;
   void GetLk(FileHandle* fh, const LockIn& in, Cb<LockIn> cb) override;
   void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
-  void Flock(FileHandle* fh, uint64_t owner, int op, DoneCb cb) override;
+  void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) override;
 
  private:
   RemoteBackend(Client* client, const RemoteOptions& opts, std::string secret);
@@ -129,6 +129,7 @@ class RemoteBackend : public Backend {
   void Call(uint32_t node, uint16_t type, std::string payload, FrameCb cb,
             std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   // Calls with an open file: reopens it first if its connection is gone.
+  void CancellableWait(uint64_t token, uint32_t node, uint64_t file_id, uint64_t owner);
   void CallFile(FileHandle* fh, uint16_t type, std::function<std::string(uint64_t fh)> build,
                 FrameCb cb, std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   void Connect(uint32_t node);

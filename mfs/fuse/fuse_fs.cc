@@ -1,25 +1,28 @@
 #define FUSE_USE_VERSION 314
 #include "mfs/fuse/fuse_fs.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <atomic>
+#include <climits>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <climits>
-#include <cstdio>
 #include <fstream>
-#include <optional>
+#include <mutex>
 #include <new>
+#include <optional>
 #include <sstream>
+#include <unordered_map>
 #include <vector>
 
 #include "mfs/base/log.h"
@@ -39,6 +42,37 @@ using client::InodePtr;
 using client::IoOp;
 using client::Magic;
 
+// FUSE passthrough, from the kernel's uapi <linux/fuse.h> of protocol 7.40
+// (Linux 6.9); the installed header (7.38, libfuse 3.14's era) lacks them.
+namespace uapi {
+constexpr uint32_t kInitPassthroughFlags2 = 1u << (37 - 32);  // FUSE_PASSTHROUGH
+constexpr uint32_t kFopenPassthrough = 1u << 7;               // FOPEN_PASSTHROUGH
+struct BackingMap {                                           // struct fuse_backing_map
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+struct OpenOut {  // struct fuse_open_out; 7.38 calls backing_id "padding"
+  uint64_t fh;
+  uint32_t open_flags;
+  int32_t backing_id;
+};
+static_assert(sizeof(OpenOut) == sizeof(fuse_open_out));
+constexpr unsigned long kBackingOpen = _IOW(229, 1, BackingMap);  // FUSE_DEV_IOC_BACKING_OPEN
+constexpr unsigned long kBackingClose = _IOW(229, 2, uint32_t);   // FUSE_DEV_IOC_BACKING_CLOSE
+// fuse_init_out.max_stack_depth follows flags2 (7.38: unused[0]).
+constexpr size_t kMaxStackDepthOffset = offsetof(fuse_init_out, flags2) + 4;
+}  // namespace uapi
+
+// How the kernel does I/O on one local inode's open files: all through its
+// page cache (requests to us) or all passthrough to one backing file (the
+// kernel refuses a mix: EIO at open).
+struct IoMode {
+  int cached_opens = 0;
+  int passthrough_opens = 0;
+  int32_t backing_id = -1;
+};
+
 // Everything a handler needs, reached through the request's userdata.
 struct FuseCtx {
   Client* client;
@@ -48,6 +82,14 @@ struct FuseCtx {
   // security.capability before each write nor clears set-id bits itself;
   // writes by callers without CAP_FSETID must clear them here.
   std::atomic<bool> killpriv_v2{false};
+  Passthrough passthrough_mode = Passthrough::kAuto;
+  // The kernel agreed to FUSE_PASSTHROUGH and registering backing files
+  // works; cleared for good when the kernel refuses one.
+  std::atomic<bool> passthrough{false};
+  int dev_fd = -1;                                // the FUSE device (ioctls)
+  std::mutex io_mu;                               // guards io_modes; a leaf lock
+  std::unordered_map<uint64_t, IoMode> io_modes;  // by node id, while open
+  std::atomic<uint64_t> passthrough_opens_total{0};
 };
 
 namespace {
@@ -125,6 +167,99 @@ void ReplyAttr(fuse_req_t req, const InodePtr& inode, Result<struct stat> r) {
 }
 
 void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : Err(s)); }
+
+// ---- passthrough ----------------------------------------------------------
+
+// The backing id the next OPEN/CREATE reply written by this thread must
+// carry (libfuse 3.14's fuse_reply_open cannot set it): set just before
+// fuse_reply_open/_create, consumed by IoWritev, cleared after.
+thread_local int32_t tl_backing_id = -1;
+
+ssize_t IoWritev(int fd, iovec* iov, int count, void*) {
+  if (tl_backing_id >= 0 && count >= 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
+      iov[count - 1].iov_len >= sizeof(uapi::OpenOut)) {
+    fuse_out_header oh;
+    std::memcpy(&oh, iov[0].iov_base, sizeof oh);
+    if (oh.error == 0) {
+      // Both replies end with the fuse_open_out (CREATE: entry_out first).
+      char* p = static_cast<char*>(iov[count - 1].iov_base) + iov[count - 1].iov_len -
+                sizeof(uapi::OpenOut);
+      uapi::OpenOut o;
+      std::memcpy(&o, p, sizeof o);
+      o.open_flags = (o.open_flags | uapi::kFopenPassthrough) & ~FOPEN_DIRECT_IO;
+      o.backing_id = tl_backing_id;
+      std::memcpy(p, &o, sizeof o);
+    }
+    tl_backing_id = -1;
+  }
+  return writev(fd, iov, count);
+}
+ssize_t IoRead(int fd, void* buf, size_t len, void*) { return read(fd, buf, len); }
+ssize_t IoSplice(int fdin, off_t* offin, int fdout, off_t* offout, size_t len, unsigned flags,
+                 void*) {
+  return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+// Decides how the kernel does I/O on a local file just opened, and counts
+// the open. Returns the backing id to reply with, or -1 (page cache).
+int32_t BeginIo(FuseCtx& x, const Caller& caller, FileHandle& fh) {
+  bool want = x.passthrough.load(std::memory_order_relaxed) && fh.inode->type == S_IFREG &&
+              x.passthrough_mode != Passthrough::kOff &&
+              (x.passthrough_mode == Passthrough::kOn || !x.client->Accounting());
+  // The kernel writes a passthrough file with mount.mfs's credentials, so
+  // set-id bits would survive a write by a caller without CAP_FSETID: such
+  // files keep to the path where mount.mfs clears them.
+  if (want && caller.uid != 0 && (fh.flags & O_ACCMODE) != O_RDONLY) {
+    struct stat st;
+    if (fstat(fh.fd.get(), &st) != 0 || (st.st_mode & S_ISUID) ||
+        (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+      want = false;
+  }
+  std::lock_guard<std::mutex> l(x.io_mu);
+  IoMode& m = x.io_modes[fh.inode->id];
+  if (m.passthrough_opens == 0 && (m.cached_opens > 0 || !want)) {
+    ++m.cached_opens;
+    fh.cached_io = true;
+    return -1;
+  }
+  if (m.passthrough_opens == 0) {
+    uapi::BackingMap map{fh.fd.get(), 0, 0};
+    int id = ioctl(x.dev_fd, uapi::kBackingOpen, &map);
+    if (id < 0) {
+      int e = errno;
+      if (e != ENOMEM && e != EMFILE && e != ENFILE) {
+        if (x.passthrough.exchange(false))
+          spdlog::warn("fuse passthrough disabled: backing file refused: {}", std::strerror(e));
+      }
+      ++m.cached_opens;
+      fh.cached_io = true;
+      return -1;
+    }
+    m.backing_id = id;
+  }
+  ++m.passthrough_opens;
+  fh.passthrough = true;
+  x.passthrough_opens_total.fetch_add(1, std::memory_order_relaxed);
+  return m.backing_id;
+}
+
+// The open counted by BeginIo ended (released, or its reply failed).
+void EndIo(FuseCtx& x, FileHandle& fh) {
+  if (!fh.passthrough && !fh.cached_io) return;
+  std::lock_guard<std::mutex> l(x.io_mu);
+  auto it = x.io_modes.find(fh.inode->id);
+  if (it == x.io_modes.end()) return;
+  IoMode& m = it->second;
+  if (fh.passthrough && --m.passthrough_opens == 0) {
+    uint32_t id = static_cast<uint32_t>(m.backing_id);
+    if (ioctl(x.dev_fd, uapi::kBackingClose, &id) < 0)
+      spdlog::warn("fuse passthrough: closing backing id {}: {}", id, std::strerror(errno));
+    m.backing_id = -1;
+  }
+  if (fh.cached_io) --m.cached_opens;
+  fh.passthrough = fh.cached_io = false;
+  if (m.passthrough_opens <= 0 && m.cached_opens <= 0) x.io_modes.erase(it);
+}
 
 FileHandle* Fh(fuse_file_info* fi) {
   return fi ? reinterpret_cast<FileHandle*>(static_cast<uintptr_t>(fi->fh)) : nullptr;
@@ -331,14 +466,20 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Caller caller = CallerOf(req);
     Client* c = C(req).client;
     Backend* b = c->BackendFor(*p);
+    FuseCtx* x = &C(req);
     b->Open(caller, p, info.flags,
-            [req, info, c, b, node = p->node, pid = caller.pid](
-                Result<std::unique_ptr<FileHandle>> r) mutable {
+            [req, info, c, b, x, caller, node = p->node,
+             pid = caller.pid](Result<std::unique_ptr<FileHandle>> r) mutable {
               if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
               info.fh = reinterpret_cast<uintptr_t>(r->get());
               info.keep_cache = 0;
-              info.direct_io = (info.flags & O_DIRECT) ? 1 : 0;
-              if (fuse_reply_open(req, &info) != 0) {
+              int32_t backing = (*r)->fd.valid() ? BeginIo(*x, caller, **r) : -1;
+              info.direct_io = (info.flags & O_DIRECT) && backing < 0 ? 1 : 0;
+              tl_backing_id = backing;
+              int rr = fuse_reply_open(req, &info);
+              tl_backing_id = -1;
+              if (rr != 0) {
+                EndIo(*x, **r);
                 b->Release(std::move(*r));
                 return;
               }
@@ -359,16 +500,22 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     Caller caller = CallerOf(req);
     Client* c = C(req).client;
     Backend* b = c->BackendFor(*p);
+    FuseCtx* x = &C(req);
     b->Create(caller, p, name, mode, info.flags,
-              [req, info, c, b, pid = caller.pid](Result<client::CreateOut> r) mutable {
+              [req, info, c, b, x, caller, pid = caller.pid](Result<client::CreateOut> r) mutable {
                 if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
                 fuse_entry_param fe;
                 FillEntry(req, r->entry, &fe);
                 info.fh = reinterpret_cast<uintptr_t>(r->fh.get());
                 info.keep_cache = 0;
-                info.direct_io = (info.flags & O_DIRECT) ? 1 : 0;
+                int32_t backing = r->fh->fd.valid() ? BeginIo(*x, caller, *r->fh) : -1;
+                info.direct_io = (info.flags & O_DIRECT) && backing < 0 ? 1 : 0;
                 uint32_t node = r->entry.inode->node;
-                if (fuse_reply_create(req, &fe, &info) != 0) {
+                tl_backing_id = backing;
+                int rr = fuse_reply_create(req, &fe, &info);
+                tl_backing_id = -1;
+                if (rr != 0) {
+                  EndIo(*x, *r->fh);
                   c->table().Forget(fe.ino, 1);
                   b->Release(std::move(r->fh));
                   return;
@@ -455,8 +602,10 @@ void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> fh(Fh(fi));
+  EndIo(C(req), *fh);
   Backend* b = C(req).client->BackendFor(*fh->inode);
-  if (fi->flock_release) b->Flock(fh.get(), fi->lock_owner, LOCK_UN, [](Status s) { s.IgnoreError(); });
+  if (fi->flock_release)
+    b->Flock(fh.get(), fi->lock_owner, LOCK_UN, 0, [](Status s) { s.IgnoreError(); });
   b->Release(std::move(fh));
   fuse_reply_err(req, 0);
 }
@@ -621,6 +770,19 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
       return ReplyXattr(req, size,
                         std::to_string(t.size()) + " " + std::to_string(t.total_lookups()));
     }
+    // On /mfs itself: "<negotiated 0|1> <inodes with a backing file now>
+    // <passthrough opens so far>" (tests and mfsstat-like checks).
+    if (IsRoot(p) && std::strcmp(name, Client::kPassthroughXattr) == 0) {
+      FuseCtx& x = C(req);
+      size_t backed = 0;
+      {
+        std::lock_guard<std::mutex> l(x.io_mu);
+        for (auto& [id, m] : x.io_modes) backed += m.passthrough_opens > 0;
+      }
+      return ReplyXattr(req, size,
+                        std::string(x.passthrough ? "1 " : "0 ") + std::to_string(backed) + " " +
+                            std::to_string(x.passthrough_opens_total.load()));
+    }
     if (!IsFile(p)) return (void)fuse_reply_err(req, ENODATA);
     C(req).client->BackendFor(*p)->GetXattr(CallerOf(req), p, name,
                                             [req, size](Result<std::string> r) {
@@ -704,20 +866,45 @@ void OpGetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock)
   });
 }
 
+// A FUSE interrupt for a waiting lock request: the caller got a signal (or
+// SIGKILL). `data` is the wait's LockWaits token, a number: harmless if the
+// wait has ended.
+void OnLockInterrupt(fuse_req_t, void* data) {
+  client::ops::LockWaits::Cancel(reinterpret_cast<uintptr_t>(data));
+}
+
+// Makes a waiting lock request interruptible; returns its token (0 if the
+// request does not wait or the backend cannot cancel it).
+uint64_t InterruptibleWait(fuse_req_t req, const FileHandle& fh, bool waits) {
+  if (!waits || !IsFile(fh.inode)) return 0;
+  uint64_t token = client::ops::LockWaits::NewToken();
+  fuse_req_interrupt_func(req, OnLockInterrupt, reinterpret_cast<void*>(token));
+  return token;
+}
+
 void OpSetlk(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, struct flock* lock, int sleep) {
   Guard(req, [&] {
     FileHandle* fh = Fh(fi);
     client::LockIn in = LockFrom(lock, fi);
     in.wait = sleep != 0;
-    C(req).client->BackendFor(*fh->inode)->SetLk(fh, in, [req](Status s) { ReplyErr(req, s); });
+    in.wait_token = InterruptibleWait(req, *fh, in.wait);
+    C(req).client->BackendFor(*fh->inode)->SetLk(fh, in, [req, token = in.wait_token](Status s) {
+      ReplyErr(req, s);
+      client::ops::LockWaits::Forget(token);
+    });
   });
 }
 
 void OpFlock(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, int op) {
   Guard(req, [&] {
     FileHandle* fh = Fh(fi);
-    C(req).client->BackendFor(*fh->inode)->Flock(fh, fi->lock_owner, op,
-                                                 [req](Status s) { ReplyErr(req, s); });
+    uint64_t token = InterruptibleWait(req, *fh, !(op & LOCK_NB) && (op & ~LOCK_NB) != LOCK_UN);
+    C(req)
+        .client->BackendFor(*fh->inode)
+        ->Flock(fh, fi->lock_owner, op, token, [req, token](Status s) {
+          ReplyErr(req, s);
+          client::ops::LockWaits::Forget(token);
+        });
   });
 }
 
@@ -771,7 +958,17 @@ FuseFs::FuseFs(client::Client* client, FuseOptions opts)
   ctx_->client = client_;
   ctx_->attr_timeout = client_->options().attr_timeout;
   ctx_->entry_timeout = client_->options().entry_timeout;
+  ctx_->passthrough_mode = opts_.passthrough;
 }
+
+Result<Passthrough> ParsePassthrough(const std::string& s) {
+  if (s == "auto") return Passthrough::kAuto;
+  if (s == "on" || s == "true" || s == "yes" || s == "1") return Passthrough::kOn;
+  if (s == "off" || s == "false" || s == "no" || s == "0") return Passthrough::kOff;
+  return Status::InvalidArgument("passthrough must be auto, on or off, not '" + s + "'");
+}
+
+bool FuseFs::passthrough_negotiated() const { return ctx_->passthrough.load(); }
 
 FuseFs::~FuseFs() {
   Unmount();
@@ -804,18 +1001,28 @@ Status FuseFs::Mount() {
   if (fuse_session_mount(se_, opts_.mountpoint.c_str()) != 0)
     return Status::Error(EIO, "cannot mount on " + opts_.mountpoint);
   mounted_ = true;
+  // Our own device I/O, so that OPEN/CREATE replies can carry a backing id
+  // (IoWritev); splice hooks given, or libfuse would stop splicing.
+  ctx_->dev_fd = fuse_session_fd(se_);
+  static const fuse_custom_io kIo = {IoWritev, IoRead, IoSplice, IoSplice};
+  if (int r = fuse_session_custom_io(se_, &kIo, ctx_->dev_fd); r != 0)
+    return Status::PosixError("fuse_session_custom_io", -r);
   return Status::OK();
 }
 
 void FuseFs::Daemonize(bool foreground) { fuse_daemonize(foreground ? 1 : 0); }
 
-// Answers the kernel's INIT through libfuse, adding FUSE_HANDLE_KILLPRIV_V2
-// to the reply when the kernel offers it: libfuse 3.14 has no capability
-// bit for it, and without it the kernel sends a GETXATTR of
-// security.capability before every write (a FUSE super block never gets
-// SB_NOSEC otherwise). libfuse writes its reply while the device's fd
-// number points at a pipe; the reply, amended, then goes to the device.
-// Runs before any worker exists, so nothing else reads or writes the fd.
+// Answers the kernel's INIT through libfuse, adding what libfuse 3.14 has
+// no capability bit for when the kernel offers it:
+// - FUSE_HANDLE_KILLPRIV_V2: without it the kernel sends a GETXATTR of
+//   security.capability before every write (a FUSE super block never gets
+//   SB_NOSEC otherwise);
+// - FUSE_PASSTHROUGH (flags2, with max_stack_depth 1) unless passthrough is
+//   off; the kernel ignores it next to FUSE_WRITEBACK_CACHE, which we never
+//   ask for.
+// libfuse writes its reply while the device's fd number points at a pipe;
+// the reply, amended, then goes to the device. Runs before any worker
+// exists, so nothing else reads or writes the fd.
 Status FuseFs::NegotiateInit() {
   fuse_buf buf{};
   int n;
@@ -830,16 +1037,22 @@ Status FuseFs::NegotiateInit() {
     void* p;
     ~Free() { std::free(p); }
   } owned{buf.mem};
-  bool offered = false;
+  bool killpriv = false, passthrough = false;
   if (!(buf.flags & FUSE_BUF_IS_FD) &&
       static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
     fuse_in_header ih;
     fuse_init_in in;
     std::memcpy(&ih, buf.mem, sizeof ih);
     std::memcpy(&in, static_cast<char*>(buf.mem) + sizeof ih, sizeof in);
-    offered = ih.opcode == FUSE_INIT && in.major == 7 && in.minor >= 33 &&
-              (in.flags & FUSE_HANDLE_KILLPRIV_V2);
+    bool init = ih.opcode == FUSE_INIT && in.major == 7;
+    killpriv = init && in.minor >= 33 && (in.flags & FUSE_HANDLE_KILLPRIV_V2);
+    passthrough = init && in.minor >= 40 && (in.flags & FUSE_INIT_EXT) &&
+                  (in.flags2 & uapi::kInitPassthroughFlags2) &&
+                  opts_.passthrough != Passthrough::kOff;
+    if (init && opts_.passthrough != Passthrough::kOff && !passthrough)
+      spdlog::info("fuse passthrough: not offered by the kernel (protocol 7.{})", in.minor);
   }
+  bool offered = killpriv || passthrough;
   int fd = fuse_session_fd(se_);
   int pipefd[2];
   int saved = offered ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
@@ -861,18 +1074,59 @@ Status FuseFs::NegotiateInit() {
   if (m < static_cast<ssize_t>(sizeof(fuse_out_header))) return Status::Error(EIO, "no INIT reply");
   fuse_out_header oh;
   std::memcpy(&oh, reply, sizeof oh);
+  char* out = reply + sizeof oh;
   if (oh.error == 0 && static_cast<size_t>(m) >= sizeof oh + offsetof(fuse_init_out, flags) + 4) {
     uint32_t flags;
-    std::memcpy(&flags, reply + sizeof oh + offsetof(fuse_init_out, flags), sizeof flags);
-    flags |= FUSE_HANDLE_KILLPRIV_V2;
-    std::memcpy(reply + sizeof oh + offsetof(fuse_init_out, flags), &flags, sizeof flags);
-    ctx_->killpriv_v2 = true;
+    std::memcpy(&flags, out + offsetof(fuse_init_out, flags), sizeof flags);
+    if (killpriv) {
+      flags |= FUSE_HANDLE_KILLPRIV_V2;
+      ctx_->killpriv_v2 = true;
+    }
+    if (passthrough && !(flags & FUSE_WRITEBACK_CACHE) &&
+        static_cast<size_t>(m) >= sizeof oh + uapi::kMaxStackDepthOffset + 4) {
+      uint32_t flags2, depth = 1;
+      std::memcpy(&flags2, out + offsetof(fuse_init_out, flags2), sizeof flags2);
+      flags |= FUSE_INIT_EXT;
+      flags2 |= uapi::kInitPassthroughFlags2;
+      std::memcpy(out + offsetof(fuse_init_out, flags2), &flags2, sizeof flags2);
+      std::memcpy(out + uapi::kMaxStackDepthOffset, &depth, sizeof depth);
+      ctx_->passthrough = true;  // confirmed by ProbePassthrough
+    }
+    std::memcpy(out + offsetof(fuse_init_out, flags), &flags, sizeof flags);
   }
   if (write(fd, reply, static_cast<size_t>(m)) != m) {
     ctx_->killpriv_v2 = false;
+    ctx_->passthrough = false;
     return Status::FromErrno("FUSE INIT reply");
   }
+  if (ctx_->passthrough) ProbePassthrough();
   return Status::OK();
+}
+
+// Whether the kernel took FUSE_PASSTHROUGH: it does not say in INIT, but
+// registering a backing file answers EPERM when it did not, and EISDIR for
+// a directory (the export root) when it did — a probe that registers
+// nothing.
+void FuseFs::ProbePassthrough() {
+  UniqueFd dir(open(client_->options().export_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) {
+    ctx_->passthrough = false;
+    spdlog::warn("fuse passthrough off: cannot open the export: {}", std::strerror(errno));
+    return;
+  }
+  uapi::BackingMap map{dir.get(), 0, 0};
+  int id = ioctl(ctx_->dev_fd, uapi::kBackingOpen, &map);
+  int e = errno;
+  if (id >= 0) {  // a kernel that takes directories: give it back
+    uint32_t u = static_cast<uint32_t>(id);
+    ioctl(ctx_->dev_fd, uapi::kBackingClose, &u);
+  } else if (e != EISDIR) {
+    ctx_->passthrough = false;
+    spdlog::warn("fuse passthrough off: the kernel refuses backing files: {}", std::strerror(e));
+    return;
+  }
+  spdlog::info("fuse passthrough negotiated (mode {})",
+               opts_.passthrough == Passthrough::kOn ? "on" : "auto");
 }
 
 Status FuseFs::Run() {

@@ -24,8 +24,17 @@ namespace mfs::fuse {
 
 struct FuseCtx;
 
+// FUSE passthrough for files of this node's export (kernel >= 6.9): the
+// kernel reads, writes and maps the backing file itself, so mount.mfs never
+// sees those bytes. kAuto: only while locality accounting is off (it counts
+// the bytes it sees); kOn: always (local I/O bytes go uncounted); kOff: never.
+enum class Passthrough { kOff, kAuto, kOn };
+// "auto", "on", "off" (also true/false, yes/no, 1/0 for on/off).
+Result<Passthrough> ParsePassthrough(const std::string& s);
+
 struct FuseOptions {
   std::string mountpoint;
+  Passthrough passthrough = Passthrough::kAuto;
   std::string extra_options;  // comma-separated, passed to the kernel mount
   unsigned max_threads = 16;
   bool debug = false;
@@ -61,8 +70,12 @@ class FuseFs : public client::Invalidator {
   void InvalidateInode(uint64_t ino) override;
   void InvalidateEntry(uint64_t parent, const std::string& name) override;
 
+  // Whether the kernel agreed to FUSE passthrough (after Run() began).
+  bool passthrough_negotiated() const;
+
  private:
   Status NegotiateInit();
+  void ProbePassthrough();
 
   client::Client* client_;
   FuseOptions opts_;

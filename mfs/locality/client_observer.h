@@ -32,6 +32,7 @@ class ClientObserver final : public client::IoObserver {
   void OnIo(pid_t tid, uint32_t owner_node, client::IoOp op, uint64_t bytes) override {
     rec_->Record(tid, owner_node, static_cast<IoOp>(op), bytes);
   }
+  bool Accounting() const override { return rec_->accounting(); }
   IoRecorder& recorder() { return *rec_; }
 
  private:

@@ -63,6 +63,9 @@ size_t FileService::interest_size() const {
   return interest_.size();
 }
 
+// The LockWaits token of the lock request the current thread serves.
+static thread_local uint64_t tl_wait_token = 0;
+
 void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   if (stopped_) return conn->ReplyError(frame, Status::Unavailable("file service stopping"));
   // A lock request that may wait gets a thread of its own: waiters must
@@ -78,9 +81,58 @@ void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   // file on the local fast path.
   if (frame.type() == proto::kChanged || frame.type() == proto::kWatch)
     return Execute(conn, frame);
-  auto job = [this, conn, frame = std::move(frame)]() { Execute(conn, frame); };
-  if (waits) std::thread(std::move(job)).detach();
-  else boost::asio::post(pool_, std::move(job));
+  if (frame.type() == proto::kCancelWait) {
+    if (p.size() != 16) return;  // one-way: nothing to answer
+    uint64_t fh = DecodeFixed64(p.data()), owner = DecodeFixed64(p.data() + 8);
+    return CancelWaits(conn.get(), &fh, owner);
+  }
+  if (!waits) {
+    boost::asio::post(pool_, [this, conn, frame = std::move(frame)]() { Execute(conn, frame); });
+    return;
+  }
+  // Registered here, in frame order, so that a kCancelWait that follows
+  // finds it even before the waiting thread runs.
+  uint64_t token = 0;
+  WaitKey key{conn.get(), 0, 0};
+  if (p.size() >= 16) {
+    key.fh = DecodeFixed64(p.data());
+    key.owner = DecodeFixed64(p.data() + 8);
+    token = client::ops::LockWaits::NewToken();
+    std::lock_guard<std::mutex> l(waits_mu_);
+    waits_.emplace(key, token);
+  }
+  std::thread([this, conn, frame = std::move(frame), token, key]() {
+    tl_wait_token = token;
+    Execute(conn, frame);
+    tl_wait_token = 0;
+    if (token == 0) return;
+    {
+      std::lock_guard<std::mutex> l(waits_mu_);
+      auto [b, e] = waits_.equal_range(key);
+      for (auto it = b; it != e; ++it)
+        if (it->second == token) {
+          waits_.erase(it);
+          break;
+        }
+    }
+    client::ops::LockWaits::Forget(token);
+  }).detach();
+}
+
+// Cancels the waits of `conn` (all of them when `fh` is null): they fail
+// with EINTR.
+void FileService::CancelWaits(const wire::Connection* conn, const uint64_t* fh, uint64_t owner) {
+  std::vector<uint64_t> tokens;
+  {
+    std::lock_guard<std::mutex> l(waits_mu_);
+    for (auto& [k, t] : waits_)
+      if (k.conn == conn && (!fh || (k.fh == *fh && k.owner == owner))) tokens.push_back(t);
+  }
+  if (tokens.empty()) return;
+  // Off the network thread: a cancel signals the waiter until it has left.
+  std::thread([tokens] {
+    for (uint64_t t : tokens) client::ops::LockWaits::Cancel(t);
+  }).detach();
 }
 
 // The kernel of the calling node applied the caller's umask already; the
@@ -133,6 +185,7 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
   // peer that died or lost its connection must not block the file for
   // everybody else (documented: locks do not survive a reconnect). A slot
   // re-taken over a newer connection belongs to that one and stays.
+  CancelWaits(conn.get(), nullptr, 0);
   size_t n = locks_.ReleaseHolder(reinterpret_cast<uintptr_t>(conn.get()));
   if (n) spdlog::info("peer {} went away: released {} lock description(s)", conn->peer_id(), n);
 }
@@ -596,7 +649,8 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       MFS_ASSIGN_OR_RETURN(auto f, File(fh));
       std::string key = f->key + "@n" + std::to_string(conn->peer_id());
       const auto holder = reinterpret_cast<uintptr_t>(conn.get());
-      if (frame.type() == proto::kSetLk) return locks_.SetLk(f->path_fd.get(), key, in, holder);
+      if (frame.type() == proto::kSetLk)
+        return locks_.SetLk(f->path_fd.get(), key, in, holder, tl_wait_token);
       MFS_ASSIGN_OR_RETURN(client::LockIn outl, locks_.GetLk(f->path_fd.get(), key, in, holder));
       w.U32(static_cast<uint32_t>(outl.type));
       w.I64(outl.start);
@@ -610,8 +664,8 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       int op = static_cast<int>(r.U32());
       if (!r.done()) return Bad("flock");
       MFS_ASSIGN_OR_RETURN(auto f, File(fh));
-      return locks_.Flock(f->path_fd.get(), f->key + "@n" + std::to_string(conn->peer_id()),
-                          owner, op, reinterpret_cast<uintptr_t>(conn.get()));
+      return locks_.Flock(f->path_fd.get(), f->key + "@n" + std::to_string(conn->peer_id()), owner,
+                          op, reinterpret_cast<uintptr_t>(conn.get()), tl_wait_token);
     }
     case proto::kWatch: {
       uint8_t all = r.U8();

@@ -93,6 +93,16 @@ class FileService {
   client::ops::OfdLockTable locks_;
 
   mutable std::mutex mu_;
+  // Lock requests waiting now: (connection, file id, lock owner) -> the
+  // LockWaits token that cancels them (kCancelWait, connection closed).
+  struct WaitKey {
+    const wire::Connection* conn;
+    uint64_t fh, owner;
+    auto operator<=>(const WaitKey&) const = default;
+  };
+  std::mutex waits_mu_;  // a leaf lock
+  std::multimap<WaitKey, uint64_t> waits_;
+  void CancelWaits(const wire::Connection* conn, const uint64_t* fh, uint64_t owner);
   uint64_t next_fh_ = 1;
   uint64_t adds_since_sweep_ = 0;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;

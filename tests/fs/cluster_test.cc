@@ -2,6 +2,10 @@
 // mounting its own /mfs), on 127.0.0.x loopback addresses. Attribute and
 // entry timeouts are set to 30 s, so every cross-node case below passes only
 // through pushed invalidations and close-to-open, never through expiry.
+// Node 2 mounts with passthrough = "on" (the kernel does its local file I/O
+// where it supports FUSE passthrough), node 1 with the default (auto, with
+// accounting on: through mount.mfs), so both local paths meet remote ones.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -13,9 +17,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <dirent.h>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -53,7 +57,8 @@ class FsClusterTest : public ::testing::Test {
           << "/state\"\nsecret_file = \"" << dir_ << "/secret\"\ncontrol_socket = \"" << n
           << "/run/mfsd.sock\"\nmount = \"" << n << "/mfs\"\npeers = [\"" << Addr(3 - i) << ":"
           << port_ << "\"]\n[membership]\nheartbeat_ms = 200\ndead_after_ms = 1500\n"
-          << "[fs]\nattr_timeout = 30.0\nentry_timeout = 30.0\n[log]\nlevel = \"info\"\n";
+          << "[fs]\nattr_timeout = 30.0\nentry_timeout = 30.0\npassthrough = \""
+          << (i == 2 ? "on" : "auto") << "\"\n[log]\nlevel = \"info\"\n";
     }
     for (int i = 1; i <= 2; ++i) StartNode(i);
     for (int i = 1; i <= 2; ++i) {
@@ -68,6 +73,7 @@ class FsClusterTest : public ::testing::Test {
   }
   void TearDown() override {
     for (int i = 1; i <= 2; ++i) Stop(pid_[i]);
+    for (pid_t p : stuck_) WaitFor([&] { return waitpid(p, nullptr, WNOHANG) == p; }, seconds(10));
     for (int i = 1; i <= 2; ++i)
       if (!dir_.empty()) Unmount(Node(i) + "/mfs");
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
@@ -114,6 +120,7 @@ class FsClusterTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::vector<pid_t> stuck_;  // children a failed test left in a request
   int port_ = 0, base_ = 0;
   pid_t pid_[3] = {-1, -1, -1};
 };
@@ -136,6 +143,129 @@ TEST_F(FsClusterTest, WriteOnOneNodeReadsBackOnTheOthers) {
   char buf[8] = {};
   ASSERT_EQ(getxattr(M(1, 2, "f").c_str(), "user.mfs.node", buf, sizeof(buf)), 1);
   EXPECT_STREQ(buf, "2");
+}
+
+// What the owner writes through passthrough (the kernel writes the backing
+// file; mount.mfs sees only open, flush and release) is still reported at
+// close, so another node that cached the file reads the new bytes — here
+// the same size, so no size change could give it away.
+TEST_F(FsClusterTest, PassthroughWritesOnTheOwnerReachOtherNodes) {
+  auto pt = [&] {
+    char buf[64] = {};
+    long a = -1, b = -1, c = -1;
+    if (getxattr((Node(2) + "/mfs").c_str(), "user.mfs.passthrough", buf, sizeof(buf) - 1) > 0)
+      std::sscanf(buf, "%ld %ld %ld", &a, &b, &c);
+    return std::vector<long>{a, b, c};
+  };
+  if (pt()[0] != 1) GTEST_SKIP() << "this kernel did not agree to FUSE passthrough";
+  long opens0 = pt()[2];
+  std::string one(1 << 20, 'a'), two(1 << 20, 'b');
+  for (size_t i = 0; i < one.size(); i += 4096) one[i] = two[i] = static_cast<char>('0' + i % 10);
+  ASSERT_TRUE(WriteFile(M(2, 2, "pt"), one));
+  // Node 1 keeps the file open with its pages cached, and its attributes
+  // cached (30 s): only the owner's pushed invalidation can refresh them.
+  int r = open(M(1, 2, "pt").c_str(), O_RDONLY);
+  ASSERT_GE(r, 0);
+  std::string got(one.size(), '\0');
+  ASSERT_EQ(pread(r, got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, one);
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "pt").c_str(), &st), 0);
+  // Overwrite in place through an fd opened without O_TRUNC, and extend.
+  int fd = open(M(2, 2, "pt").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, two.data(), two.size(), 0), static_cast<ssize_t>(two.size()));
+  ASSERT_EQ(pwrite(fd, "+", 1, static_cast<off_t>(two.size())), 1);
+  ASSERT_EQ(close(fd), 0);
+  EXPECT_GE(pt()[2], opens0 + 2) << "node 2's writes did not go through passthrough";
+  EXPECT_TRUE(
+      WaitFor([&] { return stat(M(1, 2, "pt").c_str(), &st) == 0 && st.st_size == 1 + (1 << 20); },
+              seconds(2)))
+      << "node 1 kept the old size: no change report after a passthrough write";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return pread(r, got.data(), got.size(), 0) == static_cast<ssize_t>(got.size()) &&
+               got == two;
+      },
+      seconds(2)))
+      << "node 1 kept stale pages of an open file";
+  close(r);
+  EXPECT_EQ(ReadFile(M(1, 2, "pt")), two + "+");
+  // A writer on node 1 (remote) while node 2 reads through passthrough.
+  ASSERT_TRUE(WriteFile(M(1, 2, "pt"), "short now"));
+  EXPECT_EQ(ReadFile(M(2, 2, "pt")), "short now");
+  EXPECT_EQ(ReadFile(Node(2) + "/export/pt"), "short now");
+}
+
+// A process on node 1 waiting for a lock on node 2's file (the wait is in
+// node 2's mfsd) is interrupted by a caught signal (EINTR) and killed by
+// SIGKILL promptly: node 1's client sends the owner a cancel. The holder,
+// on node 2, keeps its locks.
+TEST_F(FsClusterTest, RemoteLockWaitsAreInterruptible) {
+  ASSERT_TRUE(WriteFile(M(2, 2, "held"), "x"));
+  pid_t holder = LockedByChild(M(2, 2, "held"), true);
+  ASSERT_GT(holder, 0);
+  std::vector<pid_t> left;  // killed and reaped at the end, whatever happens
+  auto waiter = [&](int kind, bool catch_alarm) {
+    pid_t p = fork();
+    if (p == 0) {
+      if (catch_alarm) {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {};
+        sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
+        alarm(1);
+      }
+      int fd = open(M(1, 2, "held").c_str(), O_RDWR);
+      if (fd < 0) _exit(2);
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      int r = kind == 0 ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
+      _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
+    }
+    left.push_back(p);
+    return p;
+  };
+  auto exited_within = [&](pid_t p, milliseconds limit, int* status) {
+    bool done = WaitFor([&] { return waitpid(p, status, WNOHANG) == p; }, limit);
+    if (done) left.erase(std::find(left.begin(), left.end(), p));
+    return done;
+  };
+  for (int kind = 0; kind < 2; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "F_SETLKW" : "flock");
+    pid_t w = waiter(kind, true);
+    int status = 0;
+    EXPECT_TRUE(exited_within(w, seconds(4), &status))
+        << "a caught signal did not interrupt the remote lock wait";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 10) << "status " << status;
+    w = waiter(kind, false);
+    std::this_thread::sleep_for(milliseconds(300));
+    EXPECT_EQ(waitpid(w, &status, WNOHANG), 0) << "the waiter did not wait";
+    kill(w, SIGKILL);
+    EXPECT_TRUE(exited_within(w, seconds(3), &status))
+        << "SIGKILL did not end a process waiting for a remote lock";
+  }
+  // The holder still holds both locks, as seen from node 1.
+  int fd = open(M(1, 2, "held").c_str(), O_RDWR);
+  EXPECT_GE(fd, 0);
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_GETLK, &probe), 0);
+  EXPECT_EQ(probe.l_type, F_WRLCK);
+  EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  // Once the holder is gone the lock is free: no cancelled waiter took it.
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_TRUE(WaitFor([&] { return fcntl(fd, F_SETLK, &fl) == 0; }, seconds(3)));
+  EXPECT_TRUE(WaitFor([&] { return flock(fd, LOCK_EX | LOCK_NB) == 0; }, seconds(3)));
+  close(fd);
+  // Stuck waiters (a failed run) end when node 1's mount goes in TearDown.
+  for (pid_t p : left) kill(p, SIGKILL);
+  stuck_ = left;
 }
 
 TEST_F(FsClusterTest, DeleteAndRecreateIsSeenEverywhere) {

@@ -4,13 +4,17 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -34,21 +38,36 @@ class FsMountTest : public ::testing::Test {
     std::filesystem::create_directories(exp_);
     std::filesystem::create_directories(mnt_);
     chmod(exp_.c_str(), 0777);
-    pid_ = Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
-                  "id=1,export=" + exp_ + ",control_socket=" + dir_ +
-                      "/no.sock,secret_file=" + dir_ + "/no-secret,attr_timeout=5,entry_timeout=5",
-                  "-f"},
-                 dir_ + "/mount.log");
+    pid_ =
+        Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
+               "id=1,export=" + exp_ + ",control_socket=" + dir_ + "/no.sock,secret_file=" + dir_ +
+                   "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
+               "-f"},
+              dir_ + "/mount.log");
     ASSERT_TRUE(WaitFor([&] { return IsMfsMounted(mnt_); }, std::chrono::seconds(10)))
         << ReadFile(dir_ + "/mount.log");
   }
   void TearDown() override {
     if (!mnt_.empty()) Unmount(mnt_);
     Stop(pid_);
+    // Children left by a failed test (stuck in a request, they end when the
+    // mount's server is gone).
+    for (pid_t p : stuck_) {
+      kill(p, SIGKILL);
+      WaitFor([&] { return waitpid(p, nullptr, WNOHANG) == p; }, std::chrono::seconds(10));
+    }
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   std::string P(const std::string& rel) { return mnt_ + "/1/" + rel; }
   std::string E(const std::string& rel) { return exp_ + "/" + rel; }
+  // user.mfs.passthrough: {negotiated, inodes passed through now, opens}.
+  std::vector<long> Passthrough() {
+    char buf[64] = {};
+    if (getxattr(mnt_.c_str(), "user.mfs.passthrough", buf, sizeof(buf) - 1) < 0) return {};
+    long a = -1, b = -1, c = -1;
+    if (std::sscanf(buf, "%ld %ld %ld", &a, &b, &c) != 3) return {};
+    return {a, b, c};
+  }
   std::pair<long, long> Inodes() {
     char buf[64] = {};
     ssize_t n = getxattr(mnt_.c_str(), "user.mfs.inodes", buf, sizeof(buf) - 1);
@@ -60,6 +79,7 @@ class FsMountTest : public ::testing::Test {
 
   std::string dir_, exp_, mnt_;
   pid_t pid_ = -1;
+  std::vector<pid_t> stuck_;
 };
 
 TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
@@ -349,6 +369,163 @@ TEST_F(FsMountTest, LookupCountsReturnToZero) {
       },
       std::chrono::seconds(10)))
       << "inodes still held: " << Inodes().first;
+}
+
+// A process waiting for a lock on /mfs can be interrupted: SIGKILL ends it,
+// a caught signal makes F_SETLKW and flock fail with EINTR, promptly (the
+// kernel sends FUSE_INTERRUPT; mount.mfs cancels the wait). The holder
+// keeps its locks.
+TEST_F(FsMountTest, LockWaitsAreInterruptible) {
+  ASSERT_TRUE(WriteFile(P("held"), "x"));
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t holder = fork();
+  if (holder == 0) {
+    int fd = open(P("held").c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    char ok = fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+    (void)!write(pipefd[1], &ok, 1);
+    pause();
+    _exit(0);
+  }
+  stuck_.push_back(holder);  // reaped in TearDown if an assertion ends the test early
+  char ok = 0;
+  ASSERT_EQ(read(pipefd[0], &ok, 1), 1);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  ASSERT_EQ(ok, 1);
+  // kind 0: F_SETLKW, 1: flock(LOCK_EX). Returns the waiter's pid.
+  auto waiter = [&](int kind, bool catch_alarm) {
+    pid_t p = fork();
+    if (p == 0) {
+      if (catch_alarm) {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) {};
+        sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
+        alarm(1);
+      }
+      int fd = open(P("held").c_str(), O_RDWR);
+      if (fd < 0) _exit(2);
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      int r = kind == 0 ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
+      _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
+    }
+    return p;
+  };
+  auto exited_within = [&](pid_t p, std::chrono::milliseconds limit, int* status) {
+    bool done = WaitFor([&] { return waitpid(p, status, WNOHANG) == p; }, limit);
+    if (!done) {  // unkillable while mount.mfs holds its request: reaped in TearDown
+      kill(p, SIGKILL);
+      stuck_.push_back(p);
+    }
+    return done;
+  };
+  for (int kind = 0; kind < 2; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "F_SETLKW" : "flock");
+    // A caught signal (alarm after 1 s): the call fails with EINTR.
+    pid_t w = waiter(kind, true);
+    int status = 0;
+    ASSERT_TRUE(exited_within(w, std::chrono::seconds(4), &status))
+        << "a caught signal did not interrupt the lock wait";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 10) << "status " << status;
+    // SIGKILL while it waits inside mount.mfs.
+    w = waiter(kind, false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_EQ(waitpid(w, &status, WNOHANG), 0) << "the waiter did not wait";
+    kill(w, SIGKILL);
+    ASSERT_TRUE(exited_within(w, std::chrono::seconds(3), &status))
+        << "SIGKILL did not end a process waiting for a lock";
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  }
+  // The holder still holds both locks.
+  int fd = open(P("held").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fd, F_GETLK, &probe), 0);
+  EXPECT_EQ(probe.l_type, F_WRLCK);
+  EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
+  EXPECT_EQ(errno, EWOULDBLOCK);
+  close(fd);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  stuck_.erase(std::find(stuck_.begin(), stuck_.end(), holder));
+  // And once it is gone, the lock can be taken (no waiter left behind).
+  fd = open(P("held").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(WaitFor([&] { return flock(fd, LOCK_EX | LOCK_NB) == 0; }, std::chrono::seconds(3)));
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  EXPECT_EQ(fcntl(fd, F_SETLK, &fl), 0);
+  close(fd);
+}
+
+// The fixture mounts with passthrough=on: where the kernel has FUSE
+// passthrough (6.9+), local files are read, written and mapped by the
+// kernel itself. Data, mmap, O_APPEND and truncate must behave as on the
+// export, and every backing file is given back when its last open closes.
+TEST_F(FsMountTest, PassthroughServesLocalFilesLikeTheExport) {
+  std::vector<long> pt = Passthrough();
+  ASSERT_EQ(pt.size(), 3u);
+  if (pt[0] != 1) GTEST_SKIP() << "this kernel did not agree to FUSE passthrough";
+  long opens0 = pt[2];
+  std::string data(3 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 4096);
+  ASSERT_TRUE(WriteFile(P("pt"), data));
+  EXPECT_EQ(ReadFile(E("pt")), data);
+  EXPECT_EQ(ReadFile(P("pt")), data);
+  // Two descriptors open at once share the inode's one backing file.
+  int a = open(P("pt").c_str(), O_RDWR);
+  int b = open(P("pt").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  pt = Passthrough();
+  EXPECT_EQ(pt[1], 1) << "one inode passed through while open";
+  EXPECT_GE(pt[2], opens0 + 4) << "the create, the read and these two opens";
+  // mmap through /mfs writes the backing file.
+  void* m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  std::memcpy(m, "mapped", 6);
+  ASSERT_EQ(msync(m, 4096, MS_SYNC), 0);
+  EXPECT_EQ(ReadFile(E("pt")).substr(0, 6), "mapped");
+  munmap(m, 4096);
+  // O_APPEND appends at the end whatever the other descriptor did.
+  ASSERT_EQ(pwrite(a, "XY", 2, 100), 2);
+  ASSERT_EQ(write(b, "tail1", 5), 5);
+  ASSERT_EQ(pwrite(a, "Z", 1, static_cast<off_t>(data.size()) + 5), 1);
+  ASSERT_EQ(write(b, "tail2", 5), 5);
+  struct stat st;
+  ASSERT_EQ(fstat(a, &st), 0);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(data.size()) + 11);
+  std::string got = ReadFile(E("pt"));
+  ASSERT_EQ(got.size(), data.size() + 11);
+  EXPECT_EQ(got.substr(100, 2), "XY");
+  EXPECT_EQ(got.substr(data.size()), "tail1Ztail2");
+  // Truncate through the open file and by path; the size is seen at once.
+  ASSERT_EQ(ftruncate(a, 4096), 0);
+  ASSERT_EQ(stat(P("pt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4096);
+  char c = 0;
+  EXPECT_EQ(pread(a, &c, 1, 4096), 0) << "no data past the new end";
+  ASSERT_EQ(truncate(P("pt").c_str(), 10), 0);
+  ASSERT_EQ(fstat(a, &st), 0);
+  EXPECT_EQ(st.st_size, 10);
+  EXPECT_EQ(ReadFile(P("pt")), std::string("mapped") + data.substr(6, 4));
+  close(a);
+  close(b);
+  // Changes made on the export directly are seen through /mfs (no stale
+  // page cache: passthrough reads go to the backing file).
+  ASSERT_TRUE(WriteFile(E("pt"), "from the export"));
+  EXPECT_EQ(ReadFile(P("pt")), "from the export");
+  EXPECT_TRUE(WaitFor([&] { return Passthrough().size() == 3 && Passthrough()[1] == 0; },
+                      std::chrono::seconds(5)))
+      << "a backing file outlived its last open";
 }
 
 }  // namespace
