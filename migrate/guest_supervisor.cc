@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 
@@ -130,6 +131,7 @@ class Guest {
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kStart: {
+        auto t0 = std::chrono::steady_clock::now();
         auto r = StartRemote();
         if (!r.ok()) {
           spdlog::error("guest: restore failed: {}", r.status().ToString());
@@ -140,7 +142,9 @@ class Guest {
           return Quit(1);
         }
         incoming_ = ProcessImage();
-        return c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)));
+        // u32 remote pid, u32 restore time in µs (the home's phase timings).
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+        return c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)) + EncodeU32(static_cast<uint32_t>(us.count())));
       }
       case kSignal: {
         auto sig = DecodeU32(f.payload);

@@ -94,6 +94,8 @@ else
   echo "|---:|---:|---:|"
 fi
 FIT=""
+FITG=""
+PHASES=""
 for mib in $SIZES; do
   d=(); g=(); c=()
   for _ in $(seq "$REPS"); do
@@ -105,6 +107,7 @@ for mib in $SIZES; do
     wait "$p" || true
     d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
     g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    ph=$(echo "$r" | sed -n 's/.*"phases_ms":\({[^}]*}\).*/\1/p')
     if [[ -n $CRIU_OK ]]; then
       "$BIN/mfs-bench-dirty" "$mib" 30 > "$DIR/criu.out" 2>&1 & cp=$!
       for _ in $(seq 600); do grep -q ready "$DIR/criu.out" 2>/dev/null && break; sleep 0.05; done
@@ -120,6 +123,8 @@ for mib in $SIZES; do
   done
   dm=$(printf '%s\n' "${d[@]}" | median); gm=$(printf '%s\n' "${g[@]}" | median)
   FIT+="$mib $dm"$'\n'
+  FITG+="$mib $gm"$'\n'
+  PHASES+="| $mib | ${ph:-?} |"$'\n'
   if [[ -n $CRIU_OK ]]; then
     cm=$(printf '%s\n' "${c[@]}" | median)
     echo "| $mib | $dm | $gm | $cm | $(awk -v a="$dm" -v b="$cm" 'BEGIN{printf "%.2f", a/b}') |"
@@ -128,9 +133,19 @@ for mib in $SIZES; do
   fi
 done
 echo
-echo "$FIT" | awk 'NF==2 {n++; sx+=$1; sy+=$2; sxx+=$1*$1; sxy+=$1*$2}
+fit() { awk -v what="$1" 'NF==2 {n++; sx+=$1; sy+=$2; sxx+=$1*$1; sxy+=$1*$2}
   END { if (n > 1) { b=(n*sxy-sx*sy)/(n*sxx-sx*sx); a=(sy-b*sx)/n;
-        printf "Fit: downtime ~ %.1f ms + %.3f ms/MiB\n", a, b } }'
+        printf "Fit (%s): downtime ~ %.1f ms + %.3f ms/MiB\n", what, a, b } }'; }
+echo "$FIT" | fit "mfsmigrate"
+echo
+echo "$FITG" | fit "as the program saw it"
+echo
+echo "Phases of the last move per size (ms; capture, send, restore at the"
+echo "destination, and the rest of the start round trip):"
+echo
+echo "| dirty MiB | phases_ms |"
+echo "|---:|---|"
+printf '%s' "$PHASES"
 [[ -n $CRIU_OK ]] || echo "CRIU column skipped: $CRIU_WHY."
 echo
 echo "## Forwarded system call"
