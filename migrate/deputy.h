@@ -9,8 +9,9 @@
 //
 //   loop:  if block.req == r12: futex_wait(&block.req, r12); goto loop
 //          r12 = block.req
-//          block.ret = syscall(block.nr, block.args...)     <- kCallSyscall
-//          block.done = r12; futex_wake(&block.done)
+//          block.ret = syscall(block.nr, block.args...)
+//          block.done = r12
+//          if block.waiting: futex_wake(&block.done)
 //          goto loop
 //
 // The supervisor writes a call (Submit: nr, args, bumps req, FUTEX_WAKE) and

@@ -1,5 +1,6 @@
 // GuestSupervisor: see supervisor.h.
 #include <fcntl.h>
+#include <malloc.h>
 #include <linux/seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
@@ -116,18 +117,29 @@ class Guest {
           conn_ = *r;
           accept_timer_.cancel();
           acceptor_.close();
+          // The process to restore into, made before the home freezes its
+          // program (off the critical path); kImage makes one if this failed.
+          auto t = SpawnRestoreTarget({}, PTRACE_O_EXITKILL);
+          if (t.ok()) target_ = std::move(*t);
         });
   }
 
   void OnRequest(const wire::Connection::Ptr& c, wire::Frame f) {
     switch (f.type()) {
       case kImage: {
-        incoming_ = ProcessImage();
-        Status s = DecodeHeader(f.payload, &incoming_);
+        Status s = BeginRestore(f.payload);
+        if (!s.ok()) restore_error_ = s;
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kPages: {
-        Status s = DecodePageRuns(f.payload, &incoming_.pages);
+        // Written into the process as they arrive (verified first).
+        Status s = restore_error_;
+        if (s.ok() && !restorer_) s = Status::InvalidArgument("pages before the image header");
+        if (s.ok())
+          s = ForEachPageRun(f.payload, [this](uint64_t addr, std::string_view data) {
+            return restorer_->WritePages(addr, data);
+          });
+        if (!s.ok()) restore_error_ = s;
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kStart: {
@@ -135,13 +147,16 @@ class Guest {
         auto r = StartRemote();
         if (!r.ok()) {
           spdlog::error("guest: restore failed: {}", r.status().ToString());
+          restorer_.reset();
           KillRemote();
           remote_.reset();
           c->ReplyError(f, r.status());
           quitting_ = true;
           return Quit(1);
         }
+        restorer_.reset();
         incoming_ = ProcessImage();
+        malloc_trim(0);
         // u32 remote pid, u32 restore time in µs (the home's phase timings).
         auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
         return c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)) + EncodeU32(static_cast<uint32_t>(us.count())));
@@ -180,14 +195,30 @@ class Guest {
     }
   }
 
-  Result<pid_t> StartRemote() {
+  // kImage: the header, and the restore's first steps (Restorer::Begin) in
+  // the target made at accept time.
+  Status BeginRestore(std::string_view header) {
+    restorer_.reset();
+    restore_error_ = Status::OK();
+    incoming_ = ProcessImage();
+    MFS_RETURN_IF_ERROR(DecodeHeader(header, &incoming_));
     if (incoming_.threads.empty()) return Status::InvalidArgument("no image received");
-    MFS_ASSIGN_OR_RETURN(remote_, SpawnRestoreTarget({}, PTRACE_O_EXITKILL));
+    if (!target_) {
+      MFS_ASSIGN_OR_RETURN(target_, SpawnRestoreTarget({}, PTRACE_O_EXITKILL));
+    }
+    remote_ = std::move(target_);
     RestoreOptions opts;
     opts.keep_stub = true;
     opts.map_path = [this](const std::string& p) { return MapPath(p); };
     opts.before_registers = [this](Tracee& t, const Scratch& stub) { return InstallFilter(t, stub); };
-    MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
+    restorer_ = std::make_unique<Restorer>(*remote_, incoming_, k_, std::move(opts));
+    return restorer_->Begin();
+  }
+
+  Result<pid_t> StartRemote() {
+    MFS_RETURN_IF_ERROR(restore_error_);
+    if (!restorer_ || !remote_) return Status::InvalidArgument("no image received");
+    MFS_ASSIGN_OR_RETURN(RestoreResult rr, restorer_->Finish());
     for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
     stub_ = rr.stub;
     remote_->set_gadget(stub_.gadget());
@@ -639,9 +670,12 @@ class Guest {
   std::string secret_;
   wire::Connection::Ptr conn_;
   ProcessImage incoming_;
+  std::unique_ptr<Tracee> target_;       // made at accept, restored into at kImage
+  Status restore_error_;                 // the first error of kImage/kPages
   std::optional<ProcessImage> outgoing_;
   CpuState frozen_regs_;
   std::unique_ptr<Tracee> remote_;
+  std::unique_ptr<Restorer> restorer_;  // between kImage and kStart; uses *remote_
   Scratch stub_;
   UniqueFd notify_fd_;
   std::unique_ptr<asio::posix::stream_descriptor> notify_sd_;

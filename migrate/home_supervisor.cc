@@ -24,6 +24,7 @@
 // program knows) for the next capture.
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -550,6 +551,12 @@ class Home {
 
   // ---- Moves.
 
+  // After a move (done or failed): the buffers it used go back to the
+  // system (see mfs-supervisor.cc), once the reply has left.
+  void TrimLater() {
+    asio::post(io_, [] { malloc_trim(0); });
+  }
+
   static double MsSince(Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   }
@@ -638,6 +645,7 @@ class Home {
           spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms; phases {})", pid_, node, last_downtime_ms_,
                        phases->dump());
           reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", *phases}});
+          TrimLater();
         }, std::chrono::seconds(60));
       });
     });
@@ -794,6 +802,7 @@ class Home {
     state_ = State::kHome;
     where_ = cfg_.node_id;
     reply(why);
+    TrimLater();
   }
 
   // Fetches the image of the remote behind `conn` (frozen there).
@@ -837,6 +846,7 @@ class Home {
     dep_ = Dep::kStopped;
     Next();
     reply(why);
+    TrimLater();
   }
 
   // Remote -> home: the image goes into the deputy itself.
@@ -878,6 +888,7 @@ class Home {
       tracee_->Cont().IgnoreError();
       spdlog::info("home: {} is home again (downtime {:.1f} ms; phases {})", pid_, last_downtime_ms_, phases.dump());
       reply(json{{"pid", pid_}, {"where", cfg_.node_id}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", phases}});
+      TrimLater();
     });
   }
 
@@ -917,6 +928,7 @@ class Home {
             dep_ = Dep::kStopped;
             Next();
             reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", *phases}});
+            TrimLater();
           }, std::chrono::seconds(60));
         });
       });

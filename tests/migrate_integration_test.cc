@@ -400,8 +400,10 @@ TEST_F(Cluster, PythonComputesWhileMoved) {
   StartCluster(2);
   {
     std::ofstream p(Path("prog.py"));
-    p << "import sys\nh = 0\nfor i in range(1, 3000000):\n    h = (h * 31 + i * i) % 1000000007\n"
-         "    if i % 100000 == 0:\n        print(i, h, flush=True)\nprint('done', h)\nsys.exit(h % 50)\n";
+    // Long enough (seconds) to outlast the three moves below however
+    // fast they are.
+    p << "import sys\nh = 0\nfor i in range(1, 12000000):\n    h = (h * 31 + i * i) % 1000000007\n"
+         "    if i % 400000 == 0:\n        print(i, h, flush=True)\nprint('done', h)\nsys.exit(h % 50)\n";
   }
   const std::string args = "python3 " + Path("prog.py");
   int want_status = Reference(args, Path("want"));
