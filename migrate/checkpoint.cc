@@ -180,7 +180,7 @@ Status CaptureThread(Tracee& t, const Scratch& scratch, const CpuState& saved, T
 }  // namespace
 
 Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved,
-                             const std::vector<FrozenThread>& others) {
+                             const std::vector<FrozenThread>& others, bool read_pages) {
   const pid_t pid = t.tid();
   ProcessImage img;
   img.home_pid = pid;
@@ -321,6 +321,12 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
       while (j < npages && travels(j)) ++j;
       PageRun run;
       run.addr = e.start + i * kPageSize;
+      if (!read_pages) {
+        run.hashes.assign(j - i, 0);
+        img.pages.push_back(std::move(run));
+        i = j;
+        continue;
+      }
       run.data.resize((j - i) * kPageSize);
       if (!(e.prot & PROT_READ) || !t.ReadMem(run.addr, run.data.data(), run.data.size()).ok()) {
         // process_vm_readv refuses PROT_NONE pages; ReadMem already fell back

@@ -156,7 +156,7 @@ class Guest {
         }
         restorer_.reset();
         incoming_ = ProcessImage();
-        malloc_trim(0);
+        asio::post(io_, [] { malloc_trim(0); });  // after the reply below
         // u32 remote pid, u32 restore time in µs (the home's phase timings).
         auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
         return c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)) + EncodeU32(static_cast<uint32_t>(us.count())));

@@ -627,6 +627,7 @@ class Home {
       if (!img.ok()) return FailAway(img.status(), reply, conn);
       auto phases = std::make_shared<json>(json{{"capture", MsSince(t0)}});
       auto shared = std::make_shared<const ProcessImage>(std::move(*img));
+      PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
       SendImage(conn, shared, [this, node, reply, conn, t0, phases](Status s) {
         if (!s.ok()) return FailAway(s, reply, conn);
         (*phases)["send"] = MsSince(t0) - (*phases)["capture"].get<double>();
@@ -647,7 +648,7 @@ class Home {
           reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", *phases}});
           TrimLater();
         }, std::chrono::seconds(60));
-      });
+      }, std::move(read));
     });
   }
 
@@ -682,7 +683,8 @@ class Home {
         }
         scratch_ = *sc;
       }
-      auto img = Capture(*tracee_, scratch_, saved_, frozen_threads_);
+      // The pages are read while they are sent (SendImage's reader).
+      auto img = Capture(*tracee_, scratch_, saved_, frozen_threads_, /*read_pages=*/false);
       reaping_ = false;
       if (img.ok()) {
         frozen_pending_ = img->pending_signals;

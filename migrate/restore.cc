@@ -285,6 +285,12 @@ Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<i
   do {
     n = read(ready[0], &c, 1);
   } while (n < 0 && errno == EINTR);
+  // Then EOF: the child has closed its end too, so the target holds no
+  // descriptor but `fds` when it is seized.
+  for (ssize_t m = n; m > 0 || (m < 0 && errno == EINTR);) {
+    char more;
+    m = read(ready[0], &more, 1);
+  }
   close(ready[0]);
   if (n != 1) {
     int status = 0;

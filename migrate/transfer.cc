@@ -34,8 +34,8 @@ std::vector<std::vector<Piece>> Plan(const ProcessImage& img) {
 }
 
 // The batch as page runs (EncodePageRun's layout), written straight from the
-// image: one copy.
-std::string Encode(const ProcessImage& img, const std::vector<Piece>& batch) {
+// image, or read from the process into place when the image has no data.
+Result<std::string> Encode(const ProcessImage& img, const std::vector<Piece>& batch, const PageReader& read) {
   size_t size = 0;
   for (const Piece& p : batch) size += 12 + p.count * (8 + kPageSize);
   std::string out;
@@ -43,10 +43,21 @@ std::string Encode(const ProcessImage& img, const std::vector<Piece>& batch) {
   Writer w(&out);
   for (const Piece& p : batch) {
     const PageRun& run = img.pages[p.run];
-    w.U64(run.addr + p.first * kPageSize);
+    const uint64_t addr = run.addr + p.first * kPageSize;
+    w.U64(addr);
     w.U32(static_cast<uint32_t>(p.count));
-    for (size_t k = 0; k < p.count; ++k) w.U64(run.hashes[p.first + k]);
-    w.Raw(std::string_view(run.data).substr(p.first * kPageSize, p.count * kPageSize));
+    if (!run.data.empty()) {
+      for (size_t k = 0; k < p.count; ++k) w.U64(run.hashes[p.first + k]);
+      w.Raw(std::string_view(run.data).substr(p.first * kPageSize, p.count * kPageSize));
+      continue;
+    }
+    if (!read) return Status::Error(EINVAL, "page run without data and no reader");
+    const size_t hashes_at = out.size();
+    out.resize(out.size() + p.count * (8 + kPageSize));
+    char* data = out.data() + hashes_at + p.count * 8;
+    MFS_RETURN_IF_ERROR(read(addr, data, p.count * kPageSize));
+    for (size_t k = 0; k < p.count; ++k)
+      EncodeFixed64(out.data() + hashes_at + k * 8, HashPage(data + k * kPageSize));
   }
   return out;
 }
@@ -57,6 +68,7 @@ struct Sender {
   std::shared_ptr<const ProcessImage> img;
   std::vector<std::vector<Piece>> plan;
   std::function<void(Status)> done;
+  PageReader read;
   size_t next = 0;       // next batch to send
   size_t answered = 0;   // batches answered
   bool finished = false;
@@ -72,7 +84,9 @@ struct Sender {
 void Pump(const std::shared_ptr<Sender>& s) {
   while (!s->finished && s->next < s->plan.size() && s->next - s->answered < kBatchWindow) {
     size_t i = s->next++;
-    s->conn->Call(kPages, Encode(*s->img, s->plan[i]), [s](Result<wire::Frame> r) {
+    auto batch = Encode(*s->img, s->plan[i], s->read);
+    if (!batch.ok()) return s->Finish(batch.status().Annotate("reading pages"));
+    s->conn->Call(kPages, std::move(*batch), [s](Result<wire::Frame> r) {
       if (!r.ok()) return s->Finish(r.status().Annotate("sending pages"));
       if (++s->answered == s->plan.size()) return s->Finish(Status::OK());
       Pump(s);
@@ -87,12 +101,14 @@ size_t PageBatchCount(const ProcessImage& img) { return Plan(img).size(); }
 std::string EncodePageBatch(const ProcessImage& img, size_t index) {
   auto plan = Plan(img);
   if (index >= plan.size()) return {};
-  return Encode(img, plan[index]);
+  auto r = Encode(img, plan[index], nullptr);
+  return r.ok() ? std::move(*r) : std::string();
 }
 
 void SendImage(const wire::Connection::Ptr& conn, std::shared_ptr<const ProcessImage> img,
-               std::function<void(Status)> done) {
+               std::function<void(Status)> done, PageReader read) {
   auto s = std::make_shared<Sender>();
+  s->read = std::move(read);
   s->conn = conn;
   s->plan = Plan(*img);
   s->img = std::move(img);

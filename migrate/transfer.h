@@ -15,14 +15,19 @@
 namespace mfs::migrate {
 
 inline constexpr size_t kBatchBytes = 2u << 20;
-inline constexpr size_t kBatchWindow = 4;
+inline constexpr size_t kBatchWindow = 8;
 
 // Pages of `img` in batches: batch i as page runs (image.h encoding).
 size_t PageBatchCount(const ProcessImage& img);
 std::string EncodePageBatch(const ProcessImage& img, size_t index);
 
-// Sends header + all batches with kImage / kPages frames.
+// Reads `len` bytes of the (frozen) process at `addr` into `dst`.
+using PageReader = std::function<Status(uint64_t addr, char* dst, size_t len)>;
+
+// Sends header + all batches with kImage / kPages frames. Runs without data
+// (Capture with read_pages false) are read with `read` straight into the
+// batch being built, and hashed there.
 void SendImage(const wire::Connection::Ptr& conn, std::shared_ptr<const ProcessImage> img,
-               std::function<void(Status)> done);
+               std::function<void(Status)> done, PageReader read = nullptr);
 
 }  // namespace mfs::migrate
