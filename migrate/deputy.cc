@@ -6,8 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 
@@ -75,8 +75,8 @@ Result<std::unique_ptr<DeputyChannel>> DeputyChannel::Create(Tracee& t, const Sc
   ch->post_ = std::move(post);
   static const char kName[] = "mfs-deputy";
   MFS_RETURN_IF_ERROR(t.WriteMem(scratch.buffer(), kName, sizeof kName));
-  MFS_ASSIGN_OR_RETURN(uint64_t rfd, t.CheckedSyscall("memfd_create", SYS_memfd_create, scratch.buffer(),
-                                                      MFD_CLOEXEC));
+  MFS_ASSIGN_OR_RETURN(uint64_t rfd, t.CheckedSyscall("memfd_create", SYS_memfd_create,
+                                                      scratch.buffer(), MFD_CLOEXEC));
   struct CloseInTracee {
     Tracee& t;
     uint64_t fd;
@@ -86,7 +86,8 @@ Result<std::unique_ptr<DeputyChannel>> DeputyChannel::Create(Tracee& t, const Sc
   if (!pidfd) return Status::FromErrno("pidfd_open");
   UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(rfd), 0)));
   if (!fd) return Status::FromErrno("pidfd_getfd");
-  if (ftruncate(fd.get(), static_cast<off_t>(kSize)) != 0) return Status::FromErrno("ftruncate deputy memfd");
+  if (ftruncate(fd.get(), static_cast<off_t>(kSize)) != 0)
+    return Status::FromErrno("ftruncate deputy memfd");
   void* local = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (local == MAP_FAILED) return Status::FromErrno("mmap deputy memfd");
   ch->local_ = static_cast<char*>(local);
@@ -155,7 +156,8 @@ bool DeputyChannel::WaitDone(uint32_t seq, int64_t* ret, long usec) const {
   for (;;) {
     uint32_t d = __atomic_load_n(Word(local_, kDone), __ATOMIC_SEQ_CST);
     if (d == seq) return Done(seq, ret);
-    auto left = std::chrono::duration_cast<std::chrono::microseconds>(until - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+        until - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     timespec ts = FromUsec(left.count());
     Futex(Word(local_, kDone), FUTEX_WAIT, d, &ts);
@@ -215,7 +217,8 @@ void DeputyChannel::WaiterLoop() {
   }
 }
 
-DeputyChannel::Fate DeputyChannel::Classify(uint32_t seq, const user_regs_struct& regs, int64_t* ret) const {
+DeputyChannel::Fate DeputyChannel::Classify(uint32_t seq, const user_regs_struct& regs,
+                                            int64_t* ret) const {
   if (Done(seq, ret)) return Fate::kRan;
   // The loop picks a request up only after r12 changed to it.
   if (static_cast<uint32_t>(regs.r12) != seq) return Fate::kNotRun;
@@ -233,7 +236,8 @@ DeputyChannel::Fate DeputyChannel::Classify(uint32_t seq, const user_regs_struct
 }
 
 bool DeputyChannel::AtCallRestart(const user_regs_struct& regs) const {
-  return regs.orig_rax != static_cast<uint64_t>(-1) && IsRestartCode(static_cast<int64_t>(regs.rax));
+  return regs.orig_rax != static_cast<uint64_t>(-1) &&
+         IsRestartCode(static_cast<int64_t>(regs.rax));
 }
 
 }  // namespace mfs::migrate

@@ -43,7 +43,7 @@ namespace mfs::migrate {
 
 class DeputyChannel {
  public:
-  static constexpr uint64_t kSize = 8u << 20;   // block + code page, then buffers
+  static constexpr uint64_t kSize = 8u << 20;  // block + code page, then buffers
   static constexpr uint64_t kBufferOffset = 4096;
 
   // Maps the channel in the stopped tracee `t` (gadget and `scratch` mapped;
@@ -95,8 +95,8 @@ class DeputyChannel {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  uint32_t watch_ = 0;        // 0: nothing to watch
-  uint64_t watch_gen_ = 0;    // bumped by Watch/Cancel
+  uint32_t watch_ = 0;      // 0: nothing to watch
+  uint64_t watch_gen_ = 0;  // bumped by Watch/Cancel
   std::thread waiter_;
 };
 

@@ -35,7 +35,8 @@ std::vector<std::vector<Piece>> Plan(const ProcessImage& img) {
 
 // The batch as page runs (EncodePageRun's layout), written straight from the
 // image, or read from the process into place when the image has no data.
-Result<std::string> Encode(const ProcessImage& img, const std::vector<Piece>& batch, const PageReader& read) {
+Result<std::string> Encode(const ProcessImage& img, const std::vector<Piece>& batch,
+                           const PageReader& read) {
   size_t size = 0;
   for (const Piece& p : batch) size += 12 + p.count * (8 + kPageSize);
   std::string out;
@@ -69,8 +70,8 @@ struct Sender {
   std::vector<std::vector<Piece>> plan;
   std::function<void(Status)> done;
   PageReader read;
-  size_t next = 0;       // next batch to send
-  size_t answered = 0;   // batches answered
+  size_t next = 0;      // next batch to send
+  size_t answered = 0;  // batches answered
   bool finished = false;
 
   void Finish(Status s) {
