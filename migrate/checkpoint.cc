@@ -111,6 +111,24 @@ Result<Scratch> MapScratch(Tracee& t, const KernelFeatures& k, uint64_t hint, ui
   return Scratch{addr, size};
 }
 
+namespace {
+
+// Where a batch of the capture lives in the scratch's buffer.
+constexpr uint64_t kBatchCode = 64 << 10, kBatchTable = kBatchCode + 4096, kBatchOut = kBatchTable + 8192,
+                   kBatchAreaEnd = kBatchOut + 64 * sizeof(KernelSigaction);
+
+// Whether `pid` runs under a seccomp filter (/proc/PID/status "Seccomp: 2").
+bool UnderSeccompFilter(pid_t pid) {
+  auto st = ReadFileToString("/proc/" + std::to_string(pid) + "/status");
+  if (!st.ok()) return true;  // unknown: the safe way
+  size_t at = st->find("\nSeccomp:");
+  if (at == std::string::npos) return true;
+  size_t v = st->find_first_not_of(" \t", at + 9);
+  return v == std::string::npos || (*st)[v] != '0';
+}
+
+}  // namespace
+
 Status RearmTimers(Tracee& t, const Scratch& scratch, const std::array<itimerval, 3>& timers) {
   for (int which = 0; which < 3; ++which) {
     MFS_RETURN_IF_ERROR(t.WriteMem(scratch.buffer(), &timers[which], sizeof(itimerval)));
@@ -184,7 +202,7 @@ Status CaptureThread(Tracee& t, const Scratch& scratch, const CpuState& saved, T
 }  // namespace
 
 Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved,
-                             const std::vector<FrozenThread>& others) {
+                             const std::vector<FrozenThread>& others, bool read_pages) {
   const pid_t pid = t.tid();
   ProcessImage img;
   img.home_pid = pid;
@@ -249,11 +267,37 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
     MFS_RETURN_IF_ERROR(CaptureThread(o, scratch, others[i].saved, &th));
   }
 
-  for (int sig = 1; sig <= 64; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    MFS_ASSIGN_OR_RETURN(int64_t r, t.Syscall(SYS_rt_sigaction, sig, 0, buf, 8));
-    if (r < 0) continue;  // signals the kernel refuses to report
-    MFS_RETURN_IF_ERROR(t.ReadMem(buf, &img.actions[sig - 1], sizeof(KernelSigaction)));
+  // The signal handlers: in one batch (Tracee::RunBatch) where no seccomp
+  // filter restricts where calls come from (at home), else one by one
+  // through the gadget (a remote's filter lets only the gadget's through).
+  if (!UnderSeccompFilter(pid) && scratch.buffer_size() >= kBatchAreaEnd) {
+    std::vector<Tracee::BatchCall> calls;
+    std::vector<int> sigs;
+    for (int sig = 1; sig <= 64; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      Tracee::BatchCall c;
+      c.nr = SYS_rt_sigaction;
+      c.args[0] = static_cast<uint64_t>(sig);
+      c.args[2] = buf + kBatchOut + (sig - 1) * sizeof(KernelSigaction);
+      c.args[3] = 8;
+      c.may_fail = 1;  // signals the kernel refuses to report
+      calls.push_back(c);
+      sigs.push_back(sig);
+    }
+    std::array<KernelSigaction, 64> out{};
+    MFS_RETURN_IF_ERROR(t.WriteMem(buf + kBatchOut, out.data(), sizeof out));
+    MFS_ASSIGN_OR_RETURN(size_t ran, t.RunBatch(buf + kBatchCode, buf + kBatchTable, calls));
+    if (ran != calls.size()) return Status::Error(EIO, "capture: sigaction batch stopped early");
+    MFS_RETURN_IF_ERROR(t.ReadMem(buf + kBatchOut, out.data(), sizeof out));
+    for (size_t i = 0; i < calls.size(); ++i)
+      if (calls[i].ret >= 0) img.actions[sigs[i] - 1] = out[sigs[i] - 1];
+  } else {
+    for (int sig = 1; sig <= 64; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      MFS_ASSIGN_OR_RETURN(int64_t r, t.Syscall(SYS_rt_sigaction, sig, 0, buf, 8));
+      if (r < 0) continue;  // signals the kernel refuses to report
+      MFS_RETURN_IF_ERROR(t.ReadMem(buf, &img.actions[sig - 1], sizeof(KernelSigaction)));
+    }
   }
   MFS_ASSIGN_OR_RETURN(uint64_t brk, t.CheckedSyscall("brk", SYS_brk, 0));
   MFS_ASSIGN_OR_RETURN(int64_t pers, t.Syscall(SYS_personality, 0xffffffff));
@@ -325,6 +369,12 @@ Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& 
       while (j < npages && travels(j)) ++j;
       PageRun run;
       run.addr = e.start + i * kPageSize;
+      if (!read_pages) {
+        run.hashes.assign(j - i, 0);
+        img.pages.push_back(std::move(run));
+        i = j;
+        continue;
+      }
       run.data.resize((j - i) * kPageSize);
       if (!(e.prot & PROT_READ) || !t.ReadMem(run.addr, run.data.data(), run.data.size()).ok()) {
         // process_vm_readv refuses PROT_NONE pages; ReadMem already fell back

@@ -56,9 +56,13 @@ struct FrozenThread {
 // resumes the original re-arms them with RearmTimers. On error nothing of
 // this has happened. Registers of `others` are restored before returning;
 // those of `t` are the caller's (it holds `saved`).
+// With read_pages false, img.pages lists the runs that travel (address, and
+// one zero hash per page) without their contents: the caller reads them from
+// the process while it stays frozen (SendImage's PageReader), so that reading
+// overlaps sending.
 // REQUIRES: t stopped, gadget and scratch mapped.
 Result<ProcessImage> Capture(Tracee& t, const Scratch& scratch, const CpuState& saved,
-                             const std::vector<FrozenThread>& others = {});
+                             const std::vector<FrozenThread>& others = {}, bool read_pages = true);
 
 // Sets the three interval timers of the process of `t` (stopped, with a
 // gadget) to `timers` (as captured).

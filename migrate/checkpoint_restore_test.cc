@@ -2,6 +2,7 @@
 // a new process, and its output continues byte for byte.
 #include <fcntl.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -203,4 +204,53 @@ TEST(CheckpointRestore, EveryThreadContinuesInANewProcess) {
 }
 
 }  // namespace
+// Many calls in one ptrace round trip: they run in order in the tracee, each
+// return value comes back, and the batch stops at the first failing call
+// unless it may fail.
+TEST(Tracee, RunBatchRunsCallsInOrderAndStopsAtTheFirstFailure) {
+  KernelFeatures k = ProbeKernel();
+  if (k.vdso_syscall_offset < 0) GTEST_SKIP() << "no syscall instruction found in [vdso]";
+  auto t = SpawnRestoreTarget({}, 0);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  Tracee& tr = **t;
+  auto sc = MapScratch(tr, k);
+  ASSERT_TRUE(sc.ok()) << sc.status().ToString();
+  const uint64_t code = sc->buffer() + 8192, table = sc->buffer() + 16384;
+  std::vector<Tracee::BatchCall> calls(4);
+  calls[0].nr = SYS_getpid;
+  calls[1].nr = SYS_close;  // a bad fd, allowed to fail
+  calls[1].args[0] = 999;  // the target has only the fds it was given (none)
+  calls[1].may_fail = 1;
+  calls[2].nr = SYS_getppid;
+  calls[3].nr = SYS_getpid;
+  auto ran = tr.RunBatch(code, table, calls);
+  ASSERT_TRUE(ran.ok()) << ran.status().ToString();
+  EXPECT_EQ(*ran, 4u);
+  EXPECT_EQ(calls[0].ret, tr.tid());
+  EXPECT_EQ(calls[1].ret, -EBADF);
+  EXPECT_EQ(calls[2].ret, getpid());
+  EXPECT_EQ(calls[3].ret, tr.tid());
+
+  // A failure that is not allowed stops the batch: what follows never runs
+  // (its umask would be seen below).
+  ASSERT_TRUE(tr.Syscall(SYS_umask, 022).ok());
+  std::vector<Tracee::BatchCall> stop(3);
+  stop[0].nr = SYS_getpid;
+  stop[1].nr = SYS_close;
+  stop[1].args[0] = 999;
+  stop[2].nr = SYS_umask;
+  stop[2].args[0] = 077;
+  ran = tr.RunBatch(code, table, stop);
+  ASSERT_TRUE(ran.ok()) << ran.status().ToString();
+  EXPECT_EQ(*ran, 2u);
+  EXPECT_EQ(stop[1].ret, -EBADF);
+
+  // The tracee is still drivable one call at a time, and its umask is the
+  // one set before the batch.
+  auto mask = tr.Syscall(SYS_umask, 022);
+  ASSERT_TRUE(mask.ok());
+  EXPECT_EQ(*mask, 022);
+  tr.Kill();
+}
+
 }  // namespace mfs::migrate

@@ -1,6 +1,7 @@
 // GuestSupervisor: see supervisor.h.
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <malloc.h>
 #include <linux/seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <set>
@@ -37,6 +39,10 @@ namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using json = nlohmann::json;
+
+// The remote dies with its supervisor; its exit stop (TRACEEXIT) shows the
+// offsets of its DFSA files, which the home's fds take at the end.
+constexpr long kTargetOptions = PTRACE_O_EXITKILL | PTRACE_O_TRACEEXIT;
 
 constexpr int kIoctlTcgets = 0x5401, kIoctlTcsets = 0x5402, kIoctlTcsetsw = 0x5403, kIoctlTcsetsf = 0x5404;
 constexpr int kIoctlTiocgpgrp = 0x540F, kIoctlTiocspgrp = 0x5410, kIoctlTiocgwinsz = 0x5413,
@@ -122,34 +128,51 @@ class Guest {
           accept_timer_.cancel();
           acceptor_.close();
           FaultPoint("guest-accept");
+          // The process to restore into, made before the home freezes its
+          // program (off the critical path); kImage makes one if this failed.
+          auto t = SpawnRestoreTarget({}, kTargetOptions);
+          if (t.ok()) target_ = std::move(*t);
         });
   }
 
   void OnRequest(const wire::Connection::Ptr& c, wire::Frame f) {
     switch (f.type()) {
       case kImage: {
-        incoming_ = ProcessImage();
-        Status s = DecodeHeader(f.payload, &incoming_);
+        Status s = BeginRestore(f.payload);
         FaultPoint("guest-header");
+        if (!s.ok()) restore_error_ = s;
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kPages: {
-        Status s = DecodePageRuns(f.payload, &incoming_.pages);
+        // Written into the process as they arrive (verified first).
+        Status s = restore_error_;
+        if (s.ok() && !restorer_) s = Status::InvalidArgument("pages before the image header");
+        if (s.ok())
+          s = ForEachPageRun(f.payload, [this](uint64_t addr, std::string_view data) {
+            return restorer_->WritePages(addr, data);
+          });
         FaultPoint("guest-pages");
+        if (!s.ok()) restore_error_ = s;
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
       case kStart: {
+        auto t0 = std::chrono::steady_clock::now();
         auto r = StartRemote();
         if (!r.ok()) {
           spdlog::error("guest: restore failed: {}", r.status().ToString());
+          restorer_.reset();
           KillRemote();
           remote_.reset();
           c->ReplyError(f, r.status());
           quitting_ = true;
           return Quit(1);
         }
+        restorer_.reset();
         incoming_ = ProcessImage();
-        c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)));
+        asio::post(io_, [] { malloc_trim(0); });  // after the reply below
+        // u32 remote pid, u32 restore time in µs (the home's phase timings).
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+        c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)) + EncodeU32(static_cast<uint32_t>(us.count())));
         // Once the reply has left (the home has then committed the move).
         if (FaultArmed("guest-running")) {
           auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
@@ -191,15 +214,26 @@ class Guest {
     }
   }
 
-  Result<pid_t> StartRemote() {
+  // kImage: the header, and the restore's first steps (Restorer::Begin) in
+  // the target made at accept time.
+  Status BeginRestore(std::string_view header) {
+    restorer_.reset();
+    restore_error_ = Status::OK();
+    incoming_ = ProcessImage();
+    MFS_RETURN_IF_ERROR(DecodeHeader(header, &incoming_));
     if (incoming_.threads.empty()) return Status::InvalidArgument("no image received");
-    // DFSA: the process's files on /mfs, re-opened here at their numbers.
-    std::vector<UniqueFd> opened;
-    MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
-    // TRACEEXIT: the exit stop shows the offsets the home's fds take at the end.
-    MFS_ASSIGN_OR_RETURN(remote_,
-                         SpawnRestoreTarget(install, PTRACE_O_EXITKILL | PTRACE_O_TRACEEXIT));
-    opened.clear();
+    if (!incoming_.files.empty()) {
+      // DFSA: the process's files on /mfs, re-opened here and installed at
+      // their numbers in a target made for them (the one made at accept
+      // time has none).
+      target_.reset();
+      std::vector<UniqueFd> opened;
+      MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
+      MFS_ASSIGN_OR_RETURN(target_, SpawnRestoreTarget(install, kTargetOptions));
+    } else if (!target_) {
+      MFS_ASSIGN_OR_RETURN(target_, SpawnRestoreTarget({}, kTargetOptions));
+    }
+    remote_ = std::move(target_);
     RestoreOptions opts;
     opts.keep_stub = true;
     opts.map_path = [this](const std::string& p) { return MapPath(p); };
@@ -211,7 +245,14 @@ class Guest {
               t.CheckedSyscall("fcntl(F_SETFD)", SYS_fcntl, f.fd, F_SETFD, FD_CLOEXEC).status());
       return InstallFilter(t, stub);
     };
-    MFS_ASSIGN_OR_RETURN(RestoreResult rr, Restore(*remote_, incoming_, k_, opts));
+    restorer_ = std::make_unique<Restorer>(*remote_, incoming_, k_, std::move(opts));
+    return restorer_->Begin();
+  }
+
+  Result<pid_t> StartRemote() {
+    MFS_RETURN_IF_ERROR(restore_error_);
+    if (!restorer_ || !remote_) return Status::InvalidArgument("no image received");
+    MFS_ASSIGN_OR_RETURN(RestoreResult rr, restorer_->Finish());
     for (const auto& w : rr.warnings) spdlog::warn("guest: restore: {}", w);
     FaultPoint("guest-restore");
     stub_ = rr.stub;
@@ -867,9 +908,12 @@ class Guest {
   std::string secret_;
   wire::Connection::Ptr conn_;
   ProcessImage incoming_;
+  std::unique_ptr<Tracee> target_;       // made at accept, restored into at kImage
+  Status restore_error_;                 // the first error of kImage/kPages
   std::optional<ProcessImage> outgoing_;
   CpuState frozen_regs_;
   std::unique_ptr<Tracee> remote_;
+  std::unique_ptr<Restorer> restorer_;  // between kImage and kStart; uses *remote_
   Scratch stub_;
   UniqueFd notify_fd_;
   std::unique_ptr<asio::posix::stream_descriptor> notify_sd_;

@@ -2,11 +2,17 @@
 //
 // States of the process: kHome (running natively, untraced syscalls),
 // kBusy (a move is in progress), kRemote (running elsewhere; the original
-// is the deputy). States of the deputy while kRemote:
-//   kParked    in an injected rt_sigsuspend(empty mask): every signal sent
-//              to the home pid stops it (ptrace) and is forwarded.
+// is the deputy). The deputy runs forwarded calls in its call loop
+// (DeputyChannel, deputy.h: shared memory and futexes, no ptrace stop per
+// call); one whose channel cannot be mapped is driven with ptrace steps
+// instead. States of the deputy while kRemote:
+//   kParked    idle: in the loop's futex wait (or, without a channel, in an
+//              injected rt_sigsuspend(empty mask)); every signal sent to the
+//              home pid stops it (ptrace) and is forwarded.
+//   kServing   a forwarded call runs in the loop.
 //   kStopping  PTRACE_INTERRUPT sent, waiting for the stop.
-//   kEnter/kExit  a forwarded call runs in it (PTRACE_SYSCALL steps).
+//   kEnter/kExit  without a channel: a forwarded call runs in it
+//              (PTRACE_SYSCALL steps).
 //   kStopped   stopped, nothing running (a move or the end is being done).
 // Every ptrace call happens on the one io thread.
 //
@@ -18,6 +24,7 @@
 // program knows) for the next capture.
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -25,6 +32,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <array>
 #include <deque>
 #include <map>
@@ -38,6 +46,7 @@
 #include "mfs/wire/auth.h"
 #include "mfs/wire/connection.h"
 #include "migrate/checkpoint.h"
+#include "migrate/deputy.h"
 #include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
@@ -103,7 +112,8 @@ class Home {
 
  private:
   enum class State { kHome, kBusy, kRemote };
-  enum class Dep { kParked, kStopping, kEnter, kExit, kStopped };
+  // kServing: a forwarded call runs in the deputy's loop (DeputyChannel).
+  enum class Dep { kParked, kStopping, kEnter, kExit, kServing, kStopped };
   // A forwarded call being run by the deputy.
   struct Current {
     wire::Connection::Ptr conn;
@@ -233,6 +243,8 @@ class Home {
       tracee_->Cont().IgnoreError();
       return;
     }
+    if (channel_ && (dep_ == Dep::kParked || dep_ == Dep::kServing || dep_ == Dep::kStopping))
+      return OnChannelDeputyStop(status);
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
       if (dying_sig_ == sig) {
         tracee_->Cont(sig).IgnoreError();
@@ -249,6 +261,7 @@ class Home {
         case Dep::kStopping: tracee_->Cont().IgnoreError(); return;
         case Dep::kEnter:
         case Dep::kExit: ptrace(PTRACE_SYSCALL, pid_, nullptr, nullptr); tracee_->MarkRunning(); return;
+        case Dep::kServing:  // the channel's stops go to OnChannelDeputyStop
         case Dep::kStopped: return;
       }
       return;
@@ -290,6 +303,12 @@ class Home {
   void Park() {
     dep_ = Dep::kParked;
     deputy_active_ = true;
+    if (UseChannel()) {
+      if (!SetGpRegs(pid_, channel_->LoopRegs(parked_base_)).ok()) return;
+      tracee_->Cont().IgnoreError();
+      if (!freezing_remote_ && dying_sig_ == 0) StartChannelCalls();
+      return;
+    }
     CpuState s;
     s.gp = parked_base_;
     s.SetUpSyscall(scratch_.gadget(), SYS_rt_sigsuspend, {scratch_.buffer(), 8, 0, 0, 0, 0});
@@ -304,14 +323,20 @@ class Home {
       when_stopped_.pop_front();
       return fn();
     }
-    if (!calls_.empty() && !freezing_remote_) return StartCall();
-    if (state_ == State::kRemote) Park();
+    const bool work = !calls_.empty() && !freezing_remote_;
+    if (state_ != State::kRemote && !work) return;
+    if (UseChannel()) return Park();  // the loop takes the calls
+    if (work) return StartCall();
+    Park();
   }
 
   void RunWhenStopped(std::function<void()> fn) {
     when_stopped_.push_back(std::move(fn));
     if (dep_ == Dep::kStopped) return Next();
-    if (dep_ == Dep::kParked) {
+    if (dep_ == Dep::kParked || dep_ == Dep::kServing) {
+      // kServing: the stop tells whether the call in flight ran (see
+      // OnChannelDeputyStop); one that did not is re-issued by the remote
+      // from wherever it goes.
       dep_ = Dep::kStopping;
       ptrace(PTRACE_INTERRUPT, pid_, nullptr, nullptr);
     } else if (dep_ == Dep::kEnter || dep_ == Dep::kExit) {
@@ -325,6 +350,7 @@ class Home {
     // During a move the remote is (being) frozen inside this call; it is
     // re-issued from wherever the process goes, so it must not run now.
     if (freezing_remote_) return;
+    if (dep_ == Dep::kParked && channel_) return StartChannelCalls();
     if (dep_ == Dep::kParked) {
       dep_ = Dep::kStopping;
       ptrace(PTRACE_INTERRUPT, pid_, nullptr, nullptr);
@@ -405,7 +431,7 @@ class Home {
       CallBuffer out;
       out.arg = b.arg;
       out.data.resize(n);
-      if (n && !tracee_->ReadMem(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
+      if (n && !ReadDeputy(cur.req.args[b.arg], out.data.data(), n).ok()) out.data.clear();
       rep.buffers.push_back(std::move(out));
     }
     if (ret >= 0 && dfsa_enabled_ &&
@@ -421,7 +447,175 @@ class Home {
     cur.conn->Reply(cur.frame, EncodeSyscallReply(rep));
   }
 
+  // The deputy's memory at `addr`: the channel's buffers are read here.
+  Status ReadDeputy(uint64_t addr, void* buf, size_t n) {
+    if (channel_ && addr >= channel_->remote_buffer() &&
+        addr + n <= channel_->remote_buffer() + channel_->buffer_size()) {
+      std::memcpy(buf, channel_->buffer() + (addr - channel_->remote_buffer()), n);
+      return Status::OK();
+    }
+    return tracee_->ReadMem(addr, buf, n);
+  }
+
+  // ---- The deputy's loop (DeputyChannel): calls without ptrace stops.
+
+  // Maps the channel when there is none (the deputy is stopped). A deputy
+  // that cannot have one is served with ptrace steps (StartCall).
+  bool UseChannel() {
+    if (channel_) return true;
+    if (channel_failed_ || !scratch_.addr || !tracee_->stopped()) return false;
+    reaping_ = true;
+    tracee_->set_gadget(scratch_.gadget());
+    auto ch = DeputyChannel::Create(*tracee_, scratch_, [this](uint32_t seq) {
+      asio::post(io_, [this, seq] { OnChannelDone(seq); });
+    });
+    reaping_ = false;
+    if (!ch.ok()) {
+      spdlog::warn("home: deputy of {} without its call loop ({}); using ptrace steps", pid_, ch.status().ToString());
+      channel_failed_ = true;
+      return false;
+    }
+    channel_ = std::move(*ch);
+    return true;
+  }
+
+  // The deputy's memory is gone or replaced (restore): the channel with it.
+  void DropChannel() {
+    channel_.reset();
+    channel_failed_ = false;
+  }
+
+  // Runs queued calls in the idle loop (dep_ kParked) until one takes
+  // longer than a short inline wait; that one completes in OnChannelDone.
+  void StartChannelCalls() {
+    // Long enough for a call that does not block (getpid: a few µs), short
+    // enough not to hold the io thread up.
+    constexpr long kInlineWaitUsec = 200;
+    while (dep_ == Dep::kParked && !calls_.empty() && !freezing_remote_) {
+      auto [c, f] = std::move(calls_.front());
+      calls_.pop_front();
+      auto req = DecodeSyscallRequest(f.payload);
+      if (!req.ok()) {
+        c->ReplyError(f, req.status());
+        continue;
+      }
+      uint64_t off = 0;
+      bool bad = false;
+      for (auto& b : req->buffers) {
+        uint64_t at = off;
+        off += (b.size + 15) & ~15ull;
+        if (off > channel_->buffer_size()) {
+          bad = true;
+          break;
+        }
+        if ((b.dir & kDirIn) && !b.data.empty()) std::memcpy(channel_->buffer() + at, b.data.data(), b.data.size());
+        req->args[b.arg] = channel_->remote_buffer() + at;
+      }
+      if (bad) {
+        c->ReplyError(f, Status::Error(E2BIG, "forwarded call: buffers too large"));
+        continue;
+      }
+      uint64_t args[6];
+      for (int i = 0; i < 6; ++i) args[i] = req->args[i];
+      current_ = Current{c, std::move(f), std::move(*req)};
+      ++forwarded_;
+      ++forwarded_by_nr_[current_->req.nr];
+      current_seq_ = channel_->Submit(current_->req.nr, args);
+      dep_ = Dep::kServing;
+      int64_t ret = 0;
+      if (!channel_->WaitDone(current_seq_, &ret, kInlineWaitUsec)) {
+        channel_->Watch(current_seq_);
+        return;
+      }
+      FinishChannelCall(ret);
+    }
+  }
+
+  void FinishChannelCall(int64_t ret) {
+    Current cur = std::move(*current_);
+    current_.reset();
+    dep_ = Dep::kParked;
+    Answer(cur, ret);
+  }
+
+  // The waiter thread saw call `seq` done.
+  void OnChannelDone(uint32_t seq) {
+    if (!channel_ || !current_ || dep_ != Dep::kServing || seq != current_seq_) return;
+    int64_t ret = 0;
+    if (!channel_->Done(seq, &ret)) return;
+    FinishChannelCall(ret);
+    StartChannelCalls();
+  }
+
+  // A ptrace stop of the deputy while its loop runs.
+  void OnChannelDeputyStop(int status) {
+    int sig = WSTOPSIG(status);
+    int event = status >> 16;
+    if (event == 0 && sig != (SIGTRAP | 0x80)) {
+      if (dying_sig_ == sig) {
+        tracee_->Cont(sig).IgnoreError();
+        return;
+      }
+      // A signal for the home pid: it belongs to the remote, and goes
+      // before the answer of a call it cut. That call (or the loop's
+      // futex wait) returns its restart code instead of being restarted
+      // here: the remote's kernel restarts it (SA_RESTART) or fails it,
+      // as ours would have.
+      if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      auto regs = GetGpRegs(pid_);
+      if (regs.ok() && channel_->AtCallRestart(*regs)) {
+        regs->orig_rax = static_cast<uint64_t>(-1);
+        SetGpRegs(pid_, *regs).IgnoreError();
+      }
+      tracee_->Cont().IgnoreError();
+      return;
+    }
+    if (event == PTRACE_EVENT_STOP && dep_ == Dep::kStopping) {
+      if (current_) {
+        // Did the call in flight run? Answer it if so; if not, the remote
+        // re-issues it from wherever it goes.
+        channel_->Cancel();
+        auto regs = GetGpRegs(pid_);
+        int64_t ret = 0;
+        if (regs.ok() && channel_->Classify(current_seq_, *regs, &ret) == DeputyChannel::Fate::kRan) {
+          Answer(*current_, ret);
+        }
+        current_.reset();
+      }
+      dep_ = Dep::kStopped;
+      return Next();
+    }
+    tracee_->Cont().IgnoreError();  // a stray stop: the loop goes on
+  }
+
   // ---- Moves.
+
+  // After a move (done or failed): the buffers it used go back to the
+  // system (see mfs-supervisor.cc), once the reply has left.
+  void TrimLater() {
+    asio::post(io_, [] { malloc_trim(0); });
+  }
+
+  static double MsSince(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  }
+
+  // kStart's reply: u32 remote pid [, u32 restore time in µs]. The restore
+  // time splits "start" (the reply's round trip) into restore and the rest.
+  static void AddStartPhases(std::string_view payload, double total_ms, json* phases) {
+    double before = 0;
+    for (const auto& [k, v] : phases->items()) before += v.get<double>();
+    double start = total_ms - before;
+    if (payload.size() >= 8) {
+      Reader rd(payload);
+      rd.U32();
+      double restore = rd.U32() / 1000.0;
+      (*phases)["restore"] = restore;
+      (*phases)["start_other"] = start - restore;
+    } else {
+      (*phases)["start"] = start;
+    }
+  }
 
   void Move(uint32_t node, Reply reply) {
     if (state_ == State::kBusy) return reply(Status::Error(EBUSY, "a migration of this process is in progress"));
@@ -470,12 +664,16 @@ class Home {
       auto t0 = Clock::now();
       auto img = FreezeAndCapture();
       if (!img.ok()) return FailAway(img.status(), reply, conn);
+      auto phases = std::make_shared<json>(json{{"capture", MsSince(t0)}});
       auto shared = std::make_shared<const ProcessImage>(std::move(*img));
-      SendImage(conn, shared, [this, node, reply, conn, t0, shared](Status s) {
+      PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
+      SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared](Status s) {
         if (!s.ok()) return FailAway(s, reply, conn);
-        conn->Call(kStart, "", [this, node, reply, conn, t0, shared_img = shared](Result<wire::Frame> r) {
+        (*phases)["send"] = MsSince(t0) - (*phases)["capture"].get<double>();
+        conn->Call(kStart, "", [this, node, reply, conn, t0, phases, shared_img = shared](Result<wire::Frame> r) {
           if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
-          last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          last_downtime_ms_ = MsSince(t0);
+          AddStartPhases(r->payload, last_downtime_ms_, phases.get());
           conn_ = conn;
           where_ = node;
           ++moves_;
@@ -486,10 +684,12 @@ class Home {
           for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
           RetireThreads();
           Next();
-          spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms)", pid_, node, last_downtime_ms_);
-          reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+          spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms; phases {})", pid_, node, last_downtime_ms_,
+                       phases->dump());
+          reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", *phases}});
+          TrimLater();
         }, std::chrono::seconds(60));
-      });
+      }, std::move(read));
     });
   }
 
@@ -524,7 +724,8 @@ class Home {
         }
         scratch_ = *sc;
       }
-      auto img = Capture(*tracee_, scratch_, saved_, frozen_threads_);
+      // The pages are read while they are sent (SendImage's reader).
+      auto img = Capture(*tracee_, scratch_, saved_, frozen_threads_, /*read_pages=*/false);
       reaping_ = false;
       if (img.ok()) {
         frozen_pending_ = img->pending_signals;
@@ -652,6 +853,7 @@ class Home {
     state_ = State::kHome;
     where_ = cfg_.node_id;
     reply(why);
+    TrimLater();
   }
 
   // Fetches the image of the remote behind `conn` (frozen there).
@@ -695,6 +897,7 @@ class Home {
     dep_ = Dep::kStopped;
     Next();
     reply(why);
+    TrimLater();
   }
 
   // Remote -> home: the image goes into the deputy itself.
@@ -702,13 +905,16 @@ class Home {
     auto t0 = Clock::now();
     FetchImage(conn_, [this, reply, t0](Result<std::shared_ptr<ProcessImage>> img) {
       if (!img.ok()) return StayRemote(img.status(), reply);
+      json phases{{"fetch", MsSince(t0)}};
       RestoreOptions opts;
       reaping_ = true;
       // DFSA: the home fds take the remote's offsets and flags before the
       // process runs here again (the deputy's scratch goes with the restore).
       ReconcileFiles((*img)->files, true);
+      DropChannel();  // the deputy's memory is replaced
       auto r = Restore(*tracee_, **img, k_, opts);
       reaping_ = false;
+      phases["restore"] = MsSince(t0) - phases["fetch"].get<double>();
       if (!r.ok()) {
         // The deputy's old memory is gone; it only needs a scratch to serve.
         auto sc = MapScratch(*tracee_, k_, 0, 8u << 20);
@@ -735,8 +941,9 @@ class Home {
       ++moves_;
       last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       tracee_->Cont().IgnoreError();
-      spdlog::info("home: {} is home again (downtime {:.1f} ms)", pid_, last_downtime_ms_);
-      reply(json{{"pid", pid_}, {"where", cfg_.node_id}, {"downtime_ms", last_downtime_ms_}});
+      spdlog::info("home: {} is home again (downtime {:.1f} ms; phases {})", pid_, last_downtime_ms_, phases.dump());
+      reply(json{{"pid", pid_}, {"where", cfg_.node_id}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", phases}});
+      TrimLater();
     });
   }
 
@@ -751,15 +958,18 @@ class Home {
           fresh->Close(img.status());
           return StayRemote(img.status(), reply);
         }
-        SendImage(fresh, *img, [this, node, reply, t0, fresh, img](Status s) {
+        auto phases = std::make_shared<json>(json{{"fetch", MsSince(t0)}});
+        SendImage(fresh, *img, [this, node, reply, t0, fresh, phases, img](Status s) {
           auto fail = [this, reply, fresh](const Status& why) {
             failed_conns_.insert(fresh.get());
             fresh->Close(why);
             StayRemote(why, reply);
           };
           if (!s.ok()) return fail(s);
-          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail, img](Result<wire::Frame> r) {
+          (*phases)["send"] = MsSince(t0) - (*phases)["fetch"].get<double>();
+          fresh->Call(kStart, "", [this, node, reply, t0, fresh, fail, phases, img](Result<wire::Frame> r) {
             if (!r.ok()) return fail(r.status().Annotate("restore on node " + std::to_string(node)));
+            AddStartPhases(r->payload, MsSince(t0), phases.get());
             auto old = conn_;
             failed_conns_.insert(old.get());
             old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
@@ -775,7 +985,8 @@ class Home {
             state_ = State::kRemote;
             dep_ = Dep::kStopped;
             Next();
-            reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}});
+            reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", *phases}});
+            TrimLater();
           }, std::chrono::seconds(60));
         });
       });
@@ -942,6 +1153,9 @@ class Home {
   std::set<const void*> failed_conns_;
   std::deque<std::pair<wire::Connection::Ptr, wire::Frame>> calls_;
   std::optional<Current> current_;
+  uint32_t current_seq_ = 0;  // current_'s number in the channel
+  std::unique_ptr<DeputyChannel> channel_;
+  bool channel_failed_ = false;
   std::optional<Current> deferred_;  // a call cut by a signal, answered after it
   int64_t deferred_ret_ = 0;
   std::deque<std::function<void()>> when_stopped_;

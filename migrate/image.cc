@@ -248,25 +248,58 @@ void EncodePageRun(const PageRun& run, std::string* out) {
   w.Raw(run.data);
 }
 
-Status DecodePageRuns(std::string_view bytes, std::vector<PageRun>* out) {
+namespace {
+
+// The runs of `bytes`, hashes verified; data views into `bytes`.
+struct RunView {
+  uint64_t addr;
+  const char* hashes;  // n × u64
+  std::string_view data;
+};
+
+Status ParseRuns(std::string_view bytes, std::vector<RunView>* out) {
   Reader r(bytes);
   while (r.ok() && !r.done()) {
-    PageRun run;
-    run.addr = r.U64();
+    RunView v;
+    v.addr = r.U64();
     uint32_t n = r.U32();
-    if (!r.ok() || n == 0 || n > kMaxRunPages || run.addr % kPageSize)
+    if (!r.ok() || n == 0 || n > kMaxRunPages || v.addr % kPageSize)
       return Status::Corruption("page batch: bad run header");
-    run.hashes.resize(n);
-    for (auto& h : run.hashes) h = r.U64();
-    std::string_view data = r.Raw(static_cast<size_t>(n) * kPageSize);
+    std::string_view hashes = r.Raw(static_cast<size_t>(n) * 8);
+    v.data = r.Raw(static_cast<size_t>(n) * kPageSize);
     if (!r.ok()) return Status::Corruption("page batch: truncated");
+    v.hashes = hashes.data();
     for (uint32_t i = 0; i < n; ++i)
-      if (HashPage(data.data() + i * kPageSize) != run.hashes[i])
-        return Status::Corruption("page batch: hash mismatch at " + std::to_string(run.addr + i * kPageSize));
-    run.data.assign(data);
-    out->push_back(std::move(run));
+      if (HashPage(v.data.data() + i * kPageSize) != DecodeFixed64(v.hashes + i * 8))
+        return Status::Corruption("page batch: hash mismatch at " + std::to_string(v.addr + i * kPageSize));
+    out->push_back(v);
   }
   if (!r.ok()) return Status::Corruption("page batch: truncated");
+  return Status::OK();
+}
+
+}  // namespace
+
+Status DecodePageRuns(std::string_view bytes, std::vector<PageRun>* out) {
+  std::vector<RunView> runs;
+  MFS_RETURN_IF_ERROR(ParseRuns(bytes, &runs));
+  for (const RunView& v : runs) {
+    PageRun run;
+    run.addr = v.addr;
+    size_t n = v.data.size() / kPageSize;
+    run.hashes.resize(n);
+    for (size_t i = 0; i < n; ++i) run.hashes[i] = DecodeFixed64(v.hashes + i * 8);
+    run.data.assign(v.data);
+    out->push_back(std::move(run));
+  }
+  return Status::OK();
+}
+
+Status ForEachPageRun(std::string_view bytes,
+                      const std::function<Status(uint64_t addr, std::string_view data)>& fn) {
+  std::vector<RunView> runs;
+  MFS_RETURN_IF_ERROR(ParseRuns(bytes, &runs));
+  for (const RunView& v : runs) MFS_RETURN_IF_ERROR(fn(v.addr, v.data));
   return Status::OK();
 }
 

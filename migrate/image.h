@@ -21,6 +21,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -146,6 +147,10 @@ Status DecodeHeader(std::string_view bytes, ProcessImage* img);
 void EncodePageRun(const PageRun& run, std::string* out);
 // Appends the runs found in `bytes` to `out`, verifying every hash.
 Status DecodePageRuns(std::string_view bytes, std::vector<PageRun>* out);
+// Calls fn(addr, data) for each run in `bytes` (data points into `bytes`),
+// after verifying all of their hashes; stops at fn's first error.
+Status ForEachPageRun(std::string_view bytes,
+                      const std::function<Status(uint64_t addr, std::string_view data)>& fn);
 
 uint64_t HashPage(const void* page);
 

@@ -7,7 +7,8 @@
 //                 resp bytes address ("127.0.0.2"), u16 port of the new guest supervisor
 //   kImage        home supervisor -> guest (Call): image header (image.h)
 //   kPages        home -> guest (Call): page runs (image.h); resp empty
-//   kStart        home -> guest (Call): restore and run; resp u32 remote pid
+//   kStart        home -> guest (Call): restore and run; resp u32 remote pid,
+//                 u32 restore time in µs
 //   kSyscall      guest -> home (Call): a forwarded system call (SyscallRequest)
 //                 resp SyscallReply
 //   kSignal       home -> guest (Send): u32 signo, to deliver to the remote

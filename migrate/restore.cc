@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 
@@ -48,6 +49,76 @@ Result<uint64_t> Put(Tracee& t, const Scratch& s, uint64_t off, const void* data
   MFS_RETURN_IF_ERROR(t.WriteMem(s.buffer() + off, data, len));
   return s.buffer() + off;
 }
+
+// System calls run in the tracee many per ptrace round trip
+// (Tracee::RunBatch), their pointer arguments in a data area of the stub:
+// code, table and data lie between the stub's argument buffer (its first
+// 64 KiB) and the threads' stacks (its top half).
+class Batch {
+ public:
+  Batch(Tracee& t, const Scratch& stub) : t_(t), stub_(stub) {}
+
+  // Copies `n` bytes to the data area; their address in the tracee.
+  Result<uint64_t> Data(const void* p, size_t n) {
+    if (data_.size() + n > kDataSize) return Status::Error(E2BIG, "restore: batch data too large");
+    uint64_t at = stub_.buffer() + kDataOffset + data_.size();
+    data_.append(static_cast<const char*>(p), n);
+    data_.resize((data_.size() + 15) & ~size_t{15});
+    return at;
+  }
+  void Add(std::string what, long nr, std::array<uint64_t, 6> a, bool may_fail = false) {
+    Tracee::BatchCall c;
+    c.nr = static_cast<uint64_t>(nr);
+    for (int i = 0; i < 6; ++i) c.args[i] = a[i];
+    c.may_fail = may_fail;
+    calls_.push_back(c);
+    what_.push_back(std::move(what));
+  }
+  size_t size() const { return calls_.size(); }
+  // Runs what was added, in order, up to the first failure (an error naming
+  // its call). The raw return value of each call that ran goes to `rets`
+  // (the failing one last). Empties the batch.
+  Status Run(std::vector<int64_t>* rets_out = nullptr) {
+    std::vector<int64_t> ignored;
+    std::vector<int64_t>& rets = rets_out ? *rets_out : ignored;
+    rets.clear();
+    std::vector<Tracee::BatchCall> calls = std::move(calls_);
+    std::vector<std::string> what = std::move(what_);
+    std::string data = std::move(data_);
+    calls_.clear();
+    what_.clear();
+    data_.clear();
+    static_assert(kDataOffset + kDataSize <= kScratchSize / 2 - kPageSize);
+    if (!data.empty()) MFS_RETURN_IF_ERROR(t_.WriteMem(stub_.buffer() + kDataOffset, data.data(), data.size()));
+    for (size_t first = 0; first < calls.size(); first += kMaxCalls) {
+      std::vector<Tracee::BatchCall> chunk(calls.begin() + first,
+                                           calls.begin() + std::min(calls.size(), first + kMaxCalls));
+      MFS_ASSIGN_OR_RETURN(size_t ran, t_.RunBatch(stub_.buffer() + kCodeOffset, stub_.buffer() + kTableOffset, chunk));
+      for (size_t i = 0; i < ran; ++i) rets.push_back(chunk[i].ret);
+      if (ran < chunk.size() || (ran > 0 && !chunk[ran - 1].may_fail && chunk[ran - 1].ret < 0 &&
+                                 chunk[ran - 1].ret > -4096)) {
+        if (ran == 0) return Status::Error(EIO, "restore: batch did not run");
+        int64_t r = chunk[ran - 1].ret;
+        if (r < 0 && r > -4096 && !chunk[ran - 1].may_fail)
+          return Status::PosixError("in tracee: " + what[first + ran - 1], static_cast<int>(-r));
+        return Status::Error(EIO, "restore: batch stopped early");
+      }
+    }
+    return Status::OK();
+  }
+
+ private:
+  static constexpr uint64_t kCodeOffset = 64 << 10;
+  static constexpr uint64_t kTableOffset = kCodeOffset + kPageSize;
+  static constexpr size_t kMaxCalls = (128 << 10) / sizeof(Tracee::BatchCall);
+  static constexpr uint64_t kDataOffset = kTableOffset + (128 << 10);
+  static constexpr size_t kDataSize = 256 << 10;
+  Tracee& t_;
+  const Scratch& stub_;
+  std::vector<Tracee::BatchCall> calls_;
+  std::vector<std::string> what_;
+  std::string data_;
+};
 
 Status MoveSpecials(Tracee& t, const ProcessImage& img, const std::vector<MapEntry>& cur,
                     std::vector<Range> used) {
@@ -90,7 +161,23 @@ Status MoveSpecials(Tracee& t, const ProcessImage& img, const std::vector<MapEnt
   return Status::OK();
 }
 
-// The per-thread state of `th` in the thread `c` (stopped, gadget set).
+// Adds the per-thread state of `th` to `b` (run in that thread).
+Status AddThreadState(Batch& b, const ThreadImage& th) {
+  b.Add("set_robust_list", SYS_set_robust_list, {th.robust_head, th.robust_len ? th.robust_len : 24});
+  stack_t ss{};
+  ss.ss_sp = reinterpret_cast<void*>(th.altstack_sp);
+  ss.ss_size = th.altstack_size;
+  ss.ss_flags = th.altstack_flags;
+  MFS_ASSIGN_OR_RETURN(uint64_t p, b.Data(&ss, sizeof ss));
+  b.Add("sigaltstack", SYS_sigaltstack, {p, 0});
+  b.Add("set_tid_address", SYS_set_tid_address, {th.tid_address});
+  if (th.rseq_ptr) b.Add("rseq", SYS_rseq, {th.rseq_ptr, th.rseq_len, 0, th.rseq_sig});
+  return Status::OK();
+}
+
+// The per-thread state of `th` in the thread `c` (stopped, stack and gadget
+// set), one call at a time through the gadget: the thread is cloned after
+// the hook, whose seccomp filter may let only the gadget's calls through.
 Status SetThreadState(Tracee& c, const Scratch& stub, uint64_t scratch_off, const ThreadImage& th) {
   MFS_RETURN_IF_ERROR(c.CheckedSyscall("set_robust_list", SYS_set_robust_list, th.robust_head,
                                        th.robust_len ? th.robust_len : 24)
@@ -198,13 +285,11 @@ Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<i
   do {
     n = read(ready[0], &c, 1);
   } while (n < 0 && errno == EINTR);
-  if (n == 1) {
-    // Wait for the child's close of its end too (EOF): stopped before it,
-    // the target would keep the pipe as fd kReady in the restored process.
-    ssize_t e;
-    do {
-      e = read(ready[0], &c, 1);
-    } while (e < 0 && errno == EINTR);
+  // Then EOF: the child has closed its end too, so the target holds no
+  // descriptor but `fds` when it is seized.
+  for (ssize_t m = n; m > 0 || (m < 0 && errno == EINTR);) {
+    char more;
+    m = read(ready[0], &more, 1);
   }
   close(ready[0]);
   if (n != 1) {
@@ -228,6 +313,138 @@ Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<i
 
 Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFeatures& k,
                               const RestoreOptions& opts) {
+  Restorer r(t, img, k, opts);
+  MFS_RETURN_IF_ERROR(r.Begin());
+  for (const auto& run : img.pages) MFS_RETURN_IF_ERROR(r.WritePages(run.addr, run.data));
+  return r.Finish();
+}
+
+Restorer::Restorer(Tracee& t, const ProcessImage& img, const KernelFeatures& k, RestoreOptions opts)
+    : t_(t), img_(img), k_(k), opts_(std::move(opts)) {}
+
+Restorer::~Restorer() { t_.set_stack(0); }
+
+Status Restorer::Begin() {
+  Tracee& t = t_;
+  const ProcessImage& img = img_;
+  const KernelFeatures& k = k_;
+  const RestoreOptions& opts = opts_;
+  if (img.threads.empty()) return Status::Error(EINVAL, "restore: image without threads");
+  const pid_t tid = t.tid();
+  if (CountThreads(tid) != 1) return Status::Error(ENOTSUP, "restore: the target has more than one thread");
+
+  MFS_ASSIGN_OR_RETURN(auto cur, ReadMaps(tid));
+  std::vector<Range> used;
+  for (const auto& e : cur) used.push_back({e.start, e.end});
+  for (const auto& v : img.vmas) used.push_back({v.start, v.end});
+  for (const auto& s : img.specials) used.push_back({s.start, s.end});
+  // Leave room below [stack] for it to grow.
+  for (const auto& v : img.vmas)
+    if (v.flags & kVmaStack) used.push_back({v.start > (1ull << 30) ? v.start - (1ull << 30) : 0, v.start});
+
+  // 1. The stub.
+  MFS_ASSIGN_OR_RETURN(uint64_t stub_addr, FindGap(used, kScratchSize));
+  MFS_ASSIGN_OR_RETURN(stub_, MapScratch(t, k, stub_addr));
+  const Scratch& stub = stub_;
+  used.push_back({stub.addr, stub.addr + stub.size});
+  t.set_stack(stub.addr + stub.size - 256);
+
+  // 2. rseq off.
+  {
+    RseqConfig rc{};
+    long n = ptrace(kPtraceGetRseqConfiguration, tid, sizeof rc, &rc);
+    if (n > 0 && rc.rseq_abi_pointer)
+      MFS_RETURN_IF_ERROR(t.CheckedSyscall("rseq unregister", SYS_rseq, rc.rseq_abi_pointer,
+                                           rc.rseq_abi_size, kRseqUnregister, rc.signature)
+                              .status());
+  }
+
+  // 3. Empty the address space.
+  {
+    Batch b(t, stub);
+    for (const auto& e : cur) {
+      if (e.special()) continue;
+      if (e.start >= stub.addr && e.end <= stub.addr + stub.size) continue;
+      b.Add("munmap", SYS_munmap, {e.start, e.size()});
+    }
+    MFS_RETURN_IF_ERROR(b.Run());
+  }
+
+  // 4. The vDSO where the program expects it.
+  MFS_RETURN_IF_ERROR(MoveSpecials(t, img, cur, used));
+
+  // 5. The image's mappings: the files opened in one batch, mapped in
+  // another, closed in a third.
+  std::map<std::string, int> files;  // path -> fd in the tracee
+  auto close_files = [&] {
+    Batch b(t, stub);
+    for (const auto& [p, fd] : files) b.Add("close", SYS_close, {static_cast<uint64_t>(fd)}, true);
+    b.Run().IgnoreError();
+    files.clear();
+  };
+  {
+    Batch b(t, stub);
+    std::vector<std::string> paths;
+    for (const auto& v : img.vmas) {
+      if (!(v.flags & kVmaFile) || std::find(paths.begin(), paths.end(), v.path) != paths.end()) continue;
+      paths.push_back(v.path);
+      std::string path = opts.map_path ? opts.map_path(v.path) : v.path;
+      MFS_ASSIGN_OR_RETURN(uint64_t addr, b.Data(path.c_str(), path.size() + 1));
+      b.Add("open " + path, SYS_openat, {static_cast<uint64_t>(AT_FDCWD), addr, O_RDONLY | O_CLOEXEC});
+    }
+    std::vector<int64_t> fds;
+    Status st = b.Run(&fds);
+    for (size_t i = 0; i < fds.size(); ++i)
+      if (fds[i] >= 0) files.emplace(paths[i], static_cast<int>(fds[i]));
+    if (!st.ok()) {
+      close_files();  // those opened before the failing one
+      return st;
+    }
+  }
+  {
+    Batch b(t, stub);
+    for (const auto& v : img.vmas) {
+      int prot = v.prot;
+      if (!(v.flags & kVmaShared)) prot |= PROT_WRITE;
+      uint64_t flags = MAP_FIXED | ((v.flags & kVmaShared) ? MAP_SHARED : MAP_PRIVATE);
+      uint64_t fd = static_cast<uint64_t>(-1);
+      if (v.flags & kVmaFile) {
+        fd = static_cast<uint64_t>(files.at(v.path));
+      } else {
+        flags |= MAP_ANONYMOUS;
+        if (v.flags & kVmaStack) flags |= MAP_GROWSDOWN;
+      }
+      b.Add("mmap " + v.path, SYS_mmap,
+            {v.start, v.end - v.start, static_cast<uint64_t>(prot), flags, fd, (v.flags & kVmaFile) ? v.offset : 0});
+    }
+    Status st = b.Run();
+    if (!st.ok()) {
+      close_files();
+      return st;
+    }
+  }
+  close_files();
+  begun_ = true;
+  return Status::OK();
+}
+
+Status Restorer::WritePages(uint64_t addr, std::string_view data) {
+  if (!begun_) return Status::Error(EINVAL, "restore: pages before the mappings");
+  bool inside = false;
+  for (const auto& v : img_.vmas)
+    inside = inside || (!(v.flags & kVmaShared) && addr >= v.start && addr + data.size() <= v.end);
+  if (!inside || data.size() % kPageSize) return Status::Corruption("restore: pages outside the image's mappings");
+  return t_.WriteMem(addr, data.data(), data.size());
+}
+
+Result<RestoreResult> Restorer::Finish() {
+  Tracee& t = t_;
+  const ProcessImage& img = img_;
+  const RestoreOptions& opts = opts_;
+  const Scratch& stub = stub_;
+  if (!begun_) return Status::Error(EINVAL, "restore: Finish before Begin");
+  const ThreadImage& th = img.threads[0];
+  const pid_t tid = t.tid();
   RestoreResult result;
   // On failure the threads already made exit (their memory is not theirs).
   struct EndThreads {
@@ -243,94 +460,13 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
       r.threads.clear();
     }
   } end_threads{result};
-  if (img.threads.empty()) return Status::Error(EINVAL, "restore: image without threads");
-  const ThreadImage& th = img.threads[0];
-  const pid_t tid = t.tid();
-  if (CountThreads(tid) != 1) return Status::Error(ENOTSUP, "restore: the target has more than one thread");
-
-  MFS_ASSIGN_OR_RETURN(auto cur, ReadMaps(tid));
-  std::vector<Range> used;
-  for (const auto& e : cur) used.push_back({e.start, e.end});
-  for (const auto& v : img.vmas) used.push_back({v.start, v.end});
-  for (const auto& s : img.specials) used.push_back({s.start, s.end});
-  // Leave room below [stack] for it to grow.
-  for (const auto& v : img.vmas)
-    if (v.flags & kVmaStack) used.push_back({v.start > (1ull << 30) ? v.start - (1ull << 30) : 0, v.start});
-
-  // 1. The stub.
-  MFS_ASSIGN_OR_RETURN(uint64_t stub_addr, FindGap(used, kScratchSize));
-  MFS_ASSIGN_OR_RETURN(Scratch stub, MapScratch(t, k, stub_addr));
-  used.push_back({stub.addr, stub.addr + stub.size});
-  t.set_stack(stub.addr + stub.size - 256);
-  struct StackReset {
-    Tracee& t;
-    ~StackReset() { t.set_stack(0); }
-  } stack_reset{t};
-
-  // 2. rseq off.
   {
-    RseqConfig rc{};
-    long n = ptrace(kPtraceGetRseqConfiguration, tid, sizeof rc, &rc);
-    if (n > 0 && rc.rseq_abi_pointer)
-      MFS_RETURN_IF_ERROR(t.CheckedSyscall("rseq unregister", SYS_rseq, rc.rseq_abi_pointer,
-                                           rc.rseq_abi_size, kRseqUnregister, rc.signature)
-                              .status());
-  }
-
-  // 3. Empty the address space.
-  for (const auto& e : cur) {
-    if (e.special()) continue;
-    if (e.start >= stub.addr && e.end <= stub.addr + stub.size) continue;
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("munmap", SYS_munmap, e.start, e.size()).status());
-  }
-
-  // 4. The vDSO where the program expects it.
-  MFS_RETURN_IF_ERROR(MoveSpecials(t, img, cur, used));
-
-  // 5. The image's mappings and pages.
-  std::map<std::string, int> files;  // path -> fd in the tracee
-  auto close_files = [&] {
-    for (const auto& [p, fd] : files) t.Syscall(SYS_close, fd).status().IgnoreError();
-    files.clear();
-  };
-  for (const auto& v : img.vmas) {
-    int prot = v.prot;
-    if (!(v.flags & kVmaShared)) prot |= PROT_WRITE;
-    int flags = MAP_FIXED | ((v.flags & kVmaShared) ? MAP_SHARED : MAP_PRIVATE);
-    uint64_t fd = static_cast<uint64_t>(-1);
-    if (v.flags & kVmaFile) {
-      auto it = files.find(v.path);
-      if (it == files.end()) {
-        std::string path = opts.map_path ? opts.map_path(v.path) : v.path;
-        auto addr = Put(t, stub, 0, path.c_str(), path.size() + 1);
-        if (!addr.ok()) {
-          close_files();
-          return addr.status();
-        }
-        auto r = t.CheckedSyscall(("open " + path).c_str(), SYS_openat, AT_FDCWD, *addr, O_RDONLY | O_CLOEXEC);
-        if (!r.ok()) {
-          close_files();
-          return r.status();
-        }
-        it = files.emplace(v.path, static_cast<int>(*r)).first;
-      }
-      fd = static_cast<uint64_t>(it->second);
-    } else {
-      flags |= MAP_ANONYMOUS;
-      if (v.flags & kVmaStack) flags |= MAP_GROWSDOWN;
+    Batch b(t, stub);
+    for (const auto& v : img.vmas) {
+      if ((v.flags & kVmaShared) || (v.prot & PROT_WRITE)) continue;
+      b.Add("mprotect", SYS_mprotect, {v.start, v.end - v.start, static_cast<uint64_t>(v.prot)});
     }
-    auto r = t.CheckedSyscall("mmap", SYS_mmap, v.start, v.end - v.start, prot, flags, fd,
-                              (v.flags & kVmaFile) ? v.offset : 0);
-    if (!r.ok()) {
-      close_files();
-      return r.status().Annotate("mapping " + v.path);
-    }
-  }
-  close_files();
-  for (const auto& run : img.pages) MFS_RETURN_IF_ERROR(t.WriteMem(run.addr, run.data.data(), run.data.size()));
-  for (const auto& v : img.vmas) {
-    if ((v.flags & kVmaShared) || (v.prot & PROT_WRITE)) continue;
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("mprotect", SYS_mprotect, v.start, v.end - v.start, v.prot).status());
+    MFS_RETURN_IF_ERROR(b.Run());
   }
 
   // 6. Process state.
@@ -369,17 +505,6 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
     if (exe_fd != static_cast<uint64_t>(-1)) t.Syscall(SYS_close, exe_fd).status().IgnoreError();
     MFS_RETURN_IF_ERROR(r.status());
   }
-  for (int sig = 1; sig <= 64; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, &img.actions[sig - 1], sizeof(KernelSigaction)));
-    MFS_ASSIGN_OR_RETURN(int64_t r, t.Syscall(SYS_rt_sigaction, sig, p, 0, 8));
-    if (r < 0 && img.actions[sig - 1].handler != 0)
-      return Status::PosixError("rt_sigaction " + std::to_string(sig), static_cast<int>(-r));
-  }
-  for (int which = 0; which < 3; ++which) {
-    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, &img.itimers[which], sizeof(itimerval)));
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("setitimer", SYS_setitimer, which, p, 0).status());
-  }
   for (size_t i = 0; i < img.rlimits.size() && i < RLIM_NLIMITS; ++i) {
     if (prlimit(tid, static_cast<__rlimit_resource>(i), &img.rlimits[i], nullptr) == 0) continue;
     // Raising a hard limit needs CAP_SYS_RESOURCE, which this kernel withholds:
@@ -391,19 +516,37 @@ Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFe
     result.warnings.push_back("rlimit " + std::to_string(i) + " hard limit not raised");
   }
   {
+    // Signal handlers, timers, name, personality, the main thread's state
+    // and the groups: one batch.
+    Batch b(t, stub);
+    for (int sig = 1; sig <= 64; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      MFS_ASSIGN_OR_RETURN(uint64_t p, b.Data(&img.actions[sig - 1], sizeof(KernelSigaction)));
+      // Only a handler the program set must be restored (glibc's own
+      // signals may be refused).
+      b.Add("rt_sigaction " + std::to_string(sig), SYS_rt_sigaction, {static_cast<uint64_t>(sig), p, 0, 8},
+            img.actions[sig - 1].handler == 0);
+    }
+    for (int which = 0; which < 3; ++which) {
+      MFS_ASSIGN_OR_RETURN(uint64_t p, b.Data(&img.itimers[which], sizeof(itimerval)));
+      b.Add("setitimer", SYS_setitimer, {static_cast<uint64_t>(which), p, 0});
+    }
     char name[16] = {};
     std::memcpy(name, img.comm.data(), std::min<size_t>(15, img.comm.size()));
-    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, name, sizeof name));
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("prctl(PR_SET_NAME)", SYS_prctl, PR_SET_NAME, p).status());
-  }
-  MFS_RETURN_IF_ERROR(t.CheckedSyscall("personality", SYS_personality, img.personality).status());
-  MFS_RETURN_IF_ERROR(SetThreadState(t, stub, 0, th));
-
-  if (!img.groups.empty()) {
-    MFS_ASSIGN_OR_RETURN(uint64_t p, Put(t, stub, 0, img.groups.data(), img.groups.size() * 4));
-    MFS_RETURN_IF_ERROR(t.CheckedSyscall("setgroups", SYS_setgroups, img.groups.size(), p).status());
+    MFS_ASSIGN_OR_RETURN(uint64_t np, b.Data(name, sizeof name));
+    b.Add("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, np});
+    b.Add("personality", SYS_personality, {img.personality});
+    MFS_RETURN_IF_ERROR(AddThreadState(b, th));
+    if (!img.groups.empty()) {
+      MFS_ASSIGN_OR_RETURN(uint64_t gp, b.Data(img.groups.data(), img.groups.size() * 4));
+      b.Add("setgroups", SYS_setgroups, {img.groups.size(), gp});
+    }
+    MFS_RETURN_IF_ERROR(b.Run());
   }
   if (opts.before_registers) MFS_RETURN_IF_ERROR(opts.before_registers(t, stub));
+  // From here on, calls go through the stub's gadget one by one: the hook
+  // may have installed a seccomp filter that lets only the gadget's calls
+  // through (the batch loop's `syscall` is elsewhere).
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("setresgid", SYS_setresgid, img.gid[0], img.gid[1], img.gid[2]).status());
   MFS_RETURN_IF_ERROR(t.CheckedSyscall("setresuid", SYS_setresuid, img.uid[0], img.uid[1], img.uid[2]).status());
   {

@@ -30,6 +30,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -70,5 +71,32 @@ Result<std::unique_ptr<Tracee>> SpawnRestoreTarget(const std::vector<std::pair<i
 // REQUIRES: t stopped; img complete (pages included).
 Result<RestoreResult> Restore(Tracee& t, const ProcessImage& img, const KernelFeatures& k,
                               const RestoreOptions& opts);
+
+// The same in three steps, so that pages can be written as they arrive:
+// Begin (steps 1-5 up to the mappings; needs the image's header only),
+// WritePages (any number of times, any order), Finish (the rest). `t` and
+// `img` must outlive the Restorer; img.pages is not read. After an error
+// the tracee is unusable (as for Restore). Not thread-safe.
+class Restorer {
+ public:
+  Restorer(Tracee& t, const ProcessImage& img, const KernelFeatures& k, RestoreOptions opts);
+  ~Restorer();
+  Restorer(const Restorer&) = delete;
+  Restorer& operator=(const Restorer&) = delete;
+
+  Status Begin();
+  // `data` (whole pages) at `addr`, which must lie in one of the image's
+  // private mappings. REQUIRES: Begin succeeded.
+  Status WritePages(uint64_t addr, std::string_view data);
+  Result<RestoreResult> Finish();
+
+ private:
+  Tracee& t_;
+  const ProcessImage& img_;
+  const KernelFeatures& k_;
+  RestoreOptions opts_;
+  Scratch stub_;
+  bool begun_ = false;
+};
 
 }  // namespace mfs::migrate

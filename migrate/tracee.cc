@@ -117,6 +117,53 @@ Result<int64_t> Tracee::Syscall(long nr, uint64_t a0, uint64_t a1, uint64_t a2, 
   return Status::Error(EINTR, "Syscall: interrupted too often");
 }
 
+namespace {
+// for (e = rbx; e < r12; e += 72) { e->ret = syscall(e->nr, e->args...);
+//   if (!(e->may_fail & 1) && e->ret is -errno) break; }  int3
+// (rbx is left at the entry that failed, or at the end.)
+constexpr uint8_t kBatchLoop[] = {
+    0x4c, 0x39, 0xe3, 0x73, 0x35, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10,
+    0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
+    0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0xf6, 0x43, 0x40, 0x01, 0x75, 0x08, 0x48, 0x3d, 0x01, 0xf0,
+    0xff, 0xff, 0x73, 0x06, 0x48, 0x83, 0xc3, 0x48, 0xeb, 0xc6, 0xcc};
+constexpr uint64_t kBatchTrap = 0x3a;
+static_assert(sizeof kBatchLoop <= Tracee::kBatchCodeSize);
+static_assert(sizeof(Tracee::BatchCall) == 72);
+}  // namespace
+
+Result<size_t> Tracee::RunBatch(uint64_t code, uint64_t table, std::vector<BatchCall>& calls) {
+  if (!stopped_) return Status::Error(EINVAL, "RunBatch: tracee not stopped");
+  if (calls.empty()) return size_t{0};
+  MFS_RETURN_IF_ERROR(WriteMem(code, kBatchLoop, sizeof kBatchLoop));
+  MFS_RETURN_IF_ERROR(WriteMem(table, calls.data(), calls.size() * sizeof(BatchCall)));
+  MFS_ASSIGN_OR_RETURN(user_regs_struct regs, GetGpRegs(tid_));
+  regs.rip = code;
+  regs.rbx = table;
+  regs.r12 = table + calls.size() * sizeof(BatchCall);
+  regs.orig_rax = static_cast<uint64_t>(-1);
+  if (stack_) regs.rsp = stack_;
+  MFS_RETURN_IF_ERROR(SetGpRegs(tid_, regs));
+  for (;;) {
+    if (ptrace(PTRACE_CONT, tid_, nullptr, nullptr) != 0) return Status::FromErrno("PTRACE_CONT");
+    stopped_ = false;
+    MFS_ASSIGN_OR_RETURN(int status, WaitForStop(/*resume_on_signal=*/false));
+    if ((status >> 16) != 0) continue;  // an event stop (interrupt): go on
+    if (WSTOPSIG(status) != SIGTRAP) continue;  // stashed; its call restarts
+    MFS_ASSIGN_OR_RETURN(regs, GetGpRegs(tid_));
+    if (regs.rip != code + kBatchTrap + 1) continue;  // a SIGTRAP from elsewhere: stashed
+    // Ours, not a signal to re-deliver.
+    if (!stashed_.empty() && stashed_.back() == SIGTRAP) stashed_.pop_back();
+    break;
+  }
+  if (regs.rbx < table || regs.rbx > regs.r12 || (regs.rbx - table) % sizeof(BatchCall))
+    return Status::Error(EFAULT, "RunBatch: the loop ended out of its table");
+  size_t ran = (regs.rbx - table) / sizeof(BatchCall);
+  const bool failed = ran < calls.size();
+  if (failed) ++ran;  // the failing one ran too
+  MFS_RETURN_IF_ERROR(ReadMem(table, calls.data(), ran * sizeof(BatchCall)));
+  return ran;
+}
+
 Result<uint64_t> Tracee::CheckedSyscall(const char* what, long nr, uint64_t a0, uint64_t a1,
                                         uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5) {
   MFS_ASSIGN_OR_RETURN(int64_t r, Syscall(nr, a0, a1, a2, a3, a4, a5));

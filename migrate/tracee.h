@@ -75,6 +75,21 @@ class Tracee {
                                   uint64_t a2 = 0, uint64_t a3 = 0, uint64_t a4 = 0,
                                   uint64_t a5 = 0);
 
+  // Runs many system calls in one ptrace round trip (see BatchCall): writes
+  // the calls to `table` and a small loop to `code` (both in a writable,
+  // executable area of the tracee: the stub), runs the loop to its int3 and
+  // reads the results back. Stops at the first call that fails unless it
+  // may_fail. Returns how many calls ran (the last of them the failing one,
+  // if any) with each one's raw return in calls[i].ret. Clobbers registers.
+  struct BatchCall {
+    uint64_t nr = 0;
+    uint64_t args[6] = {};
+    int64_t ret = 0;
+    uint64_t may_fail = 0;
+  };
+  static constexpr size_t kBatchCodeSize = 64;
+  Result<size_t> RunBatch(uint64_t code, uint64_t table, std::vector<BatchCall>& calls);
+
   // Memory of the tracee: process_vm_{read,write}v, falling back to
   // /proc/PID/mem (which can write read-only private pages).
   Status ReadMem(uint64_t addr, void* buf, size_t len);

@@ -1,5 +1,6 @@
 // mfs-supervisor — one per migratable process; started by mfsd, never by hand.
 // See man/mfs-migration.7.
+#include <malloc.h>
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -36,6 +37,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   ::signal(SIGPIPE, SIG_IGN);
+  // A move allocates and frees buffers of megabytes (page batches, frames)
+  // many times: from the heap and kept there, they are not page-faulted in
+  // afresh each time (that cost more than the copies themselves). The
+  // supervisors give the memory back after each move (malloc_trim).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   std::string who = home->parsed() ? "sup." + std::to_string(pid) : "guest." + std::to_string(home_node) + "." + std::to_string(home_pid);
   mfs::InitLogging(who, level, log_file);
   if (home->parsed()) return mfs::migrate::RunHomeSupervisor(cfg, pid, initial_node, ready_fd);

@@ -404,7 +404,8 @@ TEST_F(Cluster, PythonComputesWhileMoved) {
   StartCluster(2);
   {
     std::ofstream p(Path("prog.py"));
-    // A few seconds of computing: long enough for three moves and their pauses.
+    // Long enough (seconds) to outlast the three moves below however
+    // fast they are.
     p << "import sys\nh = 0\nfor i in range(1, 12000000):\n    h = (h * 31 + i * i) % 1000000007\n"
          "    if i % 400000 == 0:\n        print(i, h, flush=True)\nprint('done', h)\nsys.exit(h % 50)\n";
   }
@@ -537,6 +538,48 @@ TEST_F(Cluster, SignalToHomePidReachesRemoteAndKillingDeputyKillsRemote) {
   EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
   for (int i = 0; i < 300 && kill(remote, 0) == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_NE(kill(remote, 0), 0) << "remote survived its deputy";
+}
+
+// Forwarded calls that block in the deputy (open of a FIFO, then read) are
+// cut by signals sent to the home pid: each signal reaches the remote's
+// handler and the call (SA_RESTART) goes on; a move home while the read
+// blocks re-issues it natively, so no data and no signal is lost or doubled.
+TEST_F(Cluster, SignalsCutBlockingForwardedCallsWhichGoOn) {
+  StartCluster(2);
+  const std::string fifo = Path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-sigread " + fifo, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 1u);
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto send_usr1 = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      std::this_thread::sleep_for(150ms);
+      ASSERT_EQ(kill(pid, SIGUSR1), 0);
+    }
+    std::this_thread::sleep_for(150ms);
+  };
+  send_usr1(3);  // the remote blocks in open(), executed by the deputy
+  int w = -1;
+  for (int i = 0; i < 500 && w < 0; ++i) {
+    w = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // ENXIO until the reader has it open
+    if (w < 0) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GE(w, 0) << "the remote never opened the FIFO";
+  ASSERT_EQ(write(w, "hello\n", 6), 6);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 2; ++i) std::this_thread::sleep_for(10ms);
+  send_usr1(2);  // now it blocks in read()
+  ASSERT_GT(RemotePid(2), 0) << "the program did not stay remote while its calls blocked";
+  r = Move(pid, "home");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(write(w, "world\n", 6), 6);
+  close(w);
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  EXPECT_EQ(Slurp(Path("got")), "ready\ngot hello usr1=3\ngot world usr1=5\nend usr1=5\n");
 }
 
 TEST_F(Cluster, NodeKilledMidMigrationLeavesTheProcessRunningAtHome) {

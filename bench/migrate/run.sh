@@ -11,7 +11,7 @@
 #     fitted as fixed + per-MiB cost (least squares);
 #   * a getpid() round trip forwarded to the deputy vs native, against its
 #     floor (one SECCOMP_RET_USER_NOTIF trap + one loopback TCP round trip,
-#     both measured now by mfs-bench-floor);
+#     both measured now by mfs-bench-floor, just before each of --reps runs);
 #   * a CPU-bound job's run time: plain, under mfsrun at home, and remote;
 #   * CRIU (plain dump to tmpfs + restore) on the same program when a criu
 #     >= 4.1 is on PATH or named by CRIU=; otherwise the column is skipped
@@ -94,6 +94,8 @@ else
   echo "|---:|---:|---:|"
 fi
 FIT=""
+FITG=""
+PHASES=""
 for mib in $SIZES; do
   d=(); g=(); c=()
   for _ in $(seq "$REPS"); do
@@ -105,6 +107,7 @@ for mib in $SIZES; do
     wait "$p" || true
     d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
     g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    ph=$(echo "$r" | sed -n 's/.*"phases_ms":\({[^}]*}\).*/\1/p')
     if [[ -n $CRIU_OK ]]; then
       "$BIN/mfs-bench-dirty" "$mib" 30 > "$DIR/criu.out" 2>&1 & cp=$!
       for _ in $(seq 600); do grep -q ready "$DIR/criu.out" 2>/dev/null && break; sleep 0.05; done
@@ -120,6 +123,8 @@ for mib in $SIZES; do
   done
   dm=$(printf '%s\n' "${d[@]}" | median); gm=$(printf '%s\n' "${g[@]}" | median)
   FIT+="$mib $dm"$'\n'
+  FITG+="$mib $gm"$'\n'
+  PHASES+="| $mib | ${ph:-?} |"$'\n'
   if [[ -n $CRIU_OK ]]; then
     cm=$(printf '%s\n' "${c[@]}" | median)
     echo "| $mib | $dm | $gm | $cm | $(awk -v a="$dm" -v b="$cm" 'BEGIN{printf "%.2f", a/b}') |"
@@ -128,20 +133,39 @@ for mib in $SIZES; do
   fi
 done
 echo
-echo "$FIT" | awk 'NF==2 {n++; sx+=$1; sy+=$2; sxx+=$1*$1; sxy+=$1*$2}
+fit() { awk -v what="$1" 'NF==2 {n++; sx+=$1; sy+=$2; sxx+=$1*$1; sxy+=$1*$2}
   END { if (n > 1) { b=(n*sxy-sx*sy)/(n*sxx-sx*sx); a=(sy-b*sx)/n;
-        printf "Fit: downtime ~ %.1f ms + %.3f ms/MiB\n", a, b } }'
+        printf "Fit (%s): downtime ~ %.1f ms + %.3f ms/MiB\n", what, a, b } }'; }
+echo "$FIT" | fit "mfsmigrate"
+echo
+echo "$FITG" | fit "as the program saw it"
+echo
+echo "Phases of the last move per size (ms; capture, send, restore at the"
+echo "destination, and the rest of the start round trip):"
+echo
+echo "| dirty MiB | phases_ms |"
+echo "|---:|---|"
+printf '%s' "$PHASES"
 [[ -n $CRIU_OK ]] || echo "CRIU column skipped: $CRIU_WHY."
 echo
 echo "## Forwarded system call"
 echo
-"$BIN/mfs-bench-floor" 20000 > "$DIR/floor"
-notif=$(sed -n 's/user_notif_us //p' "$DIR/floor"); trace=$(sed -n 's/ret_trace_us //p' "$DIR/floor"); tcp=$(sed -n 's/tcp_rtt_us //p' "$DIR/floor")
+# Floor and forwarded call measured back to back, --reps times (this VM's
+# timings vary from run to run); medians, and the median of the ratios.
+F=(); N=(); T=(); R=(); W=()
+for _ in $(seq "$REPS"); do
+  "$BIN/mfs-bench-floor" 20000 > "$DIR/floor"
+  notif=$(sed -n 's/user_notif_us //p' "$DIR/floor"); trace=$(sed -n 's/ret_trace_us //p' "$DIR/floor"); tcp=$(sed -n 's/tcp_rtt_us //p' "$DIR/floor")
+  "$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 20000 1500 > "$DIR/sys.out" & p=$!
+  sleep 0.5; "$BIN/mfsmigrate" "$p" 2 >/dev/null; wait "$p" || true
+  fwd=$(sed -n 's/getpid_ns \([0-9.]*\).*/\1/p' "$DIR/sys.out")
+  fwd_us=$(awk -v x="$fwd" 'BEGIN{printf "%.2f", x/1000}')
+  F+=("$fwd_us"); N+=("$notif"); T+=("$tcp"); W+=("$trace")
+  R+=("$(awk -v a="$fwd_us" -v b="$notif" -v c="$tcp" 'BEGIN{printf "%.2f", a/(b+c)}')")
+done
 native=$("$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 1000000 | sed -n 's/getpid_ns \([0-9.]*\).*/\1/p')
-"$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 20000 1500 > "$DIR/sys.out" & p=$!
-sleep 0.5; "$BIN/mfsmigrate" "$p" 2 >/dev/null; wait "$p" || true
-fwd=$(sed -n 's/getpid_ns \([0-9.]*\).*/\1/p' "$DIR/sys.out")
-fwd_us=$(awk -v x="$fwd" 'BEGIN{printf "%.2f", x/1000}')
+fwd_us=$(printf '%s\n' "${F[@]}" | median); notif=$(printf '%s\n' "${N[@]}" | median)
+tcp=$(printf '%s\n' "${T[@]}" | median); trace=$(printf '%s\n' "${W[@]}" | median)
 floor=$(awk -v a="$notif" -v b="$tcp" 'BEGIN{printf "%.2f", a+b}')
 echo "| getpid() | µs |"
 echo "|---|---:|"
@@ -150,7 +174,7 @@ echo "| forwarded (remote on node 2) | $fwd_us |"
 echo "| floor: USER_NOTIF trap ($notif) + loopback TCP RTT ($tcp) | $floor |"
 echo "| (SECCOMP_RET_TRACE trap, for comparison) | $trace |"
 echo
-echo "Forwarded / floor: $(awk -v a="$fwd_us" -v b="$floor" 'BEGIN{printf "%.2f", a/b}')x"
+echo "Forwarded / floor, per run: ${R[*]}; median $(printf '%s\n' "${R[@]}" | median)x (medians of $REPS)"
 echo
 echo "## CPU-bound job (mfs-test-counter 120 400000 4)"
 echo
