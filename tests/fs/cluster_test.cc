@@ -206,23 +206,8 @@ TEST_F(FsClusterTest, RemoteLockWaitsAreInterruptible) {
   pid_t holder = LockedByChild(M(2, 2, "held"), true);
   ASSERT_GT(holder, 0);
   std::vector<pid_t> left;  // killed and reaped at the end, whatever happens
-  auto waiter = [&](int kind, bool catch_alarm) {
-    pid_t p = fork();
-    if (p == 0) {
-      if (catch_alarm) {
-        struct sigaction sa {};
-        sa.sa_handler = [](int) {};
-        sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
-        alarm(1);
-      }
-      int fd = open(M(1, 2, "held").c_str(), O_RDWR);
-      if (fd < 0) _exit(2);
-      struct flock fl {};
-      fl.l_type = F_WRLCK;
-      fl.l_whence = SEEK_SET;
-      int r = kind == 0 ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
-      _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
-    }
+  auto waiter = [&](LockKind kind, bool catch_alarm) {
+    pid_t p = ForkLockWaiter(M(1, 2, "held"), kind, catch_alarm);
     left.push_back(p);
     return p;
   };
@@ -231,8 +216,8 @@ TEST_F(FsClusterTest, RemoteLockWaitsAreInterruptible) {
     if (done) left.erase(std::find(left.begin(), left.end(), p));
     return done;
   };
-  for (int kind = 0; kind < 2; ++kind) {
-    SCOPED_TRACE(kind == 0 ? "F_SETLKW" : "flock");
+  for (LockKind kind : {LockKind::kFcntl, LockKind::kFlock}) {
+    SCOPED_TRACE(LockKindName(kind));
     pid_t w = waiter(kind, true);
     int status = 0;
     EXPECT_TRUE(exited_within(w, seconds(4), &status))

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -144,6 +145,24 @@ bool WriteFile(const std::string& path, const std::string& data) {
   out << data;
   out.close();
   return out.good();
+}
+
+pid_t ForkLockWaiter(const std::string& path, LockKind kind, bool catch_alarm) {
+  pid_t p = fork();
+  if (p != 0) return p;
+  if (catch_alarm) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
+    alarm(1);
+  }
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) _exit(2);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  int r = kind == LockKind::kFcntl ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
+  _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
 }
 
 }  // namespace mfs::testing

@@ -31,4 +31,15 @@ int AsUser(uid_t id, const std::function<int()>& fn);
 std::string ReadFile(const std::string& path);
 bool WriteFile(const std::string& path, const std::string& data);
 
+// How a lock waiter made by ForkLockWaiter asks for its lock.
+enum class LockKind { kFcntl, kFlock };
+inline const char* LockKindName(LockKind k) { return k == LockKind::kFcntl ? "F_SETLKW" : "flock"; }
+
+// Forks a process that opens `path` read-write and waits for an exclusive
+// lock on all of it (F_SETLKW or flock(LOCK_EX)). With `catch_alarm` it
+// catches a SIGALRM due in 1 s, without SA_RESTART. Its exit status: 0 it
+// got the lock, 10 the wait failed with EINTR, 2 open failed, 3 another
+// error. The caller reaps it.
+pid_t ForkLockWaiter(const std::string& path, LockKind kind, bool catch_alarm);
+
 }  // namespace mfs::testing

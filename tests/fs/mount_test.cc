@@ -396,26 +396,7 @@ TEST_F(FsMountTest, LockWaitsAreInterruptible) {
   close(pipefd[0]);
   close(pipefd[1]);
   ASSERT_EQ(ok, 1);
-  // kind 0: F_SETLKW, 1: flock(LOCK_EX). Returns the waiter's pid.
-  auto waiter = [&](int kind, bool catch_alarm) {
-    pid_t p = fork();
-    if (p == 0) {
-      if (catch_alarm) {
-        struct sigaction sa {};
-        sa.sa_handler = [](int) {};
-        sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART
-        alarm(1);
-      }
-      int fd = open(P("held").c_str(), O_RDWR);
-      if (fd < 0) _exit(2);
-      struct flock fl {};
-      fl.l_type = F_WRLCK;
-      fl.l_whence = SEEK_SET;
-      int r = kind == 0 ? fcntl(fd, F_SETLKW, &fl) : flock(fd, LOCK_EX);
-      _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
-    }
-    return p;
-  };
+  auto waiter = [&](LockKind kind, bool catch_alarm) { return ForkLockWaiter(P("held"), kind, catch_alarm); };
   auto exited_within = [&](pid_t p, std::chrono::milliseconds limit, int* status) {
     bool done = WaitFor([&] { return waitpid(p, status, WNOHANG) == p; }, limit);
     if (!done) {  // unkillable while mount.mfs holds its request: reaped in TearDown
@@ -424,8 +405,8 @@ TEST_F(FsMountTest, LockWaitsAreInterruptible) {
     }
     return done;
   };
-  for (int kind = 0; kind < 2; ++kind) {
-    SCOPED_TRACE(kind == 0 ? "F_SETLKW" : "flock");
+  for (LockKind kind : {LockKind::kFcntl, LockKind::kFlock}) {
+    SCOPED_TRACE(LockKindName(kind));
     // A caught signal (alarm after 1 s): the call fails with EINTR.
     pid_t w = waiter(kind, true);
     int status = 0;
