@@ -65,9 +65,10 @@ struct Inode {
   // kRemote: the owner said the file has no security.capability; the kernel
   // asks before every write. Cleared by any invalidation of the file.
   std::atomic<bool> no_caps{false};
-  // kRemote directories: the attributes the owner sent back with our own
-  // last create or remove in it (post-operation attributes, as NFS's wcc
-  // data), so that the GETATTR the kernel sends after each such change is
+  // kRemote: the attributes the owner sent back with our own last create or
+  // remove in this directory, or our own last write to this regular file
+  // (post-operation attributes, as NFS's wcc data), so that the GETATTR the
+  // kernel sends after each such change (it drops its cached attributes) is
   // answered without a round trip. Valid only while post_epoch equals the
   // backend's change epoch (no other change of ours, no invalidation pushed
   // since) and before post_until (attr_timeout). Guarded by post_mu.

@@ -141,12 +141,37 @@ class RemoteBackend : public Backend {
   void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
   void WatchOwn();
   void InvalLoop();
-  // Post-operation directory attributes (Inode::post_attr). Every request
-  // that may change a directory's attributes calls Changing() before it is
-  // sent, which voids every remembered set; Remember() keeps `st` for `dir`
-  // if no other change began after `epoch` (what Changing() returned).
+  // Post-operation attributes (Inode::post_attr) of directories (after our
+  // create or remove in them) and of regular files (after our write).
+  // Every request that may change a file's or directory's attributes holds
+  // a Change from before it is sent until its reply has been handled; the
+  // Change bumps the epoch, which voids every remembered set. Remember()
+  // keeps `st` for `inode` only if no other change began after `change`
+  // (the epoch is still its own) and none begun earlier is still in flight
+  // (the owner's workers may run requests in any order, so the reply of a
+  // later change can carry attributes from before an earlier one ran).
+  // Pushed invalidations and lost connections call Changing() alone.
+  struct Change {
+    explicit Change(RemoteBackend* b)
+        : backend(b), epoch((b->inflight_.fetch_add(1, std::memory_order_acq_rel),
+                             b->Changing())) {}
+    ~Change() { backend->inflight_.fetch_sub(1, std::memory_order_acq_rel); }
+    Change(const Change&) = delete;
+    Change& operator=(const Change&) = delete;
+    RemoteBackend* backend;
+    uint64_t epoch;
+  };
+  using ChangePtr = std::shared_ptr<Change>;
+  ChangePtr BeginChange() { return std::make_shared<Change>(this); }
+  // `cb` wrapped so that it holds `change` until it is destroyed.
+  template <class F>
+  static auto Holding(ChangePtr change, F cb) {
+    return [change = std::move(change), cb = std::move(cb)](auto&&... a) mutable {
+      cb(std::forward<decltype(a)>(a)...);
+    };
+  }
   uint64_t Changing() { return epoch_.fetch_add(1, std::memory_order_acq_rel) + 1; }
-  void Remember(const InodePtr& dir, const struct stat& st, uint64_t epoch);
+  void Remember(const InodePtr& inode, const struct stat& st, const Change& change);
   bool Remembered(const InodePtr& inode, struct stat* st);
 
   Client* client_;
@@ -180,6 +205,7 @@ class RemoteBackend : public Backend {
   bool stopping_ = false;
   std::thread inval_thread_;
   std::atomic<uint64_t> epoch_{1};
+  std::atomic<int64_t> inflight_{0};  // Changes alive
 };
 
 }  // namespace mfs::client
