@@ -205,7 +205,9 @@ void RemoteBackend::Connect(uint32_t node) {
 }
 
 void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
-  Changing();  // pushed invalidations may have been lost with the connection
+  // Pushed invalidations may have been lost with the connection.
+  Changing();
+  file_epoch_.fetch_add(1, std::memory_order_acq_rel);
   bool resubscribe = false;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -236,6 +238,7 @@ void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
   if (!inode) return;
+  inode->change_gen.fetch_add(1, std::memory_order_acq_rel);  // voids its post_attr
   inode->no_caps = false;
   {
     std::lock_guard<std::mutex> l(inval_mu_);
@@ -314,28 +317,42 @@ void RemoteBackend::DoneCall(uint32_t node, uint16_t type, std::string payload, 
   });
 }
 
-void RemoteBackend::Remember(const InodePtr& dir, const struct stat& st, const Change& change) {
-  if (!(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) || client_->options().attr_timeout <= 0)
-    return;
-  if ((st.st_mode & S_IFMT) != dir->type) return;
+void RemoteBackend::Remember(const InodePtr& inode, const struct stat& st,
+                             const Change& change) {
+  if ((st.st_mode & S_IFMT) != inode->type || client_->options().attr_timeout <= 0) return;
   auto until = std::chrono::steady_clock::now() +
                std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                    std::chrono::duration<double>(client_->options().attr_timeout));
-  std::lock_guard<std::mutex> l(dir->post_mu);
-  if (epoch_.load(std::memory_order_acquire) != change.epoch ||
-      inflight_.load(std::memory_order_acquire) != 1)
+  std::lock_guard<std::mutex> l(inode->post_mu);
+  if (S_ISDIR(st.st_mode)) {
+    if (epoch_.load(std::memory_order_acquire) != change.epoch ||
+        inflight_.load(std::memory_order_acquire) != 1)
+      return;
+    inode->post_epoch = change.epoch;
+  } else if (S_ISREG(st.st_mode)) {
+    if (change.inode != inode || file_epoch_.load(std::memory_order_acquire) != change.file_epoch ||
+        structural_inflight_.load(std::memory_order_acquire) != 0 ||
+        inode->change_gen.load(std::memory_order_acquire) != change.gen ||
+        inode->changes_inflight.load(std::memory_order_acquire) != 1)
+      return;
+    inode->post_epoch = change.file_epoch;
+    inode->post_gen = change.gen;
+  } else {
     return;
-  dir->post_attr = st;
-  dir->post_attr.st_ino = ShownIno(dir->node, st.st_ino);
-  dir->post_epoch = change.epoch;
-  dir->post_until = until;
+  }
+  inode->post_attr = st;
+  inode->post_attr.st_ino = ShownIno(inode->node, st.st_ino);
+  inode->post_until = until;
 }
 
 bool RemoteBackend::Remembered(const InodePtr& inode, struct stat* st) {
   std::lock_guard<std::mutex> l(inode->post_mu);
   if (inode->post_epoch == 0) return false;
-  if (inode->post_epoch != epoch_.load(std::memory_order_acquire) ||
-      std::chrono::steady_clock::now() >= inode->post_until) {
+  bool current = S_ISDIR(inode->post_attr.st_mode)
+                     ? inode->post_epoch == epoch_.load(std::memory_order_acquire)
+                     : inode->post_epoch == file_epoch_.load(std::memory_order_acquire) &&
+                           inode->post_gen == inode->change_gen.load(std::memory_order_acquire);
+  if (!current || std::chrono::steady_clock::now() >= inode->post_until) {
     inode->post_epoch = 0;
     return false;
   }
@@ -378,7 +395,7 @@ void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh
 
 void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
                             const SetAttrIn& in, Cb<struct stat> cb) {
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChangeOf(inode);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -421,7 +438,7 @@ void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std:
 
 void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& newparent,
                          const std::string& name, Cb<EntryOut> cb) {
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChange(inode);  // its nlink, and newparent
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -439,7 +456,7 @@ void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::s
   w.Bytes(parent->handle);
   w.Bytes(name);
   w.U8(dir ? 1 : 0);
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChange(nullptr, /*structural=*/true);
   Call(parent->node, proto::kRemove, std::move(p),
        [this, parent, change, cb = std::move(cb)](Result<Frame> f) {
          if (!f.ok()) return cb(f.status());
@@ -455,7 +472,7 @@ void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::s
 void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::string& name,
                            const InodePtr& newparent, const std::string& newname, unsigned flags,
                            DoneCb cb) {
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChange(nullptr, /*structural=*/true);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -496,7 +513,7 @@ void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
   w.Bytes(inode->handle);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = inode->node;
-  ChangePtr change = (flags & O_TRUNC) ? BeginChange() : nullptr;  // truncates the file
+  ChangePtr change = (flags & O_TRUNC) ? BeginChangeOf(inode) : nullptr;  // truncates the file
   Call(node, proto::kOpen, std::move(p),
        [this, node, inode, flags, change, cb = std::move(cb)](Result<Frame> f) {
          if (!f.ok()) return cb(f.status());
@@ -525,7 +542,7 @@ void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::s
   w.U32(mode);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = parent->node;
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChange(nullptr, /*structural=*/(flags & O_EXCL) == 0);
   Call(node, proto::kCreate, std::move(p),
        [this, node, flags, parent, change, cb = std::move(cb)](Result<Frame> f) {
     if (!f.ok()) return cb(f.status());
@@ -611,7 +628,7 @@ void RemoteBackend::Write(FileHandle* fh, std::string data, off_t off, bool kill
                           Cb<size_t> cb) {
   if (data.size() > proto::kMaxIo) data.resize(proto::kMaxIo);
   auto shared = std::make_shared<std::string>(std::move(data));
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChangeOf(fh->inode);
   InodePtr inode = fh->inode;
   CallFile(
       fh, proto::kWrite,
@@ -753,7 +770,7 @@ void RemoteBackend::StatFs(const Caller&, const InodePtr& inode, Cb<struct statv
 
 void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                              std::string value, int flags, DoneCb cb) {
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChangeOf(inode);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -803,7 +820,7 @@ void RemoteBackend::ListXattr(const Caller& c, const InodePtr& inode, Cb<std::st
 
 void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                                 DoneCb cb) {
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChangeOf(inode);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -814,7 +831,7 @@ void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const st
 }
 
 void RemoteBackend::Fallocate(FileHandle* fh, int mode, off_t off, off_t len, DoneCb cb) {
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChangeOf(fh->inode);
   CallFile(
       fh, proto::kFallocate,
       [mode, off, len](uint64_t id) {
@@ -836,7 +853,7 @@ void RemoteBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out,
   uint64_t in_id = in->remote_fh;
   bool same_epoch = in->remote_epoch == out->remote_epoch;
   if (!same_epoch) return cb(Status::Error(EXDEV, "files opened on different connections"));
-  ChangePtr change = BeginChange();
+  ChangePtr change = BeginChangeOf(out->inode);
   CallFile(
       out, proto::kCopyRange,
       [in_id, off_in, off_out, len](uint64_t out_id) {
