@@ -317,8 +317,7 @@ void RemoteBackend::DoneCall(uint32_t node, uint16_t type, std::string payload, 
   });
 }
 
-void RemoteBackend::Remember(const InodePtr& inode, const struct stat& st,
-                             const Change& change) {
+void RemoteBackend::Remember(const InodePtr& inode, const struct stat& st, const Change& change) {
   if ((st.st_mode & S_IFMT) != inode->type || client_->options().attr_timeout <= 0) return;
   auto until = std::chrono::steady_clock::now() +
                std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -411,8 +410,7 @@ void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* 
   w.I64(in.mtime.tv_sec);
   w.U32(static_cast<uint32_t>(in.mtime.tv_nsec));
   uint32_t node = inode->node;
-  Call(node, proto::kSetAttr, std::move(p),
-       [node, change, cb = std::move(cb)](Result<Frame> f) {
+  Call(node, proto::kSetAttr, std::move(p), [node, change, cb = std::move(cb)](Result<Frame> f) {
     if (!f.ok()) return cb(f.status());
     Reader r(f->payload);
     struct stat st = proto::GetStat(r);
@@ -545,31 +543,31 @@ void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::s
   ChangePtr change = BeginChange(nullptr, /*structural=*/(flags & O_EXCL) == 0);
   Call(node, proto::kCreate, std::move(p),
        [this, node, flags, parent, change, cb = std::move(cb)](Result<Frame> f) {
-    if (!f.ok()) return cb(f.status());
-    Reader r(f->payload);
-    auto e = DecodeEntry(node, r);
-    if (!e.ok()) return cb(e.status());
-    uint64_t id = r.U64();
-    std::optional<struct stat> dir_st;
-    if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
-    if (!r.done()) {
-      client_->table().Forget(e->inode->id, 1);
-      return cb(Malformed("create"));
-    }
-    // A file O_EXCL just made has no security.capability: the kernel's
-    // check before the first write is answered here, not by the owner.
-    if (flags & O_EXCL) e->inode->no_caps = true;
-    if (dir_st) Remember(parent, *dir_st, *change);
-    auto fh = std::make_unique<FileHandle>();
-    fh->inode = e->inode;
-    fh->flags = flags;
-    fh->remote_fh = id;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      fh->remote_epoch = peers_[node].generation;
-    }
-    cb(CreateOut{std::move(*e), std::move(fh)});
-  });
+         if (!f.ok()) return cb(f.status());
+         Reader r(f->payload);
+         auto e = DecodeEntry(node, r);
+         if (!e.ok()) return cb(e.status());
+         uint64_t id = r.U64();
+         std::optional<struct stat> dir_st;
+         if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
+         if (!r.done()) {
+           client_->table().Forget(e->inode->id, 1);
+           return cb(Malformed("create"));
+         }
+         // A file O_EXCL just made has no security.capability: the kernel's
+         // check before the first write is answered here, not by the owner.
+         if (flags & O_EXCL) e->inode->no_caps = true;
+         if (dir_st) Remember(parent, *dir_st, *change);
+         auto fh = std::make_unique<FileHandle>();
+         fh->inode = e->inode;
+         fh->flags = flags;
+         fh->remote_fh = id;
+         {
+           std::lock_guard<std::mutex> l(mu_);
+           fh->remote_epoch = peers_[node].generation;
+         }
+         cb(CreateOut{std::move(*e), std::move(fh)});
+       });
 }
 
 // Open files outlive connections: one opened on an older connection (the
@@ -843,9 +841,7 @@ void RemoteBackend::Fallocate(FileHandle* fh, int mode, off_t off, off_t len, Do
         w.I64(len);
         return p;
       },
-      [change, cb = std::move(cb)](Result<Frame> f) {
-        cb(f.ok() ? Status::OK() : f.status());
-      });
+      [change, cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); });
 }
 
 void RemoteBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
