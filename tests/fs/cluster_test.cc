@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -488,6 +489,51 @@ TEST_F(FsClusterTest, RemoteFileAttributesAfterAWriteAreTheOwners) {
   same("after a write on the owner");
   ASSERT_EQ(close(fd), 0);
   EXPECT_EQ(ReadFile(M(1, 2, "w")).size(), 8203u);
+}
+
+// Writers in several threads of node 1 (one file each, and one file they
+// all write through one descriptor): whatever order
+// the owner runs the writes in, a stat on node 1 must show the owner's size
+// and times, never those a reply carried from before another write ran.
+TEST_F(FsClusterTest, ConcurrentRemoteWritesLeaveTheOwnersAttributes) {
+  constexpr int kThreads = 4, kWrites = 100;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  int shared_fd = open(M(1, 2, "shared").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(shared_fd, 0) << strerror(errno);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string own = M(1, 2, "c" + std::to_string(t));
+      int fd = open(own.c_str(), O_CREAT | O_WRONLY, 0644);
+      if (fd < 0) return (void)++failures;
+      std::string block(1000, static_cast<char>('a' + t));
+      for (int i = 0; i < kWrites; ++i) {
+        off_t off = static_cast<off_t>(i) * 1000;
+        if (pwrite(fd, block.data(), block.size(), off) != 1000) ++failures;
+        off_t shared_off = static_cast<off_t>(i * kThreads + t) * 1000;
+        if (pwrite(shared_fd, block.data(), block.size(), shared_off) != 1000) ++failures;
+        struct stat st;
+        if (stat(own.c_str(), &st) != 0 || st.st_size != off + 1000) ++failures;
+      }
+      if (close(fd) != 0) ++failures;
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures.load(), 0);
+  ASSERT_EQ(close(shared_fd), 0);
+  for (std::string name : {"shared", "c0", "c1", "c2", "c3"}) {
+    struct stat via, own;
+    ASSERT_EQ(stat(M(1, 2, name).c_str(), &via), 0) << name;
+    ASSERT_EQ(stat((Node(2) + "/export/" + name).c_str(), &own), 0) << name;
+    EXPECT_EQ(via.st_size, own.st_size) << name;
+    EXPECT_EQ(via.st_blocks, own.st_blocks) << name;
+    EXPECT_EQ(via.st_mtim.tv_sec, own.st_mtim.tv_sec) << name;
+    EXPECT_EQ(via.st_mtim.tv_nsec, own.st_mtim.tv_nsec) << name;
+    EXPECT_EQ(via.st_ctim.tv_nsec, own.st_ctim.tv_nsec) << name;
+  }
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "shared").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, kThreads * kWrites * 1000);
 }
 
 TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
