@@ -1,8 +1,8 @@
 // GuestSupervisor: see supervisor.h.
 #include <fcntl.h>
 #include <linux/kcmp.h>
-#include <malloc.h>
 #include <linux/seccomp.h>
+#include <malloc.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -221,9 +221,10 @@ class Guest {
         }
         auto job = std::make_shared<wire::Frame>(std::move(f));
         writer_.Post([this, c, job, restorer = restorer_.get()] {
-          Status ws = ForEachPageRun(job->payload, [restorer](uint64_t addr, std::string_view data) {
-            return restorer->WritePages(addr, data);
-          });
+          Status ws =
+              ForEachPageRun(job->payload, [restorer](uint64_t addr, std::string_view data) {
+                return restorer->WritePages(addr, data);
+              });
           job->payload.clear();
           job->payload.shrink_to_fit();
           asio::post(io_, [this, c, job, ws] {

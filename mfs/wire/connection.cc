@@ -92,8 +92,8 @@ void Connection::StartServerHandshake(ReadyCallback ready) {
     if (!accept.ok()) {
       Status s = accept.status().Annotate(self->remote_);
       // Tell the peer why, then close once the write has drained.
-      self->QueueFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse | kFlagError,
-                       0, EncodeError(accept.status()));
+      self->QueueFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse | kFlagError, 0,
+                       EncodeError(accept.status()));
       self->closed_ = true;
       self->handshake_timer_.cancel();
       ready(s);
@@ -286,8 +286,7 @@ void Connection::ReplyError(const Frame& request, const Status& status) {
   uint64_t id = request.header.request_id;
   std::string payload = EncodeError(status);
   asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() mutable {
-    if (!self->closed_)
-      self->QueueFrame(type, kFlagResponse | kFlagError, id, std::move(payload));
+    if (!self->closed_) self->QueueFrame(type, kFlagResponse | kFlagError, id, std::move(payload));
   });
 }
 
@@ -303,8 +302,7 @@ void Connection::WriteNext() {
   auto self = shared_from_this();
   // Header and payload in one scatter write: the payload is never copied.
   const OutFrame& out = write_queue_.front();
-  std::array<asio::const_buffer, 2> bufs = {asio::buffer(out.header),
-                                            asio::buffer(out.payload)};
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(out.header), asio::buffer(out.payload)};
   asio::async_write(socket_, bufs,
                     asio::bind_executor(strand_, [self](boost::system::error_code e, size_t) {
                       self->write_queue_.pop_front();
