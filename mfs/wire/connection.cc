@@ -74,7 +74,7 @@ void Connection::StartServerHandshake(ReadyCallback ready) {
     if (!e) self->Close(Status::TimedOut("auth: handshake timed out"));
   });
   auto hs = std::make_shared<ServerHandshake>(auth_.secret, auth_.self_id);
-  QueueWrite(EncodeFrame(static_cast<uint16_t>(FrameType::kAuthHello), 0, 0, hs->Hello()));
+  QueueFrame(static_cast<uint16_t>(FrameType::kAuthHello), 0, 0, hs->Hello());
   ReadFrame([self, hs, ready = std::move(ready)](Result<Frame> f) mutable {
     if (!f.ok()) {
       self->handshake_timer_.cancel();
@@ -83,7 +83,7 @@ void Connection::StartServerHandshake(ReadyCallback ready) {
     }
     if (f->type() != static_cast<uint16_t>(FrameType::kAuthProve)) {
       Status s = Status::Error(EPROTO, "auth: expected a proof from " + self->remote_);
-      self->QueueWrite(EncodeFrame(f->type(), kFlagResponse | kFlagError, 0, EncodeError(s)));
+      self->QueueFrame(f->type(), kFlagResponse | kFlagError, 0, EncodeError(s));
       self->Close(s);
       ready(s);
       return;
@@ -92,8 +92,8 @@ void Connection::StartServerHandshake(ReadyCallback ready) {
     if (!accept.ok()) {
       Status s = accept.status().Annotate(self->remote_);
       // Tell the peer why, then close once the write has drained.
-      self->QueueWrite(EncodeFrame(static_cast<uint16_t>(FrameType::kAuthAccept),
-                                   kFlagResponse | kFlagError, 0, EncodeError(accept.status())));
+      self->QueueFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse | kFlagError, 0,
+                       EncodeError(accept.status()));
       self->closed_ = true;
       self->handshake_timer_.cancel();
       ready(s);
@@ -101,8 +101,7 @@ void Connection::StartServerHandshake(ReadyCallback ready) {
     }
     self->peer_id_ = hs->peer_id();
     self->peer_role_ = hs->peer_role();
-    self->QueueWrite(EncodeFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse, 0,
-                                 *accept));
+    self->QueueFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse, 0, *accept);
     self->handshake_timer_.cancel();
     ready(self);
     self->ReadLoop();
@@ -134,8 +133,7 @@ void Connection::StartClientHandshake(ReadyCallback ready) {
       ready(prove.status());
       return;
     }
-    self->QueueWrite(
-        EncodeFrame(static_cast<uint16_t>(FrameType::kAuthProve), 0, 0, *prove));
+    self->QueueFrame(static_cast<uint16_t>(FrameType::kAuthProve), 0, 0, *prove);
     self->ReadFrame([self, hs, ready = std::move(ready)](Result<Frame> acc) mutable {
       self->handshake_timer_.cancel();
       Status s;
@@ -262,14 +260,14 @@ void Connection::Call(uint16_t type, std::string payload, ReplyCallback done,
       cb(Status::TimedOut("request to " + self->remote_ + " timed out"));
     });
     self->pending_.emplace(id, std::move(p));
-    self->QueueWrite(EncodeFrame(type, 0, id, payload));
+    self->QueueFrame(type, 0, id, std::move(payload));
   });
 }
 
 void Connection::Send(uint16_t type, std::string payload) {
   auto self = shared_from_this();
-  asio::dispatch(strand_, [self, type, payload = std::move(payload)]() {
-    if (!self->closed_) self->QueueWrite(EncodeFrame(type, 0, 0, payload));
+  asio::dispatch(strand_, [self, type, payload = std::move(payload)]() mutable {
+    if (!self->closed_) self->QueueFrame(type, 0, 0, std::move(payload));
   });
 }
 
@@ -277,8 +275,8 @@ void Connection::Reply(const Frame& request, std::string payload) {
   auto self = shared_from_this();
   uint16_t type = request.type();
   uint64_t id = request.header.request_id;
-  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() {
-    if (!self->closed_) self->QueueWrite(EncodeFrame(type, kFlagResponse, id, payload));
+  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() mutable {
+    if (!self->closed_) self->QueueFrame(type, kFlagResponse, id, std::move(payload));
   });
 }
 
@@ -287,20 +285,25 @@ void Connection::ReplyError(const Frame& request, const Status& status) {
   uint16_t type = request.type();
   uint64_t id = request.header.request_id;
   std::string payload = EncodeError(status);
-  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() {
-    if (!self->closed_)
-      self->QueueWrite(EncodeFrame(type, kFlagResponse | kFlagError, id, payload));
+  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() mutable {
+    if (!self->closed_) self->QueueFrame(type, kFlagResponse | kFlagError, id, std::move(payload));
   });
 }
 
-void Connection::QueueWrite(std::string bytes) {
-  write_queue_.push_back(std::move(bytes));
+void Connection::QueueFrame(uint16_t type, uint32_t flags, uint64_t request_id,
+                            std::string payload) {
+  OutFrame& out = write_queue_.emplace_back();
+  out.header = EncodeHeader(type, flags, request_id, payload);
+  out.payload = std::move(payload);
   if (write_queue_.size() == 1) WriteNext();
 }
 
 void Connection::WriteNext() {
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(write_queue_.front()),
+  // Header and payload in one scatter write: the payload is never copied.
+  const OutFrame& out = write_queue_.front();
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(out.header), asio::buffer(out.payload)};
+  asio::async_write(socket_, bufs,
                     asio::bind_executor(strand_, [self](boost::system::error_code e, size_t) {
                       self->write_queue_.pop_front();
                       if (e) {

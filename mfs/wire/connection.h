@@ -85,7 +85,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ReadFrame(std::function<void(Result<Frame>)> next);
   void ReadLoop();
   void Dispatch(Frame frame);
-  void QueueWrite(std::string bytes);
+  // Queues header + payload; the payload is moved, never copied.
+  void QueueFrame(uint16_t type, uint32_t flags, uint64_t request_id, std::string payload);
   void WriteNext();
   void FailAll(const Status& why);
 
@@ -103,7 +104,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Strand-only state.
   char header_buf_[kHeaderSize];
   std::string payload_buf_;
-  std::deque<std::string> write_queue_;
+  struct OutFrame {
+    std::array<char, kHeaderSize> header;
+    std::string payload;
+  };
+  std::deque<OutFrame> write_queue_;
   struct Pending {
     ReplyCallback done;
     std::unique_ptr<asio::steady_timer> timer;

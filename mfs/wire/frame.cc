@@ -1,5 +1,6 @@
 #include "mfs/wire/frame.h"
 
+#define XXH_STATIC_LINKING_ONLY  // XXH64_state_t on the stack
 #include <xxhash.h>
 
 #include <fmt/format.h>
@@ -15,20 +16,18 @@ uint64_t Checksum(const char* header, std::string_view payload) {
   char h[kHeaderSize];
   std::memcpy(h, header, kHeaderSize);
   std::memset(h + 24, 0, 8);
-  XXH64_state_t* st = XXH64_createState();
-  XXH64_reset(st, 0);
-  XXH64_update(st, h, kHeaderSize);
-  XXH64_update(st, payload.data(), payload.size());
-  uint64_t sum = XXH64_digest(st);
-  XXH64_freeState(st);
-  return sum;
+  XXH64_state_t st;
+  XXH64_reset(&st, 0);
+  XXH64_update(&st, h, kHeaderSize);
+  XXH64_update(&st, payload.data(), payload.size());
+  return XXH64_digest(&st);
 }
 
 }  // namespace
 
-std::string EncodeFrame(uint16_t type, uint32_t flags, uint64_t request_id,
-                        std::string_view payload) {
-  std::string out(kHeaderSize, '\0');
+std::array<char, kHeaderSize> EncodeHeader(uint16_t type, uint32_t flags, uint64_t request_id,
+                                           std::string_view payload) {
+  std::array<char, kHeaderSize> out{};
   char* h = out.data();
   EncodeFixed32(h, kFrameMagic);
   EncodeFixed16(h + 4, kFrameVersion);
@@ -37,6 +36,15 @@ std::string EncodeFrame(uint16_t type, uint32_t flags, uint64_t request_id,
   EncodeFixed32(h + 12, static_cast<uint32_t>(payload.size()));
   EncodeFixed64(h + 16, request_id);
   EncodeFixed64(h + 24, Checksum(h, payload));
+  return out;
+}
+
+std::string EncodeFrame(uint16_t type, uint32_t flags, uint64_t request_id,
+                        std::string_view payload) {
+  std::array<char, kHeaderSize> h = EncodeHeader(type, flags, request_id, payload);
+  std::string out;
+  out.reserve(kHeaderSize + payload.size());
+  out.append(h.data(), h.size());
   out.append(payload.data(), payload.size());
   return out;
 }

@@ -20,6 +20,7 @@
 // sent it is closed. docs/wire.md documents the layout and every type.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -74,7 +75,14 @@ struct Frame {
   bool is_error() const { return header.flags & kFlagError; }
 };
 
-// Serialises a frame: fills in magic, version, length and checksum.
+// The 32 header bytes of a frame carrying `payload`: magic, version, length
+// and checksum filled in. Sending these followed by the payload (a scatter
+// write) puts the same bytes on the wire as EncodeFrame without copying the
+// payload.
+std::array<char, kHeaderSize> EncodeHeader(uint16_t type, uint32_t flags, uint64_t request_id,
+                                           std::string_view payload);
+
+// Serialises a frame: EncodeHeader followed by a copy of the payload.
 std::string EncodeFrame(uint16_t type, uint32_t flags, uint64_t request_id,
                         std::string_view payload);
 

@@ -19,6 +19,22 @@ TEST(FrameTest, RoundTrip) {
   EXPECT_EQ(r.frame.payload, "payload");
 }
 
+// The connection sends EncodeHeader's bytes and then the payload (a scatter
+// write): that must be byte for byte what EncodeFrame produces and decode.
+TEST(FrameTest, HeaderThenPayloadIsTheEncodedFrame) {
+  std::string payload(3 << 20, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 131 + (i >> 12));
+  auto h = EncodeHeader(200, kFlagResponse, 7, payload);
+  std::string wire(h.data(), h.size());
+  wire += payload;
+  EXPECT_EQ(wire, EncodeFrame(200, kFlagResponse, 7, payload));
+  auto r = DecodeFrame(wire);
+  ASSERT_EQ(r.state, DecodeState::kFrame) << r.error.ToString();
+  EXPECT_EQ(r.frame.payload, payload);
+  wire[kHeaderSize + (2 << 20)] ^= 0x40;  // one bit deep in the payload
+  EXPECT_EQ(DecodeFrame(wire).state, DecodeState::kMalformed);
+}
+
 TEST(FrameTest, NeedsMoreUntilComplete) {
   std::string bytes = EncodeFrame(70, 0, 1, std::string(100, 'x'));
   for (size_t n = 0; n < bytes.size(); ++n) {
