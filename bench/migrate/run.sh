@@ -82,9 +82,11 @@ echo
 CRIU_BIN=${CRIU:-$(command -v criu || true)}
 CRIU_OK=""
 CRIU_WHY="no criu on PATH (set CRIU=/path/to/criu >= 4.1)"
-if [[ -n $CRIU_BIN ]]; then
-  v=$("$CRIU_BIN" --version 2>/dev/null | sed -n 's/^Version: *//p')
-  if [[ -n $v ]] && printf '4.1\n%s\n' "$v" | sort -V -C; then CRIU_OK=1; else CRIU_WHY="criu $v < 4.1 (3.x fails on this kernel's split vDSO)"; fi
+if [[ -n $CRIU_BIN && ! -x $CRIU_BIN ]]; then
+  CRIU_WHY="CRIU=$CRIU_BIN is not an executable file"
+elif [[ -n $CRIU_BIN ]]; then
+  v=$("$CRIU_BIN" --version 2>/dev/null | sed -n 's/^Version: *//p' || true)
+  if [[ -n $v ]] && printf '4.1\n%s\n' "$v" | sort -V -C; then CRIU_OK=1; else CRIU_WHY="criu ${v:-of unknown version} < 4.1 (3.x fails on this kernel's split vDSO)"; fi
 fi
 if [[ -n $CRIU_OK ]]; then
   echo "| dirty MiB | mfs downtime (ms) | as the program saw it (ms) | CRIU dump+restore (ms) | mfs / CRIU |"
