@@ -100,18 +100,26 @@ demo_locality() {
   echo "mfs-cluster exec 1 -- mfsmon   shows the live view (q quits)"
 }
 
+# start_on_node1 OUT WHAT CMD...: runs CMD under mfsrun on node 1 in the
+# background, output to OUT, and prints its pid once it has printed something.
+start_on_node1() {
+  local out=$1 what=$2
+  shift 2
+  "$CLUSTER" exec 1 -- sh -c "setsid mfsrun $* > $out 2>&1 & echo \$! > $out.pid"
+  local deadline=$((SECONDS + 20))
+  until [[ -s $out ]]; do
+    ((SECONDS < deadline)) || fail "the $what did not start (see $MFS_CLUSTER_DIR/node1/mfsd.log)"
+    sleep 0.2
+  done
+  cat "$out.pid"
+}
+
 # Process migration (issue 6): a running program goes to node 2 and back;
 # its output never stops and mfsps shows where it is.
 demo_migration() {
   say "migration: a running counter moves to node 2 and back"
   local out=$MFS_CLUSTER_DIR/counter.out pid
-  "$CLUSTER" exec 1 -- sh -c "setsid mfsrun mfs-test-counter 400 150000 64 > $out 2>&1 & echo \$! > $out.pid"
-  local deadline=$((SECONDS + 20))
-  until [[ -s $out ]]; do
-    ((SECONDS < deadline)) || fail "the counter did not start (see $MFS_CLUSTER_DIR/node1/mfsd.log)"
-    sleep 0.2
-  done
-  pid=$(cat "$out.pid")
+  pid=$(start_on_node1 "$out" counter mfs-test-counter 400 150000 64)
   show "$CLUSTER" exec 1 -- mfsps
   show tail -n 2 "$out"
   show "$CLUSTER" exec 1 -- mfsmigrate "$pid" 2
@@ -149,16 +157,10 @@ with open(sys.argv[1], "rb") as f:
         time.sleep(0.04)
 print(h.hexdigest(), flush=True)
 EOT
-  "$CLUSTER" exec 1 -- sh -c "setsid mfsrun python3 $MFS_CLUSTER_DIR/reader.py /mfs/2/demo-data > $out 2>&1 & echo \$! > $out.pid"
-  local deadline=$((SECONDS + 20))
-  until [[ -s $out ]]; do
-    ((SECONDS < deadline)) || fail "the reader did not start (see $MFS_CLUSTER_DIR/node1/mfsd.log)"
-    sleep 0.2
-  done
-  pid=$(cat "$out.pid")
+  pid=$(start_on_node1 "$out" reader python3 "$MFS_CLUSTER_DIR/reader.py" /mfs/2/demo-data)
   show "$CLUSTER" exec 1 -- mfsmigrate "$pid" 2
   show "$CLUSTER" exec 1 -- mfsps
-  deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + 60))
   while kill -0 "$pid" 2>/dev/null; do
     ((SECONDS < deadline)) || fail "the reader did not finish within 60 s"
     sleep 0.2
