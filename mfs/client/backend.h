@@ -19,6 +19,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,8 @@ struct FileHandle {
   // writable one counts as changed at every flush.
   bool passthrough = false;
   bool cached_io = false;  // the FUSE layer counted it as a page-cache open
+  // The file's ctime (CtimeNs) when it was opened, if the backend knows it.
+  std::optional<int64_t> open_ctime;
 };
 
 struct DirEntryOut {

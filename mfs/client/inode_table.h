@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,6 +44,11 @@ enum class InodeKind : uint8_t {
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr uint64_t kFirstMagicIno = 2;  // 2..6, in MagicName order
 inline constexpr uint64_t kFirstDynamicIno = 16;
+
+// A stat's change time in ns, to compare attributes cheaply.
+inline int64_t CtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+}
 
 struct Inode {
   Inode(uint64_t id_, InodeKind kind_, uint32_t node_) : id(id_), kind(kind_), node(node_) {}
@@ -75,6 +81,13 @@ struct Inode {
   struct stat post_attr {};
   uint64_t post_epoch = 0;  // 0: none
   std::chrono::steady_clock::time_point post_until{};
+  // The change time (ns) in the attributes we last gave the kernel for this
+  // inode (entry and attribute replies): an open that finds the file's
+  // ctime different drops the kernel's cached attributes first, so the
+  // open sees what a writer on another node did before its close
+  // (close-to-open), whether or not the owner's invalidation has arrived.
+  std::atomic<int64_t> told_ctime{kCtimeUnknown};
+  static constexpr int64_t kCtimeUnknown = INT64_MIN;
 };
 using InodePtr = std::shared_ptr<Inode>;
 

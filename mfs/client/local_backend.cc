@@ -156,6 +156,8 @@ void LocalBackend::Open(const Caller& c, const InodePtr& inode, int flags,
   fh->inode = inode;
   fh->fd = std::move(*fd);
   fh->flags = flags;
+  struct stat st;
+  if (fstat(fh->fd.get(), &st) == 0) fh->open_ctime = CtimeNs(st);
   cb(std::move(fh));
 }
 

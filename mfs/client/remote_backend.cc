@@ -496,11 +496,14 @@ void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
          if (!f.ok()) return cb(f.status());
          Reader r(f->payload);
          uint64_t id = r.U64();
+         std::optional<struct stat> st;
+         if (r.ok() && r.remaining() > 0) st = proto::GetStat(r);  // the file, opened
          if (!r.done()) return cb(Malformed("open"));
          auto fh = std::make_unique<FileHandle>();
          fh->inode = inode;
          fh->flags = flags;
          fh->remote_fh = id;
+         if (st) fh->open_ctime = CtimeNs(*st);
          {
            std::lock_guard<std::mutex> l(mu_);
            fh->remote_epoch = peers_[node].generation;
@@ -573,6 +576,7 @@ void RemoteBackend::CallFile(FileHandle* fh, uint16_t type,
          if (!f.ok()) return cb(f.status());
          Reader r(f->payload);
          uint64_t id = r.U64();
+         if (r.ok() && r.remaining() > 0) proto::GetStat(r);  // the file's stat: not needed here
          if (!r.done()) return cb(Malformed("reopen"));
          fh->remote_fh = id;
          {

@@ -86,6 +86,7 @@ struct FuseCtx {
   // The kernel agreed to FUSE_PASSTHROUGH and registering backing files
   // works; cleared for good when the kernel refuses one.
   std::atomic<bool> passthrough{false};
+  fuse_session* se = nullptr;
   int dev_fd = -1;                                // the FUSE device (ioctls)
   std::mutex io_mu;                               // guards io_modes; a leaf lock
   std::unordered_map<uint64_t, IoMode> io_modes;  // by node id, while open
@@ -136,6 +137,7 @@ void FillEntry(fuse_req_t req, const EntryOut& e, fuse_entry_param* fe) {
   std::memset(fe, 0, sizeof(*fe));
   fe->ino = e.inode->id;
   fe->attr = e.attr;
+  e.inode->told_ctime.store(client::CtimeNs(e.attr), std::memory_order_relaxed);
   if (IsMagic(e.inode)) {
     fe->attr_timeout = 0;
     fe->entry_timeout = 0;
@@ -163,7 +165,19 @@ void ReplyAttr(fuse_req_t req, const InodePtr& inode, Result<struct stat> r) {
     fuse_reply_err(req, Err(r.status()));
     return;
   }
+  inode->told_ctime.store(client::CtimeNs(*r), std::memory_order_relaxed);
   fuse_reply_attr(req, &*r, IsMagic(inode) ? 0 : C(req).attr_timeout);
+}
+
+// Close-to-open: the file changed since the attributes the kernel may hold
+// for it (another node wrote and closed it, and the owner's invalidation
+// may still be on its way): drop them before the open completes, so that
+// the reads after it ask for the size again. The pages go with
+// keep_cache = 0.
+void RevalidateAtOpen(FuseCtx& x, const InodePtr& inode, const FileHandle& fh) {
+  if (!fh.open_ctime || !x.se) return;
+  if (inode->told_ctime.load(std::memory_order_relaxed) == *fh.open_ctime) return;
+  fuse_lowlevel_notify_inval_inode(x.se, inode->id, -1, 0);
 }
 
 void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : Err(s)); }
@@ -471,6 +485,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             [req, info, c, b, x, caller, node = p->node,
              pid = caller.pid](Result<std::unique_ptr<FileHandle>> r) mutable {
               if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+              RevalidateAtOpen(*x, (*r)->inode, **r);
               info.fh = reinterpret_cast<uintptr_t>(r->get());
               info.keep_cache = 0;
               int32_t backing = (*r)->fd.valid() ? BeginIo(*x, caller, **r) : -1;
@@ -1003,6 +1018,7 @@ Status FuseFs::Mount() {
   mounted_ = true;
   // Our own device I/O, so that OPEN/CREATE replies can carry a backing id
   // (IoWritev); splice hooks given, or libfuse would stop splicing.
+  ctx_->se = se_;
   ctx_->dev_fd = fuse_session_fd(se_);
   static const fuse_custom_io kIo = {IoWritev, IoRead, IoSplice, IoSplice};
   if (int r = fuse_session_custom_io(se_, &kIo, ctx_->dev_fd); r != 0)

@@ -439,7 +439,12 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       }();
       if (!fd.ok()) return fd.status();
       if (flags & O_TRUNC) ChangedFd(self, pfd.get());
+      struct stat st;
+      bool have_st = fstat(fd->get(), &st) == 0;
       w.U64(AddFile(conn, std::move(*fd), std::move(pfd)));
+      // The file's attributes at the open: the client revalidates its
+      // kernel's cached attributes with them (close-to-open).
+      if (have_st) proto::PutStat(w, st);
       return Status::OK();
     }
     case proto::kCreate: {
