@@ -308,6 +308,18 @@ void RemoteBackend::EntryCall(uint32_t node, uint16_t type, std::string payload,
   });
 }
 
+void RemoteBackend::StatCall(uint32_t node, uint16_t type, std::string payload,
+                             Cb<struct stat> cb) {
+  Call(node, type, std::move(payload), [node, type, cb = std::move(cb)](Result<Frame> f) {
+    if (!f.ok()) return cb(f.status());
+    Reader r(f->payload);
+    struct stat st = proto::GetStat(r);
+    if (!r.done()) return cb(Malformed(type == proto::kGetAttr ? "getattr" : "setattr"));
+    st.st_ino = ShownIno(node, st.st_ino);
+    cb(st);
+  });
+}
+
 void RemoteBackend::DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb) {
   Call(node, type, std::move(payload), [cb = std::move(cb)](Result<Frame> f) {
     cb(f.ok() ? Status::OK() : f.status());
@@ -361,15 +373,7 @@ void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh
   Writer w(&p);
   w.Bytes(inode->handle);
   w.U64(0);
-  uint32_t node = inode->node;
-  Call(node, proto::kGetAttr, std::move(p), [node, cb = std::move(cb)](Result<Frame> f) {
-    if (!f.ok()) return cb(f.status());
-    Reader r(f->payload);
-    struct stat st = proto::GetStat(r);
-    if (!r.done()) return cb(Malformed("getattr"));
-    st.st_ino = ShownIno(node, st.st_ino);
-    cb(st);
-  });
+  StatCall(inode->node, proto::kGetAttr, std::move(p), std::move(cb));
 }
 
 void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
@@ -389,15 +393,7 @@ void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* 
   w.U32(static_cast<uint32_t>(in.atime.tv_nsec));
   w.I64(in.mtime.tv_sec);
   w.U32(static_cast<uint32_t>(in.mtime.tv_nsec));
-  uint32_t node = inode->node;
-  Call(node, proto::kSetAttr, std::move(p), [node, cb = std::move(cb)](Result<Frame> f) {
-    if (!f.ok()) return cb(f.status());
-    Reader r(f->payload);
-    struct stat st = proto::GetStat(r);
-    if (!r.done()) return cb(Malformed("setattr"));
-    st.st_ino = ShownIno(node, st.st_ino);
-    cb(st);
-  });
+  StatCall(inode->node, proto::kSetAttr, std::move(p), std::move(cb));
 }
 
 void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std::string& name,

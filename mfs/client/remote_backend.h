@@ -139,6 +139,8 @@ class RemoteBackend : public Backend {
   Result<EntryOut> DecodeEntry(uint32_t node, Reader& r);
   void EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb);
   void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
+  // A call answered by a stat (GetAttr, SetAttr), st_ino as shown.
+  void StatCall(uint32_t node, uint16_t type, std::string payload, Cb<struct stat> cb);
   void WatchOwn();
   void InvalLoop();
   // Post-operation directory attributes (Inode::post_attr). Every request
