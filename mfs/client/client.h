@@ -96,6 +96,9 @@ class Client {
   // On /mfs: "<passthrough negotiated 0|1> <inodes passed through now>
   // <passthrough opens since the mount>".
   static constexpr const char* kPassthroughXattr = "user.mfs.passthrough";
+  // On /mfs: "<FUSE requests read> <network requests sent>" since the
+  // mount (benchmarks count the requests a workload costs).
+  static constexpr const char* kRequestsXattr = "user.mfs.requests";
 
  private:
   explicit Client(const ClientOptions& opts);

@@ -657,16 +657,18 @@ void RemoteBackend::Fsync(FileHandle* fh, bool datasync, DoneCb cb) {
 
 void RemoteBackend::Release(std::unique_ptr<FileHandle> fh) {
   uint32_t node = fh->inode->node;
-  bool current;
+  Connection::Ptr conn;
   {
     std::lock_guard<std::mutex> l(mu_);
     Peer& p = peers_[node];
-    current = p.conn && !p.conn->closed() && p.generation == fh->remote_epoch;
+    if (p.conn && !p.conn->closed() && p.generation == fh->remote_epoch) conn = p.conn;
   }
-  if (!current) return;  // the server dropped it with the old connection
+  if (!conn) return;  // the server dropped it with the old connection
   std::string p;
   Writer(&p).U64(fh->remote_fh);
-  Call(node, proto::kRelease, std::move(p), [](Result<Frame> f) { f.status().IgnoreError(); });
+  // One-way: nothing waits for a release (the kernel sends it after the
+  // close returned), and an answer would only wake the io thread.
+  conn->Send(proto::kRelease, std::move(p));
 }
 
 void RemoteBackend::OpenDir(const Caller& c, const InodePtr& inode,

@@ -27,6 +27,7 @@
 
 #include "mfs/base/log.h"
 #include "mfs/client/local_ops.h"
+#include "mfs/wire/connection.h"
 
 namespace mfs::fuse {
 
@@ -92,6 +93,9 @@ struct FuseCtx {
   std::unordered_map<uint64_t, IoMode> io_modes;  // by node id, while open
   std::atomic<uint64_t> passthrough_opens_total{0};
 };
+
+// FUSE requests read from the device by this process (user.mfs.requests).
+static std::atomic<uint64_t> g_fuse_requests{0};
 
 namespace {
 
@@ -208,7 +212,11 @@ ssize_t IoWritev(int fd, iovec* iov, int count, void*) {
   }
   return writev(fd, iov, count);
 }
-ssize_t IoRead(int fd, void* buf, size_t len, void*) { return read(fd, buf, len); }
+ssize_t IoRead(int fd, void* buf, size_t len, void*) {
+  ssize_t n = read(fd, buf, len);
+  if (n > 0) g_fuse_requests.fetch_add(1, std::memory_order_relaxed);
+  return n;
+}
 ssize_t IoSplice(int fdin, off_t* offin, int fdout, off_t* offout, size_t len, unsigned flags,
                  void*) {
   return splice(fdin, offin, fdout, offout, len, flags);
@@ -784,6 +792,11 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
       auto& t = C(req).client->table();
       return ReplyXattr(req, size,
                         std::to_string(t.size()) + " " + std::to_string(t.total_lookups()));
+    }
+    if (IsRoot(p) && std::strcmp(name, Client::kRequestsXattr) == 0) {
+      return ReplyXattr(req, size,
+                        std::to_string(g_fuse_requests.load()) + " " +
+                            std::to_string(wire::Connection::calls_made()));
     }
     // On /mfs itself: "<negotiated 0|1> <inodes with a backing file now>
     // <passthrough opens so far>" (tests and mfsstat-like checks).

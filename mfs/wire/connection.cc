@@ -8,6 +8,10 @@
 
 namespace mfs::wire {
 
+static std::atomic<uint64_t> g_calls_made{0};
+
+uint64_t Connection::calls_made() { return g_calls_made.load(std::memory_order_relaxed); }
+
 Connection::Connection(tcp::socket socket, AuthConfig auth, RequestHandler on_request,
                        CloseHandler on_close)
     : socket_(std::move(socket)),
@@ -248,6 +252,7 @@ void Connection::Dispatch(Frame frame) {
 
 void Connection::Call(uint16_t type, std::string payload, ReplyCallback done,
                       std::chrono::milliseconds timeout) {
+  g_calls_made.fetch_add(1, std::memory_order_relaxed);
   auto self = shared_from_this();
   // Registered and sent from the calling thread: handing the call to the
   // strand first would cost a thread wake-up per request.

@@ -73,6 +73,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ReplyError(const Frame& request, const Status& status);
   // Closes the socket; pending calls fail with `why`.
   void Close(const Status& why);
+  // Calls made by every connection of this process so far (request counts
+  // for benchmarks: user.mfs.requests in mfs(7)).
+  static uint64_t calls_made();
 
   uint32_t peer_id() const { return peer_id_; }
   PeerRole peer_role() const { return peer_role_; }

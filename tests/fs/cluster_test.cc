@@ -315,6 +315,33 @@ TEST_F(FsClusterTest, OpenAfterAnotherNodesCloseSeesTheWholeFile) {
   }
 }
 
+// user.mfs.requests on /mfs: FUSE requests read and network requests sent
+// by this node's mount. A stat of another node's file that the kernel does
+// not hold costs a FUSE request and a network request; one of a local file
+// costs no network request.
+TEST_F(FsClusterTest, RequestCountersCountWhatOperationsCost) {
+  auto counts = [&](int node) {
+    char buf[64] = {};
+    ssize_t n = getxattr((Node(node) + "/mfs").c_str(), "user.mfs.requests", buf, sizeof(buf) - 1);
+    std::pair<uint64_t, uint64_t> c{0, 0};
+    EXPECT_GT(n, 0) << strerror(errno);
+    EXPECT_EQ(sscanf(buf, "%lu %lu", &c.first, &c.second), 2) << buf;
+    return c;
+  };
+  ASSERT_TRUE(WriteFile(Node(2) + "/export/counted", "x"));
+  ASSERT_TRUE(WriteFile(Node(1) + "/export/counted", "x"));
+  struct stat st;
+  auto a = counts(1);
+  ASSERT_EQ(stat(M(1, 2, "counted").c_str(), &st), 0);  // never looked up: LOOKUP to node 2
+  auto b = counts(1);
+  EXPECT_GE(b.first - a.first, 1u);
+  EXPECT_GE(b.second - a.second, 1u);
+  ASSERT_EQ(stat(M(1, 1, "counted").c_str(), &st), 0);  // local: no network request
+  auto c = counts(1);
+  EXPECT_GE(c.first - b.first, 1u);
+  EXPECT_EQ(c.second, b.second);
+}
+
 TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
   ASSERT_EQ(mkdir(M(2, 2, "d").c_str(), 0755), 0);
   ASSERT_TRUE(WriteFile(M(2, 2, "d/one"), "1"));
