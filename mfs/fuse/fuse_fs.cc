@@ -47,6 +47,7 @@ using client::Magic;
 // (Linux 6.9); the installed header (7.38, libfuse 3.14's era) lacks them.
 namespace uapi {
 constexpr uint32_t kInitPassthroughFlags2 = 1u << (37 - 32);  // FUSE_PASSTHROUGH
+constexpr uint32_t kInitOverIoUringFlags2 = 1u << (41 - 32);  // FUSE_OVER_IO_URING
 constexpr uint32_t kFopenPassthrough = 1u << 7;               // FOPEN_PASSTHROUGH
 struct BackingMap {                                           // struct fuse_backing_map
   int32_t fd;
@@ -1080,6 +1081,11 @@ Status FuseFs::NegotiateInit() {
                   opts_.passthrough != Passthrough::kOff;
     if (init && opts_.passthrough != Passthrough::kOff && !passthrough)
       spdlog::info("fuse passthrough: not offered by the kernel (protocol 7.{})", in.minor);
+    // FUSE over io_uring (7.42; /sys/module/fuse/parameters/enable_uring):
+    // libfuse 3.14 cannot serve it, so it is only reported.
+    if (init && in.minor >= 42 && (in.flags & FUSE_INIT_EXT) &&
+        (in.flags2 & uapi::kInitOverIoUringFlags2))
+      spdlog::info("fuse over io_uring: offered by the kernel, not used (libfuse 3.14)");
   }
   bool offered = killpriv || passthrough;
   int fd = fuse_session_fd(se_);
