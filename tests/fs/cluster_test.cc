@@ -233,11 +233,7 @@ TEST_F(FsClusterTest, RemoteLockWaitsAreInterruptible) {
   // The holder still holds both locks, as seen from node 1.
   int fd = open(M(1, 2, "held").c_str(), O_RDWR);
   EXPECT_GE(fd, 0);
-  struct flock probe {};
-  probe.l_type = F_WRLCK;
-  probe.l_whence = SEEK_SET;
-  EXPECT_EQ(fcntl(fd, F_GETLK, &probe), 0);
-  EXPECT_EQ(probe.l_type, F_WRLCK);
+  EXPECT_EQ(ConflictingLock(fd), F_WRLCK);
   EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
   kill(holder, SIGKILL);
   waitpid(holder, nullptr, 0);
@@ -479,11 +475,9 @@ TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
   ASSERT_GT(child, 0);
   int fd = open(M(2, 2, "lk").c_str(), O_RDWR);  // a process on node 2
   ASSERT_GE(fd, 0);
+  EXPECT_EQ(ConflictingLock(fd), F_WRLCK);
   struct flock fl {};
-  fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;
-  ASSERT_EQ(fcntl(fd, F_GETLK, &fl), 0);
-  EXPECT_EQ(fl.l_type, F_WRLCK);
   fl.l_type = F_RDLCK;
   EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1);
   kill(child, SIGKILL);

@@ -165,4 +165,13 @@ pid_t ForkLockWaiter(const std::string& path, LockKind kind, bool catch_alarm) {
   _exit(r == 0 ? 0 : errno == EINTR ? 10 : 3);
 }
 
+int ConflictingLock(int fd, off_t len) {
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  probe.l_len = len;
+  if (fcntl(fd, F_GETLK, &probe) != 0) return -1;
+  return probe.l_type;
+}
+
 }  // namespace mfs::testing

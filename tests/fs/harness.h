@@ -42,4 +42,9 @@ inline const char* LockKindName(LockKind k) { return k == LockKind::kFcntl ? "F_
 // error. The caller reaps it.
 pid_t ForkLockWaiter(const std::string& path, LockKind kind, bool catch_alarm);
 
+// The l_type F_GETLK reports for a write lock on the first `len` bytes of
+// `fd` (0: the whole file): F_WRLCK or F_RDLCK when another process holds a
+// conflicting lock, F_UNLCK when nothing conflicts, -1 if F_GETLK failed.
+int ConflictingLock(int fd, off_t len = 0);
+
 }  // namespace mfs::testing

@@ -257,13 +257,11 @@ TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
   ASSERT_TRUE(ok);
   int fd = open(P("l").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
+  EXPECT_EQ(ConflictingLock(fd, 10), F_WRLCK);
   struct flock fl {};
   fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;
   fl.l_len = 10;
-  ASSERT_EQ(fcntl(fd, F_GETLK, &fl), 0);
-  EXPECT_EQ(fl.l_type, F_WRLCK);
-  fl.l_type = F_WRLCK;
   EXPECT_EQ(fcntl(fd, F_SETLK, &fl), -1);
   EXPECT_TRUE(errno == EAGAIN || errno == EACCES);
   kill(child, SIGKILL);
@@ -297,16 +295,9 @@ TEST_F(FsMountTest, BlockedLockersDoNotStallTheMount) {
   };
   pid_t holder = fork();
   if (holder == 0) lock_and_wait(true);
-  struct flock probe {};
   int fd = open(P("contended").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        probe.l_type = F_WRLCK;
-        probe.l_whence = SEEK_SET;
-        return fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type == F_WRLCK;
-      },
-      std::chrono::seconds(5)));
+  ASSERT_TRUE(WaitFor([&] { return ConflictingLock(fd) == F_WRLCK; }, std::chrono::seconds(5)));
   std::vector<pid_t> waiters;
   for (int i = 0; i < 24; ++i) {  // more than the mount's 16 worker threads
     pid_t p = fork();
@@ -425,11 +416,7 @@ TEST_F(FsMountTest, LockWaitsAreInterruptible) {
   // The holder still holds both locks.
   int fd = open(P("held").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
-  struct flock probe {};
-  probe.l_type = F_WRLCK;
-  probe.l_whence = SEEK_SET;
-  ASSERT_EQ(fcntl(fd, F_GETLK, &probe), 0);
-  EXPECT_EQ(probe.l_type, F_WRLCK);
+  ASSERT_EQ(ConflictingLock(fd), F_WRLCK);
   EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
   EXPECT_EQ(errno, EWOULDBLOCK);
   close(fd);
