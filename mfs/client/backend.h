@@ -80,8 +80,10 @@ struct FileHandle {
   // writable one counts as changed at every flush.
   bool passthrough = false;
   bool cached_io = false;  // the FUSE layer counted it as a page-cache open
-  // The file's ctime (CtimeNs) when it was opened, if the backend knows it.
+  // The file's ctime (CtimeNs) and link count when it was opened, if the
+  // backend knows them.
   std::optional<int64_t> open_ctime;
+  std::optional<nlink_t> open_nlink;
 };
 
 struct DirEntryOut {

@@ -87,6 +87,10 @@ struct Inode {
   // open sees what a writer on another node did before its close
   // (close-to-open), whether or not the owner's invalidation has arrived.
   std::atomic<int64_t> told_ctime{kCtimeUnknown};
+  // Open files of this inode here (the FUSE layer counts opens, creates and
+  // releases): a file with no name left is reachable by a path only through
+  // one of them (/proc/PID/fd), or through a stale directory entry.
+  std::atomic<int32_t> opens{0};
   static constexpr int64_t kCtimeUnknown = INT64_MIN;
 };
 using InodePtr = std::shared_ptr<Inode>;

@@ -157,7 +157,10 @@ void LocalBackend::Open(const Caller& c, const InodePtr& inode, int flags,
   fh->fd = std::move(*fd);
   fh->flags = flags;
   struct stat st;
-  if (fstat(fh->fd.get(), &st) == 0) fh->open_ctime = CtimeNs(st);
+  if (fstat(fh->fd.get(), &st) == 0) {
+    fh->open_ctime = CtimeNs(st);
+    fh->open_nlink = st.st_nlink;
+  }
   cb(std::move(fh));
 }
 

@@ -499,7 +499,10 @@ void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
          fh->inode = inode;
          fh->flags = flags;
          fh->remote_fh = id;
-         if (st) fh->open_ctime = CtimeNs(*st);
+         if (st) {
+           fh->open_ctime = CtimeNs(*st);
+           fh->open_nlink = st->st_nlink;
+         }
          {
            std::lock_guard<std::mutex> l(mu_);
            fh->remote_epoch = peers_[node].generation;

@@ -494,7 +494,19 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
             [req, info, c, b, x, caller, node = p->node,
              pid = caller.pid](Result<std::unique_ptr<FileHandle>> r) mutable {
               if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+              // The file has no name left and nothing here has it open: the
+              // kernel came through a directory entry that another node's
+              // rename or unlink made stale (its invalidation is on its way).
+              // ESTALE makes the kernel look the path up again.
+              if ((*r)->open_nlink == 0u && (*r)->inode->opens.load() == 0) {
+                b->Release(std::move(*r));
+                return (void)fuse_reply_err(req, ESTALE);
+              }
               RevalidateAtOpen(*x, (*r)->inode, **r);
+              InodePtr inode = (*r)->inode;
+              // Counted before the reply: the RELEASE may follow it at once,
+              // on another thread, and free the handle.
+              inode->opens.fetch_add(1);
               info.fh = reinterpret_cast<uintptr_t>(r->get());
               info.keep_cache = 0;
               int32_t backing = (*r)->fd.valid() ? BeginIo(*x, caller, **r) : -1;
@@ -503,6 +515,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
               int rr = fuse_reply_open(req, &info);
               tl_backing_id = -1;
               if (rr != 0) {
+                inode->opens.fetch_sub(1);
                 EndIo(*x, **r);
                 b->Release(std::move(*r));
                 return;
@@ -535,10 +548,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                 int32_t backing = r->fh->fd.valid() ? BeginIo(*x, caller, *r->fh) : -1;
                 info.direct_io = (info.flags & O_DIRECT) && backing < 0 ? 1 : 0;
                 uint32_t node = r->entry.inode->node;
+                InodePtr inode = r->fh->inode;
+                inode->opens.fetch_add(1);  // before the reply, as in OpOpen
                 tl_backing_id = backing;
                 int rr = fuse_reply_create(req, &fe, &info);
                 tl_backing_id = -1;
                 if (rr != 0) {
+                  inode->opens.fetch_sub(1);
                   EndIo(*x, *r->fh);
                   c->table().Forget(fe.ino, 1);
                   b->Release(std::move(r->fh));
@@ -626,6 +642,7 @@ void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> fh(Fh(fi));
+  fh->inode->opens.fetch_sub(1);
   EndIo(C(req), *fh);
   Backend* b = C(req).client->BackendFor(*fh->inode);
   if (fi->flock_release)

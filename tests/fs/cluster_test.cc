@@ -297,10 +297,10 @@ TEST_F(FsClusterTest, OpenAfterAnotherNodesCloseSeesTheWholeFile) {
     std::string expect;
     for (int i = 0; i < 150; ++i) {
       struct stat st;
-      ASSERT_EQ(stat(M(reader, 2, name).c_str(), &st), 0);
+      ASSERT_EQ(stat(M(reader, 2, name).c_str(), &st), 0) << strerror(errno);
       ASSERT_EQ(st.st_size, static_cast<off_t>(expect.size()));
       int w = open(M(writer, 2, name).c_str(), O_WRONLY | O_APPEND);
-      ASSERT_GE(w, 0);
+      ASSERT_GE(w, 0) << strerror(errno) << " round " << i << " writer " << writer;
       std::string line = "line " + std::to_string(i) + "\n";
       ASSERT_EQ(write(w, line.data(), line.size()), static_cast<ssize_t>(line.size()));
       ASSERT_EQ(close(w), 0);
@@ -336,6 +336,48 @@ TEST_F(FsClusterTest, RequestCountersCountWhatOperationsCost) {
   auto c = counts(1);
   EXPECT_GE(c.first - b.first, 1u);
   EXPECT_EQ(c.second, b.second);
+}
+
+// A file replaced on one node — removed and created again, or renamed over
+// (how editors and tools save) — opens as the new file on another node right
+// after, even though that node's kernel still holds the old name's entry.
+TEST_F(FsClusterTest, OpenAfterAnotherNodeReplacedTheFileSeesTheNewOne) {
+  for (int reader : {1, 2}) {
+    const int writer = 3 - reader;
+    const std::string name = "rep" + std::to_string(reader);
+    ASSERT_TRUE(WriteFile(M(writer, 2, name), "gen -1"));
+    for (int i = 0; i < 60; ++i) {
+      ASSERT_FALSE(ReadFile(M(reader, 2, name)).empty());  // the reader holds the entry
+      const std::string body = "gen " + std::to_string(i);
+      if (i % 2 == 0) {
+        ASSERT_EQ(unlink(M(writer, 2, name).c_str()), 0);
+        ASSERT_TRUE(WriteFile(M(writer, 2, name), body));
+      } else {
+        ASSERT_TRUE(WriteFile(M(writer, 2, name + ".tmp"), body));
+        ASSERT_EQ(rename(M(writer, 2, name + ".tmp").c_str(), M(writer, 2, name).c_str()), 0)
+            << strerror(errno);
+      }
+      ASSERT_EQ(ReadFile(M(reader, 2, name)), body)
+          << "node " << reader << " after node " << writer << " replaced it, round " << i;
+    }
+  }
+}
+
+// A removed file that a process still has open can be opened again through
+// /proc/self/fd (the refusal of stale entries above must not catch it).
+TEST_F(FsClusterTest, RemovedOpenFileReopensThroughProcFd) {
+  for (int via : {1, 2}) {
+    const std::string path = M(via, 2, "gone" + std::to_string(via));
+    ASSERT_TRUE(WriteFile(path, "still readable"));
+    int fd = open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(unlink(path.c_str()), 0);
+    EXPECT_EQ(ReadFile("/proc/self/fd/" + std::to_string(fd)), "still readable") << "via node " << via;
+    struct stat st;
+    EXPECT_EQ(stat(path.c_str(), &st), -1);
+    EXPECT_EQ(errno, ENOENT);
+    close(fd);
+  }
 }
 
 TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
