@@ -157,6 +157,10 @@ class Home {
       by_call[name[0] ? std::string(name) : "syscall " + std::to_string(nr)] = n;
     }
     j["forwarded_by_call"] = std::move(by_call);
+    // The direct path (deputy.h): whether the deputy has one now, and the
+    // calls it ran on it since it last came home (included above).
+    j["direct"] = channel_ && channel_->direct();
+    j["direct_calls"] = DirectTotal();
     j["dfsa_fds"] = std::vector<int>(dfsa_fds_.begin(), dfsa_fds_.end());
     j["dfsa"] = dfsa_enabled_;
     if (last_downtime_ms_ >= 0) j["last_downtime_ms"] = last_downtime_ms_;
@@ -212,7 +216,10 @@ class Home {
       pid_t p = waitpid(pid_, &status, __WALL | WNOHANG);
       if (p <= 0) return;
       tracee_->MarkStopped(status);
-      if (tracee_->dead()) return OnDeath(status);
+      if (tracee_->dead()) {
+        death_seen_ = true;
+        return OnDeath(status);
+      }
       if (state_ == State::kRemote || deputy_active_) OnDeputyStop(status);
       else OnHomeStop(status);
     }
@@ -500,6 +507,7 @@ class Home {
       asio::post(io_, [this, seq] { OnChannelDone(seq); });
     }, HighFd());
     reaping_ = false;
+    if (DiedInInjection()) return false;
     if (!ch.ok()) {
       spdlog::warn("home: deputy of {} without its call loop ({}); using ptrace steps", pid_, ch.status().ToString());
       channel_failed_ = true;
@@ -556,9 +564,20 @@ class Home {
       if (state_ != State::kRemote || freezing_remote_ || exiting_) return;
       RunWhenStopped([this, c, port, token, ip] {
         AttachDirect(c, port, token, ip);
-        Next();
+        if (!DiedInInjection()) Next();
       });
     }, std::chrono::seconds(5));
+  }
+
+  // An injected call's wait may have reaped the deputy's death, which Reap
+  // then never sees: handle it here (true: it died).
+  bool DiedInInjection() {
+    if (!tracee_->dead()) return false;
+    if (!death_seen_) {
+      death_seen_ = true;
+      OnDeath(tracee_->exit_status());
+    }
+    return true;
   }
 
   // The deputy is stopped: connect its direct socket (deputy.h AttachDirect).
@@ -602,6 +621,7 @@ class Home {
     spdlog::info("home: the deputy of {} left its direct path", pid_);
     if (conn_) direct_refused_ = conn_.get();
     StopDirect(regs);
+    if (DiedInInjection()) return;
     if (channel_->EventFdIntact()) {
       SetGpRegs(pid_, channel_->TopRegs(regs)).IgnoreError();
       tracee_->Cont().IgnoreError();
@@ -722,6 +742,7 @@ class Home {
     if (event == PTRACE_EVENT_STOP && dep_ == Dep::kStopping) {
       auto stop_regs = GetGpRegs(pid_);
       if (stop_regs.ok()) StopDirect(*stop_regs);
+      if (DiedInInjection()) return;
       if (current_) {
         // Did the call in flight run? Answer it if so; if not, the remote
         // re-issues it from wherever it goes.
@@ -1314,6 +1335,7 @@ class Home {
   bool channel_failed_ = false;
   bool direct_enabled_ = true;         // offer direct paths (deputy.h)
   bool direct_offered_ = false;        // a kDirect call is out
+  bool death_seen_ = false;            // OnDeath ran
   const void* direct_refused_ = nullptr;  // the connection that refused or lost one
   std::optional<Current> deferred_;  // a call cut by a signal, answered after it
   int64_t deferred_ret_ = 0;

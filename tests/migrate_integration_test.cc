@@ -205,6 +205,25 @@ class Cluster : public ::testing::Test {
   }
   mfs::Result<json> Ps(int node = 1) { return mfs::control::Call(Socket(node), {{"op", "migrate.ps"}}, 5000); }
 
+  // The home's mfsps entry of `pid` (null if not listed).
+  json Info(pid_t pid) {
+    auto ps = Ps();
+    if (ps.ok())
+      for (const auto& p : (*ps)["processes"])
+        if (p.value("pid", 0) == pid) return p;
+    return json();
+  }
+
+  // Waits (bounded) until the deputy of `pid` serves the direct path.
+  bool WaitDirect(pid_t pid) {
+    for (int i = 0; i < 500; ++i) {
+      json j = Info(pid);
+      if (j.is_object() && j.value("direct", false)) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
   // Waits until `pid` is supervised (mfsrun registered it).
   bool WaitSupervised(pid_t pid) {
     for (int i = 0; i < 2000; ++i) {
@@ -814,6 +833,91 @@ TEST_F(Cluster, MultiThreadedProgramMovesWithAllItsThreads) {
   EXPECT_EQ(Wait(pid), want_status);
   EXPECT_EQ(CountLines(Path("got")), CountLines(Path("want")));
   EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << "output differs";
+}
+
+// The direct path (migrate/deputy.h): forwarded calls with in-buffers (a
+// 300 kB write, vectored writes), out-buffers cut to the return value (reads,
+// reads past the end, getcwd, readv), fixed out-buffers (fstat, pipe2), a
+// failing call and a directory listing give, migrated, the bytes they give
+// at home; and they ran on the direct path, not through the supervisor.
+TEST_F(Cluster, DirectPathCallsGiveTheBytesOfAHomeRun) {
+  StartCluster(2);
+  ASSERT_EQ(mkdir(Path("ref").c_str(), 0700), 0);
+  ASSERT_EQ(mkdir(Path("mig").c_str(), 0700), 0);
+  int want_status = Reference(kBin + "/mfs-test-direct " + Path("ref") + " 0", Path("want"));
+  ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
+  pid_t pid = Mfsrun(kBin + "/mfs-test-direct " + Path("mig") + " 1500 3000", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-direct");
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  // The program has done its calls once its output is complete (it then sleeps).
+  for (int i = 0; i < 500 && CountLines(Path("got")) < CountLines(Path("want")); ++i)
+    std::this_thread::sleep_for(10ms);
+  json info = Info(pid);
+  EXPECT_EQ(info.value("where", 0), 2) << info.dump();
+  EXPECT_GE(info.value("direct_calls", uint64_t{0}), 15u) << info.dump();
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+  EXPECT_TRUE(Slurp(Path("mig") + "/direct.dat") == Slurp(Path("ref") + "/direct.dat")) << "file differs";
+}
+
+// A direct call blocked at home (a read of a FIFO) that signals cut (SA_RESTART:
+// it goes on) and moves cut: to another node, a move that fails, home. It is
+// executed once, and the bytes and signal counts are those of a run at home.
+TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
+  StartCluster(3);
+  const std::string fifo = Path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-sigread " + fifo, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 1u);
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  int w = -1;
+  for (int i = 0; i < 500 && w < 0; ++i) {
+    w = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // ENXIO until the reader has it open
+    if (w < 0) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GE(w, 0) << "the remote never opened the FIFO";
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  const uint64_t before = Info(pid).value("direct_calls", uint64_t{0});
+  ASSERT_EQ(write(w, "one\n", 4), 4);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 2u);
+  // Now blocked in a direct read: the signals cut it, it goes on.
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(150ms);
+    ASSERT_EQ(kill(pid, SIGUSR1), 0);
+  }
+  std::this_thread::sleep_for(150ms);
+  EXPECT_GT(Info(pid).value("direct_calls", uint64_t{0}), before) << "the read did not take the direct path";
+  r = Move(pid, 3);  // the read in flight: re-issued on node 3
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_GT(RemotePid(3), 0);
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  ASSERT_EQ(write(w, "two\n", 4), 4);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 3; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 3u);
+  r = Move(pid, 9);  // no such node: it stays on node 3, the read in flight goes on
+  EXPECT_FALSE(r.ok());
+  ASSERT_GT(RemotePid(3), 0);
+  ASSERT_EQ(kill(pid, SIGUSR1), 0);
+  std::this_thread::sleep_for(150ms);
+  ASSERT_EQ(write(w, "three\n", 6), 6);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 4; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 4u);
+  r = Move(pid, "home");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(write(w, "four\n", 5), 5);
+  close(w);
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  EXPECT_EQ(Slurp(Path("got")),
+            "ready\ngot one usr1=0\ngot two usr1=2\ngot three usr1=3\ngot four usr1=3\nend usr1=3\n");
 }
 
 }  // namespace
