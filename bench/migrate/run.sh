@@ -28,7 +28,7 @@ while (($#)); do
   case $1 in
     --sizes) SIZES=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
