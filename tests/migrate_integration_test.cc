@@ -911,6 +911,9 @@ TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
   ASSERT_EQ(CountLines(Path("got")), 4u);
   r = Move(pid, "home");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // At home the deputy's own fds (high numbers) are gone.
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+    EXPECT_LT(std::stoi(e.path().filename().string()), 900) << "left behind: fd " << e.path();
   ASSERT_EQ(write(w, "four\n", 5), 5);
   close(w);
   int st = Wait(pid);
@@ -918,6 +921,30 @@ TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
   EXPECT_EQ(Slurp(Path("got")),
             "ready\ngot one usr1=0\ngot two usr1=2\ngot three usr1=3\ngot four usr1=3\nend usr1=3\n");
+}
+
+// A program that closes every fd above 2 while away (close_range, run by
+// the deputy) also closes the deputy's own (its direct socket, its eventfd):
+// the deputy goes on serving its calls (with ptrace steps), nothing is lost.
+TEST_F(Cluster, ProgramClosingAllItsFdsWhileAwayKeepsItsCalls) {
+  StartCluster(2);
+  ASSERT_EQ(mkdir(Path("ref").c_str(), 0700), 0);
+  ASSERT_EQ(mkdir(Path("mig").c_str(), 0700), 0);
+  int want_status = Reference(kBin + "/mfs-test-direct " + Path("ref") + " 0 0 closeall", Path("want"));
+  ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
+  pid_t pid = Mfsrun(kBin + "/mfs-test-direct " + Path("mig") + " 1500 1000 closeall", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-direct");
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  for (int i = 0; i < 500 && CountLines(Path("got")) < CountLines(Path("want")); ++i)
+    std::this_thread::sleep_for(10ms);
+  json info = Info(pid);
+  EXPECT_EQ(info.value("where", 0), 2) << info.dump();
+  EXPECT_FALSE(info.value("direct", true)) << info.dump();
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
 }
 
 }  // namespace

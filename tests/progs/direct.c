@@ -3,8 +3,9 @@
 // reads past the end, a failing call, fixed-size results, vectored I/O, a
 // pipe, a directory listing. Prints what each returned, so that a migrated
 // run can be compared byte for byte with one at home.
-//   mfs-test-direct DIR WAIT_MS [END_MS]   (sleeps WAIT_MS first: the test
-//   moves it then; and END_MS at the end, so that the test can look at it)
+//   mfs-test-direct DIR WAIT_MS [END_MS [closeall]]   (sleeps WAIT_MS first:
+//   the test moves it then; and END_MS at the end, so that the test can look
+//   at it; with closeall, first closes every fd from 3 up: close_range)
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -27,11 +28,13 @@ static unsigned long sum(const unsigned char* p, size_t n) {
 static int by_name(const void* a, const void* b) { return strcmp(*(char* const*)a, *(char* const*)b); }
 
 int main(int argc, char** argv) {
-  if (argc != 3 && argc != 4) return 2;
+  if (argc < 3 || argc > 5) return 2;
   long ms = atol(argv[2]);
   struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
   while (nanosleep(&d, &d) != 0) {
   }
+  if (argc == 5 && strcmp(argv[4], "closeall") == 0)
+    printf("close_range %ld\n", (long)syscall(SYS_close_range, 3, ~0u, 0));
   char path[4096];
   snprintf(path, sizeof path, "%s/direct.dat", argv[1]);
   int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -85,7 +88,7 @@ int main(int argc, char** argv) {
   close(p[1]);
   close(fd);
   fflush(stdout);
-  ms = argc == 4 ? atol(argv[3]) : 0;
+  ms = argc >= 4 ? atol(argv[3]) : 0;
   d = (struct timespec){ms / 1000, (ms % 1000) * 1000000L};
   while (nanosleep(&d, &d) != 0) {
   }
