@@ -932,8 +932,10 @@ class Guest {
     if (!direct_ || direct_->ending) return;
     spdlog::info("guest: direct path of {} ends ({})", home_pid_, why);
     direct_->ending = true;
+    // Our end only: the deputy's loop sees EOF and stops; what it sent stays
+    // readable for kDirectEnd.
     boost::system::error_code ec;
-    direct_->sock.shutdown(tcp::socket::shutdown_both, ec);
+    direct_->sock.shutdown(tcp::socket::shutdown_send, ec);
   }
 
   // kDirectEnd: everything the deputy sent comes first, then the call it
