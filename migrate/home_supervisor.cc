@@ -3,13 +3,18 @@
 // States of the process: kHome (running natively, untraced syscalls),
 // kBusy (a move is in progress), kRemote (running elsewhere; the original
 // is the deputy). The deputy runs forwarded calls in its call loop
-// (DeputyChannel, deputy.h: shared memory and futexes, no ptrace stop per
-// call); one whose channel cannot be mapped is driven with ptrace steps
-// instead. States of the deputy while kRemote:
+// (DeputyChannel, deputy.h: shared memory, an eventfd and a futex, no ptrace
+// stop per call); one whose channel cannot be mapped is driven with ptrace
+// steps instead. Once remote, the deputy also gets a direct path (kDirect:
+// a socket to the guest supervisor from which its loop reads simple calls
+// and answers them, without this supervisor); every stop of the loop ends
+// it (StopDirect: kDirectEnd) and the next Park offers a new one. States of
+// the deputy while kRemote:
 //   kParked    idle: in the loop's futex wait (or, without a channel, in an
 //              injected rt_sigsuspend(empty mask)); every signal sent to the
 //              home pid stops it (ptrace) and is forwarded.
-//   kServing   a forwarded call runs in the loop.
+//   kServing   a forwarded call (submitted by this supervisor) runs in the
+//              loop. Direct calls run in kParked and kServing alike.
 //   kStopping  PTRACE_INTERRUPT sent, waiting for the stop.
 //   kEnter/kExit  without a channel: a forwarded call runs in it
 //              (PTRACE_SYSCALL steps).
