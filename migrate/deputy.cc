@@ -31,9 +31,9 @@ constexpr uint64_t kReq = 0, kDone = 4, kNr = 8, kArgs = 16, kRet = 64, kWaiting
 // the eventfd's read buffer, the direct reply's length, the seq of the last
 // direct call that ran, the direct request (DirectRequest) and the direct
 // reply header (DirectReplyHeader), and per-syscall counts of direct calls.
-constexpr uint64_t kPoll = 80, kEventBuf = 96, kTotal = 104, kRan = 108, kHdr = 128,
+constexpr uint64_t kPoll = 80, kEventBuf = 96, kTotal = 104, kRan = 112, kHdr = 128,
                    kReplyHdr = kDirectReplyHeaderOffset, kCounts = 2048, kMaxCounted = 512;
-static_assert(kHdr + sizeof(DirectRequest) <= kReplyHdr);
+static_assert(kTotal + 8 <= kRan && kRan + 4 <= kHdr && kHdr + sizeof(DirectRequest) <= kReplyHdr);
 static_assert(kReplyHdr + sizeof(DirectReplyHeader) <= kCounts);
 static_assert(kCounts + 4 * kMaxCounted <= kPageSize);
 static_assert(offsetof(DirectRequest, msg) == 64 && offsetof(DirectRequest, ret_iov) == 72);
@@ -65,7 +65,7 @@ constexpr uint64_t kCodeOffset = 256;
 //   d1        mov rdi,[rbx+144] ... mov r9,[rbx+184]        ; the request's args
 //   fb        syscall                                       ; the direct call
 //   fd after: mov [rbx+264],rax                             ; reply.ret
-//  104        mov ecx,[rbx+128]; mov [rbx+256],ecx; mov [rbx+108],ecx  ; reply.seq, ran = seq
+//  104        mov ecx,[rbx+128]; mov [rbx+256],ecx; mov [rbx+112],ecx  ; reply.seq, ran = seq
 //  113        mov rsi,[rbx+192]; test rax,rax; jns 129
 //  11f        mov qword [rsi+24],1; jmp 145                 ; ret < 0: the header alone
 //  129        mov ecx,[rbx+200]; test ecx,ecx; je 145       ; ret_iov
@@ -104,7 +104,7 @@ constexpr uint8_t kLoop[] = {
     0x8b, 0x93, 0xa0, 0x00, 0x00, 0x00, 0x4c, 0x8b, 0x93, 0xa8, 0x00, 0x00, 0x00, 0x4c, 0x8b, 0x83,
     0xb0, 0x00, 0x00, 0x00, 0x4c, 0x8b, 0x8b, 0xb8, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x89, 0x83,
     0x08, 0x01, 0x00, 0x00, 0x8b, 0x8b, 0x80, 0x00, 0x00, 0x00, 0x89, 0x8b, 0x00, 0x01, 0x00, 0x00,
-    0x89, 0x4b, 0x6c, 0x48, 0x8b, 0xb3, 0xc0, 0x00, 0x00, 0x00, 0x48, 0x85, 0xc0, 0x79, 0x0a, 0x48,
+    0x89, 0x4b, 0x70, 0x48, 0x8b, 0xb3, 0xc0, 0x00, 0x00, 0x00, 0x48, 0x85, 0xc0, 0x79, 0x0a, 0x48,
     0xc7, 0x46, 0x18, 0x01, 0x00, 0x00, 0x00, 0xeb, 0x1c, 0x8b, 0x8b, 0xc8, 0x00, 0x00, 0x00, 0x85,
     0xc9, 0x74, 0x12, 0x48, 0xc1, 0xe1, 0x04, 0x48, 0x03, 0x4e, 0x10, 0x48, 0x3b, 0x41, 0x08, 0x73,
     0x04, 0x48, 0x89, 0x41, 0x08, 0x48, 0x8b, 0x4e, 0x18, 0x48, 0x8b, 0x56, 0x10, 0x45, 0x31, 0xc0,
@@ -127,7 +127,7 @@ static_assert(kLoop[kDirectSend + 13] == 0x0f && kLoop[kDirectSend + 14] == 0x05
 static_assert(kLoop[kDead] == 0xcc && sizeof kLoop == kDead + 3);
 // Block offsets the code uses, spot-checked: poll set, request, reply.ret.
 static_assert(kLoop[0x0e] == kPoll && kLoop[0x55] == kHdr && kLoop[kDirectAfter + 3] == 0x08 &&
-              kLoop[kDirectAfter + 4] == 0x01);
+              kLoop[kDirectAfter + 4] == 0x01 && kLoop[0x112] == kRan && kLoop[0x169] == kTotal);
 static_assert(kCodeOffset + sizeof kLoop <= kPageSize);
 
 bool IsRestartCode(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
