@@ -576,8 +576,15 @@ class Home {
 
   // An injected call's wait may have reaped the deputy's death, which Reap
   // then never sees: handle it here (true: it died).
+  // Likewise a signal for the home pid that came while the calls ran is
+  // held back in the tracee (stashed): it belongs to the remote.
   bool DiedInInjection() {
-    if (!tracee_->dead()) return false;
+    if (!tracee_->dead()) {
+      if (conn_ && !exiting_ && dying_sig_ == 0)
+        for (int sig : tracee_->TakeStashedSignals())
+          conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      return false;
+    }
     if (!death_seen_) {
       death_seen_ = true;
       OnDeath(tracee_->exit_status());
