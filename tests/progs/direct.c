@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   snprintf(path, sizeof path, "%s/direct.dat", argv[1]);
   int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return 3;
+  printf("open fd %d\n", fd);  // the numbers the program gets do not change
   static unsigned char big[300000], back[300000];
   for (size_t i = 0; i < sizeof big; ++i) big[i] = (unsigned char)(i * 7 + i / 251);
   ssize_t n = write(fd, big, sizeof big);
@@ -69,7 +70,8 @@ int main(int argc, char** argv) {
   char cwd[4096];
   printf("getcwd %s\n", getcwd(cwd, sizeof cwd) ? cwd : "(failed)");
   int p[2];
-  printf("pipe %d\n", pipe2(p, O_CLOEXEC));
+  int pr = pipe2(p, O_CLOEXEC);
+  printf("pipe %d fds %d %d\n", pr, p[0], p[1]);
   printf("pipe write %zd\n", write(p[1], "through the pipe", 16));
   char pb[64] = {0};
   n = read(p[0], pb, sizeof pb);
