@@ -7,8 +7,8 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -198,8 +198,8 @@ Result<std::unique_ptr<DeputyChannel>> DeputyChannel::Create(Tracee& t, const Sc
   MFS_RETURN_IF_ERROR(t.WriteMem(scratch.addr + kCodeOffset, kLoop, sizeof kLoop));
   ch->code_ = scratch.addr + kCodeOffset;
   // The eventfd Submit writes to wake the loop, at a high number.
-  MFS_ASSIGN_OR_RETURN(uint64_t efd, t.CheckedSyscall("eventfd2", SYS_eventfd2, 0,
-                                                      EFD_CLOEXEC | EFD_NONBLOCK));
+  MFS_ASSIGN_OR_RETURN(uint64_t efd,
+                       t.CheckedSyscall("eventfd2", SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK));
   MFS_ASSIGN_OR_RETURN(ch->efd_remote_, MoveHigh(t, efd, min_fd));
   auto local_efd = TakeFd(t.tid(), ch->efd_remote_);
   if (!local_efd.ok()) {
@@ -366,8 +366,8 @@ Status DeputyChannel::AttachDirect(Tracee& t, uint32_t local_ip, uint32_t peer_i
   if (sock_local_ >= 0) return Status::Error(EALREADY, "direct path already attached");
   // The supervisor's injected calls use the scratch's buffer (page after the gadget).
   const uint64_t buf = code_ - kCodeOffset + kPageSize;
-  MFS_ASSIGN_OR_RETURN(uint64_t s0, t.CheckedSyscall("socket", SYS_socket, AF_INET,
-                                                     SOCK_STREAM | SOCK_CLOEXEC, 0));
+  MFS_ASSIGN_OR_RETURN(
+      uint64_t s0, t.CheckedSyscall("socket", SYS_socket, AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   auto fd = MoveHigh(t, s0, min_fd);
   if (!fd.ok()) return fd.status();
   auto fail = [&](const Status& s) {
@@ -383,9 +383,9 @@ Status DeputyChannel::AttachDirect(Tracee& t, uint32_t local_ip, uint32_t peer_i
   Status w = t.WriteMem(buf, a, sizeof a);
   if (w.ok()) w = t.WriteMem(buf + sizeof a, &one, sizeof one);
   if (!w.ok()) return fail(w);
-  for (auto [what, nr, x, y, z] :
-       {std::tuple<const char*, long, uint64_t, uint64_t, uint64_t>{"bind", SYS_bind, buf, sizeof a[0], 0},
-        {"connect", SYS_connect, buf + sizeof a[0], sizeof a[1], 0}}) {
+  for (auto [what, nr, x, y, z] : {std::tuple<const char*, long, uint64_t, uint64_t, uint64_t>{
+                                       "bind", SYS_bind, buf, sizeof a[0], 0},
+                                   {"connect", SYS_connect, buf + sizeof a[0], sizeof a[1], 0}}) {
     auto r = t.CheckedSyscall(what, nr, static_cast<uint64_t>(*fd), x, y, z);
     if (!r.ok()) return fail(r.status());
   }
@@ -510,7 +510,8 @@ void DeputyChannel::CloseInDeputy(Tracee& t) {
 std::map<int, uint64_t> DeputyChannel::DirectCounts() const {
   std::map<int, uint64_t> m;
   for (uint64_t nr = 0; nr < kMaxCounted; ++nr)
-    if (uint32_t n = __atomic_load_n(Word(local_, kCounts + 4 * nr), __ATOMIC_RELAXED)) m[static_cast<int>(nr)] = n;
+    if (uint32_t n = __atomic_load_n(Word(local_, kCounts + 4 * nr), __ATOMIC_RELAXED))
+      m[static_cast<int>(nr)] = n;
   return m;
 }
 

@@ -51,8 +51,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <string>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "mfs/base/status.h"
@@ -89,10 +89,10 @@ static_assert(sizeof(DirectReplyHeader) == 16);
 // the direct area is and which fd numbers the deputy uses.
 struct DirectHello {
   uint8_t token[16];
-  uint64_t block;        // the deputy's address of the control block
-  uint64_t area;         // ... of the direct area
+  uint64_t block;  // the deputy's address of the control block
+  uint64_t area;   // ... of the direct area
   uint64_t area_size;
-  int32_t sock_fd;       // the deputy's fd numbers: the program must not use them
+  int32_t sock_fd;  // the deputy's fd numbers: the program must not use them
   int32_t event_fd;
 };
 static_assert(sizeof(DirectHello) == 48);
@@ -151,8 +151,8 @@ class DeputyChannel {
   // connected to `peer` (TCP_NODELAY, close-on-exec, moved to >= min_fd),
   // takes a copy of it here, and writes the DirectHello (with `token`) on it. The loop serves it
   // once EnableDirect() is called. Clobbers the deputy's registers.
-  Status AttachDirect(Tracee& t, uint32_t local_ip, uint32_t peer_ip, uint16_t port,
-                      int min_fd, const uint8_t token[16]);
+  Status AttachDirect(Tracee& t, uint32_t local_ip, uint32_t peer_ip, uint16_t port, int min_fd,
+                      const uint8_t token[16]);
   void EnableDirect();
   bool direct() const { return sock_local_ >= 0; }
   int direct_fd() const { return sock_remote_; }

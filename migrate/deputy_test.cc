@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,8 +18,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "mfs/base/unique_fd.h"
 #include "migrate/arch.h"
@@ -34,7 +33,7 @@ namespace {
 struct Call {
   long nr = 0;
   uint64_t args[6] = {};
-  std::string in;        // one in-buffer (argument in_arg), or none
+  std::string in;  // one in-buffer (argument in_arg), or none
   int in_arg = -1;
   uint32_t out_size = 0;  // one out-buffer (argument out_arg), cut to ret
   int out_arg = -1;
@@ -107,7 +106,8 @@ class DeputyLoop : public ::testing::Test {
     ASSERT_TRUE(sc.ok()) << sc.status().ToString();
     scratch_ = *sc;
     tracee_->set_gadget(scratch_.gadget());
-    auto ch = DeputyChannel::Create(*tracee_, scratch_, [](uint32_t) {}, 100);
+    auto ch = DeputyChannel::Create(
+        *tracee_, scratch_, [](uint32_t) {}, 100);
     ASSERT_TRUE(ch.ok()) << ch.status().ToString();
     ch_ = std::move(*ch);
     EXPECT_GE(ch_->event_fd(), 100);
@@ -122,7 +122,8 @@ class DeputyLoop : public ::testing::Test {
     socklen_t len = sizeof a;
     getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len);
     uint8_t token[16] = {1, 2, 3};
-    Status s = ch_->AttachDirect(*tracee_, htonl(INADDR_LOOPBACK), htonl(INADDR_LOOPBACK), ntohs(a.sin_port), 100, token);
+    Status s = ch_->AttachDirect(*tracee_, htonl(INADDR_LOOPBACK), htonl(INADDR_LOOPBACK),
+                                 ntohs(a.sin_port), 100, token);
     ASSERT_TRUE(s.ok()) << s.ToString();
     guest_.Reset(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     ASSERT_TRUE(guest_);

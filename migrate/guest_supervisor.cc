@@ -5,10 +5,10 @@
 #include <malloc.h>
 #include <poll.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -286,7 +286,8 @@ class Guest {
         Status s = ResumeFrozen();
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
-      case kDirect: return OfferDirect(c, f);
+      case kDirect:
+        return OfferDirect(c, f);
       case kDirectEnd: {
         auto e = DecodeDirectEnd(f.payload);
         if (!e.ok()) {
@@ -787,8 +788,8 @@ class Guest {
     uint64_t gen;  // tells the async waits of an ended one from the current one's
     DirectHello hello{};
     size_t hello_got = 0;
-    bool ready = false;    // hello checked
-    bool ending = false;   // EOF or an error: no new calls; kDirectEnd settles the rest
+    bool ready = false;   // hello checked
+    bool ending = false;  // EOF or an error: no new calls; kDirectEnd settles the rest
     bool reading = false, writing = false;
     uint32_t next_seq = 1;
     std::map<uint32_t, DirectCall> inflight;
@@ -798,10 +799,12 @@ class Guest {
   // kDirect: listen (once) for the deputy's socket; answer u16 port,
   // 16-byte token, u32 IPv4 address (host order).
   void OfferDirect(const wire::Connection::Ptr& c, const wire::Frame& f) {
-    if (direct_ || direct_acceptor_) return c->ReplyError(f, Status::Error(EALREADY, "direct path exists"));
+    if (direct_ || direct_acceptor_)
+      return c->ReplyError(f, Status::Error(EALREADY, "direct path exists"));
     boost::system::error_code ec;
     auto addr = asio::ip::make_address_v4(cfg_.address, ec);
-    if (ec) return c->ReplyError(f, Status::InvalidArgument("direct path: not IPv4: " + cfg_.address));
+    if (ec)
+      return c->ReplyError(f, Status::InvalidArgument("direct path: not IPv4: " + cfg_.address));
     auto acc = std::make_shared<tcp::acceptor>(io_);
     tcp::endpoint ep(addr, 0);
     acc->open(ep.protocol(), ec);
@@ -867,7 +870,8 @@ class Guest {
         d->hello_got += static_cast<size_t>(n);
         if (d->hello_got < sizeof d->hello) continue;
         uint8_t diff = 0;
-        for (size_t i = 0; i < sizeof direct_token_; ++i) diff |= d->hello.token[i] ^ direct_token_[i];
+        for (size_t i = 0; i < sizeof direct_token_; ++i)
+          diff |= d->hello.token[i] ^ direct_token_[i];
         direct_acceptor_.reset();
         if (diff != 0 || d->hello.area_size < (1u << 20)) {
           spdlog::warn("guest: a direct socket with a bad token: closed");
@@ -892,7 +896,8 @@ class Guest {
         return;
       }
       if (errno == EINTR) continue;
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
       if (wait_ms <= 0 || left.count() <= 0) return;
       pollfd p{d->sock.native_handle(), POLLIN, 0};
       poll(&p, 1, static_cast<int>(left.count()));
@@ -959,7 +964,8 @@ class Guest {
       }
     }
     for (auto& [seq, call] : inflight)
-      if (conn_ && pending_ids_.count(call.id)) SendHome(call.id, call.req, std::move(call.dest), std::move(call.scatter));
+      if (conn_ && pending_ids_.count(call.id))
+        SendHome(call.id, call.req, std::move(call.dest), std::move(call.scatter));
   }
 
   // Writes a direct call's out-buffers into the remote and answers it.
@@ -1008,10 +1014,18 @@ class Guest {
                   std::vector<std::pair<uint64_t, uint64_t>>& scatter) {
     if (!direct_ || !direct_->ready || direct_->ending || unanswered_closes_ > 0) return false;
     switch (nr) {
-      case SYS_open: case SYS_openat: case SYS_creat: case SYS_close: case SYS_close_range:
-      case SYS_dup: case SYS_dup2: case SYS_dup3: case SYS_fcntl:
+      case SYS_open:
+      case SYS_openat:
+      case SYS_creat:
+      case SYS_close:
+      case SYS_close_range:
+      case SYS_dup:
+      case SYS_dup2:
+      case SYS_dup3:
+      case SYS_fcntl:
         return false;
-      default: break;
+      default:
+        break;
     }
     const DirectHello& h = direct_->hello;
     // In the direct area: msghdr, iovecs, in-buffers (received), out-only buffers.
@@ -1022,9 +1036,11 @@ class Guest {
     auto align = [](uint64_t x) { return (x + 15) & ~15ull; };
     in_end = align(in_end);
     uint64_t end = in_end;
-    for (const auto& b : call.buffers) if (b.dir & kDirIn) end += align(b.size);
+    for (const auto& b : call.buffers)
+      if (b.dir & kDirIn) end += align(b.size);
     in_end = end;
-    for (const auto& b : call.buffers) if (!(b.dir & kDirIn)) end += align(b.size);
+    for (const auto& b : call.buffers)
+      if (!(b.dir & kDirIn)) end += align(b.size);
     if (end > h.area_size) return false;
     std::string in(in_end, '\0');
     std::vector<uint64_t> iov;  // pairs
@@ -1079,7 +1095,8 @@ class Guest {
     Direct* d = direct_.get();
     if (!d || d->writing) return;
     while (!d->tx.empty()) {
-      ssize_t n = send(d->sock.native_handle(), d->tx.data(), d->tx.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      ssize_t n =
+          send(d->sock.native_handle(), d->tx.data(), d->tx.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n > 0) {
         d->tx.erase(0, static_cast<size_t>(n));
         continue;
@@ -1087,12 +1104,13 @@ class Guest {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
         d->writing = true;
-        d->sock.async_wait(tcp::socket::wait_write, [this, d, g = d->gen](boost::system::error_code ec) {
-          if (!direct_ || direct_->gen != g) return;
-          d->writing = false;
-          if (ec) return LoseDirect("wait");
-          FlushDirect();
-        });
+        d->sock.async_wait(tcp::socket::wait_write,
+                           [this, d, g = d->gen](boost::system::error_code ec) {
+                             if (!direct_ || direct_->gen != g) return;
+                             d->writing = false;
+                             if (ec) return LoseDirect("wait");
+                             FlushDirect();
+                           });
         return;
       }
       d->tx.clear();
@@ -1377,12 +1395,12 @@ class Guest {
   uint64_t dfsa_calls_ = 0;         // calls on them run here (CONTINUE)
   uint64_t dfsa_opens_ = 0;         // files on /mfs opened while here
   std::optional<std::vector<FileImage>> exit_files_;  // at the exit stop
-  std::unique_ptr<Direct> direct_;                 // the direct path to the deputy
-  std::shared_ptr<tcp::acceptor> direct_acceptor_;  // while one is offered
+  std::unique_ptr<Direct> direct_;                    // the direct path to the deputy
+  std::shared_ptr<tcp::acceptor> direct_acceptor_;    // while one is offered
   uint8_t direct_token_[16] = {};
   uint64_t direct_gen_ = 0;
-  std::set<int> deputy_fds_;        // the deputy's own fds (DirectHello): not the program's
-  int unanswered_closes_ = 0;       // closes sent home, not answered yet
+  std::set<int> deputy_fds_;   // the deputy's own fds (DirectHello): not the program's
+  int unanswered_closes_ = 0;  // closes sent home, not answered yet
   std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };

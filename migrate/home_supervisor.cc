@@ -27,8 +27,8 @@
 // them run on (ReleaseThreads). Coming home, Restore re-creates them and they
 // run untraced again; vtid_ remembers the tid each had before (the one the
 // program knows) for the next capture.
-#include <dirent.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -38,9 +38,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstring>
-#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -112,14 +112,15 @@ class Home {
     // {"op":"direct","enable":bool?}: whether the deputy takes simple calls
     // straight from the guest (deputy.h; default on; takes effect at the
     // next move — for comparisons, bench/migrate/run.sh).
-    control_.RegisterSync("direct", [this](const json& req, const control::Caller&) -> Result<json> {
-      if (req.contains("enable")) {
-        if (!req["enable"].is_boolean())
-          return Status::InvalidArgument("direct: \"enable\" must be true or false");
-        direct_enabled_ = req["enable"].get<bool>();
-      }
-      return json{{"direct", direct_enabled_}, {"active", channel_ && channel_->direct()}};
-    });
+    control_.RegisterSync(
+        "direct", [this](const json& req, const control::Caller&) -> Result<json> {
+          if (req.contains("enable")) {
+            if (!req["enable"].is_boolean())
+              return Status::InvalidArgument("direct: \"enable\" must be true or false");
+            direct_enabled_ = req["enable"].get<bool>();
+          }
+          return json{{"direct", direct_enabled_}, {"active", channel_ && channel_->direct()}};
+        });
     MFS_RETURN_IF_ERROR(control_.Start(HomeSocketPath(cfg_.run_dir, pid_)));
     sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
     Tick();
@@ -154,7 +155,9 @@ class Home {
            {"home", cfg_.node_id},
            {"where", where_},
            {"moves", moves_},
-           {"state", state_ == State::kHome ? "home" : state_ == State::kRemote ? "remote" : "moving"},
+           {"state", state_ == State::kHome     ? "home"
+                     : state_ == State::kRemote ? "remote"
+                                                : "moving"},
            {"forwarded_calls", forwarded_ + DirectTotal()}};
     json by_call = json::object();
     for (const auto& [nr, n] : ForwardedByNr()) {
@@ -508,9 +511,9 @@ class Home {
     if (channel_failed_ || !scratch_.addr || !tracee_->stopped()) return false;
     reaping_ = true;
     tracee_->set_gadget(scratch_.gadget());
-    auto ch = DeputyChannel::Create(*tracee_, scratch_, [this](uint32_t seq) {
-      asio::post(io_, [this, seq] { OnChannelDone(seq); });
-    }, HighFd());
+    auto ch = DeputyChannel::Create(
+        *tracee_, scratch_,
+        [this](uint32_t seq) { asio::post(io_, [this, seq] { OnChannelDone(seq); }); }, HighFd());
     reaping_ = false;
     if (DiedInInjection()) return false;
     if (!ch.ok()) {
@@ -553,25 +556,28 @@ class Home {
       return;
     direct_offered_ = true;
     auto c = conn_;
-    c->Call(kDirect, "", [this, c](Result<wire::Frame> r) {
-      direct_offered_ = false;
-      if (c != conn_) return;
-      Reader rd(r.ok() ? std::string_view(r->payload) : std::string_view());
-      const uint16_t port = rd.U16();
-      std::string token(rd.Raw(16));
-      const uint32_t ip = rd.U32();
-      if (!r.ok() || !rd.done()) {
-        spdlog::info("home: no direct path for {}: {}", pid_,
-                     r.ok() ? "bad kDirect reply" : r.status().ToString());
-        direct_refused_ = c.get();
-        return;
-      }
-      if (state_ != State::kRemote || freezing_remote_ || exiting_) return;
-      RunWhenStopped([this, c, port, token, ip] {
-        AttachDirect(c, port, token, ip);
-        if (!DiedInInjection()) Next();
-      });
-    }, std::chrono::seconds(5));
+    c->Call(
+        kDirect, "",
+        [this, c](Result<wire::Frame> r) {
+          direct_offered_ = false;
+          if (c != conn_) return;
+          Reader rd(r.ok() ? std::string_view(r->payload) : std::string_view());
+          const uint16_t port = rd.U16();
+          std::string token(rd.Raw(16));
+          const uint32_t ip = rd.U32();
+          if (!r.ok() || !rd.done()) {
+            spdlog::info("home: no direct path for {}: {}", pid_,
+                         r.ok() ? "bad kDirect reply" : r.status().ToString());
+            direct_refused_ = c.get();
+            return;
+          }
+          if (state_ != State::kRemote || freezing_remote_ || exiting_) return;
+          RunWhenStopped([this, c, port, token, ip] {
+            AttachDirect(c, port, token, ip);
+            if (!DiedInInjection()) Next();
+          });
+        },
+        std::chrono::seconds(5));
   }
 
   // An injected call's wait may have reaped the deputy's death, which Reap
@@ -593,8 +599,10 @@ class Home {
   }
 
   // The deputy is stopped: connect its direct socket (deputy.h AttachDirect).
-  void AttachDirect(const wire::Connection::Ptr& c, uint16_t port, const std::string& token, uint32_t ip) {
-    if (c != conn_ || !channel_ || channel_->direct() || state_ != State::kRemote || exiting_) return;
+  void AttachDirect(const wire::Connection::Ptr& c, uint16_t port, const std::string& token,
+                    uint32_t ip) {
+    if (c != conn_ || !channel_ || channel_->direct() || state_ != State::kRemote || exiting_)
+      return;
     in_addr local{};
     if (inet_pton(AF_INET, cfg_.address.c_str(), &local) != 1) local.s_addr = htonl(INADDR_ANY);
     reaping_ = true;
@@ -608,7 +616,8 @@ class Home {
       return;
     }
     channel_->EnableDirect();
-    spdlog::info("home: deputy of {} serves simple calls directly (fd {})", pid_, channel_->direct_fd());
+    spdlog::info("home: deputy of {} serves simple calls directly (fd {})", pid_,
+                 channel_->direct_fd());
   }
 
   // The deputy is stopped in its loop: if the direct path is on, end it.
@@ -644,8 +653,10 @@ class Home {
     if (current_) {
       channel_->Cancel();
       int64_t ret = 0;
-      if (channel_->Classify(current_seq_, regs, &ret) == DeputyChannel::Fate::kRan) Answer(*current_, ret);
-      else calls_.push_front({current_->conn, std::move(current_->frame)});
+      if (channel_->Classify(current_seq_, regs, &ret) == DeputyChannel::Fate::kRan)
+        Answer(*current_, ret);
+      else
+        calls_.push_front({current_->conn, std::move(current_->frame)});
       current_.reset();
     }
     DropChannel();
@@ -760,7 +771,8 @@ class Home {
         // re-issues it from wherever it goes.
         channel_->Cancel();
         int64_t ret = 0;
-        if (stop_regs.ok() && channel_->Classify(current_seq_, *stop_regs, &ret) == DeputyChannel::Fate::kRan) {
+        if (stop_regs.ok() &&
+            channel_->Classify(current_seq_, *stop_regs, &ret) == DeputyChannel::Fate::kRan) {
           Answer(*current_, ret);
         } else if (!freezing_remote_) {
           // Not a move (the direct path being attached, the end): it runs
@@ -1345,9 +1357,9 @@ class Home {
   uint32_t current_seq_ = 0;  // current_'s number in the channel
   std::unique_ptr<DeputyChannel> channel_;
   bool channel_failed_ = false;
-  bool direct_enabled_ = true;         // offer direct paths (deputy.h)
-  bool direct_offered_ = false;        // a kDirect call is out
-  bool death_seen_ = false;            // OnDeath ran
+  bool direct_enabled_ = true;            // offer direct paths (deputy.h)
+  bool direct_offered_ = false;           // a kDirect call is out
+  bool death_seen_ = false;               // OnDeath ran
   const void* direct_refused_ = nullptr;  // the connection that refused or lost one
   std::optional<Current> deferred_;  // a call cut by a signal, answered after it
   int64_t deferred_ret_ = 0;

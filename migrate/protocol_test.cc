@@ -70,7 +70,8 @@ TEST(Protocol, DirectEndRoundTripsAndRejectsGarbage) {
   EXPECT_EQ(d->seq, 7u);
   EXPECT_EQ(d->ret, -11);
   EXPECT_EQ(d->out, e.out);
-  for (size_t n = 0; n < bytes.size(); ++n) EXPECT_FALSE(DecodeDirectEnd(bytes.substr(0, n)).ok()) << n;
+  for (size_t n = 0; n < bytes.size(); ++n)
+    EXPECT_FALSE(DecodeDirectEnd(bytes.substr(0, n)).ok()) << n;
   EXPECT_FALSE(DecodeDirectEnd(bytes + "x").ok());
   bytes[0] = 2;
   EXPECT_FALSE(DecodeDirectEnd(bytes).ok());

@@ -4,6 +4,7 @@
 // status, with an unmigrated run of the same program.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -17,8 +18,6 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "mfs/control/client.h"
 #include "migrate/proc_maps.h"
@@ -861,7 +860,8 @@ TEST_F(Cluster, DirectPathCallsGiveTheBytesOfAHomeRun) {
   EXPECT_GE(info.value("direct_calls", uint64_t{0}), 15u) << info.dump();
   EXPECT_EQ(Wait(pid), want_status);
   EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
-  EXPECT_TRUE(Slurp(Path("mig") + "/direct.dat") == Slurp(Path("ref") + "/direct.dat")) << "file differs";
+  EXPECT_TRUE(Slurp(Path("mig") + "/direct.dat") == Slurp(Path("ref") + "/direct.dat"))
+      << "file differs";
 }
 
 // A direct call blocked at home (a read of a FIFO) that signals cut (SA_RESTART:
@@ -879,7 +879,8 @@ TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   int w = -1;
   for (int i = 0; i < 500 && w < 0; ++i) {
-    w = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // ENXIO until the reader has it open
+    w = open(fifo.c_str(),
+             O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // ENXIO until the reader has it open
     if (w < 0) std::this_thread::sleep_for(10ms);
   }
   ASSERT_GE(w, 0) << "the remote never opened the FIFO";
@@ -894,7 +895,8 @@ TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
     ASSERT_EQ(kill(pid, SIGUSR1), 0);
   }
   std::this_thread::sleep_for(150ms);
-  EXPECT_GT(Info(pid).value("direct_calls", uint64_t{0}), before) << "the read did not take the direct path";
+  EXPECT_GT(Info(pid).value("direct_calls", uint64_t{0}), before)
+      << "the read did not take the direct path";
   r = Move(pid, 3);  // the read in flight: re-issued on node 3
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_GT(RemotePid(3), 0);
@@ -920,8 +922,9 @@ TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
   int st = Wait(pid);
   ASSERT_NE(st, -1) << "timed out";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
-  EXPECT_EQ(Slurp(Path("got")),
-            "ready\ngot one usr1=0\ngot two usr1=2\ngot three usr1=3\ngot four usr1=3\nend usr1=3\n");
+  EXPECT_EQ(
+      Slurp(Path("got")),
+      "ready\ngot one usr1=0\ngot two usr1=2\ngot three usr1=3\ngot four usr1=3\nend usr1=3\n");
 }
 
 // A program that closes every fd above 2 while away (close_range, run by
@@ -931,7 +934,8 @@ TEST_F(Cluster, ProgramClosingAllItsFdsWhileAwayKeepsItsCalls) {
   StartCluster(2);
   ASSERT_EQ(mkdir(Path("ref").c_str(), 0700), 0);
   ASSERT_EQ(mkdir(Path("mig").c_str(), 0700), 0);
-  int want_status = Reference(kBin + "/mfs-test-direct " + Path("ref") + " 0 0 closeall", Path("want"));
+  int want_status =
+      Reference(kBin + "/mfs-test-direct " + Path("ref") + " 0 0 closeall", Path("want"));
   ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
   pid_t pid = Mfsrun(kBin + "/mfs-test-direct " + Path("mig") + " 1500 1000 closeall", Path("got"));
   ASSERT_TRUE(WaitSupervised(pid));
@@ -959,7 +963,10 @@ TEST_F(Cluster, ConcurrentDirectCallsFromThreadsSurviveMoves) {
   pid_t pid = Mfsrun(args, Path("got"));
   ASSERT_TRUE(WaitSupervised(pid));
   WaitExec(pid, "mfs-test-writers");
-  for (int i = 0; i < 500 && Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos; ++i)
+  for (int i = 0;
+       i < 500 &&
+       Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos;
+       ++i)
     std::this_thread::sleep_for(5ms);
   int step = 0;
   for (const json& t : {json(2), json("home"), json(2)}) {
