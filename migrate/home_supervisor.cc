@@ -27,8 +27,8 @@
 // them run on (ReleaseThreads). Coming home, Restore re-creates them and they
 // run untraced again; vtid_ remembers the tid each had before (the one the
 // program knows) for the next capture.
-#include <arpa/inet.h>
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -38,9 +38,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cstring>
+#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -155,9 +155,7 @@ class Home {
            {"home", cfg_.node_id},
            {"where", where_},
            {"moves", moves_},
-           {"state", state_ == State::kHome     ? "home"
-                     : state_ == State::kRemote ? "remote"
-                                                : "moving"},
+           {"state", state_ == State::kHome ? "home" : state_ == State::kRemote ? "remote" : "moving"},
            {"forwarded_calls", forwarded_ + DirectTotal()}};
     json by_call = json::object();
     for (const auto& [nr, n] : ForwardedByNr()) {
