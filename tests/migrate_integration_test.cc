@@ -992,4 +992,36 @@ TEST_F(Cluster, ConcurrentDirectCallsFromThreadsSurviveMoves) {
   EXPECT_GT(info.value("direct_calls", uint64_t{0}), 0u) << info.dump();
 }
 
+// A direct read cut by a signal whose handler has no SA_RESTART fails with
+// EINTR at the remote, as it would at home, and the program reads on.
+TEST_F(Cluster, DirectCallCutBySignalWithoutRestartFailsWithEintr) {
+  StartCluster(2);
+  const std::string fifo = Path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-sigread " + fifo + " norestart", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 1u);
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  int w = -1;
+  for (int i = 0; i < 500 && w < 0; ++i) {
+    w = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (w < 0) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GE(w, 0) << "the remote never opened the FIFO";
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  ASSERT_EQ(write(w, "one\n", 4), 4);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 2; ++i) std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(150ms);  // blocked in its next (direct) read
+  ASSERT_EQ(kill(pid, SIGUSR1), 0);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 3; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(write(w, "two\n", 4), 4);
+  close(w);
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  EXPECT_EQ(Slurp(Path("got")), "ready\ngot one usr1=0\neintr usr1=1\ngot two usr1=1\nend usr1=1\n");
+}
+
 }  // namespace
