@@ -641,24 +641,29 @@ class Home {
     if (conn_) direct_refused_ = conn_.get();
     StopDirect(regs);
     if (DiedInInjection()) return;
-    if (channel_->EventFdIntact()) {
+    const bool intact = channel_->EventFdIntact();
+    // kStopping: an interrupt is out (a move, the end) and this stop serves
+    // it (the calls just injected may have taken its stop already).
+    if (intact && dep_ != Dep::kStopping) {
       SetGpRegs(pid_, channel_->TopRegs(regs)).IgnoreError();
       tracee_->Cont().IgnoreError();
       return;
     }
-    // Without its eventfd the loop cannot be woken: ptrace steps from now on.
-    spdlog::warn("home: the deputy of {} lost its eventfd; using ptrace steps", pid_);
     if (current_) {
       channel_->Cancel();
       int64_t ret = 0;
       if (channel_->Classify(current_seq_, regs, &ret) == DeputyChannel::Fate::kRan)
         Answer(*current_, ret);
-      else
+      else if (!freezing_remote_)
         calls_.push_front({current_->conn, std::move(current_->frame)});
       current_.reset();
     }
-    DropChannel();
-    channel_failed_ = true;
+    if (!intact) {
+      // Without its eventfd the loop cannot be woken: ptrace steps from now on.
+      spdlog::warn("home: the deputy of {} lost its eventfd; using ptrace steps", pid_);
+      DropChannel();
+      channel_failed_ = true;
+    }
     dep_ = Dep::kStopped;
     Next();
   }
