@@ -3,9 +3,12 @@
 #include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <malloc.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -14,6 +17,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -30,6 +34,7 @@
 #include "mfs/wire/auth.h"
 #include "mfs/wire/connection.h"
 #include "migrate/checkpoint.h"
+#include "migrate/deputy.h"
 #include "migrate/fault.h"
 #include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
@@ -281,6 +286,27 @@ class Guest {
         Status s = ResumeFrozen();
         return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
       }
+      case kDirect:
+        return OfferDirect(c, f);
+      case kDirectEnd: {
+        auto e = DecodeDirectEnd(f.payload);
+        if (!e.ok()) {
+          spdlog::warn("guest: {}", e.status().ToString());
+          return;
+        }
+        return EndDirect(*e);
+      }
+      case kDirectReply: {
+        Reader rd(f.payload);
+        uint32_t seq = rd.U32();
+        int64_t ret = static_cast<int64_t>(rd.U64());
+        if (!rd.done() || !direct_) return;
+        auto it = direct_->inflight.find(seq);
+        if (it == direct_->inflight.end()) return;
+        DirectCall call = std::move(it->second);
+        direct_->inflight.erase(it);
+        return CompleteDirect(call, ret, "");
+      }
       case kKill: {
         quitting_ = true;
         KillRemote();
@@ -493,9 +519,10 @@ class Guest {
         SyscallRequest close_home;
         close_home.nr = SYS_close;
         close_home.args[0] = static_cast<uint64_t>(fd);
+        ++unanswered_closes_;
         conn_->Call(
-            kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
-            std::chrono::seconds(60));
+            kSyscall, EncodeSyscallRequest(close_home),
+            [this](Result<wire::Frame>) { --unanswered_closes_; }, std::chrono::seconds(60));
         return true;
       }
       spdlog::info("guest: installing DFSA fd {} ({}) failed: {}", fd, path, strerror(errno));
@@ -637,6 +664,7 @@ class Guest {
         return Respond(req.id, 0);
       }
     }
+    if (NamesDeputyFd(req)) return Respond(req.id, -EBADF);
     bool dfsa_home = false;
     if (!dfsa_.empty()) {
       switch (ClassifyDfsa(req)) {
@@ -652,9 +680,10 @@ class Guest {
           SyscallRequest close_home;
           close_home.nr = SYS_close;
           close_home.args[0] = a[0];
+          ++unanswered_closes_;
           conn_->Call(
-              kSyscall, EncodeSyscallRequest(close_home), [](Result<wire::Frame>) {},
-              std::chrono::seconds(60));
+              kSyscall, EncodeSyscallRequest(close_home),
+              [this](Result<wire::Frame>) { --unanswered_closes_; }, std::chrono::seconds(60));
           return RespondContinue(req.id);
         }
         case DfsaRule::kHome:
@@ -706,6 +735,14 @@ class Guest {
     std::vector<uint64_t> dest(6);
     for (int i = 0; i < 6; ++i) dest[i] = a[i];
     uint64_t id = req.id;
+    if (SendDirect(id, nr, call, dest, scatter)) return;
+    SendHome(id, call, std::move(dest), std::move(scatter));
+  }
+
+  // Forwards `call` to the home supervisor (kSyscall) and answers
+  // notification `id` with its reply.
+  void SendHome(uint64_t id, const SyscallRequest& call, std::vector<uint64_t> dest,
+                std::vector<std::pair<uint64_t, uint64_t>> scatter) {
     conn_->Call(kSyscall, EncodeSyscallRequest(call),
                 [this, id, dest, scatter = std::move(scatter)](Result<wire::Frame> r) {
                   if (!r.ok()) return Respond(id, -r.status().code());
@@ -730,6 +767,355 @@ class Guest {
                   Respond(id, rep->ret);
                 },
                 std::chrono::hours(24 * 365));  // a forwarded read may wait for input forever
+  }
+
+  // ---- The direct path (deputy.h): simple forwarded calls go to the
+  // deputy's own socket, not through the home supervisor.
+
+  // A direct call in flight: the notification to answer, and where its
+  // out-buffers go in the remote.
+  struct DirectCall {
+    uint64_t id = 0;
+    std::vector<std::pair<uint8_t, uint32_t>> outs;  // (argument, size), reply order
+    int ret_bounded = -1;                            // index in outs cut to ret
+    std::vector<uint64_t> dest;
+    std::vector<std::pair<uint64_t, uint64_t>> scatter;
+    SyscallRequest req;  // to send home instead if the deputy does not run it
+  };
+  struct Direct {
+    Direct(tcp::socket s, uint64_t g) : sock(std::move(s)), gen(g) {}
+    tcp::socket sock;
+    uint64_t gen;  // tells the async waits of an ended one from the current one's
+    DirectHello hello{};
+    size_t hello_got = 0;
+    bool ready = false;   // hello checked
+    bool ending = false;  // EOF or an error: no new calls; kDirectEnd settles the rest
+    bool reading = false, writing = false;
+    uint32_t next_seq = 1;
+    std::map<uint32_t, DirectCall> inflight;
+    std::string rx, tx;
+  };
+
+  // kDirect: listen (once) for the deputy's socket; answer u16 port,
+  // 16-byte token, u32 IPv4 address (host order).
+  void OfferDirect(const wire::Connection::Ptr& c, const wire::Frame& f) {
+    if (direct_ || direct_acceptor_)
+      return c->ReplyError(f, Status::Error(EALREADY, "direct path exists"));
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address_v4(cfg_.address, ec);
+    if (ec)
+      return c->ReplyError(f, Status::InvalidArgument("direct path: not IPv4: " + cfg_.address));
+    auto acc = std::make_shared<tcp::acceptor>(io_);
+    tcp::endpoint ep(addr, 0);
+    acc->open(ep.protocol(), ec);
+    if (!ec) acc->bind(ep, ec);
+    if (!ec) acc->listen(1, ec);
+    if (ec) return c->ReplyError(f, Status::Error(ec.value(), "direct listen: " + ec.message()));
+    if (getrandom(direct_token_, sizeof direct_token_, 0) != sizeof direct_token_)
+      return c->ReplyError(f, Status::FromErrno("getrandom"));
+    direct_acceptor_ = acc;
+    std::string out;
+    Writer w(&out);
+    w.U16(acc->local_endpoint().port());
+    w.Raw(std::string_view(reinterpret_cast<const char*>(direct_token_), sizeof direct_token_));
+    w.U32(addr.to_uint());
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(5));
+    timer->async_wait([this, acc](boost::system::error_code ec) {
+      if (ec || direct_acceptor_ != acc) return;
+      spdlog::info("guest: no direct socket from the deputy within 5 s");
+      acc->close();
+      direct_acceptor_.reset();
+      if (direct_ && !direct_->ready) direct_.reset();
+    });
+    acc->async_accept([this, acc, timer](boost::system::error_code ec, tcp::socket sock) {
+      if (direct_acceptor_ != acc) return;
+      acc->close();
+      if (ec) {
+        direct_acceptor_.reset();
+        return;
+      }
+      sock.set_option(tcp::no_delay(true), ec);
+      sock.non_blocking(true, ec);
+      direct_ = std::make_unique<Direct>(std::move(sock), ++direct_gen_);
+      WaitDirectRead();
+    });
+    c->Reply(f, out);
+  }
+
+  void WaitDirectRead() {
+    if (!direct_ || direct_->reading || direct_->ending) return;
+    direct_->reading = true;
+    Direct* d = direct_.get();
+    d->sock.async_wait(tcp::socket::wait_read, [this, d, g = d->gen](boost::system::error_code ec) {
+      if (!direct_ || direct_->gen != g) return;
+      d->reading = false;
+      if (ec) return LoseDirect("wait");
+      ReadDirect(0);
+      WaitDirectRead();
+    });
+  }
+
+  // Reads what the socket has (waiting up to `wait_ms` for more, until EOF,
+  // when > 0) and completes the calls whose replies are whole.
+  void ReadDirect(int wait_ms) {
+    Direct* d = direct_.get();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    char buf[65536];
+    for (;;) {
+      if (!d->ready) {
+        ssize_t n = recv(d->sock.native_handle(), reinterpret_cast<char*>(&d->hello) + d->hello_got,
+                         sizeof d->hello - d->hello_got, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return LoseDirect("hello");
+        if (n < 0) return;
+        d->hello_got += static_cast<size_t>(n);
+        if (d->hello_got < sizeof d->hello) continue;
+        uint8_t diff = 0;
+        for (size_t i = 0; i < sizeof direct_token_; ++i)
+          diff |= d->hello.token[i] ^ direct_token_[i];
+        direct_acceptor_.reset();
+        if (diff != 0 || d->hello.area_size < (1u << 20)) {
+          spdlog::warn("guest: a direct socket with a bad token: closed");
+          direct_.reset();
+          return;
+        }
+        d->ready = true;
+        deputy_fds_ = {d->hello.sock_fd, d->hello.event_fd};
+        spdlog::info("guest: direct path to the deputy of {} (its fds {} and {})", home_pid_,
+                     d->hello.sock_fd, d->hello.event_fd);
+        continue;
+      }
+      ssize_t n = recv(d->sock.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        d->rx.append(buf, static_cast<size_t>(n));
+        ParseDirect();
+        if (direct_.get() != d) return;
+        continue;
+      }
+      if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        d->ending = true;  // kDirectEnd settles what is in flight
+        return;
+      }
+      if (errno == EINTR) continue;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      if (wait_ms <= 0 || left.count() <= 0) return;
+      pollfd p{d->sock.native_handle(), POLLIN, 0};
+      poll(&p, 1, static_cast<int>(left.count()));
+    }
+  }
+
+  void ParseDirect() {
+    Direct* d = direct_.get();
+    size_t at = 0;
+    while (d->rx.size() - at >= sizeof(DirectReplyHeader)) {
+      DirectReplyHeader h;
+      std::memcpy(&h, d->rx.data() + at, sizeof h);
+      auto it = d->inflight.find(h.seq);
+      if (it == d->inflight.end()) {
+        spdlog::warn("guest: direct reply for unknown call {}: ending the direct path", h.seq);
+        d->rx.clear();
+        return LoseDirect("protocol");
+      }
+      size_t need = 0;
+      if (h.ret >= 0)
+        for (size_t i = 0; i < it->second.outs.size(); ++i)
+          need += static_cast<int>(i) == it->second.ret_bounded
+                      ? std::min<uint64_t>(static_cast<uint64_t>(h.ret), it->second.outs[i].second)
+                      : it->second.outs[i].second;
+      if (d->rx.size() - at - sizeof h < need) break;
+      DirectCall call = std::move(it->second);
+      d->inflight.erase(it);
+      CompleteDirect(call, h.ret, std::string_view(d->rx).substr(at + sizeof h, need));
+      at += sizeof h + need;
+    }
+    d->rx.erase(0, at);
+  }
+
+  // The direct socket failed here: no new calls on it; the home's
+  // kDirectEnd (its deputy's loop notices too) settles the ones in flight.
+  void LoseDirect(const char* why) {
+    if (!direct_ || direct_->ending) return;
+    spdlog::info("guest: direct path of {} ends ({})", home_pid_, why);
+    direct_->ending = true;
+    // Our end only: the deputy's loop sees EOF and stops; what it sent stays
+    // readable for kDirectEnd.
+    boost::system::error_code ec;
+    direct_->sock.shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  // kDirectEnd: everything the deputy sent comes first, then the call it
+  // names; every other one in flight did not run and goes home instead, in
+  // order (during a move the home holds it, and kFetch has the remote
+  // re-issue it where it goes). An answer -ERESTARTNOINTR would not do: with
+  // no signal pending the remote's kernel does not restart the call.
+  void EndDirect(const DirectEnd& e) {
+    direct_acceptor_.reset();
+    if (!direct_) return;
+    if (direct_->ready) ReadDirect(2000);
+    if (!direct_) return;
+    auto inflight = std::move(direct_->inflight);
+    if (direct_->ready) deputy_fds_.erase(direct_->hello.sock_fd);  // that number is free again
+    direct_.reset();
+    if (e.ran) {
+      auto it = inflight.find(e.seq);
+      if (it != inflight.end()) {
+        CompleteDirect(it->second, e.ret, e.out);
+        inflight.erase(it);
+      }
+    }
+    for (auto& [seq, call] : inflight)
+      if (conn_ && pending_ids_.count(call.id))
+        SendHome(call.id, call.req, std::move(call.dest), std::move(call.scatter));
+  }
+
+  // Writes a direct call's out-buffers into the remote and answers it.
+  void CompleteDirect(const DirectCall& call, int64_t ret, std::string_view out) {
+    size_t off = 0;
+    if (!call.scatter.empty()) {
+      for (const auto& [addr, len] : call.scatter) {
+        if (off >= out.size()) break;
+        size_t n = std::min<size_t>(len, out.size() - off);
+        WriteRemote(addr, out.data() + off, n).IgnoreError();
+        off += n;
+      }
+      return Respond(call.id, ret);
+    }
+    if (ret >= 0)
+      for (size_t i = 0; i < call.outs.size(); ++i) {
+        size_t n = static_cast<int>(i) == call.ret_bounded
+                       ? std::min<uint64_t>(static_cast<uint64_t>(ret), call.outs[i].second)
+                       : call.outs[i].second;
+        n = std::min(n, out.size() - off);
+        if (!WriteRemote(call.dest[call.outs[i].first], out.data() + off, n).ok())
+          return Respond(call.id, -EFAULT);
+        off += n;
+      }
+    Respond(call.id, ret);
+  }
+
+  // Whether a trapped call names one of the deputy's own fds (its eventfd,
+  // its direct socket): the program has no such fd, as at home.
+  bool NamesDeputyFd(const seccomp_notif& req) const {
+    if (deputy_fds_.empty()) return false;
+    const DfsaSpec* d = LookupDfsa(req.data.nr);
+    if (!d) return false;
+    for (int i = 0; i < 6; ++i)
+      if ((d->fd_args & (1u << i)) && req.data.args[i] <= INT32_MAX &&
+          deputy_fds_.count(static_cast<int>(req.data.args[i])))
+        return true;
+    return false;
+  }
+
+  // Sends `call` (marshalled, in-buffers read) on the direct path if it
+  // takes it: a forwarded call the home supervisor has nothing to add to
+  // (not an open: DFSA; not one that changes the fd table), with no close
+  // of a DFSA fd still on its way home (it must run first).
+  bool SendDirect(uint64_t id, int nr, SyscallRequest& call, const std::vector<uint64_t>& dest,
+                  std::vector<std::pair<uint64_t, uint64_t>>& scatter) {
+    if (!direct_ || !direct_->ready || direct_->ending || unanswered_closes_ > 0) return false;
+    switch (nr) {
+      case SYS_open:
+      case SYS_openat:
+      case SYS_creat:
+      case SYS_close:
+      case SYS_close_range:
+      case SYS_dup:
+      case SYS_dup2:
+      case SYS_dup3:
+      case SYS_fcntl:
+        return false;
+      default:
+        break;
+    }
+    const DirectHello& h = direct_->hello;
+    // In the direct area: msghdr, iovecs, in-buffers (received), out-only buffers.
+    constexpr uint64_t kIovOffset = 64;
+    size_t nout = 0;
+    for (const auto& b : call.buffers) nout += (b.dir & kDirOut) ? 1 : 0;
+    uint64_t in_end = kIovOffset + 16 * (1 + nout);
+    auto align = [](uint64_t x) { return (x + 15) & ~15ull; };
+    in_end = align(in_end);
+    uint64_t end = in_end;
+    for (const auto& b : call.buffers)
+      if (b.dir & kDirIn) end += align(b.size);
+    in_end = end;
+    for (const auto& b : call.buffers)
+      if (!(b.dir & kDirIn)) end += align(b.size);
+    if (end > h.area_size) return false;
+    std::string in(in_end, '\0');
+    std::vector<uint64_t> iov;  // pairs
+    iov.push_back(h.block + kDirectReplyHeaderOffset);
+    iov.push_back(sizeof(DirectReplyHeader));
+    DirectCall dc;
+    dc.id = id;
+    dc.dest = dest;
+    uint64_t in_at = align(kIovOffset + 16 * (1 + nout)), out_at = in_end;
+    for (const auto& b : call.buffers) {
+      uint64_t at;
+      if (b.dir & kDirIn) {
+        at = in_at;
+        in_at += align(b.size);
+        std::memcpy(in.data() + at, b.data.data(), std::min<size_t>(b.data.size(), b.size));
+      } else {
+        at = out_at;
+        out_at += align(b.size);
+      }
+      call.args[b.arg] = h.area + at;
+      if (b.dir & kDirOut) {
+        if (b.ret_bounded) dc.ret_bounded = static_cast<int>(dc.outs.size());
+        dc.outs.emplace_back(b.arg, b.size);
+        iov.push_back(h.area + at);
+        iov.push_back(b.size);
+      }
+    }
+    struct {
+      uint64_t name, namelen, iov, iovlen, control, controllen, flags;
+    } msg{0, 0, h.area + kIovOffset, iov.size() / 2, 0, 0, 0};
+    static_assert(sizeof msg == 56);
+    std::memcpy(in.data(), &msg, sizeof msg);
+    std::memcpy(in.data() + kIovOffset, iov.data(), iov.size() * 8);
+    DirectRequest r{};
+    r.seq = direct_->next_seq++;
+    if (direct_->next_seq == 0) direct_->next_seq = 1;
+    r.in_len = static_cast<uint32_t>(in.size());
+    r.nr = static_cast<uint64_t>(call.nr);
+    for (int i = 0; i < 6; ++i) r.args[i] = call.args[i];
+    r.msg = h.area;
+    r.ret_iov = dc.ret_bounded >= 0 ? static_cast<uint32_t>(dc.ret_bounded + 1) : 0;
+    dc.scatter = std::move(scatter);
+    dc.req = std::move(call);
+    direct_->inflight.emplace(r.seq, std::move(dc));
+    direct_->tx.append(reinterpret_cast<const char*>(&r), sizeof r);
+    direct_->tx.append(in);
+    FlushDirect();
+    return true;
+  }
+
+  void FlushDirect() {
+    Direct* d = direct_.get();
+    if (!d || d->writing) return;
+    while (!d->tx.empty()) {
+      ssize_t n =
+          send(d->sock.native_handle(), d->tx.data(), d->tx.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        d->tx.erase(0, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        d->writing = true;
+        d->sock.async_wait(tcp::socket::wait_write,
+                           [this, d, g = d->gen](boost::system::error_code ec) {
+                             if (!direct_ || direct_->gen != g) return;
+                             d->writing = false;
+                             if (ec) return LoseDirect("wait");
+                             FlushDirect();
+                           });
+        return;
+      }
+      d->tx.clear();
+      return LoseDirect("send");
+    }
   }
 
   // Fills call.buffers from the table's spec; returns 1, or an errno to answer now.
@@ -1009,6 +1395,12 @@ class Guest {
   uint64_t dfsa_calls_ = 0;         // calls on them run here (CONTINUE)
   uint64_t dfsa_opens_ = 0;         // files on /mfs opened while here
   std::optional<std::vector<FileImage>> exit_files_;  // at the exit stop
+  std::unique_ptr<Direct> direct_;                    // the direct path to the deputy
+  std::shared_ptr<tcp::acceptor> direct_acceptor_;    // while one is offered
+  uint8_t direct_token_[16] = {};
+  uint64_t direct_gen_ = 0;
+  std::set<int> deputy_fds_;   // the deputy's own fds (DirectHello): not the program's
+  int unanswered_closes_ = 0;  // closes sent home, not answered yet
   std::vector<FrozenThread> frozen_threads_;  // during a fetch
   int exit_code_ = 0;
 };

@@ -3,13 +3,18 @@
 // States of the process: kHome (running natively, untraced syscalls),
 // kBusy (a move is in progress), kRemote (running elsewhere; the original
 // is the deputy). The deputy runs forwarded calls in its call loop
-// (DeputyChannel, deputy.h: shared memory and futexes, no ptrace stop per
-// call); one whose channel cannot be mapped is driven with ptrace steps
-// instead. States of the deputy while kRemote:
+// (DeputyChannel, deputy.h: shared memory, an eventfd and a futex, no ptrace
+// stop per call); one whose channel cannot be mapped is driven with ptrace
+// steps instead. Once remote, the deputy also gets a direct path (kDirect:
+// a socket to the guest supervisor from which its loop reads simple calls
+// and answers them, without this supervisor); every stop of the loop ends
+// it (StopDirect: kDirectEnd) and the next Park offers a new one. States of
+// the deputy while kRemote:
 //   kParked    idle: in the loop's futex wait (or, without a channel, in an
 //              injected rt_sigsuspend(empty mask)); every signal sent to the
 //              home pid stops it (ptrace) and is forwarded.
-//   kServing   a forwarded call runs in the loop.
+//   kServing   a forwarded call (submitted by this supervisor) runs in the
+//              loop. Direct calls run in kParked and kServing alike.
 //   kStopping  PTRACE_INTERRUPT sent, waiting for the stop.
 //   kEnter/kExit  without a channel: a forwarded call runs in it
 //              (PTRACE_SYSCALL steps).
@@ -23,10 +28,12 @@
 // run untraced again; vtid_ remembers the tid each had before (the one the
 // program knows) for the next capture.
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -102,6 +109,18 @@ class Home {
       }
       return json{{"dfsa", dfsa_enabled_}};
     });
+    // {"op":"direct","enable":bool?}: whether the deputy takes simple calls
+    // straight from the guest (deputy.h; default on; takes effect at the
+    // next move — for comparisons, bench/migrate/run.sh).
+    control_.RegisterSync(
+        "direct", [this](const json& req, const control::Caller&) -> Result<json> {
+          if (req.contains("enable")) {
+            if (!req["enable"].is_boolean())
+              return Status::InvalidArgument("direct: \"enable\" must be true or false");
+            direct_enabled_ = req["enable"].get<bool>();
+          }
+          return json{{"direct", direct_enabled_}, {"active", channel_ && channel_->direct()}};
+        });
     MFS_RETURN_IF_ERROR(control_.Start(HomeSocketPath(cfg_.run_dir, pid_)));
     sigchld_.async_wait([this](auto ec, int) { OnSigchld(ec); });
     Tick();
@@ -137,13 +156,17 @@ class Home {
            {"where", where_},
            {"moves", moves_},
            {"state", state_ == State::kHome ? "home" : state_ == State::kRemote ? "remote" : "moving"},
-           {"forwarded_calls", forwarded_}};
+           {"forwarded_calls", forwarded_ + DirectTotal()}};
     json by_call = json::object();
-    for (const auto& [nr, n] : forwarded_by_nr_) {
+    for (const auto& [nr, n] : ForwardedByNr()) {
       const char* name = LookupSyscall(nr).name;
       by_call[name[0] ? std::string(name) : "syscall " + std::to_string(nr)] = n;
     }
     j["forwarded_by_call"] = std::move(by_call);
+    // The direct path (deputy.h): whether the deputy has one now, and the
+    // calls it ran on it since it last came home (included above).
+    j["direct"] = channel_ && channel_->direct();
+    j["direct_calls"] = DirectTotal();
     j["dfsa_fds"] = std::vector<int>(dfsa_fds_.begin(), dfsa_fds_.end());
     j["dfsa"] = dfsa_enabled_;
     if (last_downtime_ms_ >= 0) j["last_downtime_ms"] = last_downtime_ms_;
@@ -151,6 +174,20 @@ class Home {
     std::string why = state_ == State::kHome ? WhyNotMigratable(pid_) : "";
     j["why_not"] = why;
     return j;
+  }
+
+  // Calls forwarded so far, with those the deputy ran on the direct path.
+  std::map<int, uint64_t> ForwardedByNr() const {
+    auto m = forwarded_by_nr_;
+    if (channel_)
+      for (const auto& [nr, n] : channel_->DirectCounts()) m[nr] += n;
+    return m;
+  }
+  uint64_t DirectTotal() const {
+    uint64_t t = 0;
+    if (channel_)
+      for (const auto& [nr, n] : channel_->DirectCounts()) t += n;
+    return t;
   }
 
   void Quit(int code) {
@@ -185,7 +222,10 @@ class Home {
       pid_t p = waitpid(pid_, &status, __WALL | WNOHANG);
       if (p <= 0) return;
       tracee_->MarkStopped(status);
-      if (tracee_->dead()) return OnDeath(status);
+      if (tracee_->dead()) {
+        death_seen_ = true;
+        return OnDeath(status);
+      }
       if (state_ == State::kRemote || deputy_active_) OnDeputyStop(status);
       else OnHomeStop(status);
     }
@@ -306,7 +346,10 @@ class Home {
     if (UseChannel()) {
       if (!SetGpRegs(pid_, channel_->LoopRegs(parked_base_)).ok()) return;
       tracee_->Cont().IgnoreError();
-      if (!freezing_remote_ && dying_sig_ == 0) StartChannelCalls();
+      if (!freezing_remote_ && dying_sig_ == 0) {
+        OfferDirect();
+        StartChannelCalls();
+      }
       return;
     }
     CpuState s;
@@ -466,10 +509,11 @@ class Home {
     if (channel_failed_ || !scratch_.addr || !tracee_->stopped()) return false;
     reaping_ = true;
     tracee_->set_gadget(scratch_.gadget());
-    auto ch = DeputyChannel::Create(*tracee_, scratch_, [this](uint32_t seq) {
-      asio::post(io_, [this, seq] { OnChannelDone(seq); });
-    });
+    auto ch = DeputyChannel::Create(
+        *tracee_, scratch_,
+        [this](uint32_t seq) { asio::post(io_, [this, seq] { OnChannelDone(seq); }); }, HighFd());
     reaping_ = false;
+    if (DiedInInjection()) return false;
     if (!ch.ok()) {
       spdlog::warn("home: deputy of {} without its call loop ({}); using ptrace steps", pid_, ch.status().ToString());
       channel_failed_ = true;
@@ -481,8 +525,147 @@ class Home {
 
   // The deputy's memory is gone or replaced (restore): the channel with it.
   void DropChannel() {
+    if (channel_)
+      for (const auto& [nr, n] : channel_->DirectCounts()) {
+        forwarded_ += n;
+        forwarded_by_nr_[nr] += n;
+      }
     channel_.reset();
     channel_failed_ = false;
+  }
+
+  // Where the channel's fds go in the deputy: high, below the soft
+  // RLIMIT_NOFILE, so that the program's own numbers do not change (at most
+  // 1000: a larger number would grow the fd table for nothing).
+  int HighFd() const {
+    rlimit rl{};
+    if (prlimit(pid_, RLIMIT_NOFILE, nullptr, &rl) != 0 || rl.rlim_cur < 64) return 3;
+    return static_cast<int>(std::min<rlim_t>(rl.rlim_cur - 24, 1000));
+  }
+
+  // ---- The direct path (deputy.h): the deputy reads simple calls from a
+  // socket connected to the guest supervisor and answers them there.
+
+  // Asks the guest for a direct path, once per connection (again after a
+  // move that stayed put), when the deputy runs its loop without one.
+  void OfferDirect() {
+    if (!direct_enabled_ || !channel_ || channel_->direct() || !conn_ || direct_offered_ ||
+        state_ != State::kRemote || exiting_ || direct_refused_ == conn_.get())
+      return;
+    direct_offered_ = true;
+    auto c = conn_;
+    c->Call(
+        kDirect, "",
+        [this, c](Result<wire::Frame> r) {
+          direct_offered_ = false;
+          if (c != conn_) return;
+          Reader rd(r.ok() ? std::string_view(r->payload) : std::string_view());
+          const uint16_t port = rd.U16();
+          std::string token(rd.Raw(16));
+          const uint32_t ip = rd.U32();
+          if (!r.ok() || !rd.done()) {
+            spdlog::info("home: no direct path for {}: {}", pid_,
+                         r.ok() ? "bad kDirect reply" : r.status().ToString());
+            direct_refused_ = c.get();
+            return;
+          }
+          if (state_ != State::kRemote || freezing_remote_ || exiting_) return;
+          RunWhenStopped([this, c, port, token, ip] {
+            AttachDirect(c, port, token, ip);
+            if (!DiedInInjection()) Next();
+          });
+        },
+        std::chrono::seconds(5));
+  }
+
+  // An injected call's wait may have reaped the deputy's death, which Reap
+  // then never sees: handle it here (true: it died).
+  // Likewise a signal for the home pid that came while the calls ran is
+  // held back in the tracee (stashed): it belongs to the remote.
+  bool DiedInInjection() {
+    if (!tracee_->dead()) {
+      if (conn_ && !exiting_ && dying_sig_ == 0)
+        for (int sig : tracee_->TakeStashedSignals())
+          conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      return false;
+    }
+    if (!death_seen_) {
+      death_seen_ = true;
+      OnDeath(tracee_->exit_status());
+    }
+    return true;
+  }
+
+  // The deputy is stopped: connect its direct socket (deputy.h AttachDirect).
+  void AttachDirect(const wire::Connection::Ptr& c, uint16_t port, const std::string& token,
+                    uint32_t ip) {
+    if (c != conn_ || !channel_ || channel_->direct() || state_ != State::kRemote || exiting_)
+      return;
+    in_addr local{};
+    if (inet_pton(AF_INET, cfg_.address.c_str(), &local) != 1) local.s_addr = htonl(INADDR_ANY);
+    reaping_ = true;
+    tracee_->set_gadget(scratch_.gadget());
+    Status s = channel_->AttachDirect(*tracee_, local.s_addr, htonl(ip), port, HighFd(),
+                                      reinterpret_cast<const uint8_t*>(token.data()));
+    reaping_ = false;
+    if (!s.ok()) {
+      spdlog::warn("home: direct path for {} not attached: {}", pid_, s.ToString());
+      direct_refused_ = c.get();
+      return;
+    }
+    channel_->EnableDirect();
+    spdlog::info("home: deputy of {} serves simple calls directly (fd {})", pid_,
+                 channel_->direct_fd());
+  }
+
+  // The deputy is stopped in its loop: if the direct path is on, end it.
+  // The call it last received either ran (its answer goes with kDirectEnd;
+  // the guest drops it if the socket already brought it) or did not (the
+  // guest has it re-issued). REQUIRES: the deputy stopped; clobbers its
+  // registers.
+  void StopDirect(const user_regs_struct& regs) {
+    if (!channel_ || !channel_->direct()) return;
+    DirectEnd e;
+    e.ran = channel_->ClassifyDirect(regs, &e.seq, &e.ret, &e.out);
+    reaping_ = true;
+    tracee_->set_gadget(scratch_.gadget());
+    channel_->EndDirect(*tracee_);
+    reaping_ = false;
+    if (conn_) conn_->Send(kDirectEnd, EncodeDirectEnd(e));
+  }
+
+  // The loop stopped at its int3: the direct socket failed (the guest went,
+  // or the program closed or replaced the fd) or the eventfd is gone.
+  void OnLoopTrap(const user_regs_struct& regs) {
+    spdlog::info("home: the deputy of {} left its direct path", pid_);
+    if (conn_) direct_refused_ = conn_.get();
+    StopDirect(regs);
+    if (DiedInInjection()) return;
+    const bool intact = channel_->EventFdIntact();
+    // kStopping: an interrupt is out (a move, the end) and this stop serves
+    // it (the calls just injected may have taken its stop already).
+    if (intact && dep_ != Dep::kStopping) {
+      SetGpRegs(pid_, channel_->TopRegs(regs)).IgnoreError();
+      tracee_->Cont().IgnoreError();
+      return;
+    }
+    if (current_) {
+      channel_->Cancel();
+      int64_t ret = 0;
+      if (channel_->Classify(current_seq_, regs, &ret) == DeputyChannel::Fate::kRan)
+        Answer(*current_, ret);
+      else if (!freezing_remote_)
+        calls_.push_front({current_->conn, std::move(current_->frame)});
+      current_.reset();
+    }
+    if (!intact) {
+      // Without its eventfd the loop cannot be woken: ptrace steps from now on.
+      spdlog::warn("home: the deputy of {} lost its eventfd; using ptrace steps", pid_);
+      DropChannel();
+      channel_failed_ = true;
+    }
+    dep_ = Dep::kStopped;
+    Next();
   }
 
   // Runs queued calls in the idle loop (dep_ kParked) until one takes
@@ -556,29 +739,48 @@ class Home {
         tracee_->Cont(sig).IgnoreError();
         return;
       }
-      // A signal for the home pid: it belongs to the remote, and goes
-      // before the answer of a call it cut. That call (or the loop's
-      // futex wait) returns its restart code instead of being restarted
-      // here: the remote's kernel restarts it (SA_RESTART) or fails it,
-      // as ours would have.
-      if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
       auto regs = GetGpRegs(pid_);
+      siginfo_t si{};
+      if (sig == SIGTRAP && regs.ok() && channel_->AtTrap(*regs) &&
+          ptrace(PTRACE_GETSIGINFO, pid_, nullptr, &si) == 0 && si.si_code == SI_KERNEL)
+        return OnLoopTrap(*regs);
+      // A signal for the home pid: it belongs to the remote, and goes
+      // before the answer of a call it cut. That call returns its restart
+      // code instead of being restarted here: the remote's kernel restarts
+      // it (SA_RESTART) or fails it, as ours would have. (The loop's own
+      // poll and recv are restarted by our kernel.) A direct call's answer
+      // then goes on this connection too, after the signal (kDirectReply),
+      // and the loop skips its own.
+      if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      uint32_t seq = 0;
       if (regs.ok() && channel_->AtCallRestart(*regs)) {
         regs->orig_rax = static_cast<uint64_t>(-1);
         SetGpRegs(pid_, *regs).IgnoreError();
+      } else if (regs.ok() && channel_->AtDirectRestart(*regs, &seq)) {
+        std::string p = EncodeU32(seq);
+        Writer(&p).I64(static_cast<int64_t>(regs->rax));
+        if (conn_) conn_->Send(kDirectReply, std::move(p));
+        SetGpRegs(pid_, channel_->TopRegs(*regs)).IgnoreError();
       }
       tracee_->Cont().IgnoreError();
       return;
     }
     if (event == PTRACE_EVENT_STOP && dep_ == Dep::kStopping) {
+      auto stop_regs = GetGpRegs(pid_);
+      if (stop_regs.ok()) StopDirect(*stop_regs);
+      if (DiedInInjection()) return;
       if (current_) {
         // Did the call in flight run? Answer it if so; if not, the remote
         // re-issues it from wherever it goes.
         channel_->Cancel();
-        auto regs = GetGpRegs(pid_);
         int64_t ret = 0;
-        if (regs.ok() && channel_->Classify(current_seq_, *regs, &ret) == DeputyChannel::Fate::kRan) {
+        if (stop_regs.ok() &&
+            channel_->Classify(current_seq_, *stop_regs, &ret) == DeputyChannel::Fate::kRan) {
           Answer(*current_, ret);
+        } else if (!freezing_remote_) {
+          // Not a move (the direct path being attached, the end): it runs
+          // once the deputy's loop goes on.
+          calls_.push_front({current_->conn, std::move(current_->frame)});
         }
         current_.reset();
       }
@@ -911,7 +1113,9 @@ class Home {
       // DFSA: the home fds take the remote's offsets and flags before the
       // process runs here again (the deputy's scratch goes with the restore).
       ReconcileFiles((*img)->files, true);
-      DropChannel();  // the deputy's memory is replaced
+      // The channel's fds are not the program's; its memory is replaced.
+      if (channel_) channel_->CloseInDeputy(*tracee_);
+      DropChannel();
       auto r = Restore(*tracee_, **img, k_, opts);
       reaping_ = false;
       phases["restore"] = MsSince(t0) - phases["fetch"].get<double>();
@@ -1156,6 +1360,10 @@ class Home {
   uint32_t current_seq_ = 0;  // current_'s number in the channel
   std::unique_ptr<DeputyChannel> channel_;
   bool channel_failed_ = false;
+  bool direct_enabled_ = true;            // offer direct paths (deputy.h)
+  bool direct_offered_ = false;           // a kDirect call is out
+  bool death_seen_ = false;               // OnDeath ran
+  const void* direct_refused_ = nullptr;  // the connection that refused or lost one
   std::optional<Current> deferred_;  // a call cut by a signal, answered after it
   int64_t deferred_ret_ = 0;
   std::deque<std::function<void()>> when_stopped_;

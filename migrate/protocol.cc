@@ -102,4 +102,26 @@ Result<uint32_t> DecodeU32(std::string_view payload) {
   return v;
 }
 
+std::string EncodeDirectEnd(const DirectEnd& e) {
+  std::string out;
+  Writer w(&out);
+  w.U8(e.ran ? 1 : 0);
+  w.U32(e.seq);
+  w.I64(e.ret);
+  w.Bytes(e.out);
+  return out;
+}
+
+Result<DirectEnd> DecodeDirectEnd(std::string_view payload) {
+  Reader rd(payload);
+  DirectEnd e;
+  uint8_t ran = rd.U8();
+  e.seq = rd.U32();
+  e.ret = static_cast<int64_t>(rd.U64());
+  e.out = std::string(rd.Bytes());
+  if (!rd.ok() || !rd.done() || ran > 1) return Status::Corruption("direct end: bad payload");
+  e.ran = ran == 1;
+  return e;
+}
+
 }  // namespace mfs::migrate

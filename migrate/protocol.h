@@ -21,6 +21,16 @@
 //   kKill         home -> guest (Call): kill the remote (moved away / deputy died)
 //   kWantHome     guest -> home (Send): bytes reason; the remote made a `home`
 //                 call and waits, frozen in it, to be brought home
+//   kDirect       home -> guest (Call): offer a direct path (deputy.h); resp
+//                 u16 port the guest listens on for it (once), 16 bytes
+//                 one-time token the deputy's socket must present first
+//   kDirectEnd    home -> guest (Send): the direct path is finished (the
+//                 home's end is shut down); DirectEnd. The guest reads the
+//                 socket to its end, answers the call named (unless already
+//                 answered from the socket) and sends every other direct call
+//                 in flight home as kSyscall (they did not run)
+//   kDirectReply  home -> guest (Send): u32 seq, i64 ret: a direct call cut
+//                 by a signal for the home pid, answered after kSignal
 #pragma once
 
 #include <cstdint>
@@ -45,7 +55,20 @@ enum MigrateFrame : uint16_t {
   kResume = 201,
   kKill = 202,
   kWantHome = 203,
+  kDirect = 220,
+  kDirectEnd = 221,
+  kDirectReply = 222,
 };
+
+// kDirectEnd's payload: u8 ran, u32 seq, i64 ret, bytes out.
+struct DirectEnd {
+  bool ran = false;  // call `seq` ran at home, returning `ret`, out-buffers `out`
+  uint32_t seq = 0;
+  int64_t ret = 0;
+  std::string out;
+};
+std::string EncodeDirectEnd(const DirectEnd& e);
+Result<DirectEnd> DecodeDirectEnd(std::string_view payload);
 
 // One buffer argument of a forwarded call.
 struct CallBuffer {

@@ -57,5 +57,25 @@ TEST(Protocol, ExitFileTableRoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(DecodeFiles(bytes + "x", &out).ok());
 }
 
+TEST(Protocol, DirectEndRoundTripsAndRejectsGarbage) {
+  DirectEnd e;
+  e.ran = true;
+  e.seq = 7;
+  e.ret = -11;
+  e.out = std::string("ab\0c", 4);
+  std::string bytes = EncodeDirectEnd(e);
+  auto d = DecodeDirectEnd(bytes);
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->ran);
+  EXPECT_EQ(d->seq, 7u);
+  EXPECT_EQ(d->ret, -11);
+  EXPECT_EQ(d->out, e.out);
+  for (size_t n = 0; n < bytes.size(); ++n)
+    EXPECT_FALSE(DecodeDirectEnd(bytes.substr(0, n)).ok()) << n;
+  EXPECT_FALSE(DecodeDirectEnd(bytes + "x").ok());
+  bytes[0] = 2;
+  EXPECT_FALSE(DecodeDirectEnd(bytes).ok());
+}
+
 }  // namespace
 }  // namespace mfs::migrate

@@ -4,6 +4,7 @@
 // status, with an unmigrated run of the same program.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -15,9 +16,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "mfs/control/client.h"
 #include "migrate/proc_maps.h"
@@ -204,6 +204,25 @@ class Cluster : public ::testing::Test {
     return mfs::control::Call(Socket(via), {{"op", "migrate.move"}, {"pid", pid}, {"node", node}}, 120000);
   }
   mfs::Result<json> Ps(int node = 1) { return mfs::control::Call(Socket(node), {{"op", "migrate.ps"}}, 5000); }
+
+  // The home's mfsps entry of `pid` (null if not listed).
+  json Info(pid_t pid) {
+    auto ps = Ps();
+    if (ps.ok())
+      for (const auto& p : (*ps)["processes"])
+        if (p.value("pid", 0) == pid) return p;
+    return json();
+  }
+
+  // Waits (bounded) until the deputy of `pid` serves the direct path.
+  bool WaitDirect(pid_t pid) {
+    for (int i = 0; i < 500; ++i) {
+      json j = Info(pid);
+      if (j.is_object() && j.value("direct", false)) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
 
   // Waits until `pid` is supervised (mfsrun registered it).
   bool WaitSupervised(pid_t pid) {
@@ -814,6 +833,195 @@ TEST_F(Cluster, MultiThreadedProgramMovesWithAllItsThreads) {
   EXPECT_EQ(Wait(pid), want_status);
   EXPECT_EQ(CountLines(Path("got")), CountLines(Path("want")));
   EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << "output differs";
+}
+
+// The direct path (migrate/deputy.h): forwarded calls with in-buffers (a
+// 300 kB write, vectored writes), out-buffers cut to the return value (reads,
+// reads past the end, getcwd, readv), fixed out-buffers (fstat, pipe2), a
+// failing call and a directory listing give, migrated, the bytes they give
+// at home; and they ran on the direct path, not through the supervisor.
+TEST_F(Cluster, DirectPathCallsGiveTheBytesOfAHomeRun) {
+  StartCluster(2);
+  ASSERT_EQ(mkdir(Path("ref").c_str(), 0700), 0);
+  ASSERT_EQ(mkdir(Path("mig").c_str(), 0700), 0);
+  int want_status = Reference(kBin + "/mfs-test-direct " + Path("ref") + " 0", Path("want"));
+  ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
+  pid_t pid = Mfsrun(kBin + "/mfs-test-direct " + Path("mig") + " 1500 3000", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-direct");
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  // The program has done its calls once its output is complete (it then sleeps).
+  for (int i = 0; i < 500 && CountLines(Path("got")) < CountLines(Path("want")); ++i)
+    std::this_thread::sleep_for(10ms);
+  json info = Info(pid);
+  EXPECT_EQ(info.value("where", 0), 2) << info.dump();
+  EXPECT_GE(info.value("direct_calls", uint64_t{0}), 15u) << info.dump();
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+  EXPECT_TRUE(Slurp(Path("mig") + "/direct.dat") == Slurp(Path("ref") + "/direct.dat"))
+      << "file differs";
+}
+
+// A direct call blocked at home (a read of a FIFO) that signals cut (SA_RESTART:
+// it goes on) and moves cut: to another node, a move that fails, home. It is
+// executed once, and the bytes and signal counts are those of a run at home.
+TEST_F(Cluster, DirectCallInFlightSurvivesSignalsAndMoves) {
+  StartCluster(3);
+  const std::string fifo = Path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-sigread " + fifo, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 1u);
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  int w = -1;
+  for (int i = 0; i < 500 && w < 0; ++i) {
+    w = open(fifo.c_str(),
+             O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // ENXIO until the reader has it open
+    if (w < 0) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GE(w, 0) << "the remote never opened the FIFO";
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  const uint64_t before = Info(pid).value("direct_calls", uint64_t{0});
+  ASSERT_EQ(write(w, "one\n", 4), 4);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 2u);
+  // Now blocked in a direct read: the signals cut it, it goes on.
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(150ms);
+    ASSERT_EQ(kill(pid, SIGUSR1), 0);
+  }
+  std::this_thread::sleep_for(150ms);
+  EXPECT_GT(Info(pid).value("direct_calls", uint64_t{0}), before)
+      << "the read did not take the direct path";
+  r = Move(pid, 3);  // the read in flight: re-issued on node 3
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_GT(RemotePid(3), 0);
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  ASSERT_EQ(write(w, "two\n", 4), 4);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 3; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 3u);
+  r = Move(pid, 9);  // no such node: it stays on node 3, the read in flight goes on
+  EXPECT_FALSE(r.ok());
+  ASSERT_GT(RemotePid(3), 0);
+  ASSERT_EQ(kill(pid, SIGUSR1), 0);
+  std::this_thread::sleep_for(150ms);
+  ASSERT_EQ(write(w, "three\n", 6), 6);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 4; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 4u);
+  r = Move(pid, "home");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // At home the deputy's own fds (high numbers) are gone.
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+    EXPECT_LT(std::stoi(e.path().filename().string()), 900) << "left behind: fd " << e.path();
+  ASSERT_EQ(write(w, "four\n", 5), 5);
+  close(w);
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  EXPECT_EQ(
+      Slurp(Path("got")),
+      "ready\ngot one usr1=0\ngot two usr1=2\ngot three usr1=3\ngot four usr1=3\nend usr1=3\n");
+}
+
+// A program that closes every fd above 2 while away (close_range, run by
+// the deputy) also closes the deputy's own (its direct socket, its eventfd):
+// the deputy goes on serving its calls (with ptrace steps), nothing is lost.
+TEST_F(Cluster, ProgramClosingAllItsFdsWhileAwayKeepsItsCalls) {
+  StartCluster(2);
+  ASSERT_EQ(mkdir(Path("ref").c_str(), 0700), 0);
+  ASSERT_EQ(mkdir(Path("mig").c_str(), 0700), 0);
+  int want_status =
+      Reference(kBin + "/mfs-test-direct " + Path("ref") + " 0 0 closeall", Path("want"));
+  ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
+  pid_t pid = Mfsrun(kBin + "/mfs-test-direct " + Path("mig") + " 1500 1000 closeall", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-direct");
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  for (int i = 0; i < 500 && CountLines(Path("got")) < CountLines(Path("want")); ++i)
+    std::this_thread::sleep_for(10ms);
+  json info = Info(pid);
+  EXPECT_EQ(info.value("where", 0), 2) << info.dump();
+  EXPECT_FALSE(info.value("direct", true)) << info.dump();
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_EQ(Slurp(Path("got")), Slurp(Path("want")));
+}
+
+// Four threads making forwarded writes at the same time (several direct calls
+// in flight on the deputy's socket), moved away, home and away again while
+// they write: every line arrives exactly once (none lost, none executed twice).
+TEST_F(Cluster, ConcurrentDirectCallsFromThreadsSurviveMoves) {
+  StartCluster(2);
+  const std::string args = kBin + "/mfs-test-writers 4 500 2000";
+  int want_status = Reference(args, Path("want"));
+  ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-writers");
+  for (int i = 0;
+       i < 500 &&
+       Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos;
+       ++i)
+    std::this_thread::sleep_for(5ms);
+  int step = 0;
+  for (const json& t : {json(2), json("home"), json(2)}) {
+    std::this_thread::sleep_for(150ms);
+    auto r = Move(pid, t);
+    ASSERT_TRUE(r.ok()) << "move " << step << ": " << r.status().ToString();
+    ++step;
+  }
+  EXPECT_TRUE(WaitDirect(pid));
+  std::this_thread::sleep_for(100ms);
+  json info = Info(pid);
+  EXPECT_EQ(Wait(pid), want_status);
+  auto sorted = [](std::string s) {
+    std::vector<std::string> v;
+    std::istringstream in(s);
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  auto got = sorted(Slurp(Path("got"))), want = sorted(Slurp(Path("want")));
+  EXPECT_EQ(got.size(), want.size());
+  EXPECT_TRUE(got == want) << "lines lost or repeated";
+  EXPECT_GT(info.value("direct_calls", uint64_t{0}), 0u) << info.dump();
+}
+
+// A direct read cut by a signal whose handler has no SA_RESTART fails with
+// EINTR at the remote, as it would at home, and the program reads on.
+TEST_F(Cluster, DirectCallCutBySignalWithoutRestartFailsWithEintr) {
+  StartCluster(2);
+  const std::string fifo = Path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-sigread " + fifo + " norestart", Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(CountLines(Path("got")), 1u);
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  int w = -1;
+  for (int i = 0; i < 500 && w < 0; ++i) {
+    w = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (w < 0) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GE(w, 0) << "the remote never opened the FIFO";
+  ASSERT_TRUE(WaitDirect(pid)) << Info(pid).dump();
+  ASSERT_EQ(write(w, "one\n", 4), 4);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 2; ++i) std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(150ms);  // blocked in its next (direct) read
+  ASSERT_EQ(kill(pid, SIGUSR1), 0);
+  for (int i = 0; i < 500 && CountLines(Path("got")) < 3; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(write(w, "two\n", 4), 4);
+  close(w);
+  int st = Wait(pid);
+  ASSERT_NE(st, -1) << "timed out";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  EXPECT_EQ(Slurp(Path("got")), "ready\ngot one usr1=0\neintr usr1=1\ngot two usr1=1\nend usr1=1\n");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #   * a getpid() round trip forwarded to the deputy vs native, against its
 #     floor (one SECCOMP_RET_USER_NOTIF trap + one loopback TCP round trip,
 #     both measured now by mfs-bench-floor, just before each of --reps runs);
+#     and a forwarded 64-byte write() to /dev/null against the same floor;
 #   * a CPU-bound job's run time: plain, under mfsrun at home, and remote;
 #   * CRIU (plain dump to tmpfs + restore) on the same program when a criu
 #     >= 4.1 is on PATH or named by CRIU=; otherwise the column is skipped
@@ -27,7 +28,7 @@ while (($#)); do
   case $1 in
     --sizes) SIZES=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -154,7 +155,7 @@ echo "## Forwarded system call"
 echo
 # Floor and forwarded call measured back to back, --reps times (this VM's
 # timings vary from run to run); medians, and the median of the ratios.
-F=(); N=(); T=(); R=(); W=()
+F=(); N=(); T=(); R=(); W=(); WR=(); WRR=()
 for _ in $(seq "$REPS"); do
   "$BIN/mfs-bench-floor" 20000 > "$DIR/floor"
   notif=$(sed -n 's/user_notif_us //p' "$DIR/floor"); trace=$(sed -n 's/ret_trace_us //p' "$DIR/floor"); tcp=$(sed -n 's/tcp_rtt_us //p' "$DIR/floor")
@@ -164,6 +165,12 @@ for _ in $(seq "$REPS"); do
   fwd_us=$(awk -v x="$fwd" 'BEGIN{printf "%.2f", x/1000}')
   F+=("$fwd_us"); N+=("$notif"); T+=("$tcp"); W+=("$trace")
   R+=("$(awk -v a="$fwd_us" -v b="$notif" -v c="$tcp" 'BEGIN{printf "%.2f", a/(b+c)}')")
+  # The same for a 64-byte write() to /dev/null (an in-buffer travels).
+  "$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 20000 1500 write > "$DIR/wr.out" & p=$!
+  sleep 0.5; "$BIN/mfsmigrate" "$p" 2 >/dev/null; wait "$p" || true
+  wr=$(sed -n 's/write_ns \([0-9.]*\).*/\1/p' "$DIR/wr.out")
+  [[ -n $wr ]] && WR+=("$(awk -v x="$wr" 'BEGIN{printf "%.2f", x/1000}')")
+  [[ -n $wr ]] && WRR+=("$(awk -v x="$wr" -v b="$notif" -v c="$tcp" 'BEGIN{printf "%.2f", x/1000/(b+c)}')")
 done
 native=$("$BIN/mfsrun" "$BIN/mfs-bench-syscalls" 1000000 | sed -n 's/getpid_ns \([0-9.]*\).*/\1/p')
 fwd_us=$(printf '%s\n' "${F[@]}" | median); notif=$(printf '%s\n' "${N[@]}" | median)
@@ -175,8 +182,14 @@ echo "| native (at home, under mfsrun) | $(awk -v x="$native" 'BEGIN{printf "%.3
 echo "| forwarded (remote on node 2) | $fwd_us |"
 echo "| floor: USER_NOTIF trap ($notif) + loopback TCP RTT ($tcp) | $floor |"
 echo "| (SECCOMP_RET_TRACE trap, for comparison) | $trace |"
+if ((${#WR[@]})); then
+  echo "| write(64 B) to /dev/null, forwarded | $(printf '%s\n' "${WR[@]}" | median) |"
+else
+  echo "| write(64 B) to /dev/null, forwarded | n/a (this mfs-bench-syscalls has no write mode) |"
+fi
 echo
 echo "Forwarded / floor, per run: ${R[*]}; median $(printf '%s\n' "${R[@]}" | median)x (medians of $REPS)"
+((${#WRR[@]})) && echo "Forwarded write / floor, per run: ${WRR[*]}; median $(printf '%s\n' "${WRR[@]}" | median)x"
 echo
 echo "## CPU-bound job (mfs-test-counter 120 400000 4)"
 echo

@@ -2,7 +2,10 @@
 // counts; the program opens FIFO (blocks until a writer comes), reads from
 // it until end of file and prints each chunk with the count so far.
 // Output depends only on what is written and when the signals come.
-//   mfs-test-sigread FIFO
+// With `norestart` the handler has no SA_RESTART: a cut read fails with
+// EINTR, which the program prints and reads again.
+//   mfs-test-sigread FIFO [norestart]
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,11 +16,12 @@ static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1++; }
 
 int main(int argc, char** argv) {
-  if (argc != 2) return 2;
+  if (argc != 2 && argc != 3) return 2;
+  const int restart = !(argc == 3 && strcmp(argv[2], "norestart") == 0);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_usr1;
-  sa.sa_flags = SA_RESTART;
+  sa.sa_flags = restart ? SA_RESTART : 0;
   sigaction(SIGUSR1, &sa, NULL);
   printf("ready\n");
   fflush(stdout);
@@ -26,6 +30,11 @@ int main(int argc, char** argv) {
   char buf[256];
   for (;;) {
     ssize_t n = read(fd, buf, sizeof buf - 1);
+    if (n < 0 && errno == EINTR && !restart) {
+      printf("eintr usr1=%d\n", (int)usr1);
+      fflush(stdout);
+      continue;
+    }
     if (n < 0) return 4;
     if (n == 0) break;
     buf[n] = 0;
