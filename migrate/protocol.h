@@ -21,6 +21,10 @@
 //   kKill         home -> guest (Call): kill the remote (moved away / deputy died)
 //   kWantHome     guest -> home (Send): bytes reason; the remote made a `home`
 //                 call and waits, frozen in it, to be brought home
+//   kPrepare      home -> guest (Call), before the freeze: the memory the
+//                 pages will go to (PrepareHint, prepare.h); resp u32 pages
+//                 populated, u32 µs. kStart's resp then also carries u32
+//                 prepared pieces and u32 prepared pages the restore used.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +49,7 @@ enum MigrateFrame : uint16_t {
   kResume = 201,
   kKill = 202,
   kWantHome = 203,
+  kPrepare = 204,
 };
 
 // One buffer argument of a forwarded call.

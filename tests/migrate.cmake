@@ -4,6 +4,7 @@ add_executable(mfs-test-sigtimer ${CMAKE_CURRENT_LIST_DIR}/progs/sigtimer.c)
 add_executable(mfs-test-threads ${CMAKE_CURRENT_LIST_DIR}/progs/threads.c)
 add_executable(mfs-test-fileio ${CMAKE_CURRENT_LIST_DIR}/progs/fileio.c)
 add_executable(mfs-test-sigread ${CMAKE_CURRENT_LIST_DIR}/progs/sigread.c)
+add_executable(mfs-test-regions ${CMAKE_CURRENT_LIST_DIR}/progs/regions.c)
 target_link_libraries(mfs-test-threads PRIVATE Threads::Threads)
 
 # Real migrations between real mfsd daemons (one machine, 127.6.x.y).
@@ -12,12 +13,14 @@ mfs_add_test(migrate_integration_test integration
   LIBS mfs_migrate mfs_control)
 target_compile_definitions(migrate_integration_test PRIVATE MFS_TEST_BIN_DIR="${MFS_BIN_DIR}")
 add_dependencies(migrate_integration_test mfsd mfs-supervisor mfsrun mfsmigrate mfsps
-                 mfs-test-counter mfs-test-sigtimer mfs-test-threads mfs-test-fileio mfs-test-sigread)
+                 mfs-test-counter mfs-test-sigtimer mfs-test-threads mfs-test-fileio mfs-test-sigread
+                 mfs-test-regions)
 
 # The programs migrated by the tests are plain programs, never sanitized: an
 # ASan build reserves terabytes of shadow mappings that are not what these
 # tests are about.
-foreach(p mfs-test-counter mfs-test-sigtimer mfs-test-threads mfs-test-fileio mfs-test-sigread)
+foreach(p mfs-test-counter mfs-test-sigtimer mfs-test-threads mfs-test-fileio mfs-test-sigread
+          mfs-test-regions)
   target_compile_options(${p} PRIVATE -fno-sanitize=all)
   target_link_options(${p} PRIVATE -fno-sanitize=all)
 endforeach()
