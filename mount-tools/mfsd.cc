@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   daemon.OnShutdown([fs] { fs->Stop(); });
   // --- end fs
 
-  daemon.Run(2);
+  daemon.Run(1);
   mount.Stop();
   spdlog::info("stopped");
   return 0;

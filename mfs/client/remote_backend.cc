@@ -49,7 +49,7 @@ Status RemoteBackend::Start(Invalidator* inval) {
   inval_ = inval;
   work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
       io_.get_executor());
-  for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
+  for (int i = 0; i < 1; ++i) threads_.emplace_back([this] { io_.run(); });
   inval_thread_ = std::thread([this] { InvalLoop(); });
   WatchOwn();
   return Status::OK();

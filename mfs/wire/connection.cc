@@ -1,6 +1,10 @@
 #include "mfs/wire/connection.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
 
 namespace mfs::wire {
 
@@ -94,7 +98,7 @@ void Connection::StartServerHandshake(ReadyCallback ready) {
       // Tell the peer why, then close once the write has drained.
       self->QueueFrame(static_cast<uint16_t>(FrameType::kAuthAccept), kFlagResponse | kFlagError, 0,
                        EncodeError(accept.status()));
-      self->closed_ = true;
+      self->CloseWhenDrained();
       self->handshake_timer_.cancel();
       ready(s);
       return;
@@ -219,10 +223,14 @@ void Connection::ReadLoop() {
 
 void Connection::Dispatch(Frame frame) {
   if (frame.is_response()) {
-    auto it = pending_.find(frame.header.request_id);
-    if (it == pending_.end()) return;  // late reply after a timeout
-    Pending p = std::move(it->second);
-    pending_.erase(it);
+    Pending p;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = pending_.find(frame.header.request_id);
+      if (it == pending_.end()) return;  // late reply after a timeout
+      p = std::move(it->second);
+      pending_.erase(it);
+    }
     if (p.timer) p.timer->cancel();
     if (frame.is_error()) {
       p.done(DecodeError(frame.payload));
@@ -241,94 +249,155 @@ void Connection::Dispatch(Frame frame) {
 void Connection::Call(uint16_t type, std::string payload, ReplyCallback done,
                       std::chrono::milliseconds timeout) {
   auto self = shared_from_this();
-  asio::dispatch(strand_, [self, type, payload = std::move(payload), done = std::move(done),
-                           timeout]() mutable {
-    if (self->closed_) {
-      done(Status::Error(ENOTCONN, "connection to " + self->remote_ + " is closed"));
+  // Registered and sent from the calling thread: handing the call to the
+  // strand first would cost a thread wake-up per request.
+  auto timer = std::make_unique<asio::steady_timer>(strand_, timeout);
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (closed_) {
+      asio::post(strand_, [self, done = std::move(done)]() {
+        done(Status::Error(ENOTCONN, "connection to " + self->remote_ + " is closed"));
+      });
       return;
     }
-    uint64_t id = self->next_request_id_++;
-    Pending p;
-    p.done = std::move(done);
-    p.timer = std::make_unique<asio::steady_timer>(self->strand_, timeout);
-    p.timer->async_wait([self, id](boost::system::error_code e) {
+    id = next_request_id_++;
+    timer->async_wait([self, id](boost::system::error_code e) {
       if (e) return;
-      auto it = self->pending_.find(id);
-      if (it == self->pending_.end()) return;
-      auto cb = std::move(it->second.done);
-      self->pending_.erase(it);
+      ReplyCallback cb;
+      {
+        std::lock_guard<std::mutex> l(self->mu_);
+        auto it = self->pending_.find(id);
+        if (it == self->pending_.end()) return;
+        cb = std::move(it->second.done);
+        self->pending_.erase(it);
+      }
       cb(Status::TimedOut("request to " + self->remote_ + " timed out"));
     });
-    self->pending_.emplace(id, std::move(p));
-    self->QueueFrame(type, 0, id, std::move(payload));
-  });
+    pending_.emplace(id, Pending{std::move(done), std::move(timer)});
+  }
+  QueueFrame(type, 0, id, std::move(payload));
 }
 
 void Connection::Send(uint16_t type, std::string payload) {
-  auto self = shared_from_this();
-  asio::dispatch(strand_, [self, type, payload = std::move(payload)]() mutable {
-    if (!self->closed_) self->QueueFrame(type, 0, 0, std::move(payload));
-  });
+  if (!closed_) QueueFrame(type, 0, 0, std::move(payload));
 }
 
 void Connection::Reply(const Frame& request, std::string payload) {
-  auto self = shared_from_this();
-  uint16_t type = request.type();
-  uint64_t id = request.header.request_id;
-  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() mutable {
-    if (!self->closed_) self->QueueFrame(type, kFlagResponse, id, std::move(payload));
-  });
+  if (!closed_) QueueFrame(request.type(), kFlagResponse, request.header.request_id,
+                           std::move(payload));
 }
 
 void Connection::ReplyError(const Frame& request, const Status& status) {
-  auto self = shared_from_this();
-  uint16_t type = request.type();
-  uint64_t id = request.header.request_id;
-  std::string payload = EncodeError(status);
-  asio::dispatch(strand_, [self, type, id, payload = std::move(payload)]() mutable {
-    if (!self->closed_) self->QueueFrame(type, kFlagResponse | kFlagError, id, std::move(payload));
-  });
+  if (!closed_) QueueFrame(request.type(), kFlagResponse | kFlagError,
+                           request.header.request_id, EncodeError(status));
 }
 
 void Connection::QueueFrame(uint16_t type, uint32_t flags, uint64_t request_id,
                             std::string payload) {
-  OutFrame& out = write_queue_.emplace_back();
+  OutFrame out;
   out.header = EncodeHeader(type, flags, request_id, payload);
   out.payload = std::move(payload);
-  if (write_queue_.size() == 1) WriteNext();
+  std::unique_lock<std::mutex> l(mu_);
+  if (!socket_open_) return;
+  if (writing_) {
+    write_queue_.push_back(std::move(out));
+    return;
+  }
+  // Nothing queued: write from this thread, now. Only what the socket does
+  // not take at once goes to the strand's async write.
+  const size_t total = out.header.size() + out.payload.size();
+  iovec iov[2] = {{out.header.data(), out.header.size()}, {out.payload.data(), out.payload.size()}};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = out.payload.empty() ? 1 : 2;
+  ssize_t n;
+  do {
+    n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(total)) return;
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    Status why = Status::FromErrno("write to " + remote_);
+    l.unlock();
+    // Never inline: the caller may hold locks the close callbacks take.
+    auto self = shared_from_this();
+    asio::post(strand_, [self, why] { self->Close(why); });
+    return;
+  }
+  out.sent = n < 0 ? 0 : static_cast<size_t>(n);
+  write_queue_.push_back(std::move(out));
+  writing_ = true;
+  l.unlock();
+  auto self = shared_from_this();
+  asio::post(strand_, [self] { self->WriteNext(); });
 }
 
 void Connection::WriteNext() {
   auto self = shared_from_this();
   // Header and payload in one scatter write: the payload is never copied.
-  const OutFrame& out = write_queue_.front();
-  std::array<asio::const_buffer, 2> bufs = {asio::buffer(out.header), asio::buffer(out.payload)};
+  // The front frame stays in the queue (so its buffers stay put) until
+  // written; only the strand pops it.
+  std::array<asio::const_buffer, 2> bufs;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    const OutFrame& out = write_queue_.front();
+    size_t skip = out.sent;
+    size_t h = std::min(skip, out.header.size());
+    bufs[0] = asio::buffer(out.header.data() + h, out.header.size() - h);
+    skip -= h;
+    bufs[1] = asio::buffer(out.payload.data() + skip, out.payload.size() - skip);
+  }
   asio::async_write(socket_, bufs,
                     asio::bind_executor(strand_, [self](boost::system::error_code e, size_t) {
-                      self->write_queue_.pop_front();
                       if (e) {
                         self->Close(Status::Error(e.value(), "write to " + self->remote_ +
                                                                  ": " + e.message()));
                         return;
                       }
-                      if (!self->write_queue_.empty()) {
+                      bool more;
+                      {
+                        std::lock_guard<std::mutex> l(self->mu_);
+                        self->write_queue_.pop_front();
+                        more = !self->write_queue_.empty();
+                        if (!more) self->writing_ = false;
+                      }
+                      if (more) {
                         self->WriteNext();
                       } else if (self->closed_) {
-                        boost::system::error_code ignored;
-                        self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
-                        self->socket_.close(ignored);
+                        self->CloseSocket();
                       }
                     }));
+}
+
+void Connection::CloseSocket() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!socket_open_) return;
+  socket_open_ = false;
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+void Connection::CloseWhenDrained() {
+  closed_ = true;
+  bool idle;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    idle = !writing_;
+  }
+  if (idle) CloseSocket();
 }
 
 void Connection::Close(const Status& why) {
   auto self = shared_from_this();
   asio::dispatch(strand_, [self, why]() {
-    bool was_closed = self->closed_.exchange(true);
-    boost::system::error_code ignored;
+    bool was_closed;
+    {
+      std::lock_guard<std::mutex> l(self->mu_);
+      was_closed = self->closed_.exchange(true);
+    }
     self->handshake_timer_.cancel();
-    self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    self->socket_.close(ignored);
+    self->CloseSocket();
     self->FailAll(why);
     if (!was_closed && self->on_close_) {
       auto cb = std::move(self->on_close_);
@@ -340,8 +409,11 @@ void Connection::Close(const Status& why) {
 }
 
 void Connection::FailAll(const Status& why) {
-  auto pending = std::move(pending_);
-  pending_.clear();
+  std::unordered_map<uint64_t, Pending> pending;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    pending.swap(pending_);
+  }
   for (auto& [id, p] : pending) {
     if (p.timer) p.timer->cancel();
     p.done(Status::Error(why.ok() ? ECONNRESET : why.code(),

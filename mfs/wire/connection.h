@@ -7,9 +7,11 @@
 // our own Calls (matched by request_id and delivered to the ReplyCallback,
 // or failed with ETIMEDOUT / the close reason).
 //
-// Thread-safety: every public method may be called from any thread; all
-// socket work is serialised on the connection's strand. Callbacks run on
-// the strand; they must not block. The connection keeps itself alive with
+// Thread-safety: every public method may be called from any thread. A frame
+// is written by the calling thread when nothing is queued before it (one
+// sendmsg, no thread hand-off); what the socket does not take at once, and
+// everything queued behind it, is written by the connection's strand, as
+// are all reads. Callbacks run on the strand; they must not block. The connection keeps itself alive with
 // shared_from_this while I/O is pending.
 #pragma once
 
@@ -18,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
@@ -88,6 +91,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Queues header + payload; the payload is moved, never copied.
   void QueueFrame(uint16_t type, uint32_t flags, uint64_t request_id, std::string payload);
   void WriteNext();
+  // Shuts the socket and closes it; under mu_, so that no thread writes to
+  // a descriptor number being reused.
+  void CloseSocket();
+  // Marks the connection closed, closes the socket once the queue drained.
+  void CloseWhenDrained();
   void FailAll(const Status& why);
 
   tcp::socket socket_;
@@ -104,15 +112,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Strand-only state.
   char header_buf_[kHeaderSize];
   std::string payload_buf_;
+
+  // Shared by the callers' threads and the strand.
   struct OutFrame {
     std::array<char, kHeaderSize> header;
     std::string payload;
+    size_t sent = 0;  // bytes the calling thread already wrote
   };
-  std::deque<OutFrame> write_queue_;
   struct Pending {
     ReplyCallback done;
     std::unique_ptr<asio::steady_timer> timer;
   };
+  std::mutex mu_;
+  std::deque<OutFrame> write_queue_;  // front: being written by the strand
+  bool writing_ = false;              // the strand owns the writes
+  bool socket_open_ = true;
   std::unordered_map<uint64_t, Pending> pending_;
   uint64_t next_request_id_ = 1;
 };
