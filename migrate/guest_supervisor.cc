@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -205,12 +206,37 @@ class Guest {
   void OnRequest(const wire::Connection::Ptr& c, wire::Frame f) {
     switch (f.type()) {
       case kPrepare: return Prepare(c, std::move(f));
+      case kPrecopy: {
+        // Pages of the still running process, into the prepared memory (on
+        // the writer thread; answered once written).
+        if (!prepared_ || restorer_ || !target_)
+          return c->ReplyError(f, Status::Error(EINVAL, "pre-copy without prepared memory"));
+        auto job = std::make_shared<wire::Frame>(std::move(f));
+        writer_.Post([this, c, job, pieces = prepared_->pieces, target = target_.get()] {
+          Status ws = ForEachPageRun(job->payload, [&](uint64_t addr, std::string_view data) {
+            auto it = std::upper_bound(pieces.begin(), pieces.end(), addr,
+                                       [](uint64_t a, const PreparedPiece& p) { return a < p.start; });
+            if (it == pieces.begin()) return Status::Corruption("pre-copy: pages outside the prepared memory");
+            const PreparedPiece& p = *std::prev(it);
+            if (addr + data.size() > p.end) return Status::Corruption("pre-copy: pages outside the prepared memory");
+            return target->WriteMem(p.scratch + (addr - p.start), data.data(), data.size());
+          });
+          job->payload.clear();
+          job->payload.shrink_to_fit();
+          asio::post(io_, [c, job, ws] { return ws.ok() ? c->Reply(*job, "") : c->ReplyError(*job, ws); });
+        });
+        return;
+      }
       case kImage: {
         writer_.Drain();
         Status s = BeginRestore(f.payload);
         FaultPoint("guest-header");
         if (!s.ok()) restore_error_ = s;
-        return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
+        // The reply names the mappings whose prepared (and pre-copied)
+        // memory is in place.
+        return s.ok() ? c->Reply(f, EncodeRanges(prepared_ ? prepared_->moved
+                                                           : std::vector<std::pair<uint64_t, uint64_t>>()))
+                      : c->ReplyError(f, s);
       }
       case kPages: {
         // Written into the process as they arrive (verified first).

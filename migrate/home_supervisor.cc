@@ -669,7 +669,8 @@ class Home {
     // Faulting in costs 1.4-8 µs a page on this VM: wait up to 1 s + 16 µs a page.
     const auto wait = std::chrono::milliseconds(std::min<uint64_t>(15000, 1000 + pages * 16 / 1000));
     auto once = std::make_shared<std::function<void(json)>>(std::move(then));
-    conn->Call(kPrepare, EncodePrepareHint(*hint), [once, pages, t0](Result<wire::Frame> r) {
+    auto shared_hint = std::make_shared<const PrepareHint>(std::move(*hint));
+    conn->Call(kPrepare, EncodePrepareHint(*shared_hint), [this, conn, once, pages, t0, shared_hint](Result<wire::Frame> r) {
       if (!*once) return;
       auto then = std::move(*once);
       *once = nullptr;
@@ -681,6 +682,7 @@ class Home {
         if (rd.done()) {
           j["pages"] = populated;
           j["guest_ms"] = us / 1000.0;
+          if (populated > 0 && precopy_enabled_) return Precopy(conn, shared_hint, std::move(j), std::move(then));
         }
       } else {
         j["error"] = r.status().ToString();
@@ -690,9 +692,104 @@ class Home {
     WarmHeap(pages * kPageSize);  // this side's batch buffers, meanwhile
   }
 
+  // kPrecopy: the hinted pages of the still running process go into the
+  // prepared memory; at the freeze, those whose hash has not changed are not
+  // sent again (SendImage's filter). Bounded like the prepare; a failure
+  // only means more pages after the freeze. Fills precopied_ with the
+  // (address, hash) of each page the guest wrote, ascending.
+  void Precopy(const wire::Connection::Ptr& conn, std::shared_ptr<const PrepareHint> hint, json j,
+               std::function<void(json)> then) {
+    const auto t0 = Clock::now();
+    auto img = std::make_shared<ProcessImage>();
+    uint64_t pages = 0;
+    for (const auto& a : hint->areas)
+      for (const auto& [addr, n] : a.runs) {
+        PageRun run;
+        run.addr = addr;
+        run.hashes.assign(n, 0);
+        img->pages.push_back(std::move(run));
+        pages += n;
+      }
+    precopied_.clear();
+    precopied_.reserve(pages);
+    PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
+    auto timer = std::make_shared<asio::steady_timer>(
+        io_, std::chrono::milliseconds(std::min<uint64_t>(15000, 1000 + pages * 16 / 1000)));
+    auto once = std::make_shared<std::function<void(json)>>(std::move(then));
+    auto stop = SendPageRuns(
+        conn, img, kPrecopy, std::move(read),
+        [this](uint64_t addr, uint64_t hash) { precopied_.push_back({addr, hash}); },
+        [this, timer, once, t0, j = std::move(j)](Status s) mutable {
+          timer->cancel();
+          if (!*once) return;
+          auto then = std::move(*once);
+          *once = nullptr;
+          if (!std::is_sorted(precopied_.begin(), precopied_.end())) std::sort(precopied_.begin(), precopied_.end());
+          j["precopied_pages"] = precopied_.size();
+          j["precopy_ms"] = MsSince(t0);
+          if (!s.ok()) j["precopy_error"] = s.ToString();
+          // The tracee may have ended meanwhile: AwayPrepared checks.
+          asio::post(io_, [then = std::move(then), j = std::move(j)]() mutable { then(std::move(j)); });
+        });
+    timer->async_wait([stop](boost::system::error_code ec) {
+      if (!ec) stop();
+    });
+  }
+
+  // Pre-copied pages the process no longer has at the freeze (freed since)
+  // travel as the zeros they now read as, so that no stale copy stays at the
+  // destination. REQUIRES: img.pages ascending (as Capture gives them).
+  void AddVanishedPages(ProcessImage& img) {
+    std::vector<uint64_t> gone;
+    size_t r = 0;
+    for (const auto& [addr, hash] : precopied_) {
+      while (r < img.pages.size() && img.pages[r].addr + img.pages[r].pages() * kPageSize <= addr) ++r;
+      if (r < img.pages.size() && img.pages[r].addr <= addr) continue;  // still there
+      bool mapped = false;
+      for (const auto& v : img.vmas)
+        if (addr >= v.start && addr < v.end && !(v.flags & (kVmaShared | kVmaFile))) mapped = true;
+      if (mapped) gone.push_back(addr);
+    }
+    for (size_t i = 0; i < gone.size();) {
+      size_t j = i + 1;
+      while (j < gone.size() && gone[j] == gone[j - 1] + kPageSize) ++j;
+      PageRun run;
+      run.addr = gone[i];
+      run.hashes.assign(j - i, 0);
+      img.pages.push_back(std::move(run));
+      i = j;
+    }
+  }
+
+  // SendImage's filter once kImage's reply names the mappings whose
+  // prepared memory is in place: a page pre-copied into one of them and
+  // unchanged since is not sent. Counts them in *skipped.
+  std::function<PageFilter(std::string_view)> PrecopyFilter(std::shared_ptr<uint64_t> skipped) {
+    return [this, skipped](std::string_view reply) -> PageFilter {
+      auto moved = DecodeRanges(reply);
+      if (!moved.ok() || moved->empty() || precopied_.empty()) return nullptr;
+      auto ranges = std::make_shared<std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*moved));
+      auto cursor = std::make_shared<size_t>(0);
+      return [this, ranges, cursor, skipped](uint64_t addr, uint64_t hash) {
+        // Pages come mostly in ascending order: a cursor, else a search.
+        size_t& i = *cursor;
+        if (i >= precopied_.size() || precopied_[i].first > addr)
+          i = static_cast<size_t>(std::lower_bound(precopied_.begin(), precopied_.end(), std::make_pair(addr, uint64_t{0})) -
+                                  precopied_.begin());
+        while (i < precopied_.size() && precopied_[i].first < addr) ++i;
+        if (i >= precopied_.size() || precopied_[i].first != addr || precopied_[i].second != hash) return false;
+        auto r = std::upper_bound(ranges->begin(), ranges->end(), std::make_pair(addr, UINT64_MAX));
+        if (r == ranges->begin() || addr >= std::prev(r)->second) return false;
+        ++*skipped;
+        return true;
+      };
+    };
+  }
+
   // Home -> node.
   void Away(uint32_t node, Reply reply) {
     state_ = State::kBusy;
+    precopied_ = {};
     ConnectGuest(node, [this, node, reply](Result<wire::Connection::Ptr> c) {
       if (!c.ok()) return FailAway(c.status(), reply, nullptr);
       auto conn = *c;
@@ -707,10 +804,18 @@ class Home {
     auto t0 = Clock::now();
     auto img = FreezeAndCapture();
     if (!img.ok()) return FailAway(img.status(), reply, conn);
+    std::function<PageFilter(std::string_view)> filter;
+    auto skipped = std::make_shared<uint64_t>(0);
+    if (!precopied_.empty()) {
+      AddVanishedPages(*img);
+      filter = PrecopyFilter(skipped);
+    }
     auto phases = std::make_shared<json>(json{{"capture", MsSince(t0)}});
     auto shared = std::make_shared<const ProcessImage>(std::move(*img));
     PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
-    SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared, prepared](Status s) {
+    SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared, prepared, skipped](Status s) mutable {
+      precopied_ = {};
+      prepared["unchanged_pages_not_sent"] = *skipped;
       if (!s.ok()) return FailAway(s, reply, conn);
       (*phases)["send"] = MsSince(t0) - (*phases)["capture"].get<double>();
       conn->Call(kStart, "", [this, node, reply, conn, t0, phases, shared_img = shared, prepared](Result<wire::Frame> r) mutable {
@@ -741,7 +846,7 @@ class Home {
                    {"prepared", prepared}});
         TrimLater();
       }, std::chrono::seconds(60));
-    }, std::move(read));
+    }, std::move(read), std::move(filter));
   }
 
   Result<ProcessImage> FreezeAndCapture() {
@@ -1186,6 +1291,13 @@ class Home {
   std::map<int, uint64_t> forwarded_by_nr_;  // forwarded calls by syscall number
   std::set<int> dfsa_fds_;                   // fds the remote uses directly (DFSA)
   bool dfsa_enabled_ = true;
+  // Pages sent before the freeze (kPrecopy); MFS_MIGRATE_PRECOPY=0 in the
+  // environment (mfsd's, passed on) turns it off, for comparisons.
+  bool precopy_enabled_ = [] {
+    const char* v = getenv("MFS_MIGRATE_PRECOPY");
+    return !(v && std::string_view(v) == "0");
+  }();
+  std::vector<std::pair<uint64_t, uint64_t>> precopied_;  // (addr, hash) at the guest, ascending
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;

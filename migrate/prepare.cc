@@ -175,6 +175,32 @@ Result<PrepareHint> DecodePrepareHint(std::string_view payload) {
   return h;
 }
 
+std::string EncodeRanges(const std::vector<std::pair<uint64_t, uint64_t>>& r) {
+  std::string out;
+  Writer w(&out);
+  w.U32(static_cast<uint32_t>(r.size()));
+  for (const auto& [s, e] : r) {
+    w.U64(s);
+    w.U64(e);
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> DecodeRanges(std::string_view payload) {
+  Reader rd(payload);
+  const uint32_t n = rd.U32();
+  if (!rd.ok() || n > kMaxPrepareAreas) return Status::Error(EBADMSG, "ranges: count");
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t s = rd.U64(), e = rd.U64();
+    if (!rd.ok() || s >= e || e > kUserTop || (!out.empty() && s < out.back().second))
+      return Status::Error(EBADMSG, "ranges: malformed");
+    out.push_back({s, e});
+  }
+  if (!rd.done()) return Status::Error(EBADMSG, "ranges: trailing bytes");
+  return out;
+}
+
 void WarmHeap(uint64_t bytes) {
   const size_t n = static_cast<size_t>(std::min<uint64_t>(bytes, (kBatchWindow + 2) * kBatchBytes));
   if (n == 0) return;

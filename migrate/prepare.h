@@ -88,10 +88,17 @@ struct PreparedMemory {
     size_t piece;
   };
   std::vector<Span> populate;
-  // What a restore did with it (Restorer::Begin).
+  // What a restore did with it (Restorer::Begin): the mappings [start, end)
+  // that got their piece, ascending.
   size_t pieces_moved = 0;
   uint64_t pages_moved = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> moved;
 };
+
+// Address ranges: u32 n, n × (u64 start, u64 end); decoding rejects
+// unsorted, empty or overlapping ranges (EBADMSG).
+std::string EncodeRanges(const std::vector<std::pair<uint64_t, uint64_t>>& r);
+Result<std::vector<std::pair<uint64_t, uint64_t>>> DecodeRanges(std::string_view payload);
 
 // Before the freeze, each supervisor touches the heap that page batches of
 // `bytes` of pages will be built or received in (at most the batches in

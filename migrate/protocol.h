@@ -25,6 +25,12 @@
 //                 pages will go to (PrepareHint, prepare.h); resp u32 pages
 //                 populated, u32 µs. kStart's resp then also carries u32
 //                 prepared pieces and u32 prepared pages the restore used.
+//   kPrecopy      home -> guest (Call), after kPrepare, before the freeze:
+//                 page runs (image.h) of the running process, written into
+//                 the prepared memory; resp empty. kImage's resp then lists
+//                 the mappings whose prepared memory the restore moved in
+//                 (prepare.h EncodeRanges): pages pre-copied there whose hash
+//                 is unchanged at the freeze are not sent again.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +56,7 @@ enum MigrateFrame : uint16_t {
   kKill = 202,
   kWantHome = 203,
   kPrepare = 204,
+  kPrecopy = 205,
 };
 
 // One buffer argument of a forwarded call.

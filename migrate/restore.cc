@@ -475,12 +475,14 @@ Status Restorer::Begin() {
         if (rets[m.call] == static_cast<int64_t>(img.vmas[m.vma].start)) {
           ++prepared->pieces_moved;
           prepared->pages_moved += m.piece->pages;
+          prepared->moved.push_back({img.vmas[m.vma].start, img.vmas[m.vma].end});
         } else {
           map_fresh(again, img.vmas[m.vma]);
         }
       }
       again.Add("munmap prepared", SYS_munmap, {prepared->base, prepared->size});
       st = again.Run();
+      std::sort(prepared->moved.begin(), prepared->moved.end());
     }
     if (!st.ok()) {
       close_files();

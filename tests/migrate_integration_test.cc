@@ -821,9 +821,11 @@ TEST_F(Cluster, MultiThreadedProgramMovesWithAllItsThreads) {
 // destination maps and faults in the hinted mappings while the program still
 // runs at home, and the restore moves them into place. The program's
 // regions (a full one, one with a hole of missing pages, one with an unmapped
-// gap, a read-only one, the heap) read back byte for byte, the remote's map
-// of them is the home's (addresses and permissions), and the move reply says
-// the prepared pages were used. `fault` for node 2: "prepare-refused" makes
+// gap, a read-only one, the heap, one rewritten all the time, one freed and
+// refilled in turn) read back byte for byte, the remote's map of them is the
+// home's (addresses and permissions), and the move reply says the prepared
+// pages were used and the pre-copied ones that had not changed were not sent
+// again. `fault` for node 2: "prepare-refused" makes
 // the guest refuse the hint, and the move must work the old way.
 class PreparedMove : public Cluster {
  protected:
@@ -891,6 +893,21 @@ TEST_F(PreparedMove, PreparedPagesAreMovedIntoPlaceAndReadBackExactly) {
   EXPECT_GE(p.value("pages", 0), 3072) << p;
   EXPECT_GE(p.value("moved_pages", 0), 3072) << p;
   EXPECT_GE(p.value("moved_pieces", 0), 3) << p;
+  // Pre-copied before the freeze; E changes all the time, so not every
+  // page can be skipped, but the others are.
+  EXPECT_GE(p.value("precopied_pages", 0), 3072) << p;
+  EXPECT_GE(p.value("unchanged_pages_not_sent", 0), 2048) << p;
+}
+
+TEST_F(PreparedMove, WithoutPrecopyThePreparedMemoryIsStillUsed) {
+  setenv("MFS_MIGRATE_PRECOPY", "0", 1);  // for the mfsd started below (and their supervisors)
+  json r = MoveRegions("");
+  unsetenv("MFS_MIGRATE_PRECOPY");
+  ASSERT_TRUE(r.contains("prepared")) << r;
+  const json& p = r["prepared"];
+  EXPECT_FALSE(p.contains("precopied_pages")) << p;
+  EXPECT_EQ(p.value("unchanged_pages_not_sent", -1), 0) << p;
+  EXPECT_GE(p.value("moved_pages", 0), 3072) << p;
 }
 
 TEST_F(PreparedMove, RefusedPreparationFallsBackToFreshMemory) {
@@ -900,6 +917,7 @@ TEST_F(PreparedMove, RefusedPreparationFallsBackToFreshMemory) {
   EXPECT_NE(p.value("error", "").find("refused"), std::string::npos) << p;
   EXPECT_EQ(p.value("moved_pages", -1), 0) << p;
   EXPECT_EQ(p.value("moved_pieces", -1), 0) << p;
+  EXPECT_EQ(p.value("unchanged_pages_not_sent", -1), 0) << p;
 }
 
 }  // namespace

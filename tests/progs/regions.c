@@ -11,6 +11,12 @@
 //   C  3 MiB written, its middle MiB unmapped (two mappings with a gap)
 //   D  2 MiB written, then PROT_READ (a write must still fault)
 //   H  small malloc blocks (the brk heap)
+//   E  2 MiB rewritten all the time (8 pages a round, new contents), so that
+//      pages change between a pre-copy and the freeze
+//   F  1 MiB filled and freed (MADV_DONTNEED) in turn every 10 rounds, so
+//      that pre-copied pages vanish before the freeze
+// Each round first checks E and F against what the program last did to them
+// (a stale page shows as a mismatch), every 20th round A-D and H too.
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -60,6 +66,8 @@ int main(int argc, char** argv) {
   uint8_t* b = Map(4 * MIB);
   uint8_t* c = Map(3 * MIB);
   uint8_t* d = Map(2 * MIB);
+  uint8_t* e = Map(2 * MIB);  // before the gap in C is made: nothing must land in it
+  uint8_t* f = Map(MIB);
   Fill(a, 'A', 0, 6 * MIB);
   Fill(b, 'B', 0, MIB);
   Fill(b, 'B', 3 * MIB, 4 * MIB);
@@ -80,19 +88,43 @@ int main(int argc, char** argv) {
   printf("ready\n");
   fflush(stdout);
 
-  size_t bad = 0, rounds = 0;
+  enum { kEPages = 2 * MIB / PAGE };
+  static uint32_t e_round[kEPages];  // the round that last wrote each page of E (0: none)
+  int f_full = 0;
+
+  size_t bad = 0;
+  uint32_t rounds = 0;
   double start = Now();
   while (Now() - start < seconds) {
-    bad += Check(a, 'A', 0, 6 * MIB, 0);
-    bad += Check(b, 'B', 0, MIB, 0) + Check(b, 'B', MIB, 3 * MIB, 1) + Check(b, 'B', 3 * MIB, 4 * MIB, 0);
-    bad += Check(c, 'C', 0, MIB, 0) + Check(c, 'C', 2 * MIB, 3 * MIB, 0);
-    bad += Check(d, 'D', 0, 2 * MIB, 0);
-    for (int i = 0; i < 64; ++i) bad += Check(h[i], 'H' + i, 0, 3000, 0);
-    // Writes keep working: one page of A rewritten per round.
-    size_t page = (rounds * 13) % (6 * MIB / PAGE);
-    Fill(a, 'A', page * PAGE, (page + 1) * PAGE);
     ++rounds;
-    struct timespec pause = {0, 20 * 1000 * 1000};
+    for (size_t p = 0; p < kEPages; ++p) {
+      const uint8_t* q = e + p * PAGE;
+      const uint8_t want = (uint8_t)(e_round[p] * 17 + p);
+      for (size_t i = 0; i < PAGE; ++i) bad += q[i] != (e_round[p] ? (uint8_t)(want + i) : 0);
+    }
+    bad += Check(f, 'F', 0, MIB, !f_full);
+    if (rounds % 20 == 0) {
+      bad += Check(a, 'A', 0, 6 * MIB, 0);
+      bad += Check(b, 'B', 0, MIB, 0) + Check(b, 'B', MIB, 3 * MIB, 1) + Check(b, 'B', 3 * MIB, 4 * MIB, 0);
+      bad += Check(c, 'C', 0, MIB, 0) + Check(c, 'C', 2 * MIB, 3 * MIB, 0);
+      bad += Check(d, 'D', 0, 2 * MIB, 0);
+      for (int i = 0; i < 64; ++i) bad += Check(h[i], 'H' + i, 0, 3000, 0);
+      // Writes keep working: one page of A rewritten.
+      size_t page = (rounds * 13) % (6 * MIB / PAGE);
+      Fill(a, 'A', page * PAGE, (page + 1) * PAGE);
+    }
+    for (int k = 0; k < 8; ++k) {
+      size_t p = (rounds * 8 + k) * 37 % kEPages;
+      e_round[p] = rounds;
+      const uint8_t want = (uint8_t)(rounds * 17 + p);
+      for (size_t i = 0; i < PAGE; ++i) e[p * PAGE + i] = (uint8_t)(want + i);
+    }
+    if (rounds % 10 == 0) {
+      if (f_full) madvise(f, MIB, MADV_DONTNEED);
+      else Fill(f, 'F', 0, MIB);
+      f_full = !f_full;
+    }
+    struct timespec pause = {0, 1000 * 1000};
     nanosleep(&pause, NULL);
   }
   printf("pattern mismatches %zu\n", bad);
