@@ -25,6 +25,12 @@
 //      before the process runs. A header mapping that overlaps the scratch
 //      makes the restore drop it whole (it is unmapped with the target's own
 //      mappings).
+//   Pre-copy (kPrecopy, between 2 and the freeze): the home sends the hinted
+//   pages of the running process and the guest writes them into the pieces;
+//   kImage's reply lists the mappings whose piece was moved in (EncodeRanges),
+//   and pages pre-copied there with an unchanged hash at the freeze are not
+//   sent again (transfer.h PageFilter); pre-copied pages freed since are sent
+//   as zeros.
 //
 // Encoding of kPrepare's request (little-endian):
 //   u32 nareas, per area: u64 start, u64 end, u32 nruns, nruns × (u64 addr,
