@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -846,7 +847,14 @@ class Home {
                    {"prepared", prepared}});
         TrimLater();
       }, std::chrono::seconds(60));
-    }, std::move(read), std::move(filter));
+    }, std::move(read), std::move(filter), [pid = pid_](uint64_t addr, char* dst, size_t len) -> Status {
+      // process_vm_readv alone (thread-safe); the io thread's reader falls
+      // back to /proc/PID/mem where this fails (PROT_NONE pages).
+      iovec local{dst, len};
+      iovec remote{reinterpret_cast<void*>(addr), len};
+      if (process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len)) return Status::OK();
+      return Status::Error(EFAULT, "process_vm_readv");
+    });
   }
 
   Result<ProcessImage> FreezeAndCapture() {

@@ -33,10 +33,14 @@ using PageFilter = std::function<bool(uint64_t addr, uint64_t hash)>;
 // (Capture with read_pages false) are read with `read` straight into the
 // batch being built, and hashed there. With `make_filter`, the batches wait
 // for kImage's reply, and make_filter(reply payload) gives the filter for
-// the pages read (null: send them all).
+// the pages read (null: send them all). Then, with `parallel_read` (a
+// thread-safe reader that may fail; `read` is used again for what it could
+// not read), a second thread reads and hashes half of each batch: after a
+// pre-copy, reading and hashing is most of what is left.
 void SendImage(const wire::Connection::Ptr& conn, std::shared_ptr<const ProcessImage> img,
                std::function<void(Status)> done, PageReader read = nullptr,
-               std::function<PageFilter(std::string_view)> make_filter = nullptr);
+               std::function<PageFilter(std::string_view)> make_filter = nullptr,
+               PageReader parallel_read = nullptr);
 
 // Sends the runs of `img` (read with `read`) as page batches in frames of
 // `type`, kBatchWindow in flight, without a header (the pre-copy: kPrecopy).

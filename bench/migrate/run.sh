@@ -102,13 +102,18 @@ for mib in $SIZES; do
   d=(); g=(); c=()
   for _ in $(seq "$REPS"); do
     out=$DIR/dirty.out
-    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 4 > "$out" & p=$!
+    # Up to 60 s; told to stop (SIGUSR1, forwarded to the remote) 0.3 s
+    # after the move, whatever the time spent before the freeze.
+    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 60 > "$out" & p=$!
     for _ in $(seq 600); do grep -q ready "$out" 2>/dev/null && break; sleep 0.05; done
     sleep 0.3
-    r=$("$BIN/mfsmigrate" --json "$p" 2)
+    r=$("$BIN/mfsmigrate" --json "$p" 2) || { echo "run.sh: move of $mib MiB failed (rep left out): $r" >&2; r=""; }
+    sleep 0.3; kill -USR1 "$p" 2>/dev/null || true
     wait "$p" || true
-    d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
-    g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    if [[ -n $r ]]; then
+      d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
+      g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    fi
     ph=$(echo "$r" | sed -n 's/.*"phases_ms":\({[^}]*}\).*/\1/p')
     pr=$(echo "$r" | sed -n 's/.*"prepared":\({[^}]*}\).*/\1/p')
     if [[ -n $CRIU_OK ]]; then
