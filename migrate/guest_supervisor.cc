@@ -1014,14 +1014,20 @@ class Guest {
     if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
     for (auto& f : frozen_threads_) {
       if (f.tracee->dead() || !f.tracee->stopped()) continue;
-      SetCpuState(f.tracee->tid(), f.saved).IgnoreError();
+      // A call the freeze cut restarts (the kernel's own restart saw the
+      // injected calls' registers): CpuState::NormalizeRestart.
+      CpuState resume = f.saved;
+      resume.NormalizeRestart();
+      SetCpuState(f.tracee->tid(), resume).IgnoreError();
       for (int sig : f.tracee->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), f.tracee->tid(), sig);
       f.tracee->Cont().IgnoreError();
     }
     frozen_threads_.clear();
     for (auto [tid, sig] : thread_pending) syscall(SYS_tgkill, remote_->tid(), tid, static_cast<int>(sig));
     if (!remote_->stopped()) return Status::OK();
-    MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), frozen_regs_));
+    CpuState resume = frozen_regs_;
+    resume.NormalizeRestart();
+    MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), resume));
     for (int sig : remote_->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
     for (uint32_t sig : pending) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), static_cast<int>(sig));
     return remote_->Cont();

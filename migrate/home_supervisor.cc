@@ -55,6 +55,7 @@
 #include "migrate/supervisor.h"
 #include "migrate/syscall_table.h"
 #include "migrate/transfer.h"
+#include "migrate/write_tracker.h"
 
 namespace mfs::migrate {
 namespace {
@@ -66,6 +67,15 @@ using Clock = std::chrono::steady_clock;
 using Reply = control::ControlServer::Reply;
 
 bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
+
+// Registers saved at a stop, to resume with after calls were injected: a
+// call the stop cut (-ERESTART*) is restarted now, since the kernel's own
+// restart on the way out of the stop saw the injected calls' registers
+// instead (CpuState::NormalizeRestart, the rules of a freeze).
+CpuState Resumable(CpuState s) {
+  s.NormalizeRestart();
+  return s;
+}
 
 class Home {
  public:
@@ -713,6 +723,8 @@ class Home {
       }
     precopied_.clear();
     precopied_.reserve(pages);
+    tracker_ = StartWriteTracking(*hint);  // before the first read: "written" starts here
+    j["write_tracking"] = tracker_ != nullptr;
     PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
     auto timer = std::make_shared<asio::steady_timer>(
         io_, std::chrono::milliseconds(std::min<uint64_t>(15000, 1000 + pages * 16 / 1000)));
@@ -765,32 +777,78 @@ class Home {
   // SendImage's filter once kImage's reply names the mappings whose
   // prepared memory is in place: a page pre-copied into one of them and
   // unchanged since is not sent. Counts them in *skipped.
-  std::function<PageFilter(std::string_view)> PrecopyFilter(std::shared_ptr<uint64_t> skipped) {
-    return [this, skipped](std::string_view reply) -> PageFilter {
+  // With `written` (write tracking), a pre-copied page not written since
+  // the pre-copy began is skipped without being read; without it, or for a
+  // written one, when its hash is unchanged.
+  std::function<PageFilter(std::string_view)> PrecopyFilter(
+      std::shared_ptr<uint64_t> skipped, std::shared_ptr<uint64_t> unread,
+      std::shared_ptr<const std::vector<std::pair<uint64_t, uint64_t>>> written) {
+    return [this, skipped, unread, written](std::string_view reply) -> PageFilter {
       auto moved = DecodeRanges(reply);
       if (!moved.ok() || moved->empty() || precopied_.empty()) return nullptr;
       auto ranges = std::make_shared<std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*moved));
       auto cursor = std::make_shared<size_t>(0);
-      return [this, ranges, cursor, skipped](uint64_t addr, uint64_t hash) {
+      return [this, ranges, cursor, skipped, unread, written](uint64_t addr, const uint64_t* hash) {
         // Pages come mostly in ascending order: a cursor, else a search.
         size_t& i = *cursor;
         if (i >= precopied_.size() || precopied_[i].first > addr)
           i = static_cast<size_t>(std::lower_bound(precopied_.begin(), precopied_.end(), std::make_pair(addr, uint64_t{0})) -
                                   precopied_.begin());
         while (i < precopied_.size() && precopied_[i].first < addr) ++i;
-        if (i >= precopied_.size() || precopied_[i].first != addr || precopied_[i].second != hash) return false;
+        if (i >= precopied_.size() || precopied_[i].first != addr) return false;
         auto r = std::upper_bound(ranges->begin(), ranges->end(), std::make_pair(addr, UINT64_MAX));
         if (r == ranges->begin() || addr >= std::prev(r)->second) return false;
+        if (!hash) {
+          if (!written) return false;
+          auto w = std::upper_bound(written->begin(), written->end(), std::make_pair(addr, UINT64_MAX));
+          if (w != written->begin() && addr < std::prev(w)->second) return false;  // written: read it
+          ++*unread;
+          ++*skipped;
+          return true;
+        }
+        if (precopied_[i].second != *hash) return false;
         ++*skipped;
         return true;
       };
     };
   }
 
+  // Write tracking for the pre-copy (write_tracker.h): the process is
+  // stopped for the few calls it takes, then runs on. Null where the kernel
+  // or the process does not allow it (the hashes decide then).
+  std::unique_ptr<WriteTracker> StartWriteTracking(const PrepareHint& hint) {
+    if (!write_tracking_enabled_) return nullptr;
+    WriteTracker::Ranges ranges;
+    for (const auto& a : hint.areas) ranges.push_back({a.start, a.end});
+    reaping_ = true;
+    std::unique_ptr<WriteTracker> tracker;
+    Status s = tracee_->Interrupt();
+    if (s.ok()) {
+      auto regs = GetCpuState(pid_);
+      s = regs.status();
+      if (regs.ok()) {
+        auto maps = ReadMaps(pid_);
+        for (const auto& e : maps.ok() ? *maps : std::vector<MapEntry>())
+          if (e.path == "[vdso]") tracee_->set_gadget(e.start + static_cast<uint64_t>(k_.vdso_syscall_offset));
+        auto t = k_.vdso_syscall_offset >= 0 ? WriteTracker::Start(*tracee_, ranges)
+                                             : Result<std::unique_ptr<WriteTracker>>(Status::Error(ENOTSUP, "no gadget"));
+        if (t.ok()) tracker = std::move(*t);
+        else s = t.status();
+        SetCpuState(pid_, Resumable(*regs)).IgnoreError();
+      }
+      for (int sig : tracee_->TakeStashedSignals()) syscall(SYS_tgkill, pid_, pid_, sig);
+      tracee_->Cont().IgnoreError();
+    }
+    reaping_ = false;
+    if (!s.ok()) spdlog::info("home: no write tracking for the pre-copy of {}: {}", pid_, s.ToString());
+    return tracker;
+  }
+
   // Home -> node.
   void Away(uint32_t node, Reply reply) {
     state_ = State::kBusy;
     precopied_ = {};
+    tracker_.reset();
     ConnectGuest(node, [this, node, reply](Result<wire::Connection::Ptr> c) {
       if (!c.ok()) return FailAway(c.status(), reply, nullptr);
       auto conn = *c;
@@ -806,17 +864,25 @@ class Home {
     auto img = FreezeAndCapture();
     if (!img.ok()) return FailAway(img.status(), reply, conn);
     std::function<PageFilter(std::string_view)> filter;
-    auto skipped = std::make_shared<uint64_t>(0);
+    auto skipped = std::make_shared<uint64_t>(0), unread = std::make_shared<uint64_t>(0);
     if (!precopied_.empty()) {
       AddVanishedPages(*img);
-      filter = PrecopyFilter(skipped);
+      std::shared_ptr<const std::vector<std::pair<uint64_t, uint64_t>>> written;
+      if (tracker_) {
+        auto w = tracker_->Written();
+        if (w.ok()) written = std::make_shared<const std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*w));
+        else spdlog::warn("home: write tracking of {}: {}", pid_, w.status().ToString());
+      }
+      filter = PrecopyFilter(skipped, unread, std::move(written));
     }
     auto phases = std::make_shared<json>(json{{"capture", MsSince(t0)}});
     auto shared = std::make_shared<const ProcessImage>(std::move(*img));
     PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
-    SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared, prepared, skipped](Status s) mutable {
+    SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared, prepared, skipped, unread](Status s) mutable {
       precopied_ = {};
+      tracker_.reset();
       prepared["unchanged_pages_not_sent"] = *skipped;
+      prepared["unchanged_pages_not_read"] = *unread;
       if (!s.ok()) return FailAway(s, reply, conn);
       (*phases)["send"] = MsSince(t0) - (*phases)["capture"].get<double>();
       conn->Call(kStart, "", [this, node, reply, conn, t0, phases, shared_img = shared, prepared](Result<wire::Frame> r) mutable {
@@ -958,7 +1024,7 @@ class Home {
     for (auto& t : thread_tracees_) {
       if (t->dead()) continue;
       for (const auto& f : frozen_threads_)
-        if (f.tracee == t.get()) SetCpuState(t->tid(), f.saved).IgnoreError();
+        if (f.tracee == t.get()) SetCpuState(t->tid(), Resumable(f.saved)).IgnoreError();
     }
     for (auto [tid, sig] : frozen_thread_pending_) syscall(SYS_tgkill, pid_, tid, static_cast<int>(sig));
     frozen_thread_pending_.clear();
@@ -998,7 +1064,7 @@ class Home {
       tracee_->Syscall(SYS_munmap, scratch_.addr, scratch_.size).status().IgnoreError();
       scratch_ = Scratch{};
     }
-    SetCpuState(pid_, saved_).IgnoreError();
+    SetCpuState(pid_, Resumable(saved_)).IgnoreError();
     auto sigs = tracee_->TakeStashedSignals();
     for (uint32_t sig : frozen_pending_) sigs.push_back(static_cast<int>(sig));
     frozen_pending_.clear();
@@ -1009,6 +1075,8 @@ class Home {
   void FailAway(const Status& why, const Reply& reply, wire::Connection::Ptr conn) {
     spdlog::warn("home: move of {} failed, resuming at home: {}", pid_, why.ToString());
     last_error_ = why.ToString();
+    precopied_ = {};
+    tracker_.reset();  // its ranges are unregistered
     if (conn) {
       failed_conns_.insert(conn.get());
       conn->Close(why);
@@ -1306,6 +1374,12 @@ class Home {
     return !(v && std::string_view(v) == "0");
   }();
   std::vector<std::pair<uint64_t, uint64_t>> precopied_;  // (addr, hash) at the guest, ascending
+  std::unique_ptr<WriteTracker> tracker_;                  // pages written since the pre-copy began
+  // MFS_MIGRATE_WRITE_TRACKING=0: the pre-copy compares hashes only.
+  bool write_tracking_enabled_ = [] {
+    const char* v = getenv("MFS_MIGRATE_WRITE_TRACKING");
+    return !(v && std::string_view(v) == "0");
+  }();
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;

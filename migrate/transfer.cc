@@ -108,25 +108,40 @@ Status EncodeFiltered(const std::vector<Span>& spans, const PageReader& read, co
   for (const Span& sp : spans) total += sp.count;
   if (tmp.size() < total * kPageSize) tmp.resize(total * kPageSize);
   std::vector<uint64_t> hashes(total);
-  // Pieces of work: (addr, pages, first page in tmp), split at half.
+  // Pages known to be unchanged are neither read nor sent.
+  std::vector<bool> known(total);
+  size_t to_read = 0;
+  {
+    size_t i = 0;
+    for (const Span& sp : spans)
+      for (size_t k = 0; k < sp.count; ++k, ++i) {
+        known[i] = filter(sp.addr + k * kPageSize, nullptr);
+        to_read += !known[i];
+      }
+  }
+  // Pieces of work: (addr, pages, first page in tmp) of the pages to read,
+  // split at half of them.
   struct Work {
     uint64_t addr;
     size_t count, at;
     bool ok;
   };
   std::vector<Work> mine, theirs;
-  const size_t half = (helper && parallel_read) ? total / 2 : total;
-  size_t at = 0;
+  const size_t half = (helper && parallel_read) ? to_read / 2 : to_read;
+  size_t at = 0, reading = 0;
   for (const Span& sp : spans) {
-    size_t first = 0;
-    while (first < sp.count) {
-      const bool here = at < half;
-      size_t n = sp.count - first;
-      if (here) n = std::min(n, half - at);
-      (here ? mine : theirs).push_back({sp.addr + first * kPageSize, n, at, false});
-      first += n;
-      at += n;
+    for (size_t k = 0; k < sp.count;) {
+      if (known[at + k]) {
+        ++k;
+        continue;
+      }
+      size_t j = k;
+      while (j < sp.count && !known[at + j] && (reading + (j - k) != half || j == k)) ++j;
+      (reading < half ? mine : theirs).push_back({sp.addr + k * kPageSize, j - k, at + k, false});
+      reading += j - k;
+      k = j;
     }
+    at += sp.count;
   }
   // Not tmp itself in what the helper runs: a thread_local names the running
   // thread's own.
@@ -159,7 +174,8 @@ Status EncodeFiltered(const std::vector<Span>& spans, const PageReader& read, co
   std::vector<bool> send(total);
   at = 0;
   for (const Span& sp : spans)
-    for (size_t k = 0; k < sp.count; ++k, ++at) send[at] = !filter(sp.addr + k * kPageSize, hashes[at]);
+    for (size_t k = 0; k < sp.count; ++k, ++at)
+      send[at] = !known[at] && !filter(sp.addr + k * kPageSize, &hashes[at]);
   Writer wr(out);
   at = 0;
   for (const Span& sp : spans) {

@@ -25,9 +25,11 @@ std::string EncodePageBatch(const ProcessImage& img, size_t index);
 using PageReader = std::function<Status(uint64_t addr, char* dst, size_t len)>;
 
 // Pages the receiver already holds (pre-copied before the freeze, see
-// prepare.h): called for each page read, with its address and hash; true:
-// the page is not sent.
-using PageFilter = std::function<bool(uint64_t addr, uint64_t hash)>;
+// prepare.h). Called for each page first with hash null, before it is read:
+// true means the page is known not to have changed (write tracking), is not
+// read and not sent; else the page is read and the filter called again with
+// its hash: true, the page is not sent.
+using PageFilter = std::function<bool(uint64_t addr, const uint64_t* hash)>;
 
 // Sends header + all batches with kImage / kPages frames. Runs without data
 // (Capture with read_pages false) are read with `read` straight into the
