@@ -30,7 +30,8 @@
 //   kImage's reply lists the mappings whose piece was moved in (EncodeRanges),
 //   and pages pre-copied there with an unchanged hash at the freeze are not
 //   sent again (transfer.h PageFilter); pre-copied pages freed since are sent
-//   as zeros.
+//   as zeros. With write tracking (write_tracker.h, started just before the
+//   pre-copy) a pre-copied page not written since is not even read.
 //
 // Encoding of kPrepare's request (little-endian):
 //   u32 nareas, per area: u64 start, u64 end, u32 nruns, nruns × (u64 addr,
