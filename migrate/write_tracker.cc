@@ -35,6 +35,7 @@ Result<std::unique_ptr<WriteTracker>> WriteTracker::Start(Tracee& t, const Range
   if (ranges.empty()) return Status::Error(EINVAL, "write tracking: no ranges");
   std::unique_ptr<WriteTracker> w(new WriteTracker());
   w->ranges_ = ranges;
+  w->pid_ = t.tid();
   MFS_ASSIGN_OR_RETURN(int64_t fd, t.Syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd < 0) return Status::PosixError("write tracking: userfaultfd in the process", static_cast<int>(-fd));
   {
@@ -72,6 +73,12 @@ Result<std::unique_ptr<WriteTracker>> WriteTracker::Start(Tracee& t, const Range
 }
 
 Result<WriteTracker::Ranges> WriteTracker::Written() {
+  // A pagemap opened now: it reads the process's memory as it is now (after
+  // an exec, Start's would read the old one), and with CHECK_WPASYNC a range
+  // that is no longer registered (exec, a mapping replaced) fails the scan
+  // rather than reading as unwritten.
+  UniqueFd pagemap(open(("/proc/" + std::to_string(pid_) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap) return Status::FromErrno("write tracking: open pagemap");
   Ranges out;
   std::vector<PageRegion> vec(1024);
   for (const auto& [s, e] : ranges_) {
@@ -79,13 +86,14 @@ Result<WriteTracker::Ranges> WriteTracker::Written() {
     while (at < e) {
       PmScanArg a{};
       a.size = sizeof a;
+      a.flags = kPmScanCheckWpAsync;
       a.start = at;
       a.end = e;
       a.vec = reinterpret_cast<uint64_t>(vec.data());
       a.vec_len = vec.size();
       a.category_mask = kPageIsWritten;
       a.return_mask = kPageIsWritten;
-      long n = ioctl(pagemap_.get(), kPagemapScan, &a);
+      long n = ioctl(pagemap.get(), kPagemapScan, &a);
       if (n < 0) return Status::FromErrno("write tracking: PAGEMAP_SCAN");
       for (long i = 0; i < n; ++i) {
         if (!out.empty() && out.back().second == vec[i].start) out.back().second = vec[i].end;

@@ -14,6 +14,8 @@
 // Not thread-safe; Start from the thread that traces the process.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -36,7 +38,8 @@ class WriteTracker {
   static Result<std::unique_ptr<WriteTracker>> Start(Tracee& t, const Ranges& ranges);
 
   // The page ranges written since Start (ascending, within the registered
-  // ranges).
+  // ranges). An error (never "nothing written") when a range is no longer
+  // tracked: the process exec'd, or a mapping was replaced.
   Result<Ranges> Written();
 
   ~WriteTracker() = default;
@@ -46,8 +49,9 @@ class WriteTracker {
  private:
   WriteTracker() = default;
   UniqueFd uffd_;
-  UniqueFd pagemap_;
+  UniqueFd pagemap_;  // Start's (write-protects)
   Ranges ranges_;
+  pid_t pid_ = 0;
 };
 
 }  // namespace mfs::migrate
