@@ -7,11 +7,14 @@
 // The points (man/mfs-migration.7, FAULT INJECTION):
 //   spawn          destination mfsd, on a request to spawn a guest supervisor
 //   guest-accept   guest supervisor, home connected and authenticated
+//   guest-prepare  guest supervisor, the memory hint (kPrepare) received
 //   guest-header   guest supervisor, image header received
 //   guest-pages    guest supervisor, first batch of pages received
 //   guest-restore  guest supervisor, image restored, remote not yet running
 //   guest-running  guest supervisor, remote running and confirmed to the home
 //   move           home mfsd, a move request passed on to the home supervisor
+// One name is not a kill point but a refusal, tested with FaultArmed:
+//   prepare-refused  guest supervisor answers kPrepare with ENOTSUP
 // Without the variable this costs one getenv, at the first call.
 //
 // Thread-safe.

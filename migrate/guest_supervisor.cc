@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -36,6 +37,7 @@
 #include "migrate/checkpoint.h"
 #include "migrate/deputy.h"
 #include "migrate/fault.h"
+#include "migrate/prepare.h"
 #include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
@@ -59,6 +61,8 @@ constexpr int kIoctlTiocgpgrp = 0x540F, kIoctlTiocspgrp = 0x5410, kIoctlTiocgwin
               kIoctlTiocswinsz = 0x5414, kIoctlFionread = 0x541B, kIoctlFionbio = 0x5421,
               kIoctlFionclex = 0x5450, kIoctlFioclex = 0x5451;
 constexpr uint32_t kKernelTermios = 36;
+constexpr int kMadvPopulateWrite = 23;  // Linux 5.14
+
 
 // One worker thread that writes received page batches into the new process
 // (verify the hashes, process_vm_writev), so that the I/O thread receives
@@ -206,12 +210,38 @@ class Guest {
 
   void OnRequest(const wire::Connection::Ptr& c, wire::Frame f) {
     switch (f.type()) {
+      case kPrepare: return Prepare(c, std::move(f));
+      case kPrecopy: {
+        // Pages of the still running process, into the prepared memory (on
+        // the writer thread; answered once written).
+        if (!prepared_ || restorer_ || !target_)
+          return c->ReplyError(f, Status::Error(EINVAL, "pre-copy without prepared memory"));
+        auto job = std::make_shared<wire::Frame>(std::move(f));
+        writer_.Post([this, c, job, pieces = prepared_->pieces, target = target_.get()] {
+          Status ws = ForEachPageRun(job->payload, [&](uint64_t addr, std::string_view data) {
+            auto it = std::upper_bound(pieces.begin(), pieces.end(), addr,
+                                       [](uint64_t a, const PreparedPiece& p) { return a < p.start; });
+            if (it == pieces.begin()) return Status::Corruption("pre-copy: pages outside the prepared memory");
+            const PreparedPiece& p = *std::prev(it);
+            if (addr + data.size() > p.end) return Status::Corruption("pre-copy: pages outside the prepared memory");
+            return target->WriteMem(p.scratch + (addr - p.start), data.data(), data.size());
+          });
+          job->payload.clear();
+          job->payload.shrink_to_fit();
+          asio::post(io_, [c, job, ws] { return ws.ok() ? c->Reply(*job, "") : c->ReplyError(*job, ws); });
+        });
+        return;
+      }
       case kImage: {
         writer_.Drain();
         Status s = BeginRestore(f.payload);
         FaultPoint("guest-header");
         if (!s.ok()) restore_error_ = s;
-        return s.ok() ? c->Reply(f, "") : c->ReplyError(f, s);
+        // The reply names the mappings whose prepared (and pre-copied)
+        // memory is in place.
+        return s.ok() ? c->Reply(f, EncodeRanges(prepared_ ? prepared_->moved
+                                                           : std::vector<std::pair<uint64_t, uint64_t>>()))
+                      : c->ReplyError(f, s);
       }
       case kPages: {
         // Written into the process as they arrive (verified first).
@@ -256,9 +286,15 @@ class Guest {
         restorer_.reset();
         incoming_ = ProcessImage();
         asio::post(io_, [] { malloc_trim(0); });  // after the reply below
-        // u32 remote pid, u32 restore time in µs (the home's phase timings).
+        // u32 remote pid, u32 restore time in µs (the home's phase timings),
+        // u32 prepared pieces and u32 prepared pages the restore moved in.
         auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
-        c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)) + EncodeU32(static_cast<uint32_t>(us.count())));
+        const uint64_t moved_pieces = prepared_ ? prepared_->pieces_moved : 0;
+        const uint64_t moved_pages = prepared_ ? prepared_->pages_moved : 0;
+        prepared_.reset();
+        c->Reply(f, EncodeU32(static_cast<uint32_t>(*r)) + EncodeU32(static_cast<uint32_t>(us.count())) +
+                        EncodeU32(static_cast<uint32_t>(moved_pieces)) +
+                        EncodeU32(static_cast<uint32_t>(std::min<uint64_t>(moved_pages, UINT32_MAX))));
         // Once the reply has left (the home has then committed the move).
         if (FaultArmed("guest-running")) {
           auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
@@ -321,27 +357,114 @@ class Guest {
     }
   }
 
+  // kPrepare (prepare.h): a scratch for the hinted mappings in the target
+  // made at accept time, populated one chunk per turn of the io thread (a
+  // kImage arriving meanwhile ends it and uses what is there), answered
+  // once populated: u32 pages, u32 µs.
+  void Prepare(const wire::Connection::Ptr& c, wire::Frame f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (FaultArmed("prepare-refused"))
+      return c->ReplyError(f, Status::Error(ENOTSUP, "prepare refused (MFS_MIGRATE_FAULT)"));
+    FaultPoint("guest-prepare");
+    if (!target_ || restorer_ || prepared_)
+      return c->ReplyError(f, Status::Error(EINVAL, "prepare: no fresh restore target"));
+    auto hint = DecodePrepareHint(f.payload);
+    if (!hint.ok()) return c->ReplyError(f, hint.status());
+    Status s = MapPrepared(*hint);
+    if (!s.ok()) {
+      prepared_.reset();
+      return c->ReplyError(f, s);
+    }
+    WarmHeap(hint->pages() * kPageSize);
+    PopulateNext(c, std::make_shared<wire::Frame>(std::move(f)), ++prepare_gen_, 0, t0);
+  }
+
+  Status MapPrepared(const PrepareHint& hint) {
+    MFS_ASSIGN_OR_RETURN(auto maps, ReadMaps(target_->tid()));
+    std::vector<std::pair<uint64_t, uint64_t>> used;
+    uint64_t vdso = 0;
+    for (const auto& e : maps) {
+      used.push_back({e.start, e.end});
+      if (e.path == "[vdso]") vdso = e.start;
+    }
+    if (vdso == 0 || k_.vdso_syscall_offset < 0) return Status::Error(ENOTSUP, "prepare: no syscall gadget");
+    const uint64_t gadget = vdso + static_cast<uint64_t>(k_.vdso_syscall_offset);
+    uint8_t insn[2] = {};
+    MFS_RETURN_IF_ERROR(target_->ReadMem(gadget, insn, 2));
+    if (insn[0] != kSyscallInsn[0] || insn[1] != kSyscallInsn[1])
+      return Status::Error(ENOTSUP, "prepare: no syscall at the probed [vdso] offset");
+    MFS_ASSIGN_OR_RETURN(PreparedMemory m, PlanPrepared(hint, std::move(used)));
+    if (m.size == 0) return Status::Error(ENODATA, "prepare: nothing to prepare");
+    target_->set_gadget(gadget);
+    MFS_ASSIGN_OR_RETURN(uint64_t at, target_->CheckedSyscall("mmap prepared", SYS_mmap, m.base, m.size,
+                                                              PROT_READ | PROT_WRITE,
+                                                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                                              static_cast<uint64_t>(-1), 0));
+    if (at != m.base) {
+      target_->Syscall(SYS_munmap, at, m.size).status().IgnoreError();
+      return Status::Error(EEXIST, "prepare: scratch not placed where planned");
+    }
+    prepared_ = std::move(m);
+    return Status::OK();
+  }
+
+  void PopulateNext(const wire::Connection::Ptr& c, std::shared_ptr<wire::Frame> f, uint64_t gen, size_t i,
+                    std::chrono::steady_clock::time_point t0) {
+    if (gen != prepare_gen_ || !prepared_) return;  // kImage came: it uses what is there
+    PreparedMemory& m = *prepared_;
+    if (i < m.populate.size()) {
+      const auto& sp = m.populate[i];
+      Status s;
+      if (!prepare_zero_fill_) {
+        auto r = target_->Syscall(SYS_madvise, sp.addr, sp.len, kMadvPopulateWrite);
+        if (!r.ok()) s = r.status();
+        else if (*r == -EINVAL) prepare_zero_fill_ = true;  // before Linux 5.14: touch instead
+        else if (*r < 0) s = Status::PosixError("prepare: madvise(MADV_POPULATE_WRITE)", static_cast<int>(-*r));
+      }
+      if (s.ok() && prepare_zero_fill_) {
+        static const std::string zeros(1 << 20, '\0');
+        for (uint64_t at = 0; at < sp.len && s.ok(); at += zeros.size())
+          s = target_->WriteMem(sp.addr + at, zeros.data(), std::min<uint64_t>(zeros.size(), sp.len - at));
+      }
+      if (s.ok()) {
+        m.pieces[sp.piece].pages += sp.len / kPageSize;
+        asio::post(io_, [this, c, f, gen, i, t0] { PopulateNext(c, f, gen, i + 1, t0); });
+        return;
+      }
+      spdlog::info("guest: preparing memory stopped: {}", s.ToString());
+    }
+    uint64_t pages = 0;
+    for (const auto& p : m.pieces) pages += p.pages;
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+    c->Reply(*f, EncodeU32(static_cast<uint32_t>(std::min<uint64_t>(pages, UINT32_MAX))) +
+                     EncodeU32(static_cast<uint32_t>(us.count())));
+  }
+
   // kImage: the header, and the restore's first steps (Restorer::Begin) in
   // the target made at accept time.
   Status BeginRestore(std::string_view header) {
     restorer_.reset();
     restore_error_ = Status::OK();
     incoming_ = ProcessImage();
+    ++prepare_gen_;  // populating ends here
     MFS_RETURN_IF_ERROR(DecodeHeader(header, &incoming_));
     if (incoming_.threads.empty()) return Status::InvalidArgument("no image received");
     if (!incoming_.files.empty()) {
       // DFSA: the process's files on /mfs, re-opened here and installed at
       // their numbers in a target made for them (the one made at accept
-      // time has none).
+      // time has none; its prepared memory goes with it).
+      prepared_.reset();
       target_.reset();
       std::vector<UniqueFd> opened;
       MFS_ASSIGN_OR_RETURN(auto install, OpenFiles(incoming_.files, &opened));
       MFS_ASSIGN_OR_RETURN(target_, SpawnRestoreTarget(install, kTargetOptions));
     } else if (!target_) {
+      prepared_.reset();
       MFS_ASSIGN_OR_RETURN(target_, SpawnRestoreTarget({}, kTargetOptions));
     }
     remote_ = std::move(target_);
     RestoreOptions opts;
+    opts.prepared = prepared_ ? &*prepared_ : nullptr;
     opts.keep_stub = true;
     opts.map_path = [this](const std::string& p) { return MapPath(p); };
     opts.before_registers = [this](Tracee& t, const Scratch& stub) -> Status {
@@ -1277,14 +1400,20 @@ class Guest {
     if (!remote_ || remote_->dead()) return Status::Error(ESRCH, "no remote");
     for (auto& f : frozen_threads_) {
       if (f.tracee->dead() || !f.tracee->stopped()) continue;
-      SetCpuState(f.tracee->tid(), f.saved).IgnoreError();
+      // A call the freeze cut restarts (the kernel's own restart saw the
+      // injected calls' registers): CpuState::NormalizeRestart.
+      CpuState resume = f.saved;
+      resume.NormalizeRestart();
+      SetCpuState(f.tracee->tid(), resume).IgnoreError();
       for (int sig : f.tracee->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), f.tracee->tid(), sig);
       f.tracee->Cont().IgnoreError();
     }
     frozen_threads_.clear();
     for (auto [tid, sig] : thread_pending) syscall(SYS_tgkill, remote_->tid(), tid, static_cast<int>(sig));
     if (!remote_->stopped()) return Status::OK();
-    MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), frozen_regs_));
+    CpuState resume = frozen_regs_;
+    resume.NormalizeRestart();
+    MFS_RETURN_IF_ERROR(SetCpuState(remote_->tid(), resume));
     for (int sig : remote_->TakeStashedSignals()) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), sig);
     for (uint32_t sig : pending) syscall(SYS_tgkill, remote_->tid(), remote_->tid(), static_cast<int>(sig));
     return remote_->Cont();
@@ -1376,6 +1505,9 @@ class Guest {
   wire::Connection::Ptr conn_;
   ProcessImage incoming_;
   std::unique_ptr<Tracee> target_;       // made at accept, restored into at kImage
+  std::optional<PreparedMemory> prepared_;  // kPrepare's scratch in target_ (then remote_)
+  uint64_t prepare_gen_ = 0;                // bumped to stop populating
+  bool prepare_zero_fill_ = false;          // MADV_POPULATE_WRITE refused: write zeros
   Status restore_error_;                 // the first error of kImage/kPages
   std::optional<ProcessImage> outgoing_;
   CpuState frozen_regs_;

@@ -35,6 +35,7 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,12 +55,14 @@
 #include "mfs/wire/connection.h"
 #include "migrate/checkpoint.h"
 #include "migrate/deputy.h"
+#include "migrate/prepare.h"
 #include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
 #include "migrate/restore.h"
 #include "migrate/supervisor.h"
 #include "migrate/syscall_table.h"
 #include "migrate/transfer.h"
+#include "migrate/write_tracker.h"
 
 namespace mfs::migrate {
 namespace {
@@ -71,6 +74,15 @@ using Clock = std::chrono::steady_clock;
 using Reply = control::ControlServer::Reply;
 
 bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
+
+// Registers saved at a stop, to resume with after calls were injected: a
+// call the stop cut (-ERESTART*) is restarted now, since the kernel's own
+// restart on the way out of the stop saw the injected calls' registers
+// instead (CpuState::NormalizeRestart, the rules of a freeze).
+CpuState Resumable(CpuState s) {
+  s.NormalizeRestart();
+  return s;
+}
 
 class Home {
  public:
@@ -857,41 +869,259 @@ class Home {
         [this](const wire::Connection::Ptr& c, const Status& why) { OnGuestClosed(c, why); }, std::move(done));
   }
 
+  // kPrepare (prepare.h): the guest maps and faults in the memory the pages
+  // will be written to while the process still runs here. `then` runs once
+  // it answered, or after a bounded wait, with what it did (for the move's
+  // reply); a refusal or a failure only loses the speed-up.
+  void PrepareGuest(const wire::Connection::Ptr& conn, std::function<void(json)> then) {
+    const auto t0 = Clock::now();
+    auto hint = ComputePrepareHint(pid_);
+    if (!hint.ok() || hint->areas.empty())
+      return then(json{{"error", hint.ok() ? std::string("nothing to prepare") : hint.status().ToString()}});
+    const uint64_t pages = hint->pages();
+    // Faulting in costs 1.4-8 µs a page on this VM: wait up to 1 s + 16 µs a page.
+    const auto wait = std::chrono::milliseconds(std::min<uint64_t>(15000, 1000 + pages * 16 / 1000));
+    auto once = std::make_shared<std::function<void(json)>>(std::move(then));
+    auto shared_hint = std::make_shared<const PrepareHint>(std::move(*hint));
+    conn->Call(kPrepare, EncodePrepareHint(*shared_hint), [this, conn, once, pages, t0, shared_hint](Result<wire::Frame> r) {
+      if (!*once) return;
+      auto then = std::move(*once);
+      *once = nullptr;
+      json j{{"hinted_pages", pages}, {"ms", MsSince(t0)}};
+      if (r.ok()) {
+        Reader rd(r->payload);
+        const uint32_t populated = rd.U32();
+        const uint32_t us = rd.U32();
+        if (rd.done()) {
+          j["pages"] = populated;
+          j["guest_ms"] = us / 1000.0;
+          if (populated > 0 && precopy_enabled_) return Precopy(conn, shared_hint, std::move(j), std::move(then));
+        }
+      } else {
+        j["error"] = r.status().ToString();
+      }
+      then(std::move(j));
+    }, wait);
+    WarmHeap(pages * kPageSize);  // this side's batch buffers, meanwhile
+  }
+
+  // kPrecopy: the hinted pages of the still running process go into the
+  // prepared memory; at the freeze, those whose hash has not changed are not
+  // sent again (SendImage's filter). Bounded like the prepare; a failure
+  // only means more pages after the freeze. Fills precopied_ with the
+  // (address, hash) of each page the guest wrote, ascending.
+  void Precopy(const wire::Connection::Ptr& conn, std::shared_ptr<const PrepareHint> hint, json j,
+               std::function<void(json)> then) {
+    const auto t0 = Clock::now();
+    auto img = std::make_shared<ProcessImage>();
+    uint64_t pages = 0;
+    for (const auto& a : hint->areas)
+      for (const auto& [addr, n] : a.runs) {
+        PageRun run;
+        run.addr = addr;
+        run.hashes.assign(n, 0);
+        img->pages.push_back(std::move(run));
+        pages += n;
+      }
+    precopied_.clear();
+    precopied_.reserve(pages);
+    tracker_ = StartWriteTracking(*hint);  // before the first read: "written" starts here
+    j["write_tracking"] = tracker_ != nullptr;
+    PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
+    auto timer = std::make_shared<asio::steady_timer>(
+        io_, std::chrono::milliseconds(std::min<uint64_t>(15000, 1000 + pages * 16 / 1000)));
+    auto once = std::make_shared<std::function<void(json)>>(std::move(then));
+    auto stop = SendPageRuns(
+        conn, img, kPrecopy, std::move(read),
+        [this](uint64_t addr, uint64_t hash) { precopied_.push_back({addr, hash}); },
+        [this, timer, once, t0, j = std::move(j)](Status s) mutable {
+          timer->cancel();
+          if (!*once) return;
+          auto then = std::move(*once);
+          *once = nullptr;
+          if (!std::is_sorted(precopied_.begin(), precopied_.end())) std::sort(precopied_.begin(), precopied_.end());
+          j["precopied_pages"] = precopied_.size();
+          j["precopy_ms"] = MsSince(t0);
+          if (!s.ok()) j["precopy_error"] = s.ToString();
+          // The tracee may have ended meanwhile: AwayPrepared checks.
+          asio::post(io_, [then = std::move(then), j = std::move(j)]() mutable { then(std::move(j)); });
+        });
+    timer->async_wait([stop](boost::system::error_code ec) {
+      if (!ec) stop();
+    });
+  }
+
+  // Pre-copied pages the process no longer has at the freeze (freed since)
+  // travel as the zeros they now read as, so that no stale copy stays at the
+  // destination. REQUIRES: img.pages ascending (as Capture gives them).
+  void AddVanishedPages(ProcessImage& img) {
+    std::vector<uint64_t> gone;
+    size_t r = 0;
+    for (const auto& [addr, hash] : precopied_) {
+      while (r < img.pages.size() && img.pages[r].addr + img.pages[r].pages() * kPageSize <= addr) ++r;
+      if (r < img.pages.size() && img.pages[r].addr <= addr) continue;  // still there
+      bool mapped = false;
+      for (const auto& v : img.vmas)
+        if (addr >= v.start && addr < v.end && !(v.flags & (kVmaShared | kVmaFile))) mapped = true;
+      if (mapped) gone.push_back(addr);
+    }
+    for (size_t i = 0; i < gone.size();) {
+      size_t j = i + 1;
+      while (j < gone.size() && gone[j] == gone[j - 1] + kPageSize) ++j;
+      PageRun run;
+      run.addr = gone[i];
+      run.hashes.assign(j - i, 0);
+      img.pages.push_back(std::move(run));
+      i = j;
+    }
+  }
+
+  // SendImage's filter once kImage's reply names the mappings whose
+  // prepared memory is in place: a page pre-copied into one of them and
+  // unchanged since is not sent. Counts them in *skipped.
+  // With `written` (write tracking), a pre-copied page not written since
+  // the pre-copy began is skipped without being read; without it, or for a
+  // written one, when its hash is unchanged.
+  std::function<PageFilter(std::string_view)> PrecopyFilter(
+      std::shared_ptr<uint64_t> skipped, std::shared_ptr<uint64_t> unread,
+      std::shared_ptr<const std::vector<std::pair<uint64_t, uint64_t>>> written) {
+    return [this, skipped, unread, written](std::string_view reply) -> PageFilter {
+      auto moved = DecodeRanges(reply);
+      if (!moved.ok() || moved->empty() || precopied_.empty()) return nullptr;
+      auto ranges = std::make_shared<std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*moved));
+      auto cursor = std::make_shared<size_t>(0);
+      return [this, ranges, cursor, skipped, unread, written](uint64_t addr, const uint64_t* hash) {
+        // Pages come mostly in ascending order: a cursor, else a search.
+        size_t& i = *cursor;
+        if (i >= precopied_.size() || precopied_[i].first > addr)
+          i = static_cast<size_t>(std::lower_bound(precopied_.begin(), precopied_.end(), std::make_pair(addr, uint64_t{0})) -
+                                  precopied_.begin());
+        while (i < precopied_.size() && precopied_[i].first < addr) ++i;
+        if (i >= precopied_.size() || precopied_[i].first != addr) return false;
+        auto r = std::upper_bound(ranges->begin(), ranges->end(), std::make_pair(addr, UINT64_MAX));
+        if (r == ranges->begin() || addr >= std::prev(r)->second) return false;
+        if (!hash) {
+          if (!written) return false;
+          auto w = std::upper_bound(written->begin(), written->end(), std::make_pair(addr, UINT64_MAX));
+          if (w != written->begin() && addr < std::prev(w)->second) return false;  // written: read it
+          ++*unread;
+          ++*skipped;
+          return true;
+        }
+        if (precopied_[i].second != *hash) return false;
+        ++*skipped;
+        return true;
+      };
+    };
+  }
+
+  // Write tracking for the pre-copy (write_tracker.h): the process is
+  // stopped for the few calls it takes, then runs on. Null where the kernel
+  // or the process does not allow it (the hashes decide then).
+  std::unique_ptr<WriteTracker> StartWriteTracking(const PrepareHint& hint) {
+    if (!write_tracking_enabled_) return nullptr;
+    WriteTracker::Ranges ranges;
+    for (const auto& a : hint.areas) ranges.push_back({a.start, a.end});
+    reaping_ = true;
+    std::unique_ptr<WriteTracker> tracker;
+    Status s = tracee_->Interrupt();
+    if (s.ok()) {
+      auto regs = GetCpuState(pid_);
+      s = regs.status();
+      if (regs.ok()) {
+        auto maps = ReadMaps(pid_);
+        for (const auto& e : maps.ok() ? *maps : std::vector<MapEntry>())
+          if (e.path == "[vdso]") tracee_->set_gadget(e.start + static_cast<uint64_t>(k_.vdso_syscall_offset));
+        auto t = k_.vdso_syscall_offset >= 0 ? WriteTracker::Start(*tracee_, ranges)
+                                             : Result<std::unique_ptr<WriteTracker>>(Status::Error(ENOTSUP, "no gadget"));
+        if (t.ok()) tracker = std::move(*t);
+        else s = t.status();
+        SetCpuState(pid_, Resumable(*regs)).IgnoreError();
+      }
+      for (int sig : tracee_->TakeStashedSignals()) syscall(SYS_tgkill, pid_, pid_, sig);
+      tracee_->Cont().IgnoreError();
+    }
+    reaping_ = false;
+    if (!s.ok()) spdlog::info("home: no write tracking for the pre-copy of {}: {}", pid_, s.ToString());
+    return tracker;
+  }
+
   // Home -> node.
   void Away(uint32_t node, Reply reply) {
     state_ = State::kBusy;
+    precopied_ = {};
+    tracker_.reset();
     ConnectGuest(node, [this, node, reply](Result<wire::Connection::Ptr> c) {
       if (!c.ok()) return FailAway(c.status(), reply, nullptr);
       auto conn = *c;
-      auto t0 = Clock::now();
-      auto img = FreezeAndCapture();
-      if (!img.ok()) return FailAway(img.status(), reply, conn);
-      auto phases = std::make_shared<json>(json{{"capture", MsSince(t0)}});
-      auto shared = std::make_shared<const ProcessImage>(std::move(*img));
-      PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
-      SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared](Status s) {
-        if (!s.ok()) return FailAway(s, reply, conn);
-        (*phases)["send"] = MsSince(t0) - (*phases)["capture"].get<double>();
-        conn->Call(kStart, "", [this, node, reply, conn, t0, phases, shared_img = shared](Result<wire::Frame> r) {
-          if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
-          last_downtime_ms_ = MsSince(t0);
-          AddStartPhases(r->payload, last_downtime_ms_, phases.get());
-          conn_ = conn;
-          where_ = node;
-          ++moves_;
-          state_ = State::kRemote;
-          frozen_pending_.clear();  // they travelled with the image
-          timers_stopped_ = false;  // they run at the remote now
-          dfsa_fds_.clear();
-          for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
-          RetireThreads();
-          Next();
-          spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms; phases {})", pid_, node, last_downtime_ms_,
-                       phases->dump());
-          reply(json{{"pid", pid_}, {"where", node}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", *phases}});
-          TrimLater();
-        }, std::chrono::seconds(60));
-      }, std::move(read));
+      PrepareGuest(conn, [this, node, reply, conn](json prepared) { AwayPrepared(node, reply, conn, std::move(prepared)); });
+    });
+  }
+
+  // Freeze, capture, send, start.
+  void AwayPrepared(uint32_t node, const Reply& reply, const wire::Connection::Ptr& conn, json prepared) {
+    if (state_ != State::kBusy || !tracee_ || tracee_->dead())
+      return FailAway(Status::Error(ESRCH, "the process ended during the move"), reply, conn);
+    auto t0 = Clock::now();
+    auto img = FreezeAndCapture();
+    if (!img.ok()) return FailAway(img.status(), reply, conn);
+    std::function<PageFilter(std::string_view)> filter;
+    auto skipped = std::make_shared<uint64_t>(0), unread = std::make_shared<uint64_t>(0);
+    if (!precopied_.empty()) {
+      AddVanishedPages(*img);
+      std::shared_ptr<const std::vector<std::pair<uint64_t, uint64_t>>> written;
+      if (tracker_) {
+        auto w = tracker_->Written();
+        if (w.ok()) written = std::make_shared<const std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*w));
+        else spdlog::warn("home: write tracking of {}: {}", pid_, w.status().ToString());
+      }
+      filter = PrecopyFilter(skipped, unread, std::move(written));
+    }
+    auto phases = std::make_shared<json>(json{{"capture", MsSince(t0)}});
+    auto shared = std::make_shared<const ProcessImage>(std::move(*img));
+    PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
+    SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared, prepared, skipped, unread](Status s) mutable {
+      precopied_ = {};
+      tracker_.reset();
+      prepared["unchanged_pages_not_sent"] = *skipped;
+      prepared["unchanged_pages_not_read"] = *unread;
+      if (!s.ok()) return FailAway(s, reply, conn);
+      (*phases)["send"] = MsSince(t0) - (*phases)["capture"].get<double>();
+      conn->Call(kStart, "", [this, node, reply, conn, t0, phases, shared_img = shared, prepared](Result<wire::Frame> r) mutable {
+        if (!r.ok()) return FailAway(r.status().Annotate("restore on node " + std::to_string(node)), reply, conn);
+        last_downtime_ms_ = MsSince(t0);
+        AddStartPhases(r->payload, last_downtime_ms_, phases.get());
+        if (r->payload.size() >= 16) {
+          Reader rd(std::string_view(r->payload).substr(8));
+          prepared["moved_pieces"] = rd.U32();
+          prepared["moved_pages"] = rd.U32();
+        }
+        conn_ = conn;
+        where_ = node;
+        ++moves_;
+        state_ = State::kRemote;
+        frozen_pending_.clear();  // they travelled with the image
+        timers_stopped_ = false;  // they run at the remote now
+        dfsa_fds_.clear();
+        for (const auto& f : shared_img->files) dfsa_fds_.insert(f.fd);
+        RetireThreads();
+        Next();
+        spdlog::info("home: {} now runs on node {} (downtime {:.1f} ms; phases {}; prepared {})", pid_, node,
+                     last_downtime_ms_, phases->dump(), prepared.dump());
+        reply(json{{"pid", pid_},
+                   {"where", node},
+                   {"downtime_ms", last_downtime_ms_},
+                   {"phases_ms", *phases},
+                   {"prepared", prepared}});
+        TrimLater();
+      }, std::chrono::seconds(60));
+    }, std::move(read), std::move(filter), [pid = pid_](uint64_t addr, char* dst, size_t len) -> Status {
+      // process_vm_readv alone (thread-safe); the io thread's reader falls
+      // back to /proc/PID/mem where this fails (PROT_NONE pages).
+      iovec local{dst, len};
+      iovec remote{reinterpret_cast<void*>(addr), len};
+      if (process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len)) return Status::OK();
+      return Status::Error(EFAULT, "process_vm_readv");
     });
   }
 
@@ -996,7 +1226,7 @@ class Home {
     for (auto& t : thread_tracees_) {
       if (t->dead()) continue;
       for (const auto& f : frozen_threads_)
-        if (f.tracee == t.get()) SetCpuState(t->tid(), f.saved).IgnoreError();
+        if (f.tracee == t.get()) SetCpuState(t->tid(), Resumable(f.saved)).IgnoreError();
     }
     for (auto [tid, sig] : frozen_thread_pending_) syscall(SYS_tgkill, pid_, tid, static_cast<int>(sig));
     frozen_thread_pending_.clear();
@@ -1036,7 +1266,7 @@ class Home {
       tracee_->Syscall(SYS_munmap, scratch_.addr, scratch_.size).status().IgnoreError();
       scratch_ = Scratch{};
     }
-    SetCpuState(pid_, saved_).IgnoreError();
+    SetCpuState(pid_, Resumable(saved_)).IgnoreError();
     auto sigs = tracee_->TakeStashedSignals();
     for (uint32_t sig : frozen_pending_) sigs.push_back(static_cast<int>(sig));
     frozen_pending_.clear();
@@ -1047,6 +1277,8 @@ class Home {
   void FailAway(const Status& why, const Reply& reply, wire::Connection::Ptr conn) {
     spdlog::warn("home: move of {} failed, resuming at home: {}", pid_, why.ToString());
     last_error_ = why.ToString();
+    precopied_ = {};
+    tracker_.reset();  // its ranges are unregistered
     if (conn) {
       failed_conns_.insert(conn.get());
       conn->Close(why);
@@ -1339,6 +1571,19 @@ class Home {
   std::map<int, uint64_t> forwarded_by_nr_;  // forwarded calls by syscall number
   std::set<int> dfsa_fds_;                   // fds the remote uses directly (DFSA)
   bool dfsa_enabled_ = true;
+  // Pages sent before the freeze (kPrecopy); MFS_MIGRATE_PRECOPY=0 in the
+  // environment (mfsd's, passed on) turns it off, for comparisons.
+  bool precopy_enabled_ = [] {
+    const char* v = getenv("MFS_MIGRATE_PRECOPY");
+    return !(v && std::string_view(v) == "0");
+  }();
+  std::vector<std::pair<uint64_t, uint64_t>> precopied_;  // (addr, hash) at the guest, ascending
+  std::unique_ptr<WriteTracker> tracker_;                  // pages written since the pre-copy began
+  // MFS_MIGRATE_WRITE_TRACKING=0: the pre-copy compares hashes only.
+  bool write_tracking_enabled_ = [] {
+    const char* v = getenv("MFS_MIGRATE_WRITE_TRACKING");
+    return !(v && std::string_view(v) == "0");
+  }();
   double last_downtime_ms_ = -1;
   std::string last_error_;
   CpuState saved_;

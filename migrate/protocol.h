@@ -31,6 +31,16 @@
 //                 in flight home as kSyscall (they did not run)
 //   kDirectReply  home -> guest (Send): u32 seq, i64 ret: a direct call cut
 //                 by a signal for the home pid, answered after kSignal
+//   kPrepare      home -> guest (Call), before the freeze: the memory the
+//                 pages will go to (PrepareHint, prepare.h); resp u32 pages
+//                 populated, u32 µs. kStart's resp then also carries u32
+//                 prepared pieces and u32 prepared pages the restore used.
+//   kPrecopy      home -> guest (Call), after kPrepare, before the freeze:
+//                 page runs (image.h) of the running process, written into
+//                 the prepared memory; resp empty. kImage's resp then lists
+//                 the mappings whose prepared memory the restore moved in
+//                 (prepare.h EncodeRanges): pages pre-copied there whose hash
+//                 is unchanged at the freeze are not sent again.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +65,8 @@ enum MigrateFrame : uint16_t {
   kResume = 201,
   kKill = 202,
   kWantHome = 203,
+  kPrepare = 204,
+  kPrecopy = 205,
   kDirect = 220,
   kDirectEnd = 221,
   kDirectReply = 222,

@@ -341,6 +341,20 @@ Status Restorer::Begin() {
   // Leave room below [stack] for it to grow.
   for (const auto& v : img.vmas)
     if (v.flags & kVmaStack) used.push_back({v.start > (1ull << 30) ? v.start - (1ull << 30) : 0, v.start});
+  // Memory prepared before the freeze: kept unless the image needs its place
+  // (then it goes with the rest of the target's mappings).
+  PreparedMemory* prepared = opts.prepared && opts.prepared->size ? opts.prepared : nullptr;
+  if (prepared) {
+    const uint64_t lo = prepared->base, hi = prepared->base + prepared->size;
+    auto clashes = [&](uint64_t s, uint64_t e) { return s < hi && e > lo; };
+    for (const auto& v : img.vmas)
+      if (clashes(v.start, v.end) ||
+          ((v.flags & kVmaStack) && clashes(v.start > (1ull << 30) ? v.start - (1ull << 30) : 0, v.start)))
+        prepared = nullptr;
+    for (const auto& sp : img.specials)
+      if (clashes(sp.start, sp.end)) prepared = nullptr;
+    if (prepared) used.push_back({lo, hi});
+  }
 
   // 1. The stub.
   MFS_ASSIGN_OR_RETURN(uint64_t stub_addr, FindGap(used, kScratchSize));
@@ -365,7 +379,14 @@ Status Restorer::Begin() {
     for (const auto& e : cur) {
       if (e.special()) continue;
       if (e.start >= stub.addr && e.end <= stub.addr + stub.size) continue;
-      b.Add("munmap", SYS_munmap, {e.start, e.size()});
+      if (!prepared) {
+        b.Add("munmap", SYS_munmap, {e.start, e.size()});
+        continue;
+      }
+      // Around the prepared memory.
+      const uint64_t lo = prepared->base, hi = prepared->base + prepared->size;
+      if (e.start < lo) b.Add("munmap", SYS_munmap, {e.start, std::min(e.end, lo) - e.start});
+      if (e.end > hi) b.Add("munmap", SYS_munmap, {std::max(e.start, hi), e.end - std::max(e.start, hi)});
     }
     MFS_RETURN_IF_ERROR(b.Run());
   }
@@ -402,8 +423,19 @@ Status Restorer::Begin() {
     }
   }
   {
-    Batch b(t, stub);
-    for (const auto& v : img.vmas) {
+    // A prepared piece for each private anonymous mapping (not the stack:
+    // MAP_GROWSDOWN cannot be given to a moved mapping) that starts where
+    // the piece's did; the mapping keeps the piece's flags (private,
+    // anonymous, read-write, accounted: as the mmap below would map it).
+    std::map<uint64_t, const PreparedPiece*> pieces;
+    if (prepared)
+      for (const auto& p : prepared->pieces) pieces[p.start] = &p;
+    struct Moved {
+      size_t call, vma;
+      const PreparedPiece* piece;
+    };
+    std::vector<Moved> moved;
+    auto map_fresh = [&](Batch& b, const Vma& v) {
       int prot = v.prot;
       if (!(v.flags & kVmaShared)) prot |= PROT_WRITE;
       uint64_t flags = MAP_FIXED | ((v.flags & kVmaShared) ? MAP_SHARED : MAP_PRIVATE);
@@ -416,8 +448,42 @@ Status Restorer::Begin() {
       }
       b.Add("mmap " + v.path, SYS_mmap,
             {v.start, v.end - v.start, static_cast<uint64_t>(prot), flags, fd, (v.flags & kVmaFile) ? v.offset : 0});
+    };
+    Batch b(t, stub);
+    for (size_t i = 0; i < img.vmas.size(); ++i) {
+      const Vma& v = img.vmas[i];
+      auto it = pieces.find(v.start);
+      if (it != pieces.end() && !(v.flags & (kVmaShared | kVmaFile | kVmaStack))) {
+        const PreparedPiece& p = *it->second;
+        // Resized to the mapping as it is now (it may have grown or shrunk
+        // since the hint): one VMA either way.
+        moved.push_back({b.size(), i, &p});
+        b.Add("mremap prepared", SYS_mremap,
+              {p.scratch, std::min(p.end, v.end) - p.start, v.end - v.start, MREMAP_MAYMOVE | MREMAP_FIXED, v.start},
+              /*may_fail=*/true);
+        continue;
+      }
+      map_fresh(b, v);
     }
-    Status st = b.Run();
+    std::vector<int64_t> rets;
+    Status st = b.Run(&rets);
+    if (st.ok() && prepared) {
+      // A piece the kernel would not move: that mapping the old way. Then
+      // what is left of the prepared memory goes.
+      Batch again(t, stub);
+      for (const auto& m : moved) {
+        if (rets[m.call] == static_cast<int64_t>(img.vmas[m.vma].start)) {
+          ++prepared->pieces_moved;
+          prepared->pages_moved += m.piece->pages;
+          prepared->moved.push_back({img.vmas[m.vma].start, img.vmas[m.vma].end});
+        } else {
+          map_fresh(again, img.vmas[m.vma]);
+        }
+      }
+      again.Add("munmap prepared", SYS_munmap, {prepared->base, prepared->size});
+      st = again.Run();
+      std::sort(prepared->moved.begin(), prepared->moved.end());
+    }
     if (!st.ok()) {
       close_files();
       return st;

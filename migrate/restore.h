@@ -10,8 +10,10 @@
 //   3. unmap everything but the stub and the kernel's special mappings;
 //   4. move [vvar]/[vvar_vclock]/[vdso] to the image's addresses (mremap),
 //      after checking that this kernel lays them out the same way;
-//   5. map every VMA of the image (files by path, anonymous memory) writable,
-//      write the pages that travelled, then set the final protections;
+//   5. map every VMA of the image (files by path, anonymous memory) writable
+//      (a private anonymous one whose memory was prepared before the freeze
+//      gets it moved there with mremap, see prepare.h), write the pages that
+//      travelled, then set the final protections;
 //   6. mm fields and exe (PR_SET_MM_MAP), signal handlers, timers, rlimits,
 //      name, personality, robust list, alternate stack, clear-child-tid,
 //      rseq (last of the memory-related calls), credentials, signal mask;
@@ -38,6 +40,7 @@
 #include "migrate/checkpoint.h"
 #include "migrate/image.h"
 #include "migrate/kernel_probe.h"
+#include "migrate/prepare.h"
 #include "migrate/tracee.h"
 
 namespace mfs::migrate {
@@ -50,6 +53,11 @@ struct RestoreOptions {
   std::function<std::string(const std::string&)> map_path;
   // Runs after the process state is set and before the registers are.
   std::function<Status(Tracee&, const Scratch&)> before_registers;
+  // Memory prepared in the tracee before the freeze (prepare.h): Begin moves
+  // its pieces onto the image's private anonymous mappings instead of mapping
+  // fresh memory there, unmaps the rest, and records what it moved in
+  // pieces_moved / pages_moved. Null or empty: none.
+  PreparedMemory* prepared = nullptr;
 };
 
 struct RestoreResult {

@@ -676,13 +676,31 @@ TEST_P(MigrationCut, ProcessKeepsRunningAtHome) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EachStep, MigrationCut,
-                         ::testing::Values("spawn", "guest-accept", "guest-header", "guest-pages",
-                                           "guest-restore", "guest-running"),
+                         ::testing::Values("spawn", "guest-accept", "guest-prepare", "guest-header",
+                                           "guest-pages", "guest-restore", "guest-running"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace(n.begin(), n.end(), '-', '_');
                            return n;
                          });
+
+// A failed move of a program whose threads wait in system calls (futex,
+// nanosleep) resumes it at home with those calls going on as before.
+TEST_F(Cluster, FailedMoveOfAProgramBlockedInCallsResumesItsCalls) {
+  StartNode(1, 2);
+  StartNode(2, 2, "", "guest-header");
+  WaitAlive(2);
+  const std::string args = kBin + "/mfs-test-threads 800 4";
+  int want_status = Reference(args, Path("want"));
+  pid_t pid = Mfsrun(args, Path("got"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-threads");
+  std::this_thread::sleep_for(300ms);
+  auto r = Move(pid, 2);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << "output differs";
+}
 
 // The home's mfsd crashing while its supervisor moves a process loses
 // nothing: the supervisor is not mfsd's child in any way that matters, the
@@ -1022,6 +1040,125 @@ TEST_F(Cluster, DirectCallCutBySignalWithoutRestartFailsWithEintr) {
   ASSERT_NE(st, -1) << "timed out";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
   EXPECT_EQ(Slurp(Path("got")), "ready\ngot one usr1=0\neintr usr1=1\ngot two usr1=1\nend usr1=1\n");
+}
+
+// Memory prepared before the freeze (kPrepare, migrate/prepare.h): the
+// destination maps and faults in the hinted mappings while the program still
+// runs at home, and the restore moves them into place. The program's
+// regions (a full one, one with a hole of missing pages, one with an unmapped
+// gap, a read-only one, the heap, one rewritten all the time, one freed and
+// refilled in turn) read back byte for byte, the remote's map of them is the
+// home's (addresses and permissions), and the move reply says the prepared
+// pages were used and the pre-copied ones that had not changed were not sent
+// again. `fault` for node 2: "prepare-refused" makes
+// the guest refuse the hint, and the move must work the old way.
+class PreparedMove : public Cluster {
+ protected:
+  // (start, end, perms) of the mappings of `pid` inside [lo, hi).
+  static std::vector<std::string> MapsIn(pid_t pid, uint64_t lo, uint64_t hi) {
+    std::vector<std::string> out;
+    auto maps = mfs::migrate::ReadMaps(pid);
+    if (!maps.ok()) return {"error: " + maps.status().ToString()};
+    for (const auto& e : *maps) {
+      if (e.end <= lo || e.start >= hi) continue;
+      char line[96];
+      snprintf(line, sizeof line, "%llx-%llx %c%c%c%c", (unsigned long long)e.start, (unsigned long long)e.end,
+               e.prot & 1 ? 'r' : '-', e.prot & 2 ? 'w' : '-', e.prot & 4 ? 'x' : '-', e.shared ? 's' : 'p');
+      out.push_back(line);
+    }
+    return out;
+  }
+
+  json MoveRegions(const std::string& fault) {
+    StartNode(1, 2);
+    StartNode(2, 2, "", fault);
+    WaitAlive(2);
+    const std::string args = kBin + "/mfs-test-regions 2.5";
+    int want_status = Reference(args + " 2>/dev/null", Path("want"));
+    EXPECT_EQ(want_status, 0);
+    pid_t pid = Mfsrun(args + " 2>" + Path("addrs"), Path("got"));
+    EXPECT_TRUE(WaitSupervised(pid));
+    WaitExec(pid, "mfs-test-regions");
+    for (int i = 0; i < 500 && Slurp(Path("got")).find("ready") == std::string::npos; ++i)
+      std::this_thread::sleep_for(10ms);
+    uint64_t lo = UINT64_MAX, hi = 0;
+    {
+      std::istringstream in(Slurp(Path("addrs")));
+      std::string name, s, e;
+      while (in >> name >> s >> e) {
+        lo = std::min<uint64_t>(lo, std::stoull(s, nullptr, 16));
+        hi = std::max<uint64_t>(hi, std::stoull(e, nullptr, 16));
+      }
+    }
+    EXPECT_LT(lo, hi) << "no region addresses: " << Slurp(Path("addrs"));
+    auto home_maps = MapsIn(pid, lo, hi);
+    EXPECT_GE(home_maps.size(), 3u);
+    auto r = Move(pid, 2);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    json reply = r.ok() ? *r : json::object();
+    if (r.ok()) {
+      pid_t remote = RemotePid(2);
+      EXPECT_GT(remote, 0);
+      EXPECT_EQ(MapsIn(remote, lo, hi), home_maps) << "the remote's map of the regions differs";
+    }
+    EXPECT_EQ(Wait(pid), want_status);
+    EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want")))
+        << "output differs:\n" << Slurp(Path("got")) << "\nwanted:\n" << Slurp(Path("want"));
+    return reply;
+  }
+};
+
+TEST_F(PreparedMove, PreparedPagesAreMovedIntoPlaceAndReadBackExactly) {
+  json r = MoveRegions("");
+  ASSERT_TRUE(r.contains("prepared")) << r;
+  const json& p = r["prepared"];
+  EXPECT_FALSE(p.contains("error")) << p;
+  // A (6 MiB), B (2 MiB written), C (2 MiB), D (2 MiB), the heap: at least
+  // 12 MiB prepared and moved in, in at least three pieces.
+  EXPECT_GE(p.value("pages", 0), 3072) << p;
+  EXPECT_GE(p.value("moved_pages", 0), 3072) << p;
+  EXPECT_GE(p.value("moved_pieces", 0), 3) << p;
+  // Pre-copied before the freeze; E changes all the time, so not every
+  // page can be skipped, but the others are.
+  EXPECT_GE(p.value("precopied_pages", 0), 3072) << p;
+  EXPECT_GE(p.value("unchanged_pages_not_sent", 0), 2048) << p;
+  // With write tracking (Linux 6.7: userfaultfd WP_ASYNC + PAGEMAP_SCAN),
+  // most of those are not even read at the freeze.
+  if (p.value("write_tracking", false)) {
+    EXPECT_GE(p.value("unchanged_pages_not_read", 0), 2048) << p;
+  }
+}
+
+TEST_F(PreparedMove, PrecopyWithoutWriteTrackingComparesHashes) {
+  setenv("MFS_MIGRATE_WRITE_TRACKING", "0", 1);  // for the mfsd started below
+  json r = MoveRegions("");
+  unsetenv("MFS_MIGRATE_WRITE_TRACKING");
+  ASSERT_TRUE(r.contains("prepared")) << r;
+  const json& p = r["prepared"];
+  EXPECT_FALSE(p.value("write_tracking", true)) << p;
+  EXPECT_EQ(p.value("unchanged_pages_not_read", -1), 0) << p;
+  EXPECT_GE(p.value("unchanged_pages_not_sent", 0), 2048) << p;
+}
+
+TEST_F(PreparedMove, WithoutPrecopyThePreparedMemoryIsStillUsed) {
+  setenv("MFS_MIGRATE_PRECOPY", "0", 1);  // for the mfsd started below (and their supervisors)
+  json r = MoveRegions("");
+  unsetenv("MFS_MIGRATE_PRECOPY");
+  ASSERT_TRUE(r.contains("prepared")) << r;
+  const json& p = r["prepared"];
+  EXPECT_FALSE(p.contains("precopied_pages")) << p;
+  EXPECT_EQ(p.value("unchanged_pages_not_sent", -1), 0) << p;
+  EXPECT_GE(p.value("moved_pages", 0), 3072) << p;
+}
+
+TEST_F(PreparedMove, RefusedPreparationFallsBackToFreshMemory) {
+  json r = MoveRegions("prepare-refused");
+  ASSERT_TRUE(r.contains("prepared")) << r;
+  const json& p = r["prepared"];
+  EXPECT_NE(p.value("error", "").find("refused"), std::string::npos) << p;
+  EXPECT_EQ(p.value("moved_pages", -1), 0) << p;
+  EXPECT_EQ(p.value("moved_pieces", -1), 0) << p;
+  EXPECT_EQ(p.value("unchanged_pages_not_sent", -1), 0) << p;
 }
 
 }  // namespace

@@ -2,6 +2,10 @@
 // measures, on its own wall clock, the longest pause it sees (a migration's
 // downtime as the program experiences it).
 //   mfs-bench-dirty MIB SECONDS
+// It stops after SECONDS, or at SIGUSR1 (which the benchmark sends once the
+// move is done, so that a long preparation before the freeze never outlasts
+// the program).
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +18,14 @@ static double now(void) {
   return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+static volatile sig_atomic_t stop;
+static void OnUsr1(int sig) {
+  (void)sig;
+  stop = 1;
+}
+
 int main(int argc, char** argv) {
+  signal(SIGUSR1, OnUsr1);
   size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 16;
   double seconds = argc > 2 ? atof(argv[2]) : 3;
   size_t n = mib << 20;
@@ -26,7 +37,7 @@ int main(int argc, char** argv) {
   double start = now(), last = start, max_gap = 0;
   uint64_t sum = 0;
   size_t i = 0;
-  while (last - start < seconds) {
+  while (!stop && last - start < seconds) {
     sum += p[i];  // keep using the memory
     i = (i + 4096 * 7) % n;
     double t = now();

@@ -103,14 +103,20 @@ for mib in $SIZES; do
   d=(); g=(); c=()
   for _ in $(seq "$REPS"); do
     out=$DIR/dirty.out
-    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 4 > "$out" & p=$!
+    # Up to 60 s; told to stop (SIGUSR1, forwarded to the remote) 0.3 s
+    # after the move, whatever the time spent before the freeze.
+    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 60 > "$out" & p=$!
     for _ in $(seq 600); do grep -q ready "$out" 2>/dev/null && break; sleep 0.05; done
     sleep 0.3
-    r=$("$BIN/mfsmigrate" --json "$p" 2)
+    r=$("$BIN/mfsmigrate" --json "$p" 2) || { echo "run.sh: move of $mib MiB failed (rep left out): $r" >&2; r=""; }
+    sleep 0.3; kill -USR1 "$p" 2>/dev/null || true
     wait "$p" || true
-    d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
-    g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    if [[ -n $r ]]; then
+      d+=("$(echo "$r" | sed -n 's/.*"downtime_ms":\([0-9.]*\).*/\1/p')")
+      g+=("$(sed -n 's/^max_gap_ms \([0-9.]*\).*/\1/p' "$out")")
+    fi
     ph=$(echo "$r" | sed -n 's/.*"phases_ms":\({[^}]*}\).*/\1/p')
+    pr=$(echo "$r" | sed -n 's/.*"prepared":\({[^}]*}\).*/\1/p')
     if [[ -n $CRIU_OK ]]; then
       "$BIN/mfs-bench-dirty" "$mib" 30 > "$DIR/criu.out" 2>&1 & cp=$!
       for _ in $(seq 600); do grep -q ready "$DIR/criu.out" 2>/dev/null && break; sleep 0.05; done
@@ -127,7 +133,7 @@ for mib in $SIZES; do
   dm=$(printf '%s\n' "${d[@]}" | median); gm=$(printf '%s\n' "${g[@]}" | median)
   FIT+="$mib $dm"$'\n'
   FITG+="$mib $gm"$'\n'
-  PHASES+="| $mib | ${ph:-?} |"$'\n'
+  PHASES+="| $mib | ${ph:-?} | ${pr:--} |"$'\n'
   if [[ -n $CRIU_OK ]]; then
     cm=$(printf '%s\n' "${c[@]}" | median)
     echo "| $mib | $dm | $gm | $cm | $(awk -v a="$dm" -v b="$cm" 'BEGIN{printf "%.2f", a/b}') |"
@@ -144,10 +150,13 @@ echo
 echo "$FITG" | fit "as the program saw it"
 echo
 echo "Phases of the last move per size (ms; capture, send, restore at the"
-echo "destination, and the rest of the start round trip):"
+echo "destination, and the rest of the start round trip), and what the"
+echo "destination prepared before the freeze (kPrepare: pages populated, time"
+echo "before the freeze, pages the restore moved into place; - for a build"
+echo "without it):"
 echo
-echo "| dirty MiB | phases_ms |"
-echo "|---:|---|"
+echo "| dirty MiB | phases_ms | prepared |"
+echo "|---:|---|---|"
 printf '%s' "$PHASES"
 [[ -n $CRIU_OK ]] || echo "CRIU column skipped: $CRIU_WHY."
 echo
