@@ -37,6 +37,7 @@
 #include "migrate/checkpoint.h"
 #include "migrate/deputy.h"
 #include "migrate/fault.h"
+#include "migrate/job_thread.h"
 #include "migrate/prepare.h"
 #include "migrate/proc_maps.h"
 #include "migrate/protocol.h"
@@ -63,64 +64,6 @@ constexpr int kIoctlTiocgpgrp = 0x540F, kIoctlTiocspgrp = 0x5410, kIoctlTiocgwin
 constexpr uint32_t kKernelTermios = 36;
 constexpr int kMadvPopulateWrite = 23;  // Linux 5.14
 
-
-// One worker thread that writes received page batches into the new process
-// (verify the hashes, process_vm_writev), so that the I/O thread receives
-// the next batch meanwhile: the writes fault in and zero the new process's
-// pages, which costs as much as the rest of the page path together. Jobs
-// run in order. Drain() before touching what a job uses (the Restorer, the
-// Tracee).
-class PageWriter {
- public:
-  PageWriter() : thread_([this] { Run(); }) {}
-  ~PageWriter() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  PageWriter(const PageWriter&) = delete;
-  PageWriter& operator=(const PageWriter&) = delete;
-
-  void Post(std::function<void()> job) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      jobs_.push_back(std::move(job));
-    }
-    cv_.notify_all();
-  }
-  // Returns once every posted job has run.
-  void Drain() {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [this] { return jobs_.empty() && !busy_; });
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> l(mu_);
-    for (;;) {
-      cv_.wait(l, [this] { return stop_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stop_
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      busy_ = true;
-      l.unlock();
-      job();
-      l.lock();
-      busy_ = false;
-      cv_.notify_all();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool busy_ = false;
-  bool stop_ = false;
-  std::thread thread_;  // last: starts once the rest is ready
-};
 
 class Guest {
  public:
@@ -1513,7 +1456,12 @@ class Guest {
   CpuState frozen_regs_;
   std::unique_ptr<Tracee> remote_;
   std::unique_ptr<Restorer> restorer_;  // between kImage and kStart; uses *remote_
-  PageWriter writer_;                   // destroyed (joined) before restorer_ and remote_
+  // Writes received page batches into the new process (verify the hashes,
+  // process_vm_writev) while the io thread receives the next: the writes
+  // fault in and zero the new process's pages, which costs as much as the
+  // rest of the page path together. Destroyed (joined) before restorer_ and
+  // remote_.
+  JobThread writer_;
   Scratch stub_;
   UniqueFd notify_fd_;
   std::unique_ptr<asio::posix::stream_descriptor> notify_sd_;

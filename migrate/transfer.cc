@@ -1,67 +1,13 @@
 #include "migrate/transfer.h"
 
-#include <condition_variable>
 #include <memory>
-#include <mutex>
-#include <thread>
 
 #include "mfs/base/coding.h"
+#include "migrate/job_thread.h"
 #include "migrate/protocol.h"
 
 namespace mfs::migrate {
 namespace {
-
-// A second thread for the filtered batches (SendImage with a filter): it
-// reads and hashes part of a batch while the io thread does the rest, since
-// after a pre-copy reading and hashing every page is most of the downtime.
-// Start(fn) then Wait(); one job at a time.
-class ScanHelper {
- public:
-  ScanHelper() : thread_([this] { Run(); }) {}
-  ~ScanHelper() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  ScanHelper(const ScanHelper&) = delete;
-  ScanHelper& operator=(const ScanHelper&) = delete;
-
-  void Start(std::function<void()> fn) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      job_ = std::move(fn);
-    }
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [this] { return !job_; });
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> l(mu_);
-    for (;;) {
-      cv_.wait(l, [this] { return stop_ || job_; });
-      if (!job_) return;  // stop_
-      auto fn = job_;
-      l.unlock();
-      fn();
-      l.lock();
-      job_ = nullptr;
-      cv_.notify_all();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::function<void()> job_;
-  bool stop_ = false;
-  std::thread thread_;  // last: starts once the rest is ready
-};
 
 // (run, first page, pages) pieces of at most kBatchBytes, grouped in batches.
 struct Piece {
@@ -102,7 +48,7 @@ struct Span {
   size_t count;
 };
 Status EncodeFiltered(const std::vector<Span>& spans, const PageReader& read, const PageReader& parallel_read,
-                      ScanHelper* helper, const PageFilter& filter, std::string* out) {
+                      JobThread* helper, const PageFilter& filter, std::string* out) {
   thread_local std::string tmp;  // kept: warm after the first batch
   size_t total = 0;
   for (const Span& sp : spans) total += sp.count;
@@ -151,7 +97,7 @@ Status EncodeFiltered(const std::vector<Span>& spans, const PageReader& read, co
     for (size_t k = 0; k < w.count; ++k) hash_out[w.at + k] = HashPage(base + (w.at + k) * kPageSize);
   };
   if (!theirs.empty()) {
-    helper->Start([&theirs, &parallel_read, &hash, base] {
+    helper->Post([&theirs, &parallel_read, &hash, base] {
       for (Work& w : theirs) {
         w.ok = parallel_read(w.addr, base + w.at * kPageSize, w.count * kPageSize).ok();
         if (w.ok) hash(w);
@@ -164,7 +110,7 @@ Status EncodeFiltered(const std::vector<Span>& spans, const PageReader& read, co
     if (!st.ok()) break;
     hash(w);
   }
-  if (!theirs.empty()) helper->Wait();
+  if (!theirs.empty()) helper->Drain();
   MFS_RETURN_IF_ERROR(st);
   for (Work& w : theirs) {
     if (w.ok) continue;
@@ -199,7 +145,7 @@ Status EncodeFiltered(const std::vector<Span>& spans, const PageReader& read, co
 
 Result<std::string> Encode(const ProcessImage& img, const std::vector<Piece>& batch,
                            const PageReader& read, const PageFilter& filter = nullptr,
-                           const PageReader& parallel_read = nullptr, ScanHelper* helper = nullptr) {
+                           const PageReader& parallel_read = nullptr, JobThread* helper = nullptr) {
   size_t size = 0;
   for (const Piece& p : batch) size += 12 + p.count * (8 + kPageSize);
   std::string out;
@@ -240,7 +186,7 @@ struct Sender {
   std::function<void(Status)> done;
   PageReader read;
   PageReader parallel_read;             // thread-safe, may fail (see SendImage)
-  std::unique_ptr<ScanHelper> helper;   // with parallel_read and a filter
+  std::unique_ptr<JobThread> helper;   // with parallel_read and a filter
   PageFilter filter;
   uint16_t type = kPages;
   std::function<void(uint64_t, uint64_t)> accepted;  // SendPageRuns
@@ -300,7 +246,7 @@ void SendImage(const wire::Connection::Ptr& conn, std::shared_ptr<const ProcessI
   s->read = std::move(read);
   if (make_filter && parallel_read) {
     s->parallel_read = std::move(parallel_read);
-    s->helper = std::make_unique<ScanHelper>();
+    s->helper = std::make_unique<JobThread>();
   }
   s->conn = conn;
   s->plan = Plan(*img);

@@ -244,6 +244,20 @@ class Cluster : public ::testing::Test {
       std::this_thread::sleep_for(5ms);
   }
 
+  // The prologue of the tests that compare a migrated run with an unmigrated
+  // one: runs `args` once at home into Path("want") (its status in
+  // *want_status), then starts it with mfsrun into Path("got") and waits until
+  // it is supervised and, given `prog`, past mfsrun's execve. -1 if it never
+  // got supervised.
+  pid_t MfsrunBesideReference(const std::string& args, int* want_status,
+                              const std::string& prog = "") {
+    *want_status = Reference(args, Path("want"));
+    pid_t pid = Mfsrun(args, Path("got"));
+    if (!WaitSupervised(pid)) return -1;
+    if (!prog.empty()) WaitExec(pid, prog);
+    return pid;
+  }
+
   // The remote's pid on `node`, from its live guest supervisor's socket name (0: none).
   pid_t RemotePid(int node) {
     pid_t remote = 0;
@@ -256,9 +270,9 @@ class Cluster : public ::testing::Test {
   }
 
   void MovedWhileRunning(const std::string& args) {
-    int want_status = Reference(args, Path("want"));
-    pid_t pid = Mfsrun(args, Path("got"));
-    ASSERT_TRUE(WaitSupervised(pid));
+    int want_status;
+    pid_t pid = MfsrunBesideReference(args, &want_status);
+    ASSERT_GT(pid, 0) << "never supervised";
     // Past its execve (mfsrun itself is what the supervisor first sees).
     for (int i = 0; i < 500 && Slurp("/proc/" + std::to_string(pid) + "/cmdline").find("mfsrun") != std::string::npos; ++i)
       std::this_thread::sleep_for(5ms);
@@ -294,9 +308,9 @@ int Reference(const std::string& args, const std::string& out) {
 TEST_F(Cluster, CounterMovedTwentyTimesBackAndForth) {
   StartCluster(3);
   const std::string args = kBin + "/mfs-test-counter 400 60000 16";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status);
+  ASSERT_GT(pid, 0) << "never supervised";
   const json targets[] = {2, "home", 3, 2, "home"};
   int moves = 0;
   for (int i = 0; i < 20; ++i) {
@@ -327,9 +341,9 @@ TEST_F(Cluster, CounterMovedTwentyTimesBackAndForth) {
 TEST_F(Cluster, MfsdRestartKeepsMigratableProcessesMovable) {
   StartCluster(2);
   const std::string args = kBin + "/mfs-test-counter 300 60000 16";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status);
+  ASSERT_GT(pid, 0) << "never supervised";
   auto r = Move(pid, 2);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   auto guests = Ps(2);  // node 2 lists its guest with the program's command line
@@ -429,9 +443,9 @@ TEST_F(Cluster, PythonComputesWhileMoved) {
          "    if i % 400000 == 0:\n        print(i, h, flush=True)\nprint('done', h)\nsys.exit(h % 50)\n";
   }
   const std::string args = "python3 " + Path("prog.py");
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status);
+  ASSERT_GT(pid, 0) << "never supervised";
   // Past the interpreter's start-up (its dlopen()s would bring it home).
   for (int i = 0; i < 1000 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(10ms);
   for (const json& t : {json(2), json("home"), json(2)}) {
@@ -468,10 +482,9 @@ TEST_F(Cluster, XzOverALargeFileWhileMoved) {
 TEST_F(Cluster, TimersSignalHandlersAndPidSurviveMoves) {
   StartCluster(2);
   const std::string args = kBin + "/mfs-test-sigtimer 150";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "mfs-test-sigtimer");
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-sigtimer");
+  ASSERT_GT(pid, 0) << "never supervised";
   for (const json& t : {json(2), json("home"), json(2)}) {
     std::this_thread::sleep_for(200ms);
     auto r = Move(pid, t);
@@ -605,9 +618,9 @@ TEST_F(Cluster, NodeKilledMidMigrationLeavesTheProcessRunningAtHome) {
   StartCluster(2);
   // 1 GiB of dirty memory: the transfer takes long enough to cut it.
   const std::string args = kBin + "/mfs-test-counter 60 200000 1024";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status);
+  ASSERT_GT(pid, 0) << "never supervised";
   for (int i = 0; i < 500 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(20ms);
   std::thread mover([&] {
     auto r = Move(pid, 2);
@@ -644,10 +657,9 @@ TEST_P(MigrationCut, ProcessKeepsRunningAtHome) {
   // 64 MiB of dirty memory: several page batches, so "guest-pages" cuts the
   // transfer in its middle.
   const std::string args = kBin + "/mfs-test-counter 120 60000 64";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "mfs-test-counter");
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-counter");
+  ASSERT_GT(pid, 0) << "never supervised";
   for (int i = 0; i < 500 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(20ms);
   auto r = Move(pid, 2);
   if (point == "guest-running") {
@@ -691,10 +703,9 @@ TEST_F(Cluster, FailedMoveOfAProgramBlockedInCallsResumesItsCalls) {
   StartNode(2, 2, "", "guest-header");
   WaitAlive(2);
   const std::string args = kBin + "/mfs-test-threads 800 4";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "mfs-test-threads");
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-threads");
+  ASSERT_GT(pid, 0) << "never supervised";
   std::this_thread::sleep_for(300ms);
   auto r = Move(pid, 2);
   EXPECT_FALSE(r.ok());
@@ -711,10 +722,9 @@ TEST_F(Cluster, HomeMfsdKilledDuringAMoveLosesNothing) {
   StartNode(2, 2);
   WaitAlive(2);
   const std::string args = kBin + "/mfs-test-counter 150 60000 256";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "mfs-test-counter");
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-counter");
+  ASSERT_GT(pid, 0) << "never supervised";
   for (int i = 0; i < 500 && CountLines(Path("got")) < 1; ++i) std::this_thread::sleep_for(20ms);
   auto r = Move(pid, 2);
   EXPECT_FALSE(r.ok()) << "mfsd died before it could answer";
@@ -753,9 +763,9 @@ TEST_F(Cluster, HomeMfsdKilledDuringAMoveLosesNothing) {
 TEST_F(Cluster, BadInputGivesClearErrorsAndTheProcessStaysHome) {
   StartCluster(2);
   const std::string args = kBin + "/mfs-test-counter 150 60000 4";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status);
+  ASSERT_GT(pid, 0) << "never supervised";
   auto r = Move(999999, 2);
   EXPECT_EQ(r.status().code(), ENOENT) << r.status().ToString();
   r = Move(getpid(), 2);  // not started with mfsrun
@@ -781,9 +791,9 @@ TEST_F(Cluster, BadInputGivesClearErrorsAndTheProcessStaysHome) {
 TEST_F(Cluster, NodeRefusingGuestsAndUnmovableProcessAreRefusedClearly) {
   StartCluster(2, "[migrate]\naccept_guests = false\n");
   const std::string args = kBin + "/mfs-test-counter 100 60000 4";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status);
+  ASSERT_GT(pid, 0) << "never supervised";
   auto r = Move(pid, 2);
   EXPECT_EQ(r.status().code(), EACCES) << r.status().ToString();
   EXPECT_EQ(Wait(pid), want_status);
@@ -821,10 +831,9 @@ TEST_F(Cluster, NodeRefusingGuestsAndUnmovableProcessAreRefusedClearly) {
 TEST_F(Cluster, MultiThreadedProgramMovesWithAllItsThreads) {
   StartCluster(2);
   const std::string args = kBin + "/mfs-test-threads 1500 4";
-  int want_status = Reference(args, Path("want"));
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "mfs-test-threads");
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-threads");
+  ASSERT_GT(pid, 0) << "never supervised";
   // All five threads exist before the first move.
   for (int i = 0; i < 500 && CountLines("/proc/" + std::to_string(pid) + "/status") > 0 &&
                   Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos;
@@ -976,11 +985,10 @@ TEST_F(Cluster, ProgramClosingAllItsFdsWhileAwayKeepsItsCalls) {
 TEST_F(Cluster, ConcurrentDirectCallsFromThreadsSurviveMoves) {
   StartCluster(2);
   const std::string args = kBin + "/mfs-test-writers 4 500 2000";
-  int want_status = Reference(args, Path("want"));
+  int want_status;
+  pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-writers");
+  ASSERT_GT(pid, 0) << "never supervised";
   ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
-  pid_t pid = Mfsrun(args, Path("got"));
-  ASSERT_TRUE(WaitSupervised(pid));
-  WaitExec(pid, "mfs-test-writers");
   for (int i = 0;
        i < 500 &&
        Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos;
