@@ -258,6 +258,13 @@ class Cluster : public ::testing::Test {
     return pid;
   }
 
+  // Waits (at most 2.5 s) until process `pid` has `n` threads.
+  void WaitThreads(pid_t pid, int n) {
+    const std::string want = "Threads:\t" + std::to_string(n) + "\n";
+    for (int i = 0; i < 500 && Slurp("/proc/" + std::to_string(pid) + "/status").find(want) == std::string::npos; ++i)
+      std::this_thread::sleep_for(5ms);
+  }
+
   // The remote's pid on `node`, from its live guest supervisor's socket name (0: none).
   pid_t RemotePid(int node) {
     pid_t remote = 0;
@@ -834,11 +841,7 @@ TEST_F(Cluster, MultiThreadedProgramMovesWithAllItsThreads) {
   int want_status;
   pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-threads");
   ASSERT_GT(pid, 0) << "never supervised";
-  // All five threads exist before the first move.
-  for (int i = 0; i < 500 && CountLines("/proc/" + std::to_string(pid) + "/status") > 0 &&
-                  Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos;
-       ++i)
-    std::this_thread::sleep_for(5ms);
+  WaitThreads(pid, 5);  // all five threads exist before the first move
   int step = 0;
   for (const json& t : {json(2), json("home"), json(2)}) {
     std::this_thread::sleep_for(300ms);
@@ -989,11 +992,7 @@ TEST_F(Cluster, ConcurrentDirectCallsFromThreadsSurviveMoves) {
   pid_t pid = MfsrunBesideReference(args, &want_status, "mfs-test-writers");
   ASSERT_GT(pid, 0) << "never supervised";
   ASSERT_TRUE(WIFEXITED(want_status) && WEXITSTATUS(want_status) == 0) << want_status;
-  for (int i = 0;
-       i < 500 &&
-       Slurp("/proc/" + std::to_string(pid) + "/status").find("Threads:\t5") == std::string::npos;
-       ++i)
-    std::this_thread::sleep_for(5ms);
+  WaitThreads(pid, 5);
   int step = 0;
   for (const json& t : {json(2), json("home"), json(2)}) {
     std::this_thread::sleep_for(150ms);
