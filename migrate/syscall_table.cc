@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstddef>
 #include <map>
 #include <sstream>
@@ -107,6 +108,8 @@ std::vector<SyscallSpec> MakeTable() {
       {SYS_pwrite64, "pwrite64", F, {V, In(2), V, V}},
       {SYS_readv, "readv", F},   // rewritten to read by the remote side
       {SYS_writev, "writev", F}, // rewritten to write
+      {SYS_preadv, "preadv", F},   // rewritten to pread64
+      {SYS_pwritev, "pwritev", F}, // rewritten to pwrite64
       {SYS_open, "open", F, {P, V, V}},
       {SYS_openat, "openat", F, {V, P, V, V}},
       {SYS_creat, "creat", F, {P, V}},
@@ -323,16 +326,22 @@ const char* ClassName(SyscallClass c) {
   return "?";
 }
 
-std::string SyscallTableText() {
-  std::ostringstream out;
-  for (const auto& s : SyscallTable()) out << s.name << ' ' << s.nr << ' ' << ClassName(s.cls) << '\n';
-  out << "(every other call) - home\n";
+std::vector<std::array<std::string, 3>> SyscallTableRows() {
+  std::vector<std::array<std::string, 3>> rows;
+  for (const auto& s : SyscallTable()) rows.push_back({s.name, std::to_string(s.nr), ClassName(s.cls)});
+  rows.push_back({"(every other call)", "-", ClassName(SyscallClass::kHome)});
   for (const auto& d : DfsaTable()) {
-    out << d.name << ' ' << d.nr << ' ' << DfsaRuleName(d.rule);
-    if (d.when[0]) out << ' ' << d.when;
-    out << '\n';
+    std::string rule = DfsaRuleName(d.rule);
+    if (d.when[0]) rule += std::string(" (") + d.when + ")";
+    rows.push_back({d.name, std::to_string(d.nr), rule});
   }
-  return out.str();
+  return rows;
+}
+
+std::string SyscallTableText() {
+  std::string out;
+  for (const auto& r : SyscallTableRows()) out += r[0] + ' ' + r[1] + ' ' + r[2] + '\n';
+  return out;
 }
 
 Result<std::string> BuildRemoteFilter(uint64_t stub_gadget) {

@@ -31,9 +31,11 @@
 //           the process is brought home, as for class home.
 //
 // man/mfs-migration.7 prints this table; `mfsps --syscalls` prints it from
-// this code (SyscallTableText), so the two cannot drift apart silently.
+// this code (SyscallTableText), and migrate/syscall_table_test.cc fails when
+// the man page's copy differs from the code.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -87,8 +89,11 @@ const std::vector<DfsaSpec>& DfsaTable();
 const SyscallSpec& LookupSyscall(int nr);
 const std::vector<SyscallSpec>& SyscallTable();
 const char* ClassName(SyscallClass c);
-// "name nr class" lines, then "name nr dfsa-rule [condition]" lines for
-// calls on a DFSA fd, for the man page and `mfsps --syscalls`.
+// The table of man/mfs-migration.7: {name, nr, class} rows, then
+// "(every other call)", then {name, nr, "dfsa-rule[ (condition)]"} rows for
+// calls on a DFSA fd. SyscallTableText: the same, one row per line with
+// single spaces (`mfsps --syscalls`).
+std::vector<std::array<std::string, 3>> SyscallTableRows();
 std::string SyscallTableText();
 
 // The seccomp filter of a remote: native calls allowed, the rest

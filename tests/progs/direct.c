@@ -64,6 +64,13 @@ int main(int argc, char** argv) {
   struct iovec wv[2] = {{"hello, ", 7}, {"vectored world\n", 15}};
   printf("lseek %lld\n", (long long)lseek(fd, 5, SEEK_SET));
   printf("writev %zd\n", writev(fd, wv, 2));
+  unsigned char pa[7], pb2[9];
+  struct iovec piov[2] = {{pa, sizeof pa}, {pb2, sizeof pb2}};
+  n = preadv(fd, piov, 2, 3);
+  printf("preadv %zd sums %lu %lu\n", n, sum(pa, sizeof pa), sum(pb2, sizeof pb2));
+  struct iovec pw[2] = {{"posit", 5}, {"ioned", 5}};
+  printf("pwritev %zd\n", pwritev(fd, pw, 2, 40));
+  printf("offset kept %lld\n", (long long)lseek(fd, 0, SEEK_CUR));  // p-variants leave it
   char small[64] = {0};
   n = pread(fd, small, 22, 5);
   printf("pread small %zd '%.21s'\n", n, small);
