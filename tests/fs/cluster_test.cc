@@ -363,6 +363,48 @@ TEST_F(FsClusterTest, OpenAfterAnotherNodeReplacedTheFileSeesTheNewOne) {
   }
 }
 
+// A directory replaced on one node (removed with what it held and made
+// again, or a new one renamed over it) is walked as the new directory on
+// another node right after, though that node's kernel still holds the old
+// directory's entry: the files in the new one open, and those only in the
+// old one are gone.
+TEST_F(FsClusterTest, PathThroughADirectoryReplacedOnAnotherNodeReachesTheNewOne) {
+  for (int reader : {1, 2}) {
+    const int writer = 3 - reader;
+    const std::string dir = "rd" + std::to_string(reader);
+    ASSERT_EQ(mkdir(M(writer, 2, dir).c_str(), 0755), 0);
+    ASSERT_TRUE(WriteFile(M(writer, 2, dir + "/f"), "gen -1"));
+    for (int i = 0; i < 30; ++i) {
+      ASSERT_FALSE(ReadFile(M(reader, 2, dir + "/f")).empty());  // the reader holds the entries
+      const std::string body = "gen " + std::to_string(i);
+      const std::string old_only = dir + "/old" + std::to_string(i);
+      ASSERT_TRUE(WriteFile(M(writer, 2, old_only), "x"));
+      struct stat st;
+      ASSERT_EQ(stat(M(reader, 2, old_only).c_str(), &st), 0);
+      if (i % 2 == 0) {
+        ASSERT_EQ(unlink(M(writer, 2, dir + "/f").c_str()), 0);
+        ASSERT_EQ(unlink(M(writer, 2, old_only).c_str()), 0);
+        ASSERT_EQ(rmdir(M(writer, 2, dir).c_str()), 0) << strerror(errno);
+        ASSERT_EQ(mkdir(M(writer, 2, dir).c_str(), 0755), 0);
+        ASSERT_TRUE(WriteFile(M(writer, 2, dir + "/f"), body));
+      } else {
+        const std::string tmp = dir + ".new";
+        ASSERT_EQ(mkdir(M(writer, 2, tmp).c_str(), 0755), 0);
+        ASSERT_TRUE(WriteFile(M(writer, 2, tmp + "/f"), body));
+        // rename(2) replaces only an empty directory: empty the old one first.
+        ASSERT_EQ(unlink(M(writer, 2, dir + "/f").c_str()), 0);
+        ASSERT_EQ(unlink(M(writer, 2, old_only).c_str()), 0);
+        ASSERT_EQ(rename(M(writer, 2, tmp).c_str(), M(writer, 2, dir).c_str()), 0) << strerror(errno);
+      }
+      EXPECT_EQ(ReadFile(M(reader, 2, dir + "/f")), body)
+          << "node " << reader << " after node " << writer << " replaced " << dir << ", round " << i;
+      EXPECT_EQ(stat(M(reader, 2, old_only).c_str(), &st), -1) << "round " << i;
+      EXPECT_EQ(errno, ENOENT) << "round " << i;
+      if (HasFailure()) return;
+    }
+  }
+}
+
 // A removed file that a process still has open can be opened again through
 // /proc/self/fd (the refusal of stale entries above must not catch it).
 TEST_F(FsClusterTest, RemovedOpenFileReopensThroughProcFd) {
