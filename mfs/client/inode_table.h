@@ -91,6 +91,9 @@ struct Inode {
   // releases): a file with no name left is reachable by a path only through
   // one of them (/proc/PID/fd), or through a stale directory entry.
   std::atomic<int32_t> opens{0};
+  // Set once the kernel was told ESTALE for a name under this directory
+  // (it had been removed: fuse_fs.cc, ErrIn).
+  std::atomic<bool> stale_told{false};
   static constexpr int64_t kCtimeUnknown = INT64_MIN;
 };
 using InodePtr = std::shared_ptr<Inode>;

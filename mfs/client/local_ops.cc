@@ -31,10 +31,26 @@ Status CheckName(const std::string& name) {
   return Status::OK();
 }
 
+// A name that is not in `dirfd` because the directory itself was removed
+// (rmdir, or renamed over) answers ESTALE rather than ENOENT: the caller
+// reached the directory through an entry its kernel still held, and ESTALE
+// makes the kernel walk the path again, revalidating every entry (the FUSE
+// layer answers ENOENT after telling it once, see fuse_fs.cc). Costs an
+// fstat, on ENOENT only.
+namespace {
+Status InDir(int dirfd, Status s) {
+  if (s.code() != ENOENT) return s;
+  struct stat st;
+  if (fstat(dirfd, &st) == 0 && S_ISDIR(st.st_mode) && st.st_nlink == 0)
+    return Status::Error(ESTALE, s.message() + ": the directory was removed");
+  return s;
+}
+}  // namespace
+
 Result<UniqueFd> OpenPath(int dirfd, const std::string& name) {
   MFS_RETURN_IF_ERROR(CheckName(name));
   int fd = openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno("openat " + name);
+  if (fd < 0) return InDir(dirfd, Status::FromErrno("openat " + name));
   return UniqueFd(fd);
 }
 
@@ -109,21 +125,21 @@ Status MakeNode(int dirfd, const std::string& name, mode_t mode, dev_t rdev,
   } else {
     r = mknodat(dirfd, name.c_str(), mode, rdev);
   }
-  if (r < 0) return Status::FromErrno("create " + name);
+  if (r < 0) return InDir(dirfd, Status::FromErrno("create " + name));
   return Status::OK();
 }
 
 Status Link(int fd, int newdirfd, const std::string& name) {
   MFS_RETURN_IF_ERROR(CheckName(name));
   if (linkat(AT_FDCWD, ProcPath(fd).c_str(), newdirfd, name.c_str(), AT_SYMLINK_FOLLOW) < 0)
-    return Status::FromErrno("link " + name);
+    return InDir(newdirfd, Status::FromErrno("link " + name));
   return Status::OK();
 }
 
 Status Remove(int dirfd, const std::string& name, bool dir) {
   MFS_RETURN_IF_ERROR(CheckName(name));
   if (unlinkat(dirfd, name.c_str(), dir ? AT_REMOVEDIR : 0) < 0)
-    return Status::FromErrno((dir ? "rmdir " : "unlink ") + name);
+    return InDir(dirfd, Status::FromErrno((dir ? "rmdir " : "unlink ") + name));
   return Status::OK();
 }
 
@@ -131,8 +147,10 @@ Status Rename(int dirfd, const std::string& name, int newdirfd, const std::strin
               unsigned flags) {
   MFS_RETURN_IF_ERROR(CheckName(name));
   MFS_RETURN_IF_ERROR(CheckName(newname));
-  if (syscall(SYS_renameat2, dirfd, name.c_str(), newdirfd, newname.c_str(), flags) < 0)
-    return Status::FromErrno("rename " + name);
+  if (syscall(SYS_renameat2, dirfd, name.c_str(), newdirfd, newname.c_str(), flags) < 0) {
+    Status s = InDir(dirfd, Status::FromErrno("rename " + name));
+    return s.code() == ENOENT ? InDir(newdirfd, std::move(s)) : s;
+  }
   return Status::OK();
 }
 
@@ -161,7 +179,7 @@ Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int fla
   MFS_RETURN_IF_ERROR(CheckName(name));
   flags &= ~(O_NOFOLLOW | O_PATH);
   int fd = openat(dirfd, name.c_str(), flags | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0) return Status::FromErrno("create " + name);
+  if (fd < 0) return InDir(dirfd, Status::FromErrno("create " + name));
   return UniqueFd(fd);
 }
 

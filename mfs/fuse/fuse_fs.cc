@@ -152,9 +152,22 @@ void FillEntry(fuse_req_t req, const EntryOut& e, fuse_entry_param* fe) {
   }
 }
 
-void ReplyEntry(fuse_req_t req, Result<EntryOut> r) {
+// The errno of a failed operation on a name under `dir`. ESTALE there means
+// the directory was removed (ops::InDir): the kernel reached it through an
+// entry it still held, and on ESTALE it walks the path again with every
+// entry revalidated, which ends at the directory that replaced it, if any.
+// The kernel is told so once per directory; whoever reaches it after that
+// does so through a cwd or an open fd, where a native file system answers
+// ENOENT.
+int ErrIn(const InodePtr& dir, const Status& s) {
+  int e = Err(s);
+  if (e == ESTALE && dir && dir->stale_told.exchange(true)) return ENOENT;
+  return e;
+}
+
+void ReplyEntry(fuse_req_t req, Result<EntryOut> r, const InodePtr& dir = nullptr) {
   if (!r.ok()) {
-    fuse_reply_err(req, Err(r.status()));
+    fuse_reply_err(req, ErrIn(dir, r.status()));
     return;
   }
   fuse_entry_param fe;
@@ -338,7 +351,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     }
     if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
     Backend* b = C(req).client->BackendFor(*p);
-    b->Lookup(CallerOf(req), p, name, [req](Result<EntryOut> r) { ReplyEntry(req, std::move(r)); });
+    b->Lookup(CallerOf(req), p, name, [req, p](Result<EntryOut> r) { ReplyEntry(req, std::move(r), p); });
   });
 }
 
@@ -412,7 +425,7 @@ void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
     C(req).client->BackendFor(*p)->MakeNode(
         CallerOf(req), p, name, mode, rdev, link ? link : "",
-        [req](Result<EntryOut> r) { ReplyEntry(req, std::move(r)); });
+        [req, p](Result<EntryOut> r) { ReplyEntry(req, std::move(r), p); });
   });
 }
 
@@ -433,7 +446,7 @@ void Remove(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
     if (IsRoot(p)) return (void)fuse_reply_err(req, EPERM);
     if (IsMagic(p)) return (void)fuse_reply_err(req, ENOTDIR);
     C(req).client->BackendFor(*p)->Remove(CallerOf(req), p, name, dir,
-                                          [req](Status s) { ReplyErr(req, s); });
+                                          [req, p](Status s) { fuse_reply_err(req, s.ok() ? 0 : ErrIn(p, s)); });
   });
 }
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) { Remove(req, parent, name, false); }
@@ -449,7 +462,7 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
     if (!IsFile(p) || !IsFile(np)) return (void)fuse_reply_err(req, EPERM);
     if (p->node != np->node || p->kind != np->kind) return (void)fuse_reply_err(req, EXDEV);
     C(req).client->BackendFor(*p)->Rename(CallerOf(req), p, name, np, newname, flags,
-                                          [req](Status s) { ReplyErr(req, s); });
+                                          [req, p](Status s) { fuse_reply_err(req, s.ok() ? 0 : ErrIn(p, s)); });
   });
 }
 
@@ -463,7 +476,7 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
     if (!IsFile(np)) return (void)fuse_reply_err(req, IsRoot(np) ? EPERM : ENOTDIR);
     if (p->node != np->node || p->kind != np->kind) return (void)fuse_reply_err(req, EXDEV);
     C(req).client->BackendFor(*p)->Link(CallerOf(req), p, np, newname,
-                                        [req](Result<EntryOut> r) { ReplyEntry(req, std::move(r)); });
+                                        [req, np](Result<EntryOut> r) { ReplyEntry(req, std::move(r), np); });
   });
 }
 
@@ -539,8 +552,8 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     Backend* b = c->BackendFor(*p);
     FuseCtx* x = &C(req);
     b->Create(caller, p, name, mode, info.flags,
-              [req, info, c, b, x, caller, pid = caller.pid](Result<client::CreateOut> r) mutable {
-                if (!r.ok()) return (void)fuse_reply_err(req, Err(r.status()));
+              [req, p, info, c, b, x, caller, pid = caller.pid](Result<client::CreateOut> r) mutable {
+                if (!r.ok()) return (void)fuse_reply_err(req, ErrIn(p, r.status()));
                 fuse_entry_param fe;
                 FillEntry(req, r->entry, &fe);
                 info.fh = reinterpret_cast<uintptr_t>(r->fh.get());

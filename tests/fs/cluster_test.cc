@@ -405,6 +405,60 @@ TEST_F(FsClusterTest, PathThroughADirectoryReplacedOnAnotherNodeReachesTheNewOne
   }
 }
 
+// The same when a program on the owner replaces the directory in the export
+// itself, past /mfs: no invalidation is pushed at all, and the reader's
+// kernel holds the old directory's entry (not the file's) until it expires.
+// A name looked up, or created, under it lands in the new directory.
+TEST_F(FsClusterTest, NameUnderADirectoryReplacedInTheExportLandsInTheNewOne) {
+  for (int reader : {1, 2}) {
+    for (bool create : {false, true}) {
+      const std::string dir = "xd" + std::to_string(reader) + (create ? "c" : "r");
+      const std::string host = Node(2) + "/export/" + dir;
+      ASSERT_EQ(mkdir(host.c_str(), 0755), 0);
+      struct stat st;
+      ASSERT_EQ(stat(M(reader, 2, dir).c_str(), &st), 0);  // the reader's kernel holds the entry
+      ASSERT_EQ(rmdir(host.c_str()), 0);
+      ASSERT_EQ(mkdir(host.c_str(), 0755), 0);
+      if (create) {
+        ASSERT_TRUE(WriteFile(M(reader, 2, dir + "/g"), "made through /mfs"))
+            << "reader " << reader << ": " << strerror(errno);
+        EXPECT_EQ(ReadFile(host + "/g"), "made through /mfs") << "reader " << reader;
+      } else {
+        ASSERT_TRUE(WriteFile(host + "/f", "new"));
+        EXPECT_EQ(ReadFile(M(reader, 2, dir + "/f")), "new") << "reader " << reader;
+      }
+    }
+  }
+}
+
+// A directory removed while a process still holds it open (an fd here; a
+// cwd is the same): names under it answer ENOENT, as on a native file
+// system, whichever node removed it.
+TEST_F(FsClusterTest, NamesUnderARemovedDirectoryHeldOpenAnswerEnoent) {
+  for (int via : {1, 2}) {
+    for (int remover : {1, 2}) {
+      const std::string dir = "held" + std::to_string(via) + std::to_string(remover);
+      ASSERT_EQ(mkdir(M(via, 2, dir).c_str(), 0755), 0);
+      int dfd = open(M(via, 2, dir).c_str(), O_RDONLY | O_DIRECTORY);
+      ASSERT_GE(dfd, 0) << strerror(errno);
+      ASSERT_EQ(rmdir(M(remover, 2, dir).c_str()), 0) << strerror(errno);
+      struct stat st;
+      errno = 0;
+      EXPECT_EQ(fstatat(dfd, "x", &st, 0), -1);
+      EXPECT_EQ(errno, ENOENT) << "stat, via " << via << ", removed by " << remover;
+      errno = 0;
+      int fd = openat(dfd, "y", O_CREAT | O_WRONLY, 0644);
+      EXPECT_EQ(fd, -1);
+      EXPECT_EQ(errno, ENOENT) << "create, via " << via << ", removed by " << remover;
+      if (fd >= 0) close(fd);
+      errno = 0;
+      EXPECT_EQ(mkdirat(dfd, "z", 0755), -1);
+      EXPECT_EQ(errno, ENOENT) << "mkdir, via " << via << ", removed by " << remover;
+      close(dfd);
+    }
+  }
+}
+
 // A removed file that a process still has open can be opened again through
 // /proc/self/fd (the refusal of stale entries above must not catch it).
 TEST_F(FsClusterTest, RemovedOpenFileReopensThroughProcFd) {
