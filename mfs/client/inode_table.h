@@ -71,15 +71,21 @@ struct Inode {
   // kRemote: the owner said the file has no security.capability; the kernel
   // asks before every write. Cleared by any invalidation of the file.
   std::atomic<bool> no_caps{false};
-  // kRemote directories: the attributes the owner sent back with our own
-  // last create or remove in it (post-operation attributes, as NFS's wcc
-  // data), so that the GETATTR the kernel sends after each such change is
+  // kRemote: the attributes the owner sent back with our own last create or
+  // remove in this directory, or our own last write to this regular file
+  // (post-operation attributes, as NFS's wcc data), so that the GETATTR the
+  // kernel sends after each such change (it drops its cached attributes) is
   // answered without a round trip. Valid only while post_epoch equals the
   // backend's change epoch (no other change of ours, no invalidation pushed
   // since) and before post_until (attr_timeout). Guarded by post_mu.
+  // Regular files are guarded by the backend's file epoch (bumped by
+  // changes that may touch files they do not name: remove, rename, create
+  // without O_EXCL, a lost connection) and by change_gen, bumped by every
+  // change of ours that names this file and every invalidation of it.
   std::mutex post_mu;
   struct stat post_attr {};
   uint64_t post_epoch = 0;  // 0: none
+  uint64_t post_gen = 0;
   std::chrono::steady_clock::time_point post_until{};
   // The change time (ns) in the attributes we last gave the kernel for this
   // inode (entry and attribute replies): an open that finds the file's
@@ -95,6 +101,8 @@ struct Inode {
   // (it had been removed: fuse_fs.cc, ErrIn).
   std::atomic<bool> stale_told{false};
   static constexpr int64_t kCtimeUnknown = INT64_MIN;
+  std::atomic<uint64_t> change_gen{0};
+  std::atomic<int64_t> changes_inflight{0};  // Changes naming this inode
 };
 using InodePtr = std::shared_ptr<Inode>;
 

@@ -205,7 +205,9 @@ void RemoteBackend::Connect(uint32_t node) {
 }
 
 void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
-  Changing();  // pushed invalidations may have been lost with the connection
+  // Pushed invalidations may have been lost with the connection.
+  Changing();
+  file_epoch_.fetch_add(1, std::memory_order_acq_rel);
   bool resubscribe = false;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -236,6 +238,7 @@ void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
   if (!inode) return;
+  inode->change_gen.fetch_add(1, std::memory_order_acq_rel);  // voids its post_attr
   inode->no_caps = false;
   {
     std::lock_guard<std::mutex> l(inval_mu_);
@@ -326,24 +329,41 @@ void RemoteBackend::DoneCall(uint32_t node, uint16_t type, std::string payload, 
   });
 }
 
-void RemoteBackend::Remember(const InodePtr& dir, const struct stat& st, uint64_t epoch) {
-  if (!S_ISDIR(st.st_mode) || client_->options().attr_timeout <= 0) return;
+void RemoteBackend::Remember(const InodePtr& inode, const struct stat& st, const Change& change) {
+  if ((st.st_mode & S_IFMT) != inode->type || client_->options().attr_timeout <= 0) return;
   auto until = std::chrono::steady_clock::now() +
                std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                    std::chrono::duration<double>(client_->options().attr_timeout));
-  std::lock_guard<std::mutex> l(dir->post_mu);
-  if (epoch_.load(std::memory_order_acquire) != epoch) return;
-  dir->post_attr = st;
-  dir->post_attr.st_ino = ShownIno(dir->node, st.st_ino);
-  dir->post_epoch = epoch;
-  dir->post_until = until;
+  std::lock_guard<std::mutex> l(inode->post_mu);
+  if (S_ISDIR(st.st_mode)) {
+    if (epoch_.load(std::memory_order_acquire) != change.epoch ||
+        inflight_.load(std::memory_order_acquire) != 1)
+      return;
+    inode->post_epoch = change.epoch;
+  } else if (S_ISREG(st.st_mode)) {
+    if (change.inode != inode || file_epoch_.load(std::memory_order_acquire) != change.file_epoch ||
+        structural_inflight_.load(std::memory_order_acquire) != 0 ||
+        inode->change_gen.load(std::memory_order_acquire) != change.gen ||
+        inode->changes_inflight.load(std::memory_order_acquire) != 1)
+      return;
+    inode->post_epoch = change.file_epoch;
+    inode->post_gen = change.gen;
+  } else {
+    return;
+  }
+  inode->post_attr = st;
+  inode->post_attr.st_ino = ShownIno(inode->node, st.st_ino);
+  inode->post_until = until;
 }
 
 bool RemoteBackend::Remembered(const InodePtr& inode, struct stat* st) {
   std::lock_guard<std::mutex> l(inode->post_mu);
   if (inode->post_epoch == 0) return false;
-  if (inode->post_epoch != epoch_.load(std::memory_order_acquire) ||
-      std::chrono::steady_clock::now() >= inode->post_until) {
+  bool current = S_ISDIR(inode->post_attr.st_mode)
+                     ? inode->post_epoch == epoch_.load(std::memory_order_acquire)
+                     : inode->post_epoch == file_epoch_.load(std::memory_order_acquire) &&
+                           inode->post_gen == inode->change_gen.load(std::memory_order_acquire);
+  if (!current || std::chrono::steady_clock::now() >= inode->post_until) {
     inode->post_epoch = 0;
     return false;
   }
@@ -378,7 +398,7 @@ void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh
 
 void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
                             const SetAttrIn& in, Cb<struct stat> cb) {
-  Changing();
+  ChangePtr change = BeginChangeOf(inode);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -393,12 +413,12 @@ void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* 
   w.U32(static_cast<uint32_t>(in.atime.tv_nsec));
   w.I64(in.mtime.tv_sec);
   w.U32(static_cast<uint32_t>(in.mtime.tv_nsec));
-  StatCall(inode->node, proto::kSetAttr, std::move(p), std::move(cb));
+  StatCall(inode->node, proto::kSetAttr, std::move(p), Holding(std::move(change), std::move(cb)));
 }
 
 void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std::string& name,
                              mode_t mode, dev_t rdev, const std::string& link, Cb<EntryOut> cb) {
-  Changing();
+  ChangePtr change = BeginChange();
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -407,19 +427,19 @@ void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std:
   w.U32(mode);
   w.U64(rdev);
   w.Bytes(link);
-  EntryCall(parent->node, proto::kMakeNode, std::move(p), std::move(cb));
+  EntryCall(parent->node, proto::kMakeNode, std::move(p), Holding(change, std::move(cb)));
 }
 
 void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& newparent,
                          const std::string& name, Cb<EntryOut> cb) {
-  Changing();
+  ChangePtr change = BeginChange(inode);  // its nlink, and newparent
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
   w.Bytes(inode->handle);
   w.Bytes(newparent->handle);
   w.Bytes(name);
-  EntryCall(inode->node, proto::kLink, std::move(p), std::move(cb));
+  EntryCall(inode->node, proto::kLink, std::move(p), Holding(change, std::move(cb)));
 }
 
 void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::string& name,
@@ -430,14 +450,14 @@ void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::s
   w.Bytes(parent->handle);
   w.Bytes(name);
   w.U8(dir ? 1 : 0);
-  uint64_t epoch = Changing();
+  ChangePtr change = BeginChange(nullptr, /*structural=*/true);
   Call(parent->node, proto::kRemove, std::move(p),
-       [this, parent, epoch, cb = std::move(cb)](Result<Frame> f) {
+       [this, parent, change, cb = std::move(cb)](Result<Frame> f) {
          if (!f.ok()) return cb(f.status());
          Reader r(f->payload);
          if (r.remaining() > 0) {  // the directory's attributes afterwards
            struct stat st = proto::GetStat(r);
-           if (r.done()) Remember(parent, st, epoch);
+           if (r.done()) Remember(parent, st, *change);
          }
          cb(Status::OK());
        });
@@ -446,7 +466,7 @@ void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::s
 void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::string& name,
                            const InodePtr& newparent, const std::string& newname, unsigned flags,
                            DoneCb cb) {
-  Changing();
+  ChangePtr change = BeginChange(nullptr, /*structural=*/true);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -455,7 +475,7 @@ void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::s
   w.Bytes(newparent->handle);
   w.Bytes(newname);
   w.U32(flags);
-  DoneCall(parent->node, proto::kRename, std::move(p), std::move(cb));
+  DoneCall(parent->node, proto::kRename, std::move(p), Holding(change, std::move(cb)));
 }
 
 void RemoteBackend::ReadLink(const Caller&, const InodePtr& inode, Cb<std::string> cb) {
@@ -487,14 +507,21 @@ void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
   w.Bytes(inode->handle);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = inode->node;
+  ChangePtr change = (flags & O_TRUNC) ? BeginChangeOf(inode) : nullptr;  // truncates the file
   Call(node, proto::kOpen, std::move(p),
-       [this, node, inode, flags, cb = std::move(cb)](Result<Frame> f) {
+       [this, node, inode, flags, change, cb = std::move(cb)](Result<Frame> f) {
          if (!f.ok()) return cb(f.status());
          Reader r(f->payload);
          uint64_t id = r.U64();
          std::optional<struct stat> st;
          if (r.ok() && r.remaining() > 0) st = proto::GetStat(r);  // the file, opened
          if (!r.done()) return cb(Malformed("open"));
+         // Close-to-open: this open's stat is newer than the attributes a
+         // write of ours left (another node may have written since, its
+         // Invalidate still on its way), and the open drops the kernel's if
+         // they differ (RevalidateAtOpen): the GETATTR that follows must
+         // reach the owner, not be answered from them.
+         inode->change_gen.fetch_add(1, std::memory_order_acq_rel);
          auto fh = std::make_unique<FileHandle>();
          fh->inode = inode;
          fh->flags = flags;
@@ -521,34 +548,34 @@ void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::s
   w.U32(mode);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = parent->node;
-  uint64_t epoch = Changing();
+  ChangePtr change = BeginChange(nullptr, /*structural=*/(flags & O_EXCL) == 0);
   Call(node, proto::kCreate, std::move(p),
-       [this, node, flags, parent, epoch, cb = std::move(cb)](Result<Frame> f) {
-    if (!f.ok()) return cb(f.status());
-    Reader r(f->payload);
-    auto e = DecodeEntry(node, r);
-    if (!e.ok()) return cb(e.status());
-    uint64_t id = r.U64();
-    std::optional<struct stat> dir_st;
-    if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
-    if (!r.done()) {
-      client_->table().Forget(e->inode->id, 1);
-      return cb(Malformed("create"));
-    }
-    // A file O_EXCL just made has no security.capability: the kernel's
-    // check before the first write is answered here, not by the owner.
-    if (flags & O_EXCL) e->inode->no_caps = true;
-    if (dir_st) Remember(parent, *dir_st, epoch);
-    auto fh = std::make_unique<FileHandle>();
-    fh->inode = e->inode;
-    fh->flags = flags;
-    fh->remote_fh = id;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      fh->remote_epoch = peers_[node].generation;
-    }
-    cb(CreateOut{std::move(*e), std::move(fh)});
-  });
+       [this, node, flags, parent, change, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) return cb(f.status());
+         Reader r(f->payload);
+         auto e = DecodeEntry(node, r);
+         if (!e.ok()) return cb(e.status());
+         uint64_t id = r.U64();
+         std::optional<struct stat> dir_st;
+         if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
+         if (!r.done()) {
+           client_->table().Forget(e->inode->id, 1);
+           return cb(Malformed("create"));
+         }
+         // A file O_EXCL just made has no security.capability: the kernel's
+         // check before the first write is answered here, not by the owner.
+         if (flags & O_EXCL) e->inode->no_caps = true;
+         if (dir_st) Remember(parent, *dir_st, *change);
+         auto fh = std::make_unique<FileHandle>();
+         fh->inode = e->inode;
+         fh->flags = flags;
+         fh->remote_fh = id;
+         {
+           std::lock_guard<std::mutex> l(mu_);
+           fh->remote_epoch = peers_[node].generation;
+         }
+         cb(CreateOut{std::move(*e), std::move(fh)});
+       });
 }
 
 // Open files outlive connections: one opened on an older connection (the
@@ -608,6 +635,8 @@ void RemoteBackend::Write(FileHandle* fh, std::string data, off_t off, bool kill
                           Cb<size_t> cb) {
   if (data.size() > proto::kMaxIo) data.resize(proto::kMaxIo);
   auto shared = std::make_shared<std::string>(std::move(data));
+  ChangePtr change = BeginChangeOf(fh->inode);
+  InodePtr inode = fh->inode;
   CallFile(
       fh, proto::kWrite,
       [shared, off, kill_suid](uint64_t id) {
@@ -620,11 +649,16 @@ void RemoteBackend::Write(FileHandle* fh, std::string data, off_t off, bool kill
         if (kill_suid) w.U8(1);  // optional: older owners never see it set
         return p;
       },
-      [cb = std::move(cb)](Result<Frame> f) {
+      [this, inode, change, cb = std::move(cb)](Result<Frame> f) {
         if (!f.ok()) return cb(f.status());
         Reader r(f->payload);
         uint32_t n = r.U32();
+        std::optional<struct stat> st;
+        if (r.ok() && r.remaining() > 0) st = proto::GetStat(r);  // the file afterwards
         if (!r.done()) return cb(Malformed("write"));
+        // The kernel drops the file's attributes after a write and asks
+        // again at the next stat: answered from these (see Remember).
+        if (st) Remember(inode, *st, *change);
         cb(static_cast<size_t>(n));
       });
 }
@@ -745,7 +779,7 @@ void RemoteBackend::StatFs(const Caller&, const InodePtr& inode, Cb<struct statv
 
 void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                              std::string value, int flags, DoneCb cb) {
-  Changing();
+  ChangePtr change = BeginChangeOf(inode);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
@@ -754,7 +788,7 @@ void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::
   w.Bytes(value);
   w.U32(static_cast<uint32_t>(flags));
   inode->no_caps = false;
-  DoneCall(inode->node, proto::kSetXattr, std::move(p), std::move(cb));
+  DoneCall(inode->node, proto::kSetXattr, std::move(p), Holding(change, std::move(cb)));
 }
 
 static void BytesReply(Result<Frame> f, const char* what, const Cb<std::string>& cb) {
@@ -795,17 +829,18 @@ void RemoteBackend::ListXattr(const Caller& c, const InodePtr& inode, Cb<std::st
 
 void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                                 DoneCb cb) {
-  Changing();
+  ChangePtr change = BeginChangeOf(inode);
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
   w.Bytes(inode->handle);
   w.Bytes(name);
   inode->no_caps = false;
-  DoneCall(inode->node, proto::kRemoveXattr, std::move(p), std::move(cb));
+  DoneCall(inode->node, proto::kRemoveXattr, std::move(p), Holding(change, std::move(cb)));
 }
 
 void RemoteBackend::Fallocate(FileHandle* fh, int mode, off_t off, off_t len, DoneCb cb) {
+  ChangePtr change = BeginChangeOf(fh->inode);
   CallFile(
       fh, proto::kFallocate,
       [mode, off, len](uint64_t id) {
@@ -817,7 +852,7 @@ void RemoteBackend::Fallocate(FileHandle* fh, int mode, off_t off, off_t len, Do
         w.I64(len);
         return p;
       },
-      [cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); });
+      [change, cb = std::move(cb)](Result<Frame> f) { cb(f.ok() ? Status::OK() : f.status()); });
 }
 
 void RemoteBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out, off_t off_out,
@@ -825,6 +860,7 @@ void RemoteBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out,
   uint64_t in_id = in->remote_fh;
   bool same_epoch = in->remote_epoch == out->remote_epoch;
   if (!same_epoch) return cb(Status::Error(EXDEV, "files opened on different connections"));
+  ChangePtr change = BeginChangeOf(out->inode);
   CallFile(
       out, proto::kCopyRange,
       [in_id, off_in, off_out, len](uint64_t out_id) {
@@ -837,7 +873,7 @@ void RemoteBackend::CopyFileRange(FileHandle* in, off_t off_in, FileHandle* out,
         w.U64(len);
         return p;
       },
-      [cb = std::move(cb)](Result<Frame> f) {
+      [change, cb = std::move(cb)](Result<Frame> f) {
         if (!f.ok()) return cb(f.status());
         Reader r(f->payload);
         uint64_t n = r.U64();

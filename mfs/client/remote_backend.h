@@ -143,12 +143,72 @@ class RemoteBackend : public Backend {
   void StatCall(uint32_t node, uint16_t type, std::string payload, Cb<struct stat> cb);
   void WatchOwn();
   void InvalLoop();
-  // Post-operation directory attributes (Inode::post_attr). Every request
-  // that may change a directory's attributes calls Changing() before it is
-  // sent, which voids every remembered set; Remember() keeps `st` for `dir`
-  // if no other change began after `epoch` (what Changing() returned).
+  // Post-operation attributes (Inode::post_attr) of directories (after our
+  // create or remove in them) and of regular files (after our write).
+  // Every request that may change a file's or directory's attributes holds
+  // a Change from before it is sent until its reply has been handled.
+  // Directories: a Change bumps the epoch, which voids every remembered
+  // set; Remember() keeps a directory's `st` only if no other change began
+  // after `change` and none begun earlier is still in flight (the owner's
+  // workers may run requests in any order, so the reply of a later change
+  // can carry attributes from before an earlier one ran).
+  // Regular files, whose attributes are read long after the write (a
+  // create-heavy program writes many files, then stats them): a Change
+  // names the file it changes (`file`, its change_gen is bumped) or, when
+  // it may touch files it cannot name (remove, rename, create without
+  // O_EXCL: `structural`), bumps the file epoch. A change of a regular
+  // file alone (BeginChangeOf) leaves the directories' epoch alone. A file's `st` is kept
+  // only if neither moved since `change` began, no other change of that
+  // file and no structural change is in flight.
+  // Pushed invalidations and lost connections bump the epochs alone.
+  struct Change {
+    Change(RemoteBackend* b, InodePtr file, bool structural, bool dirs)
+        : backend(b), inode(std::move(file)), structural(structural), dirs(dirs) {
+      if (dirs) {
+        b->inflight_.fetch_add(1, std::memory_order_acq_rel);
+        epoch = b->Changing();
+      }
+      if (structural) {
+        b->structural_inflight_.fetch_add(1, std::memory_order_acq_rel);
+        b->file_epoch_.fetch_add(1, std::memory_order_acq_rel);
+      }
+      file_epoch = b->file_epoch_.load(std::memory_order_acquire);
+      if (inode) {
+        inode->changes_inflight.fetch_add(1, std::memory_order_acq_rel);
+        gen = inode->change_gen.fetch_add(1, std::memory_order_acq_rel) + 1;
+      }
+    }
+    ~Change() {
+      if (inode) inode->changes_inflight.fetch_sub(1, std::memory_order_acq_rel);
+      if (structural) backend->structural_inflight_.fetch_sub(1, std::memory_order_acq_rel);
+      if (dirs) backend->inflight_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    Change(const Change&) = delete;
+    Change& operator=(const Change&) = delete;
+    RemoteBackend* backend;
+    InodePtr inode;
+    bool structural, dirs;
+    uint64_t epoch = 0, file_epoch = 0, gen = 0;  // epoch 0: never a directory's
+  };
+  using ChangePtr = std::shared_ptr<Change>;
+  // `dirs`: may change a directory's attributes (false only for changes of
+  // a regular file's data or attributes: writes, truncation, chmod...).
+  ChangePtr BeginChange(InodePtr file = nullptr, bool structural = false, bool dirs = true) {
+    return std::make_shared<Change>(this, std::move(file), structural, dirs);
+  }
+  // A change of `inode` itself, of its data or attributes (no names).
+  ChangePtr BeginChangeOf(const InodePtr& inode) {
+    return BeginChange(inode, false, !S_ISREG(inode->type));
+  }
+  // `cb` wrapped so that it holds `change` until it is destroyed.
+  template <class F>
+  static auto Holding(ChangePtr change, F cb) {
+    return [change = std::move(change), cb = std::move(cb)](auto&&... a) mutable {
+      cb(std::forward<decltype(a)>(a)...);
+    };
+  }
   uint64_t Changing() { return epoch_.fetch_add(1, std::memory_order_acq_rel) + 1; }
-  void Remember(const InodePtr& dir, const struct stat& st, uint64_t epoch);
+  void Remember(const InodePtr& inode, const struct stat& st, const Change& change);
   bool Remembered(const InodePtr& inode, struct stat* st);
 
   Client* client_;
@@ -182,6 +242,9 @@ class RemoteBackend : public Backend {
   bool stopping_ = false;
   std::thread inval_thread_;
   std::atomic<uint64_t> epoch_{1};
+  std::atomic<int64_t> inflight_{0};  // Changes alive
+  std::atomic<uint64_t> file_epoch_{1};
+  std::atomic<int64_t> structural_inflight_{0};
 };
 
 }  // namespace mfs::client

@@ -488,6 +488,9 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (kill_suid) MFS_RETURN_IF_ERROR(ops::KillSuid(f->fd.get()));
       MFS_ASSIGN_OR_RETURN(size_t n, ops::PWrite(f->fd.get(), data, off));
       w.U32(static_cast<uint32_t>(n));
+      // The file's attributes afterwards (optional: the client answers its
+      // kernel's next GETATTR from them).
+      if (auto st = ops::Stat(f->fd.get()); st.ok()) proto::PutStat(w, *st);
       Changed(self, f->key, "");
       return Status::OK();
     }

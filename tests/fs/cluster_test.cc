@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -605,6 +606,106 @@ TEST_F(FsClusterTest, RemoteDirectoryAttributesStayCurrent) {
   ASSERT_EQ(stat(M(1, 2, "d").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
   same("after a chmod and a create");
+}
+
+// Node 1 answers the GETATTR its kernel sends after each write to a
+// remote file from the attributes the owner sent back with the write; they
+// must be the owner's (size, times, blocks), and a change made elsewhere,
+// or any other change of node 1's, must void them.
+TEST_F(FsClusterTest, RemoteFileAttributesAfterAWriteAreTheOwners) {
+  auto same = [&](const char* what) {
+    struct stat via, own;
+    ASSERT_EQ(stat(M(1, 2, "w").c_str(), &via), 0) << what;
+    ASSERT_EQ(stat((Node(2) + "/export/w").c_str(), &own), 0) << what;
+    EXPECT_EQ(via.st_size, own.st_size) << what;
+    EXPECT_EQ(via.st_blocks, own.st_blocks) << what;
+    EXPECT_EQ(via.st_mtim.tv_sec, own.st_mtim.tv_sec) << what;
+    EXPECT_EQ(via.st_mtim.tv_nsec, own.st_mtim.tv_nsec) << what;
+    EXPECT_EQ(via.st_ctim.tv_sec, own.st_ctim.tv_sec) << what;
+    EXPECT_EQ(via.st_ctim.tv_nsec, own.st_ctim.tv_nsec) << what;
+    EXPECT_EQ(via.st_mode, own.st_mode) << what;
+  };
+  int fd = open(M(1, 2, "w").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  std::string block(4096, 'a');
+  ASSERT_EQ(write(fd, block.data(), block.size()), 4096);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_EQ(st.st_size, 4096);
+  same("after a write, file still open");
+  ASSERT_EQ(close(fd), 0);
+  same("after close");
+  fd = open(M(1, 2, "w").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  ASSERT_EQ(write(fd, "tail", 4), 4);
+  ASSERT_EQ(stat(M(1, 2, "w").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4100);
+  same("after an append");
+  ASSERT_EQ(fchmod(fd, 0600), 0);  // another change of node 1's: a new ctime
+  same("after a chmod");
+  ASSERT_EQ(write(fd, "more", 4), 4);
+  ASSERT_EQ(ftruncate(fd, 10), 0);
+  ASSERT_EQ(stat(M(1, 2, "w").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 10);
+  same("after a write and a truncate");
+  ASSERT_EQ(write(fd, "x", 1), 1);
+  // Changed on the owner: the pushed invalidation voids what node 1 kept.
+  int own = open(M(2, 2, "w").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(own, 0) << strerror(errno);
+  std::string more(8192, 'b');
+  ASSERT_EQ(write(own, more.data(), more.size()), 8192);
+  ASSERT_EQ(close(own), 0);
+  EXPECT_TRUE(WaitFor([&] { return stat(M(1, 2, "w").c_str(), &st) == 0 && st.st_size == 8203; },
+                      seconds(5)))
+      << "size " << st.st_size;
+  same("after a write on the owner");
+  ASSERT_EQ(close(fd), 0);
+  EXPECT_EQ(ReadFile(M(1, 2, "w")).size(), 8203u);
+}
+
+// Writers in several threads of node 1 (one file each, and one file they
+// all write through one descriptor): whatever order
+// the owner runs the writes in, a stat on node 1 must show the owner's size
+// and times, never those a reply carried from before another write ran.
+TEST_F(FsClusterTest, ConcurrentRemoteWritesLeaveTheOwnersAttributes) {
+  constexpr int kThreads = 4, kWrites = 100;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  int shared_fd = open(M(1, 2, "shared").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(shared_fd, 0) << strerror(errno);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string own = M(1, 2, "c" + std::to_string(t));
+      int fd = open(own.c_str(), O_CREAT | O_WRONLY, 0644);
+      if (fd < 0) return (void)++failures;
+      std::string block(1000, static_cast<char>('a' + t));
+      for (int i = 0; i < kWrites; ++i) {
+        off_t off = static_cast<off_t>(i) * 1000;
+        if (pwrite(fd, block.data(), block.size(), off) != 1000) ++failures;
+        off_t shared_off = static_cast<off_t>(i * kThreads + t) * 1000;
+        if (pwrite(shared_fd, block.data(), block.size(), shared_off) != 1000) ++failures;
+        struct stat st;
+        if (stat(own.c_str(), &st) != 0 || st.st_size != off + 1000) ++failures;
+      }
+      if (close(fd) != 0) ++failures;
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures.load(), 0);
+  ASSERT_EQ(close(shared_fd), 0);
+  for (std::string name : {"shared", "c0", "c1", "c2", "c3"}) {
+    struct stat via, own;
+    ASSERT_EQ(stat(M(1, 2, name).c_str(), &via), 0) << name;
+    ASSERT_EQ(stat((Node(2) + "/export/" + name).c_str(), &own), 0) << name;
+    EXPECT_EQ(via.st_size, own.st_size) << name;
+    EXPECT_EQ(via.st_blocks, own.st_blocks) << name;
+    EXPECT_EQ(via.st_mtim.tv_sec, own.st_mtim.tv_sec) << name;
+    EXPECT_EQ(via.st_mtim.tv_nsec, own.st_mtim.tv_nsec) << name;
+    EXPECT_EQ(via.st_ctim.tv_nsec, own.st_ctim.tv_nsec) << name;
+  }
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "shared").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, kThreads * kWrites * 1000);
 }
 
 TEST_F(FsClusterTest, LocksAreHeldByTheOwningNode) {
