@@ -31,7 +31,7 @@ enum Type : uint16_t {
   kReadLink = 72,     // handle -> target
   kAccess = 73,       // cred, handle, u32 mask -> ()
   kOpen = 74,         // cred, handle, u32 flags -> u64 fh
-  kCreate = 75,       // cred, dir, name, u32 mode, u32 flags -> handle, stat, u64 fh [, dir stat]
+  kCreate = 75,       // cred, dir, name, u32 mode, u32 flags -> handle, stat, u64 fh [, dir stat [, u8 created]]
   kRead = 76,         // u64 fh, i64 off, u32 size -> raw bytes
   kWrite = 77,        // u64 fh, i64 off, data [, u8 kill set-id bits] -> u32 written
   kFlush = 78,        // u64 fh, u64 lock owner -> ()

@@ -175,10 +175,23 @@ Result<UniqueFd> Reopen(int path_fd, int flags) {
   return UniqueFd(fd);
 }
 
-Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int flags) {
+Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int flags,
+                        bool* created) {
   MFS_RETURN_IF_ERROR(CheckName(name));
   flags &= ~(O_NOFOLLOW | O_PATH);
-  int fd = openat(dirfd, name.c_str(), flags | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+  flags |= O_CREAT | O_CLOEXEC | O_NOFOLLOW;
+  if (created) {
+    *created = false;
+    int fd = openat(dirfd, name.c_str(), flags | O_EXCL, mode);
+    if (fd >= 0) {
+      *created = true;
+      return UniqueFd(fd);
+    }
+    if (errno != EEXIST || (flags & O_EXCL)) return InDir(dirfd, Status::FromErrno("create " + name));
+    // It exists: open it as asked (if it is gone again, this makes it, and
+    // `created` stays false: the conservative answer).
+  }
+  int fd = openat(dirfd, name.c_str(), flags, mode);
   if (fd < 0) return InDir(dirfd, Status::FromErrno("create " + name));
   return UniqueFd(fd);
 }

@@ -56,7 +56,10 @@ Result<std::string> ReadLink(int fd);
 Status Access(int fd, int mask);
 // Opens the file an O_PATH fd names, for I/O (O_CREAT/O_EXCL/O_NOFOLLOW removed).
 Result<UniqueFd> Reopen(int path_fd, int flags);
-Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int flags);
+// `created` (if given): whether this call made the file (without O_EXCL it
+// tries O_EXCL first, so that it can tell).
+Result<UniqueFd> Create(int dirfd, const std::string& name, mode_t mode, int flags,
+                        bool* created = nullptr);
 Result<std::string> PRead(int fd, size_t size, off_t off);
 Result<size_t> PWrite(int fd, std::string_view data, off_t off);
 // What the kernel does before a write by a caller without CAP_FSETID:

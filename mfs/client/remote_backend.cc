@@ -558,13 +558,15 @@ void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::s
          uint64_t id = r.U64();
          std::optional<struct stat> dir_st;
          if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
+         bool created = flags & O_EXCL;
+         if (r.ok() && r.remaining() > 0) created = r.U8() != 0;  // this call made the file
          if (!r.done()) {
            client_->table().Forget(e->inode->id, 1);
            return cb(Malformed("create"));
          }
-         // A file O_EXCL just made has no security.capability: the kernel's
-         // check before the first write is answered here, not by the owner.
-         if (flags & O_EXCL) e->inode->no_caps = true;
+         // A file just made has no security.capability: the kernel's check
+         // before the first write is answered here, not by the owner.
+         if (created) e->inode->no_caps = true;
          if (dir_st) Remember(parent, *dir_st, *change);
          auto fh = std::make_unique<FileHandle>();
          fh->inode = e->inode;

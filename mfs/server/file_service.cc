@@ -455,16 +455,23 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       int flags = static_cast<int>(r.U32()) & ~O_DIRECT;  // as in kOpen
       if (!r.done()) return Bad("create");
       MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      bool created = false;
       Result<UniqueFd> fd = [&]() {
         ScopedCreds creds(c);
-        return ops::Create(dir.get(), name, mode, flags);
+        return ops::Create(dir.get(), name, mode, flags, &created);
       }();
       if (!fd.ok()) return fd.status();
       ChangedFd(self, dir.get(), name);
       MFS_ASSIGN_OR_RETURN(UniqueFd pfd, ops::OpenPath(dir.get(), name));
       MFS_RETURN_IF_ERROR(PutEntry(conn, pfd.get(), out));
       w.U64(AddFile(conn, std::move(*fd), std::move(pfd)));
-      if (auto st = ops::Stat(dir.get()); st.ok()) proto::PutStat(w, *st);  // the parent now
+      // Then the parent now, and whether this call made the file (a file
+      // just made has no security.capability: the client answers the
+      // kernel's check before the first write itself).
+      if (auto st = ops::Stat(dir.get()); st.ok()) {
+        proto::PutStat(w, *st);
+        w.U8(created ? 1 : 0);
+      }
       return Status::OK();
     }
     case proto::kRead: {

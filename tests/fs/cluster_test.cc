@@ -116,6 +116,17 @@ class FsClusterTest : public ::testing::Test {
   std::string Node(int i) { return dir_ + "/node" + std::to_string(i); }
   std::string Addr(int i) { return "127.0.0." + std::to_string(base_ + i); }
   // Path of `rel` in node `owner`'s export, as seen from node `via`'s /mfs.
+  // user.mfs.requests of node `node`'s mount: {FUSE requests read,
+  // network requests sent}.
+  std::pair<uint64_t, uint64_t> Requests(int node) {
+    char buf[64] = {};
+    ssize_t n = getxattr((Node(node) + "/mfs").c_str(), "user.mfs.requests", buf, sizeof(buf) - 1);
+    std::pair<uint64_t, uint64_t> c{0, 0};
+    EXPECT_GT(n, 0) << strerror(errno);
+    EXPECT_EQ(sscanf(buf, "%lu %lu", &c.first, &c.second), 2) << buf;
+    return c;
+  }
+
   std::string M(int via, int owner, const std::string& rel) {
     return Node(via) + "/mfs/" + std::to_string(owner) + "/" + rel;
   }
@@ -317,14 +328,7 @@ TEST_F(FsClusterTest, OpenAfterAnotherNodesCloseSeesTheWholeFile) {
 // not hold costs a FUSE request and a network request; one of a local file
 // costs no network request.
 TEST_F(FsClusterTest, RequestCountersCountWhatOperationsCost) {
-  auto counts = [&](int node) {
-    char buf[64] = {};
-    ssize_t n = getxattr((Node(node) + "/mfs").c_str(), "user.mfs.requests", buf, sizeof(buf) - 1);
-    std::pair<uint64_t, uint64_t> c{0, 0};
-    EXPECT_GT(n, 0) << strerror(errno);
-    EXPECT_EQ(sscanf(buf, "%lu %lu", &c.first, &c.second), 2) << buf;
-    return c;
-  };
+  auto counts = [&](int node) { return Requests(node); };
   ASSERT_TRUE(WriteFile(Node(2) + "/export/counted", "x"));
   ASSERT_TRUE(WriteFile(Node(1) + "/export/counted", "x"));
   struct stat st;
@@ -337,6 +341,40 @@ TEST_F(FsClusterTest, RequestCountersCountWhatOperationsCost) {
   auto c = counts(1);
   EXPECT_GE(c.first - b.first, 1u);
   EXPECT_EQ(c.second, b.second);
+}
+
+// The kernel asks for security.capability before the first write to a
+// file. The owner's Create reply says whether that call made the file, and
+// a file just made has none: creating and writing a new remote file costs
+// Lookup, Create and Write (Release is not waited for), with or without
+// O_EXCL. A file that existed keeps being asked about, so a write through
+// /mfs still removes a capability it had, as the kernel requires.
+TEST_F(FsClusterTest, NewFilesSkipTheCapabilityCheckExistingOnesKeepIt) {
+  for (int flags : {O_CREAT | O_EXCL, O_CREAT | O_TRUNC}) {
+    const std::string path = M(1, 2, "newcap" + std::to_string(flags));
+    auto before = Requests(1);
+    int fd = open(path.c_str(), O_WRONLY | flags, 0644);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    ASSERT_EQ(write(fd, "data", 4), 4);
+    ASSERT_EQ(close(fd), 0);
+    auto after = Requests(1);
+    EXPECT_EQ(after.second - before.second, 3u) << "network requests, flags " << flags;
+  }
+  // A capability (VFS_CAP_REVISION_2, cap_net_bind_service permitted) set on
+  // the owner, then the file opened with O_CREAT and written through node 1.
+  const std::string host = Node(2) + "/export/hascap";
+  ASSERT_TRUE(WriteFile(host, "old"));
+  const uint32_t cap[5] = {0x02000000, 1u << 10, 0, 0, 0};
+  if (setxattr(host.c_str(), "security.capability", cap, sizeof cap, 0) != 0)
+    GTEST_SKIP() << "cannot set security.capability on the export: " << strerror(errno);
+  int fd = open(M(1, 2, "hascap").c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  ASSERT_EQ(write(fd, "new", 3), 3);
+  ASSERT_EQ(close(fd), 0);
+  errno = 0;
+  EXPECT_EQ(getxattr(host.c_str(), "security.capability", nullptr, 0), -1) << "capability kept";
+  EXPECT_EQ(errno, ENODATA);
+  EXPECT_EQ(ReadFile(host), "new");
 }
 
 // A file replaced on one node — removed and created again, or renamed over
