@@ -139,6 +139,7 @@ accounting() {
 declare -A WRITE READ IOPS FILESPS
 PT_NOTE=
 REQ_NOTE=
+PHASE_NOTE=
 for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
   want "$t" || continue
   [[ -n ${SKIP[$t]:-} ]] && { echo "skip $t: ${SKIP[$t]}" >&2; continue; }
@@ -172,7 +173,9 @@ for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
   # requests it sends (user.mfs.requests): what a small-file cycle costs,
   # whatever the load of the machine does to the wall clock.
   [[ $t == mfs-* ]] && req0=$(run_on "$t" getfattr --only-values -n user.mfs.requests /mfs 2>/dev/null || true)
-  FILESPS[$t]=$(run_on "$t" "$BIN/mfs_bench_smallfiles" "$p/small" "$FILES" 4096 | sed -n 's/^files_per_s=\([0-9]*\).*/\1/p')
+  small=$(run_on "$t" "$BIN/mfs_bench_smallfiles" "$p/small" "$FILES" 4096)
+  FILESPS[$t]=$(sed -n 's/^files_per_s=\([0-9]*\).*/\1/p' <<<"$small")
+  PHASE_NOTE+="${PHASE_NOTE:+, }$t $(sed -n 's/.*create_s=\([0-9.]*\) stat_s=\([0-9.]*\) unlink_s=\([0-9.]*\).*/\1 \/ \2 \/ \3/p' <<<"$small")"
   if [[ $t == mfs-* && -n ${req0:-} ]]; then
     req1=$(run_on "$t" getfattr --only-values -n user.mfs.requests /mfs 2>/dev/null || true)
     REQ_NOTE+="${REQ_NOTE:+, }$t $(awk -v a="$req0" -v b="$req1" -v n="$FILES" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.1f / %.1f", (y[1]-x[1])/n, (y[2]-x[2])/n}')"
@@ -202,3 +205,4 @@ for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
 done
 if [[ -n $PT_NOTE ]]; then echo "mfs-local-pt: $PT_NOTE"; fi
 if [[ -n $REQ_NOTE ]]; then echo "requests per small-file cycle on node 1 (FUSE / network): $REQ_NOTE"; fi
+if [[ -n ${PHASE_NOTE:-} ]]; then echo "small-file phases, seconds (create+write / stat / unlink): $PHASE_NOTE"; fi
