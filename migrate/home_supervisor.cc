@@ -75,6 +75,20 @@ using Reply = control::ControlServer::Reply;
 
 bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
 
+// The union of two ascending lists of [start, end) ranges, ascending and
+// merged where they touch.
+std::vector<std::pair<uint64_t, uint64_t>> MergeRanges(std::vector<std::pair<uint64_t, uint64_t>> a,
+                                                       const std::vector<std::pair<uint64_t, uint64_t>>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  std::sort(a.begin(), a.end());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& r : a) {
+    if (!out.empty() && r.first <= out.back().second) out.back().second = std::max(out.back().second, r.second);
+    else out.push_back(r);
+  }
+  return out;
+}
+
 // Registers saved at a stop, to resume with after calls were injected: a
 // call the stop cut (-ERESTART*) is restarted now, since the kernel's own
 // restart on the way out of the stop saw the injected calls' registers
@@ -909,10 +923,20 @@ class Home {
   // prepared memory; at the freeze, those whose hash has not changed are not
   // sent again (SendImage's filter). Bounded like the prepare; a failure
   // only means more pages after the freeze. Fills precopied_ with the
-  // (address, hash) of each page the guest wrote, ascending.
+  // (address, hash) of each page the guest holds, ascending.
+  //
+  // With write tracking, the pre-copy goes in rounds: each round sends again
+  // the pages written during the one before (read and write-protected again
+  // in one scan, WriteTracker::Written(true)), so that a program that keeps
+  // rewriting its memory leaves only what it wrote during the last, short,
+  // round for the freeze. Rounds stop when what was written is small (fewer
+  // than precopy_round_pages_: 64, or MFS_MIGRATE_PRECOPY_ROUND_PAGES),
+  // stops shrinking (a working set rewritten faster than it is sent), after
+  // kMaxPrecopyRounds, or at the time bound.
+  static constexpr int kMaxPrecopyRounds = 6;
+
   void Precopy(const wire::Connection::Ptr& conn, std::shared_ptr<const PrepareHint> hint, json j,
                std::function<void(json)> then) {
-    const auto t0 = Clock::now();
     auto img = std::make_shared<ProcessImage>();
     uint64_t pages = 0;
     for (const auto& a : hint->areas)
@@ -927,28 +951,115 @@ class Home {
     precopied_.reserve(pages);
     tracker_ = StartWriteTracking(*hint);  // before the first read: "written" starts here
     j["write_tracking"] = tracker_ != nullptr;
-    PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
-    auto timer = std::make_shared<asio::steady_timer>(
+    auto round = std::make_shared<PrecopyRound>();
+    round->t0 = Clock::now();
+    round->then = std::move(then);
+    round->j = std::move(j);
+    round->timer = std::make_shared<asio::steady_timer>(
         io_, std::chrono::milliseconds(std::min<uint64_t>(15000, 1000 + pages * 16 / 1000)));
-    auto once = std::make_shared<std::function<void(json)>>(std::move(then));
-    auto stop = SendPageRuns(
-        conn, img, kPrecopy, std::move(read),
-        [this](uint64_t addr, uint64_t hash) { precopied_.push_back({addr, hash}); },
-        [this, timer, once, t0, j = std::move(j)](Status s) mutable {
-          timer->cancel();
-          if (!*once) return;
-          auto then = std::move(*once);
-          *once = nullptr;
-          if (!std::is_sorted(precopied_.begin(), precopied_.end())) std::sort(precopied_.begin(), precopied_.end());
-          j["precopied_pages"] = precopied_.size();
-          j["precopy_ms"] = MsSince(t0);
-          if (!s.ok()) j["precopy_error"] = s.ToString();
-          // The tracee may have ended meanwhile: AwayPrepared checks.
-          asio::post(io_, [then = std::move(then), j = std::move(j)]() mutable { then(std::move(j)); });
-        });
-    timer->async_wait([stop](boost::system::error_code ec) {
-      if (!ec) stop();
+    round->timer->async_wait([round](boost::system::error_code ec) {
+      if (ec) return;
+      round->timed_out = true;
+      if (round->stop) round->stop();
     });
+    PrecopySend(conn, round, std::move(img), pages);
+  }
+
+  struct PrecopyRound {
+    Clock::time_point t0;
+    std::function<void(json)> then;
+    json j;
+    std::shared_ptr<asio::steady_timer> timer;
+    std::function<void()> stop;  // the current round's
+    bool timed_out = false;
+    int rounds = 0;
+    uint64_t last_pages = 0;  // sent by the last round
+    std::vector<std::pair<uint64_t, uint64_t>> resent;  // (addr, hash) of this round, after the first
+    std::vector<std::pair<uint64_t, uint64_t>> current;  // this round's pages (after the first)
+    std::vector<uint64_t> round_pages;
+  };
+
+  void PrecopySend(const wire::Connection::Ptr& conn, std::shared_ptr<PrecopyRound> round,
+                   std::shared_ptr<ProcessImage> img, uint64_t pages) {
+    ++round->rounds;
+    round->last_pages = pages;
+    round->round_pages.push_back(pages);
+    const bool first = round->rounds == 1;
+    PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
+    round->stop = SendPageRuns(
+        conn, img, kPrecopy, std::move(read),
+        [this, round, first](uint64_t addr, uint64_t hash) {
+          (first ? precopied_ : round->resent).push_back({addr, hash});
+        },
+        [this, conn, round](Status s) {
+          // Off the sender's own call stack: the next round replaces
+          // round->stop, which owns this callback.
+          asio::post(io_, [this, conn, round, s] { PrecopyRoundDone(conn, round, s); });
+        });
+  }
+
+  void PrecopyRoundDone(const wire::Connection::Ptr& conn, const std::shared_ptr<PrecopyRound>& round, Status s) {
+    if (!std::is_sorted(precopied_.begin(), precopied_.end())) std::sort(precopied_.begin(), precopied_.end());
+    MergeResent(round->resent);
+    round->resent.clear();
+    // A later round cut short leaves some of its pages stale at the
+    // guest, though no longer marked written: count them as written.
+    if ((!s.ok() || round->timed_out) && !round->current.empty())
+      carried_written_ = MergeRanges(std::move(carried_written_), round->current);
+    round->current.clear();
+    if (s.ok() && !round->timed_out && tracker_ && tracee_ && !tracee_->dead() && round->rounds < kMaxPrecopyRounds) {
+      auto w = tracker_->Written(/*reset=*/true);
+      uint64_t n = 0;
+      if (w.ok())
+        for (const auto& [a, e] : *w) n += (e - a) / kPageSize;
+      // Another round if it pays: enough was written, and less than
+      // the round before sent (it converges).
+      if (w.ok() && n >= precopy_round_pages_ && n * 10 < round->last_pages * 9) {
+        auto next = std::make_shared<ProcessImage>();
+        for (const auto& [a, e] : *w) {
+          PageRun run;
+          run.addr = a;
+          run.hashes.assign((e - a) / kPageSize, 0);
+          next->pages.push_back(std::move(run));
+        }
+        round->current = std::move(*w);
+        return PrecopySend(conn, round, std::move(next), n);
+      }
+      if (!w.ok()) spdlog::info("home: pre-copy of {}: {}", pid_, w.status().ToString());
+      // No further round. The pages it found written go unread into the
+      // freeze's "written" set: make it whole again, since that scan
+      // write-protected them.
+      if (w.ok() && n > 0) carried_written_ = MergeRanges(std::move(carried_written_), *w);
+    }
+    round->timer->cancel();
+    round->stop = nullptr;
+    if (!round->then) return;
+    auto then = std::move(round->then);
+    round->then = nullptr;
+    json j = std::move(round->j);
+    j["precopied_pages"] = precopied_.size();
+    j["precopy_ms"] = MsSince(round->t0);
+    j["precopy_rounds"] = round->rounds;
+    j["precopy_round_pages"] = round->round_pages;
+    if (!s.ok()) j["precopy_error"] = s.ToString();
+    // The tracee may have ended meanwhile: AwayPrepared checks.
+    then(std::move(j));
+  }
+
+  // A later round's pages into precopied_: their hash replaces the first
+  // round's (pages outside it, if the first round was cut, are added).
+  void MergeResent(std::vector<std::pair<uint64_t, uint64_t>>& resent) {
+    if (resent.empty()) return;
+    std::sort(resent.begin(), resent.end());
+    std::vector<std::pair<uint64_t, uint64_t>> extra;
+    for (const auto& [addr, hash] : resent) {
+      auto it = std::lower_bound(precopied_.begin(), precopied_.end(), std::make_pair(addr, uint64_t{0}));
+      if (it != precopied_.end() && it->first == addr) it->second = hash;
+      else extra.push_back({addr, hash});
+    }
+    if (extra.empty()) return;
+    precopied_.insert(precopied_.end(), extra.begin(), extra.end());
+    std::sort(precopied_.begin(), precopied_.end());
   }
 
   // Pre-copied pages the process no longer has at the freeze (freed since)
@@ -1050,6 +1161,7 @@ class Home {
   void Away(uint32_t node, Reply reply) {
     state_ = State::kBusy;
     precopied_ = {};
+    carried_written_ = {};
     tracker_.reset();
     ConnectGuest(node, [this, node, reply](Result<wire::Connection::Ptr> c) {
       if (!c.ok()) return FailAway(c.status(), reply, nullptr);
@@ -1072,7 +1184,11 @@ class Home {
       std::shared_ptr<const std::vector<std::pair<uint64_t, uint64_t>>> written;
       if (tracker_) {
         auto w = tracker_->Written();
-        if (w.ok()) written = std::make_shared<const std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*w));
+        if (w.ok()) {
+          // Plus what the last round's scan found written and re-protected.
+          if (!carried_written_.empty()) w = MergeRanges(std::move(*w), carried_written_);
+          written = std::make_shared<const std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*w));
+        }
         else spdlog::warn("home: write tracking of {}: {}", pid_, w.status().ToString());
       }
       filter = PrecopyFilter(skipped, unread, std::move(written));
@@ -1082,6 +1198,7 @@ class Home {
     PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
     SendImage(conn, shared, [this, node, reply, conn, t0, phases, shared, prepared, skipped, unread](Status s) mutable {
       precopied_ = {};
+      carried_written_ = {};
       tracker_.reset();
       prepared["unchanged_pages_not_sent"] = *skipped;
       prepared["unchanged_pages_not_read"] = *unread;
@@ -1278,6 +1395,7 @@ class Home {
     spdlog::warn("home: move of {} failed, resuming at home: {}", pid_, why.ToString());
     last_error_ = why.ToString();
     precopied_ = {};
+    carried_written_ = {};
     tracker_.reset();  // its ranges are unregistered
     if (conn) {
       failed_conns_.insert(conn.get());
@@ -1578,8 +1696,15 @@ class Home {
     return !(v && std::string_view(v) == "0");
   }();
   std::vector<std::pair<uint64_t, uint64_t>> precopied_;  // (addr, hash) at the guest, ascending
+  // Pages the pre-copy's last scan found written (and write-protected
+  // again) without another round: still "written" at the freeze.
+  std::vector<std::pair<uint64_t, uint64_t>> carried_written_;
   std::unique_ptr<WriteTracker> tracker_;                  // pages written since the pre-copy began
   // MFS_MIGRATE_WRITE_TRACKING=0: the pre-copy compares hashes only.
+  uint64_t precopy_round_pages_ = [] {
+    const char* v = getenv("MFS_MIGRATE_PRECOPY_ROUND_PAGES");
+    return v && *v ? std::max<uint64_t>(1, std::strtoull(v, nullptr, 10)) : uint64_t{64};
+  }();
   bool write_tracking_enabled_ = [] {
     const char* v = getenv("MFS_MIGRATE_WRITE_TRACKING");
     return !(v && std::string_view(v) == "0");

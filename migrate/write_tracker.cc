@@ -72,7 +72,7 @@ Result<std::unique_ptr<WriteTracker>> WriteTracker::Start(Tracee& t, const Range
   return w;
 }
 
-Result<WriteTracker::Ranges> WriteTracker::Written() {
+Result<WriteTracker::Ranges> WriteTracker::Written(bool reset) {
   // A pagemap opened now: it reads the process's memory as it is now (after
   // an exec, Start's would read the old one), and with CHECK_WPASYNC a range
   // that is no longer registered (exec, a mapping replaced) fails the scan
@@ -86,7 +86,7 @@ Result<WriteTracker::Ranges> WriteTracker::Written() {
     while (at < e) {
       PmScanArg a{};
       a.size = sizeof a;
-      a.flags = kPmScanCheckWpAsync;
+      a.flags = kPmScanCheckWpAsync | (reset ? kPmScanWpMatching : 0);
       a.start = at;
       a.end = e;
       a.vec = reinterpret_cast<uint64_t>(vec.data());

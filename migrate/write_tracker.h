@@ -37,10 +37,13 @@ class WriteTracker {
   // its registers are clobbered (the caller restores them).
   static Result<std::unique_ptr<WriteTracker>> Start(Tracee& t, const Ranges& ranges);
 
-  // The page ranges written since Start (ascending, within the registered
-  // ranges). An error (never "nothing written") when a range is no longer
-  // tracked: the process exec'd, or a mapping was replaced.
-  Result<Ranges> Written();
+  // The page ranges written since Start, or since the last Written(true)
+  // (ascending, within the registered ranges). With `reset`, those pages are
+  // write-protected again in the same scan (PM_SCAN_WP_MATCHING): "written"
+  // starts over for them, with no write lost between. An error (never
+  // "nothing written") when a range is no longer tracked: the process
+  // exec'd, or a mapping was replaced.
+  Result<Ranges> Written(bool reset = false);
 
   ~WriteTracker() = default;
   WriteTracker(const WriteTracker&) = delete;

@@ -1136,6 +1136,22 @@ TEST_F(PreparedMove, PreparedPagesAreMovedIntoPlaceAndReadBackExactly) {
   }
 }
 
+// With write tracking, the pages written during a pre-copy round go again
+// in another (E is rewritten all the time); what the program reads back
+// after the move is still exactly what it wrote (MoveRegions compares).
+// Any written page makes another round here (the default waits for 64).
+TEST_F(PreparedMove, PagesRewrittenDuringThePrecopyGoAgainInAnotherRound) {
+  setenv("MFS_MIGRATE_PRECOPY_ROUND_PAGES", "1", 1);  // for the mfsd started below
+  json r = MoveRegions("");
+  unsetenv("MFS_MIGRATE_PRECOPY_ROUND_PAGES");
+  ASSERT_TRUE(r.contains("prepared")) << r;
+  const json& p = r["prepared"];
+  if (!p.value("write_tracking", false)) GTEST_SKIP() << "no write tracking on this kernel: " << p;
+  EXPECT_GE(p.value("precopy_rounds", 0), 2) << p;
+  ASSERT_TRUE(p.contains("precopy_round_pages")) << p;
+  EXPECT_EQ(p["precopy_round_pages"].size(), p.value("precopy_rounds", 0u)) << p;
+}
+
 TEST_F(PreparedMove, PrecopyWithoutWriteTrackingComparesHashes) {
   setenv("MFS_MIGRATE_WRITE_TRACKING", "0", 1);  // for the mfsd started below
   json r = MoveRegions("");

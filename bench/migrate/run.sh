@@ -2,10 +2,13 @@
 # bench/migrate/run.sh — process migration benchmark (not a test).
 #
 #   sudo bash bench/migrate/run.sh [--sizes "16 256 1024"] [--reps 3]
+#                                  [--rewrite MIB_PER_S]
 #
 # Starts a 2-node cluster of mfsd (127.6.251.1 and .2, its own directory),
 # then measures, in one run:
-#   * downtime of one move home -> node 2 for each size of dirty memory,
+#   * downtime of one move home -> node 2 for each size of dirty memory
+#     (with --rewrite, the program also rewrites its memory at that rate
+#     throughout, during the move as before it; CRIU's program does too),
 #     as mfsmigrate reports it (freeze to confirmed running) and as the
 #     program sees it on its own wall clock (longest pause); median of --reps;
 #     fitted as fixed + per-MiB cost (least squares);
@@ -24,11 +27,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${MFS_BIN:-$ROOT/build/bin}
 SIZES="16 256 1024"
 REPS=3
+REWRITE=0
 while (($#)); do
   case $1 in
     --sizes) SIZES=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --rewrite) REWRITE=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -89,6 +94,7 @@ elif [[ -n $CRIU_BIN ]]; then
   v=$("$CRIU_BIN" --version 2>/dev/null | sed -n 's/^Version: *//p' || true)
   if [[ -n $v ]] && printf '4.1\n%s\n' "$v" | sort -V -C; then CRIU_OK=1; else CRIU_WHY="criu ${v:-of unknown version} < 4.1 (3.x fails on this kernel's split vDSO)"; fi
 fi
+if [[ $REWRITE != 0 ]]; then echo "The program rewrites its memory at $REWRITE MiB/s throughout (before and during the move)."; echo; fi
 if [[ -n $CRIU_OK ]]; then
   echo "| dirty MiB | mfs downtime (ms) | as the program saw it (ms) | CRIU dump+restore (ms) | mfs / CRIU |"
   echo "|---:|---:|---:|---:|---:|"
@@ -105,7 +111,7 @@ for mib in $SIZES; do
     out=$DIR/dirty.out
     # Up to 60 s; told to stop (SIGUSR1, forwarded to the remote) 0.3 s
     # after the move, whatever the time spent before the freeze.
-    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 60 > "$out" & p=$!
+    "$BIN/mfsrun" "$BIN/mfs-bench-dirty" "$mib" 60 "$REWRITE" > "$out" & p=$!
     for _ in $(seq 600); do grep -q ready "$out" 2>/dev/null && break; sleep 0.05; done
     sleep 0.3
     r=$("$BIN/mfsmigrate" --json "$p" 2) || { echo "run.sh: move of $mib MiB failed (rep left out): $r" >&2; r=""; }
@@ -118,7 +124,7 @@ for mib in $SIZES; do
     ph=$(echo "$r" | sed -n 's/.*"phases_ms":\({[^}]*}\).*/\1/p')
     pr=$(echo "$r" | sed -n 's/.*"prepared":\({[^}]*}\).*/\1/p')
     if [[ -n $CRIU_OK ]]; then
-      "$BIN/mfs-bench-dirty" "$mib" 30 > "$DIR/criu.out" 2>&1 & cp=$!
+      "$BIN/mfs-bench-dirty" "$mib" 30 "$REWRITE" > "$DIR/criu.out" 2>&1 & cp=$!
       for _ in $(seq 600); do grep -q ready "$DIR/criu.out" 2>/dev/null && break; sleep 0.05; done
       rm -rf "$DIR/img"; mkdir -p "$DIR/img"; mount -t tmpfs none "$DIR/img"
       t0=$(date +%s%N)
