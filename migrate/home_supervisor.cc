@@ -75,18 +75,11 @@ using Reply = control::ControlServer::Reply;
 
 bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
 
-// The union of two ascending lists of [start, end) ranges, ascending and
-// merged where they touch.
-std::vector<std::pair<uint64_t, uint64_t>> MergeRanges(std::vector<std::pair<uint64_t, uint64_t>> a,
-                                                       const std::vector<std::pair<uint64_t, uint64_t>>& b) {
+// The union of two lists of [start, end) ranges, ascending and merged.
+std::vector<std::pair<uint64_t, uint64_t>> Union(std::vector<std::pair<uint64_t, uint64_t>> a,
+                                                 const std::vector<std::pair<uint64_t, uint64_t>>& b) {
   a.insert(a.end(), b.begin(), b.end());
-  std::sort(a.begin(), a.end());
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& r : a) {
-    if (!out.empty() && r.first <= out.back().second) out.back().second = std::max(out.back().second, r.second);
-    else out.push_back(r);
-  }
-  return out;
+  return MergeRanges(std::move(a));
 }
 
 // Registers saved at a stop, to resume with after calls were injected: a
@@ -1005,7 +998,7 @@ class Home {
     // A later round cut short leaves some of its pages stale at the
     // guest, though no longer marked written: count them as written.
     if ((!s.ok() || round->timed_out) && !round->current.empty())
-      carried_written_ = MergeRanges(std::move(carried_written_), round->current);
+      carried_written_ = Union(std::move(carried_written_), round->current);
     round->current.clear();
     if (s.ok() && !round->timed_out && tracker_ && tracee_ && !tracee_->dead() && round->rounds < kMaxPrecopyRounds) {
       auto w = tracker_->Written(/*reset=*/true);
@@ -1029,7 +1022,7 @@ class Home {
       // No further round. The pages it found written go unread into the
       // freeze's "written" set: make it whole again, since that scan
       // write-protected them.
-      if (w.ok() && n > 0) carried_written_ = MergeRanges(std::move(carried_written_), *w);
+      if (w.ok() && n > 0) carried_written_ = Union(std::move(carried_written_), *w);
     }
     round->timer->cancel();
     round->stop = nullptr;
@@ -1186,7 +1179,7 @@ class Home {
         auto w = tracker_->Written();
         if (w.ok()) {
           // Plus what the last round's scan found written and re-protected.
-          if (!carried_written_.empty()) w = MergeRanges(std::move(*w), carried_written_);
+          if (!carried_written_.empty()) w = Union(std::move(*w), carried_written_);
           written = std::make_shared<const std::vector<std::pair<uint64_t, uint64_t>>>(std::move(*w));
         }
         else spdlog::warn("home: write tracking of {}: {}", pid_, w.status().ToString());

@@ -25,17 +25,6 @@ constexpr uint64_t kPopulateChunk = 16ull << 20;
 
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-// Sorted, overlapping and adjacent ranges merged.
-std::vector<std::pair<uint64_t, uint64_t>> Merge(std::vector<std::pair<uint64_t, uint64_t>> r) {
-  std::sort(r.begin(), r.end());
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& x : r) {
-    if (!out.empty() && x.first <= out.back().second) out.back().second = std::max(out.back().second, x.second);
-    else out.push_back(x);
-  }
-  return out;
-}
-
 }  // namespace
 
 uint64_t PrepareHint::pages() const {
@@ -107,7 +96,7 @@ Result<PrepareHint> ComputePrepareHint(pid_t pid) {
     std::sort(h.areas.begin(), h.areas.end(),
               [](const PrepareArea& x, const PrepareArea& y) { return x.start < y.start; });
   }
-  h.avoid = Merge(std::move(avoid));
+  h.avoid = MergeRanges(std::move(avoid));
   if (h.avoid.size() > kMaxPrepareAvoid) return Status::Error(ENOTSUP, "too many mappings to prepare for");
   return h;
 }
@@ -175,6 +164,16 @@ Result<PrepareHint> DecodePrepareHint(std::string_view payload) {
   return h;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> MergeRanges(std::vector<std::pair<uint64_t, uint64_t>> r) {
+  std::sort(r.begin(), r.end());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& x : r) {
+    if (!out.empty() && x.first <= out.back().second) out.back().second = std::max(out.back().second, x.second);
+    else out.push_back(x);
+  }
+  return out;
+}
+
 std::string EncodeRanges(const std::vector<std::pair<uint64_t, uint64_t>>& r) {
   std::string out;
   Writer w(&out);
@@ -226,7 +225,7 @@ Result<PreparedMemory> PlanPrepared(const PrepareHint& hint, std::vector<std::pa
   if (m.pieces.empty()) return m;
   m.size = RoundUp(off, kPmd);
   for (const auto& r : hint.avoid) used.push_back(r);
-  used = Merge(std::move(used));
+  used = MergeRanges(std::move(used));
   // Well away from where mmap and the restore's stub usually go, 2 MiB aligned
   // (so that the pieces keep their offsets), with 2 MiB free on each side.
   for (uint64_t a = 0x600000000000ull; a >= 0x10000000000ull + m.size; a -= 1ull << 30) {

@@ -105,6 +105,8 @@ struct PreparedMemory {
 // Address ranges: u32 n, n × (u64 start, u64 end); decoding rejects
 // unsorted, empty or overlapping ranges (EBADMSG).
 std::string EncodeRanges(const std::vector<std::pair<uint64_t, uint64_t>>& r);
+// [start, end) ranges sorted, with overlapping and adjacent ones merged.
+std::vector<std::pair<uint64_t, uint64_t>> MergeRanges(std::vector<std::pair<uint64_t, uint64_t>> r);
 Result<std::vector<std::pair<uint64_t, uint64_t>>> DecodeRanges(std::string_view payload);
 
 // Before the freeze, each supervisor touches the heap that page batches of

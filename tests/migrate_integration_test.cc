@@ -1113,6 +1113,17 @@ class PreparedMove : public Cluster {
         << "output differs:\n" << Slurp(Path("got")) << "\nwanted:\n" << Slurp(Path("want"));
     return reply;
   }
+
+  // MoveRegions with `var`=`value` in the environment of the mfsd it starts
+  // (passed on to their supervisors); the reply's "prepared" part, or
+  // an empty object (after a failure) if it has none.
+  json MovedRegionsPrepared(const char* var, const char* value) {
+    setenv(var, value, 1);
+    json r = MoveRegions("");
+    unsetenv(var);
+    EXPECT_TRUE(r.contains("prepared")) << r;
+    return r.value("prepared", json::object());
+  }
 };
 
 TEST_F(PreparedMove, PreparedPagesAreMovedIntoPlaceAndReadBackExactly) {
@@ -1141,11 +1152,7 @@ TEST_F(PreparedMove, PreparedPagesAreMovedIntoPlaceAndReadBackExactly) {
 // after the move is still exactly what it wrote (MoveRegions compares).
 // Any written page makes another round here (the default waits for 64).
 TEST_F(PreparedMove, PagesRewrittenDuringThePrecopyGoAgainInAnotherRound) {
-  setenv("MFS_MIGRATE_PRECOPY_ROUND_PAGES", "1", 1);  // for the mfsd started below
-  json r = MoveRegions("");
-  unsetenv("MFS_MIGRATE_PRECOPY_ROUND_PAGES");
-  ASSERT_TRUE(r.contains("prepared")) << r;
-  const json& p = r["prepared"];
+  const json p = MovedRegionsPrepared("MFS_MIGRATE_PRECOPY_ROUND_PAGES", "1");
   if (!p.value("write_tracking", false)) GTEST_SKIP() << "no write tracking on this kernel: " << p;
   EXPECT_GE(p.value("precopy_rounds", 0), 2) << p;
   ASSERT_TRUE(p.contains("precopy_round_pages")) << p;
@@ -1153,22 +1160,14 @@ TEST_F(PreparedMove, PagesRewrittenDuringThePrecopyGoAgainInAnotherRound) {
 }
 
 TEST_F(PreparedMove, PrecopyWithoutWriteTrackingComparesHashes) {
-  setenv("MFS_MIGRATE_WRITE_TRACKING", "0", 1);  // for the mfsd started below
-  json r = MoveRegions("");
-  unsetenv("MFS_MIGRATE_WRITE_TRACKING");
-  ASSERT_TRUE(r.contains("prepared")) << r;
-  const json& p = r["prepared"];
+  const json p = MovedRegionsPrepared("MFS_MIGRATE_WRITE_TRACKING", "0");
   EXPECT_FALSE(p.value("write_tracking", true)) << p;
   EXPECT_EQ(p.value("unchanged_pages_not_read", -1), 0) << p;
   EXPECT_GE(p.value("unchanged_pages_not_sent", 0), 2048) << p;
 }
 
 TEST_F(PreparedMove, WithoutPrecopyThePreparedMemoryIsStillUsed) {
-  setenv("MFS_MIGRATE_PRECOPY", "0", 1);  // for the mfsd started below (and their supervisors)
-  json r = MoveRegions("");
-  unsetenv("MFS_MIGRATE_PRECOPY");
-  ASSERT_TRUE(r.contains("prepared")) << r;
-  const json& p = r["prepared"];
+  const json p = MovedRegionsPrepared("MFS_MIGRATE_PRECOPY", "0");
   EXPECT_FALSE(p.contains("precopied_pages")) << p;
   EXPECT_EQ(p.value("unchanged_pages_not_sent", -1), 0) << p;
   EXPECT_GE(p.value("moved_pages", 0), 3072) << p;
