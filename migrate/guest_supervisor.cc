@@ -801,8 +801,40 @@ class Guest {
     std::vector<uint64_t> dest(6);
     for (int i = 0; i < 6; ++i) dest[i] = a[i];
     uint64_t id = req.id;
-    if (SendDirect(id, nr, call, dest, scatter)) return;
-    SendHome(id, call, std::move(dest), std::move(scatter));
+    if (!SendDirect(id, nr, call, dest, scatter)) SendHome(id, call, std::move(dest), std::move(scatter));
+    WatchContention();
+  }
+
+  // One deputy executes the forwarded calls of every remote thread, one at a
+  // time. When the calls of two or more threads have all been waiting for
+  // kContentionWait, the one running may be waiting on one queued behind it
+  // (a thread reading a pipe that another thread of the process writes):
+  // the process is brought home, where each thread makes its own calls
+  // (those the move cuts are issued again there). man/mfs-migration.7.
+  static constexpr auto kContentionWait = std::chrono::milliseconds(500);
+
+  void WatchContention() {
+    if (want_home_sent_ || contention_armed_ || pending_ids_.size() < 2 || !conn_) return;
+    contention_armed_ = true;
+    std::vector<uint64_t> waiting;
+    for (const auto& [id, tid] : pending_ids_) waiting.push_back(id);
+    contention_timer_.expires_after(kContentionWait);
+    contention_timer_.async_wait([this, waiting = std::move(waiting)](boost::system::error_code ec) {
+      contention_armed_ = false;
+      if (ec) return;
+      std::set<pid_t> threads;
+      for (uint64_t id : waiting)
+        if (auto it = pending_ids_.find(id); it != pending_ids_.end()) threads.insert(it->second);
+      if (threads.size() >= 2 && !want_home_sent_ && conn_) {
+        want_home_sent_ = true;
+        spdlog::info("guest: forwarded calls of {} threads have waited {} ms on the one deputy: asking for home",
+                     threads.size(), kContentionWait.count());
+        conn_->Send(kWantHome, "forwarded calls of " + std::to_string(threads.size()) +
+                                   " threads waited on one deputy");
+        return;
+      }
+      WatchContention();  // others may be waiting together now
+    });
   }
 
   // Forwards `call` to the home supervisor (kSyscall) and answers
@@ -1468,6 +1500,8 @@ class Guest {
   std::unique_ptr<control::ControlServer> control_;
   bool quitting_ = false;
   bool want_home_sent_ = false;
+  asio::steady_timer contention_timer_{io_};
+  bool contention_armed_ = false;
   std::map<uint64_t, pid_t> pending_ids_;  // calls threads of the remote wait on -> tid
   std::vector<std::unique_ptr<Tracee>> threads_;  // the remote's other threads
   std::map<pid_t, pid_t> vtid_of_;  // real tid -> the tid the program knows
