@@ -1023,10 +1023,9 @@ TEST_F(Cluster, ConcurrentDirectCallsFromThreadsSurviveMoves) {
 // there from the remote, round after round, and the output and exit status
 // are those of an unmigrated run. If the home ran the forwarded calls of all
 // threads one at a time, the write would wait behind the read forever (the
-// bounded Wait then kills it).
-// DISABLED: the limit of man/mfs-migration.7 "Threads and the deputy" (one
-// deputy thread for all remote threads) still holds; these two tests hang
-// (and fail at the bound) until a deputy per remote thread lands.
+// bounded Wait then kills it). One deputy still serves every remote thread
+// (man/mfs-migration.7, "Threads and the deputy"): the guest sees the calls
+// of two threads wait together and brings the process home, where both go on.
 TEST_F(Cluster, ThreadBlockedInForwardedReadDoesNotHoldBackItsWriter) {
   StartCluster(2);
   const std::string args = kBin + "/mfs-test-pipewait 1 12 250";
