@@ -966,7 +966,6 @@ class Home {
     std::function<void()> stop;  // the current round's
     bool timed_out = false;
     int rounds = 0;
-    uint64_t last_pages = 0;  // sent by the last round
     std::vector<std::pair<uint64_t, uint64_t>> resent;  // (addr, hash) of this round, after the first
     std::vector<std::pair<uint64_t, uint64_t>> current;  // this round's pages (after the first)
     std::vector<uint64_t> round_pages;
@@ -975,7 +974,6 @@ class Home {
   void PrecopySend(const wire::Connection::Ptr& conn, std::shared_ptr<PrecopyRound> round,
                    std::shared_ptr<ProcessImage> img, uint64_t pages) {
     ++round->rounds;
-    round->last_pages = pages;
     round->round_pages.push_back(pages);
     const bool first = round->rounds == 1;
     PageReader read = [this](uint64_t addr, char* dst, size_t len) { return tracee_->ReadMem(addr, dst, len); };
@@ -1007,7 +1005,7 @@ class Home {
         for (const auto& [a, e] : *w) n += (e - a) / kPageSize;
       // Another round if it pays: enough was written, and less than
       // the round before sent (it converges).
-      if (w.ok() && n >= precopy_round_pages_ && n * 10 < round->last_pages * 9) {
+      if (w.ok() && n >= precopy_round_pages_ && n * 10 < round->round_pages.back() * 9) {
         auto next = std::make_shared<ProcessImage>();
         for (const auto& [a, e] : *w) {
           PageRun run;
