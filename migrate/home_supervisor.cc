@@ -100,7 +100,8 @@ class Home {
   Status Start() {
     MFS_ASSIGN_OR_RETURN(secret_, wire::LoadSecret(cfg_.secret_file));
     // With an initial node (mfsrun --node), the move waits for the exec.
-    MFS_ASSIGN_OR_RETURN(tracee_, Tracee::Seize(pid_, initial_node_ ? PTRACE_O_TRACEEXEC : 0));
+    base_options_ = initial_node_ ? PTRACE_O_TRACEEXEC : 0;
+    MFS_ASSIGN_OR_RETURN(tracee_, Tracee::Seize(pid_, base_options_));
     auto comm = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
     if (comm.ok()) {
       for (char& c : *comm)
@@ -1247,6 +1248,7 @@ class Home {
         return regs.status();
       }
       saved_ = *regs;
+      HoldForLife(true);
       s = SeizeThreads();
       if (!s.ok()) {
         reaping_ = false;
@@ -1379,7 +1381,20 @@ class Home {
     for (uint32_t sig : frozen_pending_) sigs.push_back(static_cast<int>(sig));
     frozen_pending_.clear();
     for (int sig : sigs) syscall(SYS_tgkill, pid_, pid_, sig);
+    HoldForLife(false);
     tracee_->Cont().IgnoreError();
+  }
+
+  // From the freeze until the process runs at home again, only this
+  // supervisor can undo what it did (the registers it saved, the calls it
+  // injected, the deputy's loop): if it dies then, the process must die with
+  // it (PTRACE_O_EXITKILL; its remote ends with the home connection) rather
+  // than run on from a state that is not its own, or wait forever as a
+  // deputy nobody serves. At home, untouched, the process outlives it.
+  // REQUIRES: the tracee stopped.
+  void HoldForLife(bool on) {
+    Status s = tracee_->SetOptions(base_options_ | (on ? PTRACE_O_EXITKILL : 0));
+    if (!s.ok()) spdlog::warn("home: {}: PTRACE_O_EXITKILL {}: {}", pid_, on ? "on" : "off", s.ToString());
   }
 
   void FailAway(const Status& why, const Reply& reply, wire::Connection::Ptr conn) {
@@ -1485,6 +1500,7 @@ class Home {
       where_ = cfg_.node_id;
       ++moves_;
       last_downtime_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      HoldForLife(false);
       tracee_->Cont().IgnoreError();
       spdlog::info("home: {} is home again (downtime {:.1f} ms; phases {})", pid_, last_downtime_ms_, phases.dump());
       reply(json{{"pid", pid_}, {"where", cfg_.node_id}, {"downtime_ms", last_downtime_ms_}, {"phases_ms", phases}});
@@ -1659,6 +1675,7 @@ class Home {
   SupervisorConfig cfg_;
   pid_t pid_;
   uint32_t initial_node_;
+  long base_options_ = 0;  // the tracee's ptrace options at home
   asio::signal_set sigchld_;
   asio::steady_timer tick_;
   control::ControlServer control_;

@@ -5,6 +5,7 @@
 // would take COMMAND's own options, e.g. `xz -c`, for ours).
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +19,18 @@ void Usage(FILE* f) {
           "usage: mfsrun [--node N] [--socket PATH] [--] COMMAND [ARGS...]\n"
           "  -n, --node N     start the process on node N (moved there right after it starts)\n"
           "  --socket PATH    mfsd control socket (default $MFS_SOCKET or /run/mfs/mfsd.sock)\n");
+}
+
+bool ParseNode(const std::string& v, long* node) {
+  char* end = nullptr;
+  errno = 0;
+  long n = strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end || errno || n < 1 || n > 255) {
+    fprintf(stderr, "mfsrun: --node wants a node id (1..255), not '%s'\n", v.c_str());
+    return false;
+  }
+  *node = n;
+  return true;
 }
 }  // namespace
 
@@ -37,22 +50,14 @@ int main(int argc, char** argv) {
     }
     if ((a == "-n" || a == "--node" || a == "--socket") && i + 1 < argc) {
       std::string v = argv[++i];
-      if (a == "--socket") {
-        socket = v;
-      } else {
-        char* end = nullptr;
-        node = strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end || node < 1 || node > 255) {
-          fprintf(stderr, "mfsrun: --node wants a node id (1..255), not '%s'\n", v.c_str());
-          return 2;
-        }
-      }
+      if (a == "--socket") socket = v;
+      else if (!ParseNode(v, &node)) return 2;
       continue;
     }
     if (a.rfind("--node=", 0) == 0 || a.rfind("--socket=", 0) == 0) {
       std::string v = a.substr(a.find('=') + 1);
       if (a[2] == 's') socket = v;
-      else node = strtol(v.c_str(), nullptr, 10);
+      else if (!ParseNode(v, &node)) return 2;
       continue;
     }
     if (!a.empty() && a[0] == '-') {

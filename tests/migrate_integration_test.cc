@@ -579,6 +579,44 @@ TEST_F(Cluster, SignalToHomePidReachesRemoteAndKillingDeputyKillsRemote) {
   EXPECT_NE(kill(remote, 0), 0) << "remote survived its deputy";
 }
 
+// The pid tracing `pid` (its supervisor), from /proc; 0 if none.
+pid_t TracerOf(pid_t pid) {
+  std::string st = Slurp("/proc/" + std::to_string(pid) + "/status");
+  auto at = st.find("TracerPid:");
+  return at == std::string::npos ? 0 : atoi(st.c_str() + at + 10);
+}
+
+// Only the home supervisor can undo a freeze or serve a deputy. Killed while
+// the process is away, it takes the process with it (the parent sees
+// SIGKILL) and the remote ends with its home connection: never two copies,
+// never a deputy waiting forever. Killed while the process is at home,
+// untouched, the process runs on to the end it would have had.
+TEST_F(Cluster, HomeSupervisorKilledEndsAProcessAwayAndLeavesOneAtHomeRunning) {
+  StartCluster(2);
+  pid_t pid = Mfsrun(kBin + "/mfs-test-counter 100000 100000 4", Path("away"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  ASSERT_TRUE(Move(pid, 2).ok());
+  pid_t remote = RemotePid(2);
+  ASSERT_GT(remote, 0) << "no remote on node 2";
+  pid_t sup = TracerOf(pid);
+  ASSERT_GT(sup, 0) << "the deputy is not traced";
+  ASSERT_EQ(kill(sup, SIGKILL), 0);
+  int st = Wait(pid, 20s);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "deputy's status " << st;
+  for (int i = 0; i < 500 && kill(remote, 0) == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_NE(kill(remote, 0), 0) << "the remote outlived its home supervisor";
+
+  int want_status;
+  pid = MfsrunBesideReference(kBin + "/mfs-test-counter 200 200000 1", &want_status, "mfs-test-counter");
+  ASSERT_GT(pid, 0) << "never supervised";
+  ASSERT_EQ(waitpid(pid, &st, WNOHANG), 0) << "finished before its supervisor could be killed";
+  sup = TracerOf(pid);
+  ASSERT_GT(sup, 0);
+  ASSERT_EQ(kill(sup, SIGKILL), 0);
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << "output differs";
+}
+
 // Forwarded calls that block in the deputy (open of a FIFO, then read) are
 // cut by signals sent to the home pid: each signal reaches the remote's
 // handler and the call (SA_RESTART) goes on; a move home while the read
@@ -783,6 +821,14 @@ TEST_F(Cluster, BadInputGivesClearErrorsAndTheProcessStaysHome) {
   EXPECT_EQ(r.status().code(), EINVAL);
   r = Move(pid, 1);  // already there
   EXPECT_EQ(r.status().code(), EALREADY);
+  // mfsrun's own arguments: a bad node id is refused (status 2), the
+  // command is not run.
+  for (const char* bad : {"--node=abc", "--node=0", "--node 256", "-n 3x", "--node="}) {
+    int st = RunShell(kBin + "/mfsrun " + bad + " touch " + Path("ran") + " 2> " + Path("err"));
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 2) << bad << ": status " << st;
+    EXPECT_NE(Slurp(Path("err")).find("wants a node id"), std::string::npos) << bad << ": " << Slurp(Path("err"));
+    EXPECT_FALSE(fs::exists(Path("ran"))) << bad << " ran the command";
+  }
   StopNode(2);  // a dead node
   for (int i = 0; i < 50; ++i) {
     r = Move(pid, 2);
