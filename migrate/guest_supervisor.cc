@@ -246,9 +246,14 @@ class Guest {
         return;
       }
       case kSignal: {
-        auto sig = DecodeU32(f.payload);
+        auto sig = DecodeSignal(f.payload);
+        if (!sig.ok()) {
+          spdlog::warn("guest: bad signal frame: {}", sig.status().ToString());
+          return;
+        }
         // A signal sent to the home pid: process-directed here too.
-        if (sig.ok() && remote_ && !remote_->dead()) kill(remote_->tid(), static_cast<int>(*sig));
+        if (IsJobStopSignal(sig->sig)) home_pgrp_orphaned_ = sig->orphaned;
+        if (remote_ && !remote_->dead()) kill(remote_->tid(), static_cast<int>(sig->sig));
         return;
       }
       case kFetch: {
@@ -1444,7 +1449,13 @@ class Guest {
     int sig = WSTOPSIG(status);
     int event = status >> 16;
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
-      t.Cont(sig).IgnoreError();  // a signal for the remote: deliver it
+      // A signal for the remote: deliver it. Here the remote's process group
+      // is not the home's: a SIGTSTP, SIGTTIN or SIGTTOU that would stop it
+      // becomes the SIGSTOP it is (this kernel would discard it, the remote's
+      // group being orphaned), or is dropped if the home's group is orphaned.
+      if (IsJobStopSignal(sig) && remote_ && DefaultAction(remote_->tid(), sig))
+        sig = home_pgrp_orphaned_ ? 0 : SIGSTOP;
+      t.Cont(sig).IgnoreError();
     } else if (event == PTRACE_EVENT_EXIT) {
       // The process is ending; its files are still open: their offsets go
       // home with the exit status (a parent sharing the open file sees them).
@@ -1459,9 +1470,13 @@ class Guest {
     } else if (event == PTRACE_EVENT_STOP && outgoing_) {
       // Frozen for a fetch: stay stopped.
     } else if (event == PTRACE_EVENT_STOP) {
-      if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+      if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+        // A job-control stop: the remote stays stopped (until a SIGCONT
+        // for the home pid), and the deputy stops too, so that the parent
+        // at home sees it (kStopped).
         ptrace(PTRACE_LISTEN, t.tid(), nullptr, nullptr);
-      else
+        if (&t == remote_.get() && conn_) conn_->Send(kStopped, EncodeU32(static_cast<uint32_t>(sig)));
+      } else
         t.Cont().IgnoreError();
     } else {
       t.Cont().IgnoreError();
@@ -1500,6 +1515,7 @@ class Guest {
   std::unique_ptr<control::ControlServer> control_;
   bool quitting_ = false;
   bool want_home_sent_ = false;
+  bool home_pgrp_orphaned_ = false;  // as the last job-control signal from home said
   asio::steady_timer contention_timer_{io_};
   bool contention_armed_ = false;
   std::map<uint64_t, pid_t> pending_ids_;  // calls threads of the remote wait on -> tid

@@ -73,6 +73,8 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using Reply = control::ControlServer::Reply;
 
+bool IsJobStop(int sig) { return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
+
 bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
 
 // The union of two lists of [start, end) ranges, ascending and merged.
@@ -102,13 +104,7 @@ class Home {
     // With an initial node (mfsrun --node), the move waits for the exec.
     base_options_ = initial_node_ ? PTRACE_O_TRACEEXEC : 0;
     MFS_ASSIGN_OR_RETURN(tracee_, Tracee::Seize(pid_, base_options_));
-    auto comm = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
-    if (comm.ok()) {
-      for (char& c : *comm)
-        if (c == '\0') c = ' ';
-      while (!comm->empty() && comm->back() == ' ') comm->pop_back();
-      command_ = *comm;
-    }
+    RefreshCommand();
     control_.RegisterSync("info", [this](const json&, const control::Caller&) -> Result<json> { return Info(); });
     control_.Register("move", [this](const json& req, const control::Caller&, Reply reply) {
       // "node": a node id, or "home".
@@ -160,16 +156,19 @@ class Home {
     SyscallRequest req;
   };
 
+  // The command line of the process as it runs at home (mfsrun's own until
+  // its exec), kept for when it runs elsewhere.
+  void RefreshCommand() {
+    auto cmd = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
+    if (!cmd.ok() || cmd->empty()) return;
+    for (char& c : *cmd)
+      if (c == '\0') c = ' ';
+    while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
+    command_ = *cmd;
+  }
+
   json Info() {
-    if (state_ == State::kHome) {
-      auto cmd = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
-      if (cmd.ok() && !cmd->empty()) {
-        for (char& c : *cmd)
-          if (c == '\0') c = ' ';
-        while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
-        command_ = *cmd;
-      }
-    }
+    if (state_ == State::kHome) RefreshCommand();
     json j{{"pid", pid_},
            {"command", command_},
            {"home", cfg_.node_id},
@@ -270,21 +269,14 @@ class Home {
     } else if (event == PTRACE_EVENT_EXEC) {
       tracee_->Cont().IgnoreError();
       if (uint32_t node = std::exchange(initial_node_, 0)) {
-        auto cmd = ReadFileToString("/proc/" + std::to_string(pid_) + "/cmdline");
-        if (cmd.ok()) {
-          for (char& c : *cmd)
-            if (c == '\0') c = ' ';
-          while (!cmd->empty() && cmd->back() == ' ') cmd->pop_back();
-          command_ = *cmd;
-        }
+        RefreshCommand();
         asio::post(io_, [this, node] {
           Move(node, [node](Result<json> r) {
             if (!r.ok()) spdlog::warn("home: initial move to node {} failed: {}", node, r.status().ToString());
           });
         });
       }
-    } else if (event == PTRACE_EVENT_STOP &&
-               (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)) {
+    } else if (event == PTRACE_EVENT_STOP && IsJobStop(sig)) {
       ptrace(PTRACE_LISTEN, pid_, nullptr, nullptr);  // job control stop: stay stopped
       tracee_->MarkRunning();
     } else if (state_ == State::kHome) {
@@ -303,6 +295,21 @@ class Home {
       tracee_->Cont().IgnoreError();
       return;
     }
+    if (event == 0 && sig == SIGSTOP && stop_deputy_) {
+      // kStopped's own SIGSTOP (not the remote's): into a group-stop.
+      stop_deputy_ = false;
+      tracee_->Cont(SIGSTOP).IgnoreError();
+      return;
+    }
+    if (event == PTRACE_EVENT_STOP && IsJobStop(sig) && dep_ != Dep::kStopping) {
+      // That group-stop (the parent has been told): stay in it until a
+      // SIGCONT for the home pid, whose signal stop forwards it to the
+      // remote; the stop that SIGCONT ends with (SIGTRAP) lets the deputy
+      // go on where it was. (While kStopping, this stop is the one waited for.)
+      ptrace(PTRACE_LISTEN, pid_, nullptr, nullptr);
+      tracee_->MarkRunning();
+      return;
+    }
     if (channel_ && (dep_ == Dep::kParked || dep_ == Dep::kServing || dep_ == Dep::kStopping))
       return OnChannelDeputyStop(status);
     if (event == 0 && sig != (SIGTRAP | 0x80)) {
@@ -311,7 +318,7 @@ class Home {
         return;
       }
       // A signal for the home pid: it belongs to the remote.
-      if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      ForwardSignal(sig);
       if (deferred_) {
         Answer(*deferred_, deferred_ret_);
         deferred_.reset();
@@ -598,6 +605,16 @@ class Home {
         std::chrono::seconds(5));
   }
 
+  // A signal for the home pid goes to the remote. For the job-control stop
+  // signals the remote's kernel cannot tell whether the home's process
+  // group is orphaned (the home's kernel would discard such a signal): say it.
+  void ForwardSignal(int sig) {
+    if (!conn_) return;
+    SignalFrame f{static_cast<uint32_t>(sig), false};
+    if (IsJobStopSignal(sig)) f.orphaned = ProcessGroupOrphaned(pid_);
+    conn_->Send(kSignal, EncodeSignal(f));
+  }
+
   // An injected call's wait may have reaped the deputy's death, which Reap
   // then never sees: handle it here (true: it died).
   // Likewise a signal for the home pid that came while the calls ran is
@@ -606,7 +623,7 @@ class Home {
     if (!tracee_->dead()) {
       if (conn_ && !exiting_ && dying_sig_ == 0)
         for (int sig : tracee_->TakeStashedSignals())
-          conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+          ForwardSignal(sig);
       return false;
     }
     if (!death_seen_) {
@@ -771,7 +788,7 @@ class Home {
       // poll and recv are restarted by our kernel.) A direct call's answer
       // then goes on this connection too, after the signal (kDirectReply),
       // and the loop skips its own.
-      if (conn_) conn_->Send(kSignal, EncodeU32(static_cast<uint32_t>(sig)));
+      ForwardSignal(sig);
       uint32_t seq = 0;
       if (regs.ok() && channel_->AtCallRestart(*regs)) {
         regs->orig_rax = static_cast<uint64_t>(-1);
@@ -1151,6 +1168,7 @@ class Home {
 
   // Home -> node.
   void Away(uint32_t node, Reply reply) {
+    RefreshCommand();
     state_ = State::kBusy;
     precopied_ = {};
     carried_written_ = {};
@@ -1496,6 +1514,7 @@ class Home {
       failed_conns_.insert(old.get());
       old->Call(kKill, "", [old](Result<wire::Frame>) { old->Close(Status::OK()); }, std::chrono::seconds(5));
       deputy_active_ = false;
+      stop_deputy_ = false;
       state_ = State::kHome;
       where_ = cfg_.node_id;
       ++moves_;
@@ -1619,6 +1638,15 @@ class Home {
             });
         return;
       }
+      case kStopped: {
+        // The remote stopped (job control): the deputy stops too, so that
+        // the parent's wait sees the process stopped. With SIGSTOP, which
+        // no handler catches: the deputy's handlers are not the remote's.
+        if (state_ != State::kRemote || exiting_) return;
+        stop_deputy_ = true;
+        syscall(SYS_tgkill, pid_, pid_, SIGSTOP);
+        return;
+      }
       case kWantHome: {
         if (state_ != State::kRemote) return;
         spdlog::info("home: remote of {} needs its home ({})", pid_, f.payload);
@@ -1676,6 +1704,7 @@ class Home {
   pid_t pid_;
   uint32_t initial_node_;
   long base_options_ = 0;  // the tracee's ptrace options at home
+  bool stop_deputy_ = false;  // kStopped's SIGSTOP is on its way to the deputy
   asio::signal_set sigchld_;
   asio::steady_timer tick_;
   control::ControlServer control_;

@@ -7,6 +7,9 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <sstream>
 
 #include "mfs/base/unique_fd.h"
@@ -74,8 +77,52 @@ int CountThreads(pid_t pid) {
   int n = 0;
   while (dirent* e = readdir(d))
     if (e->d_name[0] != '.') ++n;
-  closedir(d);
   return n;
+}
+
+std::optional<ProcIds> ReadProcIds(pid_t pid) {
+  auto stat = ReadFileToString("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat.ok()) return std::nullopt;
+  auto close = stat->rfind(')');  // the command may hold spaces and parentheses
+  if (close == std::string::npos) return std::nullopt;
+  ProcIds ids;
+  char state = 0;
+  ids.pid = pid;
+  if (sscanf(stat->c_str() + close + 1, " %c %d %d %d", &state, &ids.ppid, &ids.pgrp, &ids.session) != 4)
+    return std::nullopt;
+  return ids;
+}
+
+bool ProcessGroupOrphaned(pid_t pid) {
+  auto self = ReadProcIds(pid);
+  if (!self) return false;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), closedir);
+  if (!d) return false;
+  std::vector<ProcIds> members;
+  while (dirent* e = readdir(d.get())) {
+    pid_t p = static_cast<pid_t>(atoi(e->d_name));
+    if (p <= 0) continue;
+    auto ids = ReadProcIds(p);
+    if (ids && ids->pgrp == self->pgrp) members.push_back(*ids);
+  }
+  for (const auto& m : members) {
+    auto parent = ReadProcIds(m.ppid);
+    if (parent && parent->pgrp != self->pgrp && parent->session == self->session) return false;
+  }
+  return true;
+}
+
+
+bool DefaultAction(pid_t pid, int sig) {
+  auto status = ReadFileToString("/proc/" + std::to_string(pid) + "/status");
+  if (!status.ok() || sig < 1 || sig > 64) return false;
+  const uint64_t bit = uint64_t{1} << (sig - 1);
+  for (const char* key : {"\nSigIgn:", "\nSigCgt:"}) {
+    auto at = status->find(key);
+    if (at == std::string::npos) return false;
+    if (strtoull(status->c_str() + at + strlen(key), nullptr, 16) & bit) return false;
+  }
+  return true;
 }
 
 }  // namespace mfs::migrate

@@ -3,7 +3,9 @@
 
 #include <sys/types.h>
 
+#include <csignal>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,5 +34,23 @@ Result<std::vector<MapEntry>> ReadMaps(pid_t pid);
 Result<std::string> ReadFileToString(const std::string& path);
 // The threads of process `pid` (entries of /proc/PID/task), or -1.
 int CountThreads(pid_t pid);
+
+// Process id, parent, process group and session of `pid` (/proc/PID/stat).
+struct ProcIds {
+  pid_t pid = 0, ppid = 0, pgrp = 0, session = 0;
+};
+std::optional<ProcIds> ReadProcIds(pid_t pid);
+
+// POSIX: the process group of `pid` is orphaned when no member has a parent
+// in another process group of the same session. False when it cannot be told.
+bool ProcessGroupOrphaned(pid_t pid);
+
+// Whether signal `sig` has its default action in process `pid` (neither
+// ignored nor caught, /proc/PID/status). False when it cannot be told.
+bool DefaultAction(pid_t pid, int sig);
+
+// SIGTSTP, SIGTTIN, SIGTTOU: the stop signals whose default action the
+// kernel discards in an orphaned process group (SIGSTOP is never discarded).
+inline bool IsJobStopSignal(int sig) { return sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
 
 }  // namespace mfs::migrate

@@ -95,6 +95,24 @@ std::string EncodeU32(uint32_t v) {
   return out;
 }
 
+std::string EncodeSignal(const SignalFrame& s) {
+  std::string out;
+  Writer w(&out);
+  w.U32(s.sig);
+  w.U8(s.orphaned ? 1 : 0);
+  return out;
+}
+
+Result<SignalFrame> DecodeSignal(std::string_view payload) {
+  Reader rd(payload);
+  SignalFrame s;
+  s.sig = rd.U32();
+  if (rd.ok() && rd.remaining() > 0) s.orphaned = rd.U8() & 1;
+  if (!rd.done()) return Status::Corruption("malformed signal frame");
+  if (s.sig == 0 || s.sig > 64) return Status::Corruption("signal number out of range");
+  return s;
+}
+
 Result<uint32_t> DecodeU32(std::string_view payload) {
   Reader rd(payload);
   uint32_t v = rd.U32();

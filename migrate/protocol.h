@@ -11,7 +11,8 @@
 //                 u32 restore time in µs
 //   kSyscall      guest -> home (Call): a forwarded system call (SyscallRequest)
 //                 resp SyscallReply
-//   kSignal       home -> guest (Send): u32 signo, to deliver to the remote
+//   kSignal       home -> guest (Send): u32 signo, to deliver to the remote,
+//                 then u8 flags (SignalFrame)
 //   kExited       guest -> home (Send): u32 wait status of the remote, then
 //                 (optional) its DFSA files as it exited (image.h EncodeFiles)
 //   kFetch        home -> guest (Call): freeze the remote and capture it;
@@ -41,6 +42,10 @@
 //                 the mappings whose prepared memory the restore moved in
 //                 (prepare.h EncodeRanges): pages pre-copied there whose hash
 //                 is unchanged at the freeze are not sent again.
+//   kStopped      guest -> home (Send): u32 signo: the remote entered a
+//                 job-control stop with it; the deputy stops too (SIGSTOP),
+//                 so that the home's parent sees the process stopped. A
+//                 SIGCONT for the home pid continues both.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +72,7 @@ enum MigrateFrame : uint16_t {
   kWantHome = 203,
   kPrepare = 204,
   kPrecopy = 205,
+  kStopped = 206,
   kDirect = 220,
   kDirectEnd = 221,
   kDirectReply = 222,
@@ -119,5 +125,16 @@ Result<SyscallReply> DecodeSyscallReply(std::string_view payload);
 
 std::string EncodeU32(uint32_t v);
 Result<uint32_t> DecodeU32(std::string_view payload);
+
+// kSignal's payload: u32 signo, then u8 flags (absent: 0).
+struct SignalFrame {
+  uint32_t sig = 0;
+  // The home's process group is orphaned: a SIGTSTP, SIGTTIN or SIGTTOU
+  // whose action is the default is discarded, as the home's kernel would
+  // do, rather than a stop (which no one would ever continue).
+  bool orphaned = false;
+};
+std::string EncodeSignal(const SignalFrame& s);
+Result<SignalFrame> DecodeSignal(std::string_view payload);
 
 }  // namespace mfs::migrate

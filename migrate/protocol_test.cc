@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
+
 #include "migrate/image.h"
 
 namespace mfs::migrate {
@@ -75,6 +77,24 @@ TEST(Protocol, DirectEndRoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(DecodeDirectEnd(bytes + "x").ok());
   bytes[0] = 2;
   EXPECT_FALSE(DecodeDirectEnd(bytes).ok());
+}
+
+TEST(Protocol, SignalFrameRoundTripsAcceptsTheOldFormAndRejectsGarbage) {
+  for (bool orphaned : {false, true}) {
+    auto s = DecodeSignal(EncodeSignal({SIGTSTP, orphaned}));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_EQ(s->sig, static_cast<uint32_t>(SIGTSTP));
+    EXPECT_EQ(s->orphaned, orphaned);
+  }
+  auto old = DecodeSignal(EncodeU32(SIGUSR1));  // without flags
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->sig, static_cast<uint32_t>(SIGUSR1));
+  EXPECT_FALSE(old->orphaned);
+  EXPECT_EQ(DecodeSignal("").status().code(), EBADMSG);
+  EXPECT_EQ(DecodeSignal("abc").status().code(), EBADMSG);
+  EXPECT_EQ(DecodeSignal(EncodeSignal({SIGUSR1, false}) + "x").status().code(), EBADMSG);
+  EXPECT_EQ(DecodeSignal(EncodeU32(0)).status().code(), EBADMSG);
+  EXPECT_EQ(DecodeSignal(EncodeU32(65)).status().code(), EBADMSG);
 }
 
 }  // namespace

@@ -617,6 +617,64 @@ TEST_F(Cluster, HomeSupervisorKilledEndsAProcessAwayAndLeavesOneAtHomeRunning) {
   EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << "output differs";
 }
 
+// Job control of a migrated process looks as it does at home: a stop signal
+// for the home pid stops the remote, and the parent's wait(WUNTRACED) sees
+// the process stopped (the deputy stops with it); SIGCONT continues both
+// (WCONTINUED), and the output is that of a run that never moved.
+TEST_F(Cluster, StopAndContinueOfAMigratedProcessAreSeenByItsParent) {
+  StartCluster(2);
+  int want_status;
+  pid_t pid = MfsrunBesideReference(kBin + "/mfs-test-counter 400 100000 4", &want_status, "mfs-test-counter");
+  ASSERT_GT(pid, 0) << "never supervised";
+  auto r = Move(pid, 2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // mfsps names the program, not the mfsrun that exec'd it, though the
+  // process was never listed at home.
+  EXPECT_EQ(Info(pid).value("command", ""), kBin + "/mfs-test-counter 400 100000 4") << Info(pid);
+  // Waits (bounded) for a stop or continue report of `pid`.
+  auto wait_for = [pid](int flags) {
+    for (int i = 0; i < 1000; ++i) {
+      int st = 0;
+      if (waitpid(pid, &st, flags | WNOHANG) == pid) return st;
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  };
+  for (int sig : {SIGTSTP, SIGSTOP}) {
+    ASSERT_EQ(kill(pid, sig), 0);
+    int st = wait_for(WUNTRACED);
+    ASSERT_TRUE(st != -1 && WIFSTOPPED(st)) << strsignal(sig) << ": the parent never saw it stop (" << st << ")";
+    std::this_thread::sleep_for(200ms);  // lines in flight land
+    size_t stopped_at = CountLines(Path("got"));
+    std::this_thread::sleep_for(400ms);
+    EXPECT_EQ(CountLines(Path("got")), stopped_at) << strsignal(sig) << ": the remote went on while stopped";
+    ASSERT_EQ(kill(pid, SIGCONT), 0);
+    st = wait_for(WCONTINUED);
+    ASSERT_TRUE(st != -1 && WIFCONTINUED(st)) << "the parent never saw it continue (" << st << ")";
+    for (int i = 0; i < 500 && CountLines(Path("got")) <= stopped_at; ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_GT(CountLines(Path("got")), stopped_at) << strsignal(sig) << ": no output after SIGCONT";
+  }
+  EXPECT_EQ(Info(pid).value("where", 0), 2) << Info(pid);
+  EXPECT_EQ(Wait(pid), want_status);
+  EXPECT_TRUE(Slurp(Path("got")) == Slurp(Path("want"))) << "output differs";
+
+  // In an orphaned process group (setsid: its parent is in another session)
+  // the kernel at home discards a SIGTSTP; so does the remote's.
+  pid = Shell("exec setsid " + kBin + "/mfsrun -- " + kBin + "/mfs-test-counter 100000 100000 4 > " + Path("orphan"));
+  ASSERT_TRUE(WaitSupervised(pid));
+  WaitExec(pid, "mfs-test-counter");
+  ASSERT_TRUE(Move(pid, 2).ok());
+  ASSERT_EQ(kill(pid, SIGTSTP), 0);
+  std::this_thread::sleep_for(300ms);
+  size_t lines = CountLines(Path("orphan"));
+  std::this_thread::sleep_for(500ms);
+  int st = 0;
+  EXPECT_EQ(waitpid(pid, &st, WUNTRACED | WNOHANG), 0) << "stopped in an orphaned group: " << st;
+  EXPECT_GT(CountLines(Path("orphan")), lines) << "the remote stopped in an orphaned group";
+  kill(pid, SIGKILL);
+  Wait(pid);
+}
+
 // Forwarded calls that block in the deputy (open of a FIFO, then read) are
 // cut by signals sent to the home pid: each signal reaches the remote's
 // handler and the call (SA_RESTART) goes on; a move home while the read
