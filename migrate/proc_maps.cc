@@ -72,10 +72,10 @@ Result<std::vector<MapEntry>> ReadMaps(pid_t pid) {
 }
 
 int CountThreads(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(("/proc/" + std::to_string(pid) + "/task").c_str()), closedir);
   if (!d) return -1;
   int n = 0;
-  while (dirent* e = readdir(d))
+  while (dirent* e = readdir(d.get()))
     if (e->d_name[0] != '.') ++n;
   return n;
 }

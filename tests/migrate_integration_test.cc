@@ -640,7 +640,15 @@ TEST_F(Cluster, StopAndContinueOfAMigratedProcessAreSeenByItsParent) {
     }
     return -1;
   };
+  // The program shares this test's process group: where that group is
+  // orphaned (as under some CI runners) a SIGTSTP is dropped at home, and
+  // so it must be here; the setsid part below checks that case always.
+  const bool orphaned = mfs::migrate::ProcessGroupOrphaned(getpid());
   for (int sig : {SIGTSTP, SIGSTOP}) {
+    if (sig == SIGTSTP && orphaned) {
+      printf("this test's process group is orphaned: SIGTSTP would be dropped, only SIGSTOP is checked\n");
+      continue;
+    }
     ASSERT_EQ(kill(pid, sig), 0);
     int st = wait_for(WUNTRACED);
     ASSERT_TRUE(st != -1 && WIFSTOPPED(st)) << strsignal(sig) << ": the parent never saw it stop (" << st << ")";
