@@ -1470,7 +1470,7 @@ class Guest {
     } else if (event == PTRACE_EVENT_STOP && outgoing_) {
       // Frozen for a fetch: stay stopped.
     } else if (event == PTRACE_EVENT_STOP) {
-      if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+      if (sig == SIGSTOP || IsJobStopSignal(sig)) {
         // A job-control stop: the remote stays stopped (until a SIGCONT
         // for the home pid), and the deputy stops too, so that the parent
         // at home sees it (kStopped).

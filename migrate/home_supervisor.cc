@@ -73,8 +73,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using Reply = control::ControlServer::Reply;
 
-bool IsJobStop(int sig) { return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
-
 bool IsRestart(int64_t r) { return r == -512 || r == -513 || r == -514 || r == -516; }
 
 // The union of two lists of [start, end) ranges, ascending and merged.
@@ -276,7 +274,7 @@ class Home {
           });
         });
       }
-    } else if (event == PTRACE_EVENT_STOP && IsJobStop(sig)) {
+    } else if (event == PTRACE_EVENT_STOP && (sig == SIGSTOP || IsJobStopSignal(sig))) {
       ptrace(PTRACE_LISTEN, pid_, nullptr, nullptr);  // job control stop: stay stopped
       tracee_->MarkRunning();
     } else if (state_ == State::kHome) {
@@ -301,7 +299,7 @@ class Home {
       tracee_->Cont(SIGSTOP).IgnoreError();
       return;
     }
-    if (event == PTRACE_EVENT_STOP && IsJobStop(sig) && dep_ != Dep::kStopping) {
+    if (event == PTRACE_EVENT_STOP && (sig == SIGSTOP || IsJobStopSignal(sig)) && dep_ != Dep::kStopping) {
       // That group-stop (the parent has been told): stay in it until a
       // SIGCONT for the home pid, whose signal stop forwards it to the
       // remote; the stop that SIGCONT ends with (SIGTRAP) lets the deputy

@@ -87,7 +87,6 @@ std::optional<ProcIds> ReadProcIds(pid_t pid) {
   if (close == std::string::npos) return std::nullopt;
   ProcIds ids;
   char state = 0;
-  ids.pid = pid;
   if (sscanf(stat->c_str() + close + 1, " %c %d %d %d", &state, &ids.ppid, &ids.pgrp, &ids.session) != 4)
     return std::nullopt;
   return ids;
@@ -98,20 +97,16 @@ bool ProcessGroupOrphaned(pid_t pid) {
   if (!self) return false;
   std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), closedir);
   if (!d) return false;
-  std::vector<ProcIds> members;
   while (dirent* e = readdir(d.get())) {
     pid_t p = static_cast<pid_t>(atoi(e->d_name));
     if (p <= 0) continue;
-    auto ids = ReadProcIds(p);
-    if (ids && ids->pgrp == self->pgrp) members.push_back(*ids);
-  }
-  for (const auto& m : members) {
-    auto parent = ReadProcIds(m.ppid);
+    auto member = ReadProcIds(p);
+    if (!member || member->pgrp != self->pgrp) continue;
+    auto parent = ReadProcIds(member->ppid);
     if (parent && parent->pgrp != self->pgrp && parent->session == self->session) return false;
   }
   return true;
 }
-
 
 bool DefaultAction(pid_t pid, int sig) {
   auto status = ReadFileToString("/proc/" + std::to_string(pid) + "/status");

@@ -35,9 +35,9 @@ Result<std::string> ReadFileToString(const std::string& path);
 // The threads of process `pid` (entries of /proc/PID/task), or -1.
 int CountThreads(pid_t pid);
 
-// Process id, parent, process group and session of `pid` (/proc/PID/stat).
+// Parent, process group and session of `pid` (/proc/PID/stat).
 struct ProcIds {
-  pid_t pid = 0, ppid = 0, pgrp = 0, session = 0;
+  pid_t ppid = 0, pgrp = 0, session = 0;
 };
 std::optional<ProcIds> ReadProcIds(pid_t pid);
 
