@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   fso.self_id = config->id;
   fso.export_path = config->export_dir;
   fso.secret = daemon.auth().secret;
+  fso.interest_map = mfs::client::InterestMap::PathFor(config->control_socket);
   auto files = mfs::server::FileService::Create(fso);
   if (!files.ok()) {
     fprintf(stderr, "mfsd: %s\n", files.status().ToString().c_str());
@@ -76,7 +77,9 @@ int main(int argc, char** argv) {
   daemon.RegisterControlOp(
       "fs.status",
       [fs](const nlohmann::json&, const mfs::control::Caller&) -> mfs::Result<nlohmann::json> {
-        return nlohmann::json{{"open_files", fs->open_files()}, {"interest", fs->interest_size()}};
+        return nlohmann::json{{"open_files", fs->open_files()},
+                              {"interest", fs->interest_size()},
+                              {"changes_reported", fs->changes_reported()}};
       });
   daemon.OnShutdown([fs] { fs->Stop(); });
   // --- end fs

@@ -157,6 +157,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   mc.remote.self_id = mc.client.self_id;
+  if (!mc.client.control_socket.empty())
+    mc.remote.interest_map = mfs::client::InterestMap::PathFor(mc.client.control_socket);
   mfs::client::RemoteBackend* remote = nullptr;
   if (auto rb = mfs::client::RemoteBackend::Create(client->get(), mc.remote); rb.ok()) {
     remote = rb->get();

@@ -6,7 +6,7 @@ mfs_add_test(fs_mount_test integration SOURCES ${CMAKE_CURRENT_LIST_DIR}/fs/moun
              LIBS mfs_fs_harness)
 add_dependencies(fs_mount_test mount.mfs)
 mfs_add_test(fs_cluster_test integration SOURCES ${CMAKE_CURRENT_LIST_DIR}/fs/cluster_test.cc
-             LIBS mfs_fs_harness)
+             LIBS mfs_fs_harness mfs_client)
 add_dependencies(fs_cluster_test mount.mfs mfsd)
 mfs_add_test(fs_observer_test integration SOURCES ${CMAKE_CURRENT_LIST_DIR}/fs/observer_test.cc
              LIBS mfs_fs_harness mfs_fuse)

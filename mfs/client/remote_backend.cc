@@ -87,7 +87,19 @@ void RemoteBackend::WatchOwn() {
   std::string p;
   Writer(&p).U8(1);
   Call(opts_.self_id, proto::kWatch, std::move(p), [this](Result<Frame> r) {
-    if (r.ok()) return;  // OnClosed re-subscribes
+    if (r.ok()) {  // OnClosed re-subscribes
+      Reader rd(r->payload);
+      uint64_t id = rd.U64();
+      if (!rd.done() || id == 0 || opts_.interest_map.empty()) return;  // an mfsd without one
+      auto m = InterestMap::Open(opts_.interest_map, id);
+      if (!m.ok()) {
+        spdlog::warn("{}: every local change is reported", m.status().ToString());
+        return;
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      own_interest_ = std::make_shared<const InterestMap>(std::move(*m));
+      return;
+    }
     auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
     t->async_wait([this, t](boost::system::error_code e) {
       if (!e) WatchOwn();
@@ -214,6 +226,8 @@ void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
     Peer& p = peers_[node];
     if (p.conn == c) p.conn.reset();
     resubscribe = node == opts_.self_id;
+    // Until the next kWatch reply names the new mfsd's map, report all.
+    if (resubscribe) own_interest_.reset();
   }
   if (resubscribe) {
     auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
@@ -269,6 +283,10 @@ void RemoteBackend::LocalChanged(const std::string& key, const std::string& name
   Connection::Ptr c;
   {
     std::lock_guard<std::mutex> l(mu_);
+    // No peer holds the file (or the directory whose entry changed): nobody
+    // to tell. The change is done; the map is read after it (see
+    // interest_map.h for why that order makes skipping safe).
+    if (own_interest_ && !own_interest_->MayBeHeld(key)) return;
     auto it = peers_.find(opts_.self_id);
     if (it != peers_.end()) c = it->second.conn;
   }

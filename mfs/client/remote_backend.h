@@ -19,7 +19,8 @@
 // thread that a FUSE request may be waiting on). The same channel, opened to
 // this node's own mfsd with kWatch, reports changes remote peers make to
 // our export (the fast path caches it), and LocalChanged() tells our mfsd
-// about changes the fast path made.
+// about changes the fast path made -- only those to files a peer may hold,
+// as mfsd's InterestMap (named in the kWatch reply) says.
 //
 // Thread-safe. Lock order: mu_ (peers) before nothing; inval_mu_ is a leaf.
 #pragma once
@@ -36,6 +37,7 @@
 #include "mfs/base/asio.h"
 #include "mfs/base/coding.h"
 #include "mfs/client/backend.h"
+#include "mfs/client/interest_map.h"
 #include "mfs/wire/connection.h"
 
 namespace mfs::client {
@@ -59,6 +61,8 @@ struct RemoteOptions {
   std::chrono::milliseconds call_timeout{10000};
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds retry_after{1000};  // fail fast this long after a failure
+  // Our mfsd's InterestMap ("" = none: every local change is reported).
+  std::string interest_map;
 };
 
 class RemoteBackend : public Backend {
@@ -234,6 +238,8 @@ class RemoteBackend : public Backend {
   };
   std::mutex mu_;
   std::map<uint32_t, Peer> peers_;
+  // Our mfsd's InterestMap while we are subscribed to it (guarded by mu_).
+  std::shared_ptr<const InterestMap> own_interest_;
 
   Invalidator* inval_ = nullptr;
   std::mutex inval_mu_;

@@ -45,6 +45,13 @@ Result<std::unique_ptr<FileService>> FileService::Create(const FileServiceOption
   auto back = s->handles_.Open(*h);
   if (!back.ok())
     return back.status().Annotate("file service needs CAP_DAC_READ_SEARCH (open_by_handle_at)");
+  if (!opts.interest_map.empty()) {
+    // Without it the mount reports every change: slower, still coherent.
+    if (auto m = client::InterestMap::Create(opts.interest_map); m.ok())
+      s->interest_map_ = std::move(*m);
+    else
+      spdlog::warn("file service: {} (the mount reports every change)", m.status().ToString());
+  }
   return s;
 }
 
@@ -175,11 +182,12 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
         ++it;
       }
     }
+    const bool counted = Counted(conn.get());
     for (auto it = interest_.begin(); it != interest_.end();) {
-      it->second.erase(conn.get());
+      if (it->second.erase(conn.get()) && counted) interest_map_.Remove(it->first);
       it = it->second.empty() ? interest_.erase(it) : std::next(it);
     }
-    watch_all_.erase(conn.get());
+    if (watch_all_.erase(conn.get()) && counted) interest_map_.RemoveAll();
   }
   // Dropping the files closes them. Locks this connection took go too: a
   // peer that died or lost its connection must not block the file for
@@ -218,13 +226,19 @@ Result<std::shared_ptr<FileService::OpenFile>> FileService::File(uint64_t fh) {
   return it->second;
 }
 
-void FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
+bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
                                const std::string& handle) {
   std::lock_guard<std::mutex> l(mu_);
-  if (interest_.size() > kMaxInterestKeys) interest_.clear();  // clients fall back to timeouts
+  if (interest_.size() > kMaxInterestKeys) {  // clients fall back to timeouts
+    for (auto& [k, m] : interest_)
+      for (auto& [c, w] : m)
+        if (Counted(c)) interest_map_.Remove(k);
+    interest_.clear();
+  }
   auto& m = interest_[key];
-  auto it = m.find(conn.get());
-  if (it == m.end()) m.emplace(conn.get(), Watcher{conn, handle});
+  if (!m.emplace(conn.get(), Watcher{conn, handle}).second || !Counted(conn.get())) return false;
+  interest_map_.Add(key);
+  return true;
 }
 
 void FileService::Changed(const wire::Connection* from, const std::string& key,
@@ -262,7 +276,11 @@ void FileService::ChangedFd(const wire::Connection* from, int fd, const std::str
 Status FileService::PutEntry(const wire::Connection::Ptr& conn, int fd, std::string* out) {
   MFS_ASSIGN_OR_RETURN(struct stat st, ops::Stat(fd));
   MFS_ASSIGN_OR_RETURN(std::string h, handles_.Make(fd));
-  NoteInterest(conn, ops::FileKey(st), h);
+  // A new peer's interest is in the InterestMap before the stat it gets:
+  // a change the mount did not report (it saw no interest) is in that stat.
+  if (NoteInterest(conn, ops::FileKey(st), h)) {
+    MFS_ASSIGN_OR_RETURN(st, ops::Stat(fd));
+  }
   Writer w(out);
   w.Bytes(h);
   proto::PutStat(w, st);
@@ -687,8 +705,11 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (!r.done()) return Bad("watch");
       if (all) {
         std::lock_guard<std::mutex> l(mu_);
-        watch_all_[self] = conn;
+        if (watch_all_.insert_or_assign(self, conn).second && Counted(self))
+          interest_map_.AddAll();
       }
+      // The reply names our InterestMap (0: none) for our own mount.
+      if (conn->peer_id() == opts_.self_id) w.U64(interest_map_.id());
       return Status::OK();
     }
     case proto::kChanged: {
@@ -698,6 +719,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       // Only the node's own mount reports changes it made on the export.
       if (conn->peer_id() != opts_.self_id)
         return Status::PermissionDenied("changes are reported by the owner's mount only");
+      changes_reported_.fetch_add(1, std::memory_order_relaxed);
       Changed(self, key, name);
       return Status::OK();
     }

@@ -14,6 +14,8 @@
 // makes or is told about (kChanged from the local mount), sends kInvalidate
 // to every other interested connection. A connection that sends kWatch gets
 // every change (the node's own mount, which caches this export directly).
+// The counts of interest per file are mirrored in an InterestMap the mount
+// reads, so that it reports only the changes some peer may care about.
 //
 // Thread-safe. Lock order: mu_ (open files, interest) is a leaf.
 #pragma once
@@ -29,6 +31,7 @@
 #include "mfs/base/asio.h"
 #include "mfs/base/status.h"
 #include "mfs/base/unique_fd.h"
+#include "mfs/client/interest_map.h"
 #include "mfs/client/local_ops.h"
 #include "mfs/server/handles.h"
 #include "mfs/wire/connection.h"
@@ -40,6 +43,9 @@ struct FileServiceOptions {
   std::string export_path;
   std::string secret;
   unsigned threads = 4;
+  // The InterestMap shared with this node's mount ("" = none: the mount
+  // then reports every change it makes).
+  std::string interest_map;
 };
 
 class FileService {
@@ -61,6 +67,8 @@ class FileService {
   size_t open_files() const;
   // Files with registered interest, and connections watching everything.
   size_t interest_size() const;
+  // Change reports (kChanged) received from this node's mount.
+  uint64_t changes_reported() const { return changes_reported_.load(std::memory_order_relaxed); }
 
  private:
   explicit FileService(const FileServiceOptions& opts);
@@ -79,8 +87,13 @@ class FileService {
 
   // Entry reply: handle + stat, registering the connection's interest.
   Status PutEntry(const wire::Connection::Ptr& conn, int fd, std::string* out);
-  void NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
+  // Returns whether the connection is a peer that was not yet interested
+  // (its interest is then in the InterestMap, and the caller stats again).
+  bool NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
                     const std::string& handle);
+  // Does `conn`'s interest go into the InterestMap? (Every peer's but our
+  // own mount's: the map tells that mount whom its changes concern.)
+  bool Counted(const wire::Connection* conn) const { return conn->peer_id() != opts_.self_id; }
   // Tells every interested connection but `from` that a file (and maybe a
   // name in it) changed.
   void Changed(const wire::Connection* from, const std::string& key, const std::string& name);
@@ -113,6 +126,8 @@ class FileService {
   // file key -> connection -> handle it knows the file by
   std::unordered_map<std::string, std::map<const wire::Connection*, Watcher>> interest_;
   std::map<const wire::Connection*, std::weak_ptr<wire::Connection>> watch_all_;
+  client::InterestMap interest_map_;  // mirrors interest_ and watch_all_ of counted peers
+  std::atomic<uint64_t> changes_reported_{0};
   std::atomic<bool> stopped_{false};
 };
 

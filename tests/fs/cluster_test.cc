@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "mfs/client/control_query.h"
 #include "tests/fs/harness.h"
 
 namespace mfs::testing {
@@ -536,6 +537,43 @@ TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
       << "mode seen on node 1: " << std::oct << (st.st_mode & 0777);
   ASSERT_TRUE(WriteFile(M(2, 2, "d/two"), "2"));
   EXPECT_TRUE(WaitFor([&] { return list(M(1, 2, "d")).size() == 2; }, seconds(2)));
+}
+
+// The owner's mount tells its mfsd about a change on the fast path only
+// when a peer may hold the file (mfsd's InterestMap): files nobody else has
+// seen cost no report, and once a peer has listed the directory its changes
+// reach that peer again.
+TEST_F(FsClusterTest, OwnerReportsOnlyChangesAPeerMayCache) {
+  auto reported = [&](int node) -> uint64_t {
+    auto r = client::ControlQuery(Node(node) + "/run/mfsd.sock", {{"op", "fs.status"}},
+                                  std::chrono::milliseconds(5000));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (!r.ok()) return 0;
+    EXPECT_TRUE(r->contains("changes_reported")) << r->dump();
+    return r->value("changes_reported", uint64_t{0});
+  };
+  auto list = [&](const std::string& p) {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator(p)) n += !e.path().empty();
+    return n;
+  };
+  ASSERT_EQ(mkdir(M(2, 2, "quiet").c_str(), 0755), 0);  // reported: node 1 holds the root
+  const uint64_t before = reported(2);
+  constexpr int kFiles = 50;
+  for (int i = 0; i < kFiles; ++i) {
+    std::string f = M(2, 2, "quiet/f" + std::to_string(i));
+    ASSERT_TRUE(WriteFile(f, "x"));
+    ASSERT_EQ(unlink(f.c_str()), 0);
+  }
+  const uint64_t quiet = reported(2) - before;
+  // Three changes per file (create, write, unlink) were reported before;
+  // now only hash collisions with the few files node 1 holds are.
+  EXPECT_LT(quiet, 10u) << "of " << 3 * kFiles << " changes";
+  EXPECT_EQ(list(M(1, 2, "quiet")), 0u);  // node 1 now caches the directory
+  ASSERT_TRUE(WriteFile(M(2, 2, "quiet/seen"), "y"));
+  EXPECT_GT(reported(2), before + quiet);
+  EXPECT_TRUE(WaitFor([&] { return list(M(1, 2, "quiet")) == 1; }, seconds(2)))
+      << "node 1 never saw the file node 2 made in a directory it had listed";
 }
 
 TEST_F(FsClusterTest, LargeRemoteDirectoryListsEveryEntryOnceEvenWhileItChanges) {

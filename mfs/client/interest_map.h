@@ -1,0 +1,81 @@
+// InterestMap: which files of this node's export other nodes may cache,
+// shared between mfsd and the node's own mount.
+//
+// The local fast path changes the export directly; other nodes learn of a
+// change only when the mount reports it to mfsd (kChanged), which pushes
+// kInvalidate to the peers that hold the file. Reporting every create,
+// write and unlink wakes mfsd once per operation, though almost always no
+// peer holds the file. So mfsd counts, per hash slot of a file key, the
+// peer connections that hold a handle to a file in that slot, in a small
+// file both processes map shared; the mount reports a change only when the
+// slot of the file (or of the directory whose entry changed) is non-zero.
+//
+// Ordering: mfsd raises a slot *before* it stats the file for the reply
+// that hands out the handle, and the mount reads the slot *after* its
+// change is done, both sequentially consistent. Either the mount sees the
+// raised slot and reports, or its change came before the stat and the peer
+// gets the new state in the reply itself. Collisions only cost a report.
+//
+// A map that cannot be opened or is not valid makes every change reported
+// (MayBeHeld() true): the old, slower, always-correct behaviour.
+//
+// Thread-safe (atomic counters). Movable, not copyable.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "mfs/base/status.h"
+
+namespace mfs::client {
+
+class InterestMap {
+ public:
+  static constexpr uint32_t kSlots = 1u << 16;
+
+  // Where the map of the mfsd listening on `control_socket` lives.
+  static std::string PathFor(const std::string& control_socket);
+
+  // mfsd: opens or creates the map at `path` and clears it (a fresh mfsd
+  // holds no peer interest). Cleared in place, never replaced, so a mount
+  // that mapped it before an mfsd restart keeps seeing the live map.
+  static Result<InterestMap> Create(const std::string& path);
+  // The mount: maps the map mfsd made at `path`, read-only, if it is the
+  // one with `id` (mfsd's kWatch reply names it).
+  static Result<InterestMap> Open(const std::string& path, uint64_t id);
+
+  InterestMap() = default;
+  ~InterestMap();
+  InterestMap(InterestMap&& o) noexcept;
+  InterestMap& operator=(InterestMap&& o) noexcept;
+  InterestMap(const InterestMap&) = delete;
+  InterestMap& operator=(const InterestMap&) = delete;
+
+  bool valid() const { return slots_ != nullptr; }
+  // Random, chosen by Create(): tells one mfsd's map from another's.
+  uint64_t id() const;
+  // mfsd: one more / one fewer peer holds `key` (a FileKey).
+  void Add(std::string_view key);
+  void Remove(std::string_view key);
+  // mfsd: one more / one fewer peer watches every change (kWatch all).
+  void AddAll();
+  void RemoveAll();
+  // The mount: may a peer hold `key`? True when the map is not valid.
+  bool MayBeHeld(std::string_view key) const;
+
+ private:
+  struct Header;
+  InterestMap(void* base, bool writable);
+  static uint32_t Slot(std::string_view key);
+  static void Decrement(std::atomic<uint32_t>& counter);
+  Header* header() const { return static_cast<Header*>(base_); }
+  void Unmap();
+
+  void* base_ = nullptr;
+  std::atomic<uint32_t>* slots_ = nullptr;
+  bool writable_ = false;
+};
+
+}  // namespace mfs::client
