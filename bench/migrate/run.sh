@@ -129,6 +129,7 @@ for mib in $SIZES; do
     pr=$(echo "$r" | sed -n 's/.*"prepared":\({[^}]*}\).*/\1/p')
     if [[ -n $CRIU_OK ]]; then
       "$BIN/mfs-bench-dirty" "$mib" 30 "$REWRITE" > "$DIR/criu.out" 2>&1 & cp=$!
+      disown "$cp"  # the dump kills it: no "Killed" from bash
       for _ in $(seq 600); do grep -q ready "$DIR/criu.out" 2>/dev/null && break; sleep 0.05; done
       rm -rf "$DIR/img"; mkdir -p "$DIR/img"; mount -t tmpfs none "$DIR/img"
       t0=$(date +%s%N)
@@ -136,7 +137,7 @@ for mib in $SIZES; do
       "$CRIU_BIN" restore -D "$DIR/img" --shell-job -d >/dev/null 2>&1 || true
       t1=$(date +%s%N)
       c+=("$(( (t1 - t0) / 1000000 ))")
-      kill "$cp" 2>/dev/null || true
+      kill "$cp" 2>/dev/null || true  # the restored copy (same pid, not our child)
       umount "$DIR/img" || true
     fi
   done
