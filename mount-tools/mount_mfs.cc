@@ -10,9 +10,11 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <memory>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -207,6 +209,22 @@ int main(int argc, char** argv) {
     }
   }
   fs.Daemonize(foreground || debug);
+  // Which files of the export our kernel holds, for mfsd to push only
+  // those peers' changes (interest_map.h); after the fork, named by our pid.
+  std::shared_ptr<mfs::client::InterestMap> held;
+  if (remote && !mc.remote.interest_map.empty()) {
+    mfs::client::InterestMap::RemoveDeadMountMaps(mc.remote.interest_map);
+    uint32_t pid = static_cast<uint32_t>(getpid());
+    auto m = mfs::client::InterestMap::Create(
+        mfs::client::InterestMap::MountPathFor(mc.remote.interest_map, pid), true);
+    if (m.ok()) {
+      held = std::make_shared<mfs::client::InterestMap>(std::move(*m));
+      (*client)->local().SetHeldMap(held);
+      remote->SetHeldMap(pid, held->id());
+    } else {
+      spdlog::warn("{}: mfsd will push every change of the export", m.status().ToString());
+    }
+  }
   // Threads only after the fork of Daemonize.
   if (remote) {
     if (mfs::Status s = remote->Start(&fs); !s.ok())

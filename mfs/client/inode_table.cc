@@ -2,6 +2,10 @@
 
 namespace mfs::client {
 
+Inode::~Inode() {
+  if (held_in) held_in->Remove(std::string_view(key).substr(key.find(':') + 1));
+}
+
 InodePtr InodeTable::Get(uint64_t id) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = by_id_.find(id);

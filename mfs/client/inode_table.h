@@ -30,6 +30,7 @@
 #include <unordered_map>
 
 #include "mfs/base/unique_fd.h"
+#include "mfs/client/interest_map.h"
 
 namespace mfs::client {
 
@@ -54,6 +55,7 @@ struct Inode {
   Inode(uint64_t id_, InodeKind kind_, uint32_t node_) : id(id_), kind(kind_), node(node_) {}
   Inode(const Inode&) = delete;
   Inode& operator=(const Inode&) = delete;
+  ~Inode();
 
   const uint64_t id;
   const InodeKind kind;
@@ -103,6 +105,12 @@ struct Inode {
   static constexpr int64_t kCtimeUnknown = INT64_MIN;
   std::atomic<uint64_t> change_gen{0};
   std::atomic<int64_t> changes_inflight{0};  // Changes naming this inode
+  // kLocal: the mount's InterestMap, whose slot for this file the inode
+  // holds up from its making to its destruction (so mfsd pushes peers'
+  // changes of it); held_seq orders that against stats (LocalBackend).
+  // Both set before the inode enters the table, constant after.
+  std::shared_ptr<InterestMap> held_in;
+  uint64_t held_seq = 0;
 };
 using InodePtr = std::shared_ptr<Inode>;
 

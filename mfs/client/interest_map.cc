@@ -5,7 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <cerrno>
+#include <climits>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <utility>
 
@@ -28,6 +33,29 @@ std::string InterestMap::PathFor(const std::string& control_socket) {
   return control_socket + ".interest";
 }
 
+std::string InterestMap::MountPathFor(const std::string& mfsd_map, uint32_t pid) {
+  return mfsd_map + "." + std::to_string(pid);
+}
+
+int InterestMap::RemoveDeadMountMaps(const std::string& mfsd_map) {
+  namespace fs = std::filesystem;
+  const fs::path base(mfsd_map);
+  const std::string prefix = base.filename().string() + ".";
+  std::error_code ec;
+  int removed = 0;
+  for (const auto& e : fs::directory_iterator(base.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const unsigned long pid = std::stoul(digits);
+    if (pid > INT32_MAX || (pid != 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)))
+      continue;
+    if (std::error_code rec; fs::remove(e.path(), rec)) ++removed;
+  }
+  return removed;
+}
+
 InterestMap::InterestMap(void* base, bool writable)
     : base_(base),
       slots_(reinterpret_cast<std::atomic<uint32_t>*>(static_cast<char*>(base) + kSlotsOffset)),
@@ -38,7 +66,8 @@ InterestMap::~InterestMap() { Unmap(); }
 InterestMap::InterestMap(InterestMap&& o) noexcept
     : base_(std::exchange(o.base_, nullptr)),
       slots_(std::exchange(o.slots_, nullptr)),
-      writable_(o.writable_) {}
+      writable_(o.writable_),
+      remove_path_(std::exchange(o.remove_path_, std::string())) {}
 
 InterestMap& InterestMap::operator=(InterestMap&& o) noexcept {
   if (this != &o) {
@@ -46,14 +75,17 @@ InterestMap& InterestMap::operator=(InterestMap&& o) noexcept {
     base_ = std::exchange(o.base_, nullptr);
     slots_ = std::exchange(o.slots_, nullptr);
     writable_ = o.writable_;
+    remove_path_ = std::exchange(o.remove_path_, std::string());
   }
   return *this;
 }
 
 void InterestMap::Unmap() {
   if (base_) munmap(base_, kMapSize);
+  if (!remove_path_.empty()) ::unlink(remove_path_.c_str());
   base_ = nullptr;
   slots_ = nullptr;
+  remove_path_.clear();
 }
 
 // Only a regular file of our own, never through a symlink: mfsd clears what
@@ -68,12 +100,18 @@ static Result<UniqueFd> OpenMapFile(const std::string& path, int flags) {
   return fd;
 }
 
-Result<InterestMap> InterestMap::Create(const std::string& path) {
+Result<InterestMap> InterestMap::Create(const std::string& path, bool remove_when_done) {
   MFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenMapFile(path, O_RDWR | O_CREAT));
-  if (ftruncate(fd.get(), kMapSize) != 0) return Status::FromErrno("interest map " + path);
+  auto fail = [&](const char* what) {
+    Status s = Status::FromErrno(what + path);
+    if (remove_when_done) ::unlink(path.c_str());
+    return s;
+  };
+  if (ftruncate(fd.get(), kMapSize) != 0) return fail("interest map ");
   void* base = mmap(nullptr, kMapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (base == MAP_FAILED) return Status::FromErrno("mmap interest map " + path);
+  if (base == MAP_FAILED) return fail("mmap interest map ");
   InterestMap m(base, true);
+  if (remove_when_done) m.remove_path_ = path;
   Header* h = m.header();
   // Cleared in place: whoever maps it now sees "held" until the new id and
   // magic are in (an id it does not know makes it report everything).

@@ -69,6 +69,48 @@ TEST_F(InterestMapTest, ARestartedMfsdClearsTheMapInPlaceUnderANewId) {
   EXPECT_EQ(stale.status().code(), ESTALE);
 }
 
+// The mount's map sits next to mfsd's, named by the mount's pid, and goes
+// with the mount (the last owner of the map).
+TEST_F(InterestMapTest, TheMountsMapIsRemovedWithIt) {
+  const std::string p = InterestMap::MountPathFor(path_, 4242);
+  EXPECT_EQ(p, path_ + ".4242");
+  uint64_t id = 0;
+  {
+    auto w = InterestMap::Create(p, true);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    id = w->id();
+    InterestMap moved = std::move(*w);  // the move carries the removal
+    auto r = InterestMap::Open(p, id);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    moved.Add("5:5");
+    EXPECT_TRUE(r->MayBeHeld("5:5"));
+    EXPECT_TRUE(std::filesystem::exists(p));
+  }
+  EXPECT_FALSE(std::filesystem::exists(p));
+  EXPECT_FALSE(InterestMap::Open(p, id).ok());
+  // mfsd's own map stays: nobody else would make it again for the mount.
+  { ASSERT_TRUE(InterestMap::Create(path_).ok()); }
+  EXPECT_TRUE(std::filesystem::exists(path_));
+}
+
+// A mount that died left its map behind: the next one removes it, and only
+// maps of pids no process has.
+TEST_F(InterestMapTest, MapsOfDeadMountsAreRemoved) {
+  ASSERT_TRUE(InterestMap::Create(path_).ok());
+  const std::string dead = InterestMap::MountPathFor(path_, 4194305);  // above any pid_max
+  const std::string live = InterestMap::MountPathFor(path_, static_cast<uint32_t>(getpid()));
+  std::ofstream(dead) << "x";
+  std::ofstream(live) << "x";
+  std::ofstream(path_ + ".notapid") << "x";
+  std::ofstream(dir_ + "/other.4194305") << "x";
+  EXPECT_EQ(InterestMap::RemoveDeadMountMaps(path_), 1);
+  EXPECT_FALSE(std::filesystem::exists(dead));
+  EXPECT_TRUE(std::filesystem::exists(live));
+  EXPECT_TRUE(std::filesystem::exists(path_));
+  EXPECT_TRUE(std::filesystem::exists(path_ + ".notapid"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/other.4194305"));
+}
+
 TEST_F(InterestMapTest, RefusesWhatIsNotAMapOfOurs) {
   InterestMap none;
   EXPECT_FALSE(none.valid());

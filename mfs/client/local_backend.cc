@@ -13,6 +13,10 @@ LocalBackend::LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_
     : table_(table), self_(self), root_(std::move(root)), hidden_dev_(hidden_dev) {}
 
 Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
+  // A slot raised after this point (by us below, or by another thread
+  // making the same inode) may have missed a change of mfsd's that came
+  // after our stat: then stat again (interest_map.h).
+  const uint64_t seq_before = held_seq_.load(std::memory_order_seq_cst);
   MFS_ASSIGN_OR_RETURN(struct stat st, ops::Stat(fd.get()));
   if (hidden_dev_ != 0 && st.st_dev == hidden_dev_)
     return Status::Error(ENOENT, "the /mfs mount is not shown inside an export");
@@ -23,12 +27,20 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
       auto i = std::make_shared<Inode>(id, InodeKind::kLocal, self_);
       i->type = st.st_mode & S_IFMT;
       i->fd = std::move(fd);
+      if (held_) {
+        held_->Add(std::string_view(key).substr(key.find(':') + 1));
+        i->held_in = held_;
+        i->held_seq = held_seq_.fetch_add(1, std::memory_order_seq_cst) + 1;
+      }
       return i;
     });
   } catch (const std::bad_alloc&) {
     return Status::PosixError("inode table", ENOMEM);
   }
   if (!p) return Status::PosixError("inode table", ENOMEM);
+  if (p->held_seq > seq_before) {
+    MFS_ASSIGN_OR_RETURN(st, ops::Stat(p->fd.get()));
+  }
   st.st_ino = ShownIno(self_, st.st_ino);
   return EntryOut{std::move(p), st};
 }

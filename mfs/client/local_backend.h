@@ -9,7 +9,9 @@
 // Thread-safe: state is the InodeTable (own mutex) and the lock table.
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "mfs/client/backend.h"
@@ -31,6 +33,9 @@ class LocalBackend : public Backend {
   using ChangeHook = std::function<void(const std::string& key, const std::string& name)>;
   void SetChangeHook(ChangeHook h) { on_change_ = std::move(h); }
   ops::OfdLockTable& locks() { return locks_; }
+  // The mount's InterestMap (interest_map.h): every local inode made from
+  // now on holds its file's slot up. Set before serving, or never.
+  void SetHeldMap(std::shared_ptr<InterestMap> m) { held_ = std::move(m); }
 
   void Lookup(const Caller&, const InodePtr& parent, const std::string& name,
               Cb<EntryOut> cb) override;
@@ -90,6 +95,8 @@ class LocalBackend : public Backend {
   dev_t hidden_dev_;
   ops::OfdLockTable locks_;
   ChangeHook on_change_;
+  std::shared_ptr<InterestMap> held_;
+  std::atomic<uint64_t> held_seq_{0};  // slots raised so far
 };
 
 }  // namespace mfs::client

@@ -85,7 +85,12 @@ void RemoteBackend::WatchOwn() {
     if (stopping_) return;
   }
   std::string p;
-  Writer(&p).U8(1);
+  Writer w(&p);
+  w.U8(1);
+  if (opts_.held_map_id != 0) {
+    w.U32(opts_.held_map_pid);
+    w.U64(opts_.held_map_id);
+  }
   Call(opts_.self_id, proto::kWatch, std::move(p), [this](Result<Frame> r) {
     if (r.ok()) {  // OnClosed re-subscribes
       Reader rd(r->payload);

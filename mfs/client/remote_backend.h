@@ -63,6 +63,11 @@ struct RemoteOptions {
   std::chrono::milliseconds retry_after{1000};  // fail fast this long after a failure
   // Our mfsd's InterestMap ("" = none: every local change is reported).
   std::string interest_map;
+  // Our own InterestMap (LocalBackend::SetHeldMap), named in kWatch so that
+  // mfsd pushes only changes of files our kernel holds: the pid in its
+  // file name (InterestMap::MountPathFor) and its id. 0 = none.
+  uint32_t held_map_pid = 0;
+  uint64_t held_map_id = 0;
 };
 
 class RemoteBackend : public Backend {
@@ -73,6 +78,11 @@ class RemoteBackend : public Backend {
   // Starts the network threads and the invalidation thread; subscribes to
   // our own mfsd's change feed. REQUIRES: called once, after any fork.
   Status Start(Invalidator* inval);
+  // Before Start(): our own InterestMap, named in kWatch (RemoteOptions).
+  void SetHeldMap(uint32_t pid, uint64_t id) {
+    opts_.held_map_pid = pid;
+    opts_.held_map_id = id;
+  }
   void Stop();
 
   // /mfs/<node> itself.

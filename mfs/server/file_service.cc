@@ -255,10 +255,13 @@ void FileService::Changed(const wire::Connection* from, const std::string& key,
     }
     for (auto& [c, w] : watch_all_) {
       if (c == from) continue;
-      if (auto p = w.lock()) targets.emplace_back(std::move(p), std::string());
+      // Read after the change was made (interest_map.h, "Ordering").
+      if (w.held && !w.held->MayBeHeld(key)) continue;
+      if (auto p = w.conn.lock()) targets.emplace_back(std::move(p), std::string());
     }
   }
   for (auto& [c, handle] : targets) {
+    if (c->peer_id() == opts_.self_id) own_mount_pushes_.fetch_add(1, std::memory_order_relaxed);
     std::string msg;
     Writer w(&msg);
     w.Bytes(handle);
@@ -702,10 +705,28 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
     }
     case proto::kWatch: {
       uint8_t all = r.U8();
+      // Our own mount may name its InterestMap: its pid and the map's id.
+      uint32_t pid = 0;
+      uint64_t map_id = 0;
+      if (!r.done()) {
+        pid = r.U32();
+        map_id = r.U64();
+      }
       if (!r.done()) return Bad("watch");
+      std::shared_ptr<const client::InterestMap> held;
+      if (all && map_id != 0 && conn->peer_id() == opts_.self_id && !opts_.interest_map.empty()) {
+        auto m = client::InterestMap::Open(
+            client::InterestMap::MountPathFor(opts_.interest_map, pid), map_id);
+        if (m.ok()) {
+          held = std::make_shared<const client::InterestMap>(std::move(*m));
+        } else {
+          spdlog::warn("own mount's {}: every change is pushed to it", m.status().ToString());
+        }
+      }
       if (all) {
         std::lock_guard<std::mutex> l(mu_);
-        if (watch_all_.insert_or_assign(self, conn).second && Counted(self))
+        if (watch_all_.insert_or_assign(self, AllWatcher{conn, std::move(held)}).second &&
+            Counted(self))
           interest_map_.AddAll();
       }
       // The reply names our InterestMap (0: none) for our own mount.

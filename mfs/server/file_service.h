@@ -69,6 +69,9 @@ class FileService {
   size_t interest_size() const;
   // Change reports (kChanged) received from this node's mount.
   uint64_t changes_reported() const { return changes_reported_.load(std::memory_order_relaxed); }
+  // Invalidations pushed to this node's own mount (peers' changes of files
+  // its kernel may hold).
+  uint64_t own_mount_pushes() const { return own_mount_pushes_.load(std::memory_order_relaxed); }
 
  private:
   explicit FileService(const FileServiceOptions& opts);
@@ -125,9 +128,16 @@ class FileService {
   };
   // file key -> connection -> handle it knows the file by
   std::unordered_map<std::string, std::map<const wire::Connection*, Watcher>> interest_;
-  std::map<const wire::Connection*, std::weak_ptr<wire::Connection>> watch_all_;
+  struct AllWatcher {
+    std::weak_ptr<wire::Connection> conn;
+    // Our own mount's InterestMap (kWatch named it): push only the changes
+    // of files its kernel holds. Null: push every change.
+    std::shared_ptr<const client::InterestMap> held;
+  };
+  std::map<const wire::Connection*, AllWatcher> watch_all_;
   client::InterestMap interest_map_;  // mirrors interest_ and watch_all_ of counted peers
   std::atomic<uint64_t> changes_reported_{0};
+  std::atomic<uint64_t> own_mount_pushes_{0};
   std::atomic<bool> stopped_{false};
 };
 
