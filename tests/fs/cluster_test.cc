@@ -116,6 +116,24 @@ class FsClusterTest : public ::testing::Test {
   }
   std::string Node(int i) { return dir_ + "/node" + std::to_string(i); }
   std::string Addr(int i) { return "127.0.0." + std::to_string(base_ + i); }
+  // Writes a one-byte file f<i> into `dir` and unlinks it, n times.
+  void WriteAndUnlink(const std::string& dir, int n) {
+    for (int i = 0; i < n; ++i) {
+      std::string f = dir + "/f" + std::to_string(i);
+      ASSERT_TRUE(WriteFile(f, "x"));
+      ASSERT_EQ(unlink(f.c_str()), 0);
+    }
+  }
+  // A counter of node `node`'s {"op":"fs.status"}; 0 (and a failure) if
+  // it cannot be read.
+  uint64_t FsStatusCount(int node, const std::string& field) {
+    auto r = client::ControlQuery(Node(node) + "/run/mfsd.sock", {{"op", "fs.status"}},
+                                  std::chrono::milliseconds(5000));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (!r.ok()) return 0;
+    EXPECT_TRUE(r->contains(field)) << r->dump();
+    return r->value(field, uint64_t{0});
+  }
   // Path of `rel` in node `owner`'s export, as seen from node `via`'s /mfs.
   // user.mfs.requests of node `node`'s mount: {FUSE requests read,
   // network requests sent}.
@@ -544,14 +562,7 @@ TEST_F(FsClusterTest, ListingShowsChangesMadeOnAnotherNode) {
 // seen cost no report, and once a peer has listed the directory its changes
 // reach that peer again.
 TEST_F(FsClusterTest, OwnerReportsOnlyChangesAPeerMayCache) {
-  auto reported = [&](int node) -> uint64_t {
-    auto r = client::ControlQuery(Node(node) + "/run/mfsd.sock", {{"op", "fs.status"}},
-                                  std::chrono::milliseconds(5000));
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return 0;
-    EXPECT_TRUE(r->contains("changes_reported")) << r->dump();
-    return r->value("changes_reported", uint64_t{0});
-  };
+  auto reported = [&](int node) { return FsStatusCount(node, "changes_reported"); };
   auto list = [&](const std::string& p) {
     size_t n = 0;
     for (auto& e : std::filesystem::directory_iterator(p)) n += !e.path().empty();
@@ -560,11 +571,7 @@ TEST_F(FsClusterTest, OwnerReportsOnlyChangesAPeerMayCache) {
   ASSERT_EQ(mkdir(M(2, 2, "quiet").c_str(), 0755), 0);  // reported: node 1 holds the root
   const uint64_t before = reported(2);
   constexpr int kFiles = 50;
-  for (int i = 0; i < kFiles; ++i) {
-    std::string f = M(2, 2, "quiet/f" + std::to_string(i));
-    ASSERT_TRUE(WriteFile(f, "x"));
-    ASSERT_EQ(unlink(f.c_str()), 0);
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAndUnlink(M(2, 2, "quiet"), kFiles));
   const uint64_t quiet = reported(2) - before;
   // Three changes per file (create, write, unlink) were reported before;
   // now only hash collisions with the few files node 1 holds are.
@@ -580,14 +587,7 @@ TEST_F(FsClusterTest, OwnerReportsOnlyChangesAPeerMayCache) {
 // when the mount's kernel may hold the file or directory (the mount's
 // InterestMap), and the files it holds stay coherent.
 TEST_F(FsClusterTest, PeersChangesReachTheOwnersMountOnlyForFilesItHolds) {
-  auto pushes = [&](int node) -> uint64_t {
-    auto r = client::ControlQuery(Node(node) + "/run/mfsd.sock", {{"op", "fs.status"}},
-                                  std::chrono::milliseconds(5000));
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return 0;
-    EXPECT_TRUE(r->contains("own_mount_pushes")) << r->dump();
-    return r->value("own_mount_pushes", uint64_t{0});
-  };
+  auto pushes = [&](int node) { return FsStatusCount(node, "own_mount_pushes"); };
   ASSERT_EQ(mkdir(M(1, 2, "far").c_str(), 0755), 0);
   ASSERT_EQ(mkdir(M(1, 2, "far/quiet").c_str(), 0755), 0);
   ASSERT_TRUE(WriteFile(M(1, 2, "far/held"), "old"));
@@ -596,11 +596,7 @@ TEST_F(FsClusterTest, PeersChangesReachTheOwnersMountOnlyForFilesItHolds) {
   ASSERT_EQ(st.st_size, 3);
   const uint64_t before = pushes(2);
   constexpr int kFiles = 50;
-  for (int i = 0; i < kFiles; ++i) {
-    std::string f = M(1, 2, "far/quiet/f" + std::to_string(i));
-    ASSERT_TRUE(WriteFile(f, "x"));
-    ASSERT_EQ(unlink(f.c_str()), 0);
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAndUnlink(M(1, 2, "far/quiet"), kFiles));
   const uint64_t quiet = pushes(2) - before;
   // Each create, write and unlink was pushed before; now only hash
   // collisions with the few inodes node 2's kernel holds are.
