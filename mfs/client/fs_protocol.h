@@ -51,11 +51,14 @@ enum Type : uint16_t {
   kCancelWait = 92,   // client -> server (no reply): u64 fh, u64 owner
   kWatch = 96,        // client -> server: u8 all (send me every change) -> ()
   kChanged = 97,      // local client -> its own server: file key, [dir key, name]
+  kHold = 98,         // client -> server: u32 n, n x handle (files it still caches) -> u32 held
   kInvalidate = 100,  // server -> client (no reply): handle, file key, name
 };
 
 // The largest read or write one frame carries.
 inline constexpr uint32_t kMaxIo = 1u << 20;
+// The most handles one kHold carries.
+inline constexpr uint32_t kMaxHold = 4096;
 
 void PutCaller(Writer& w, const Caller& c);
 Caller GetCaller(Reader& r);

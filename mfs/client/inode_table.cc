@@ -54,6 +54,21 @@ void InodeTable::Forget(uint64_t id, uint64_t n) {
   }
 }
 
+std::vector<InodePtr> InodeTable::Where(const std::function<bool(const Inode&)>& pred) const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<InodePtr> v;
+  for (const auto& [id, p] : by_id_)
+    if (pred(*p)) v.push_back(p);
+  return v;
+}
+
+bool InodeTable::Any(const std::function<bool(const Inode&)>& pred) const {
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [id, p] : by_id_)
+    if (pred(*p)) return true;
+  return false;
+}
+
 size_t InodeTable::size() const {
   std::lock_guard<std::mutex> l(mu_);
   return by_id_.size();

@@ -28,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "mfs/base/unique_fd.h"
 #include "mfs/client/interest_map.h"
@@ -134,6 +135,9 @@ class InodeTable {
   // (the kernel may forget what an old process instance handed out).
   void Forget(uint64_t id, uint64_t n);
 
+  // The inodes `pred` picks (called under the table's mutex: keep it short).
+  std::vector<InodePtr> Where(const std::function<bool(const Inode&)>& pred) const;
+  bool Any(const std::function<bool(const Inode&)>& pred) const;
   size_t size() const;
   uint64_t total_lookups() const;
 

@@ -93,6 +93,14 @@ void RemoteBackend::WatchOwn() {
   }
   Call(opts_.self_id, proto::kWatch, std::move(p), [this](Result<Frame> r) {
     if (r.ok()) {  // OnClosed re-subscribes
+      // Subscribed again (mfsd restarted, or the connection broke): what
+      // peers changed meanwhile was not pushed to us.
+      if (watched_.exchange(true)) {
+        Changing();
+        for (const auto& i : client_->table().Where(
+                 [](const Inode& n) { return n.kind == InodeKind::kLocal; }))
+          InvalidateCached(i, std::string());
+      }
       Reader rd(r->payload);
       uint64_t id = rd.U64();
       if (!rd.done() || id == 0 || opts_.interest_map.empty()) return;  // an mfsd without one
@@ -208,15 +216,17 @@ void RemoteBackend::Connect(uint32_t node) {
                                                     std::to_string((*r)->peer_id())));
         }
         std::vector<Pending> q;
+        bool again = false;
         {
           std::lock_guard<std::mutex> l(mu_);
           Peer& p = peers_[node];
           p.connecting = false;
           p.conn = *r;
-          ++p.generation;
+          again = ++p.generation > 1;
           p.failed_at = {};
           q.swap(p.queue);
         }
+        if (again && node != opts_.self_id) Rehold(node, *r);
         for (auto& pend : q) (*r)->Call(pend.type, std::move(pend.payload), std::move(pend.cb), pend.timeout);
       });
 }
@@ -239,10 +249,59 @@ void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
     t->async_wait([this, t](boost::system::error_code e) {
       if (!e) WatchOwn();
     });
+  } else {
+    ReconnectWhileCached(node);
   }
-  // Our view of that node's files may be stale now: let the kernel ask again.
-  // (Attribute timeouts bound staleness; pushed invalidations resume on the
-  // new connection.)
+  // Our view of that node's files may be stale now. Until we are connected
+  // again attribute timeouts bound the staleness; then Rehold makes pushed
+  // invalidations resume for every file we hold and drops what was cached.
+}
+
+void RemoteBackend::Rehold(uint32_t node, const Connection::Ptr& c) {
+  std::vector<InodePtr> held = client_->table().Where(
+      [node](const Inode& i) { return i.kind == InodeKind::kRemote && i.node == node; });
+  for (size_t at = 0; at < held.size(); at += proto::kMaxHold) {
+    auto batch = std::make_shared<std::vector<InodePtr>>(
+        held.begin() + at, held.begin() + std::min(held.size(), at + proto::kMaxHold));
+    std::string p;
+    Writer w(&p);
+    w.U32(static_cast<uint32_t>(batch->size()));
+    for (const auto& i : *batch) w.Bytes(i->handle);
+    // Dropped only once mfsd has the interest again: a change after that is
+    // pushed, one before it is in what the kernel reads next.
+    c->Call(proto::kHold, std::move(p), [this, c, batch](Result<Frame> r) {
+      if (!r.ok() && c->closed()) return;  // gone again: the next connection does it
+      if (!r.ok()) spdlog::warn("hold: {} (attribute timeouts bound staleness)", r.status().ToString());
+      Changing();
+      for (const auto& i : *batch) InvalidateCached(i, std::string());
+    });
+  }
+  if (!held.empty()) spdlog::info("node {}: holding {} file(s) again", node, held.size());
+}
+
+void RemoteBackend::ReconnectWhileCached(uint32_t node) {
+  auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
+  t->async_wait([this, t, node](boost::system::error_code e) {
+    if (e) return;
+    {
+      std::lock_guard<std::mutex> l(inval_mu_);
+      if (stopping_) return;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      Peer& p = peers_[node];
+      if (p.conn && !p.conn->closed()) return;  // connected: Rehold ran
+      if (p.connecting) return ReconnectWhileCached(node);
+    }
+    if (!client_->table().Any(
+            [node](const Inode& i) { return i.kind == InodeKind::kRemote && i.node == node; }))
+      return;
+    std::string p;
+    Writer(&p).U32(0);  // an empty kHold: connects (and so reholds) if it can
+    Call(node, proto::kHold, std::move(p), [this, node](Result<Frame> r) {
+      if (!r.ok() && r.status().code() == EHOSTDOWN) ReconnectWhileCached(node);
+    });
+  });
 }
 
 void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
@@ -257,6 +316,10 @@ void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
   if (!inode) return;
+  InvalidateCached(inode, name);
+}
+
+void RemoteBackend::InvalidateCached(const InodePtr& inode, const std::string& name) {
   inode->change_gen.fetch_add(1, std::memory_order_acq_rel);  // voids its post_attr
   inode->no_caps = false;
   {

@@ -150,6 +150,15 @@ class RemoteBackend : public Backend {
   Result<wire::tcp::endpoint> EndpointOf(uint32_t node);
   void OnPush(uint32_t node, const wire::Frame& f);
   void OnClosed(uint32_t node, const wire::Connection::Ptr& c);
+  // After a lost connection to `node`: tells its mfsd (kHold) which of its
+  // files we still cache, then drops what the kernel cached of them (what
+  // changed while we were away was not pushed to us).
+  void Rehold(uint32_t node, const wire::Connection::Ptr& c);
+  // Reconnects to `node` every second while we cache any of its files and
+  // no request of ours does, so that pushed invalidations resume.
+  void ReconnectWhileCached(uint32_t node);
+  // Voids what we and the kernel cached of `inode` (a pushed change).
+  void InvalidateCached(const InodePtr& inode, const std::string& name);
   Result<EntryOut> DecodeEntry(uint32_t node, Reader& r);
   void EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb);
   void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
@@ -250,6 +259,7 @@ class RemoteBackend : public Backend {
   std::map<uint32_t, Peer> peers_;
   // Our mfsd's InterestMap while we are subscribed to it (guarded by mu_).
   std::shared_ptr<const InterestMap> own_interest_;
+  std::atomic<bool> watched_{false};  // subscribed to our mfsd once already
 
   Invalidator* inval_ = nullptr;
   std::mutex inval_mu_;

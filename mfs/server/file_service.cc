@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <thread>
+#include <vector>
 
 #include "mfs/base/coding.h"
 #include "mfs/base/log.h"
@@ -731,6 +732,28 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       }
       // The reply names our InterestMap (0: none) for our own mount.
       if (conn->peer_id() == opts_.self_id) w.U64(interest_map_.id());
+      return Status::OK();
+    }
+    case proto::kHold: {
+      // A client that reconnected still caches these files: register its
+      // interest again, as the replies that handed them out did (a restarted
+      // mfsd, or a new connection, knows nothing of them).
+      uint32_t n = r.U32();
+      if (n > proto::kMaxHold) return Bad("hold: too many handles");
+      std::vector<std::string_view> handles;
+      handles.reserve(n);
+      for (uint32_t i = 0; i < n; ++i) handles.push_back(r.Bytes());
+      if (!r.done()) return Bad("hold");
+      uint32_t held = 0;
+      for (std::string_view h : handles) {
+        auto fd = open_handle(h);
+        if (!fd.ok()) continue;  // gone since: the client's next use says ESTALE
+        auto st = ops::Stat(fd->get());
+        if (!st.ok()) continue;
+        NoteInterest(conn, ops::FileKey(*st), std::string(h));
+        ++held;
+      }
+      w.U32(held);
       return Status::OK();
     }
     case proto::kChanged: {

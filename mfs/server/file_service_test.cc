@@ -12,6 +12,7 @@
 #include <future>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "mfs/base/coding.h"
 #include "mfs/client/fs_protocol.h"
@@ -193,6 +194,38 @@ TEST_F(FileServiceTest, ForgedAndMalformedRequestsAreRefused) {
   auto oversize = Call(proto::kRead, big);
   ASSERT_FALSE(oversize.ok());
   EXPECT_EQ(oversize.status().code(), EBADMSG);
+}
+
+// A client that reconnected names the files it still caches (kHold): the
+// ones that still exist are watched again; a malformed list changes nothing.
+TEST_F(FileServiceTest, HoldWatchesTheFilesAClientStillCaches) {
+  std::string root = Root();
+  auto sub = Lookup(root, "sub");
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  std::string forged = *sub;
+  forged[forged.size() - 1] ^= 1;
+  auto hold = [&](const std::vector<std::string>& handles, uint32_t n, const std::string& tail) {
+    std::string p;
+    Writer w(&p);
+    w.U32(n);
+    for (const auto& h : handles) w.Bytes(h);
+    p += tail;
+    return Call(proto::kHold, p);
+  };
+  auto r = hold({root, *sub, forged}, 3, "");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Reader rd(r->payload);
+  EXPECT_EQ(rd.U32(), 2u);  // the forged handle opens nothing
+  EXPECT_TRUE(rd.done());
+  EXPECT_GE(service_->interest_size(), 2u);
+  for (auto [n, tail] : {std::pair<uint32_t, std::string>{proto::kMaxHold + 1, ""},
+                         {3, ""} /* one handle short */, {2, std::string("x")}}) {
+    auto bad = hold({root, *sub}, n, tail);
+    ASSERT_FALSE(bad.ok()) << n;
+    EXPECT_EQ(bad.status().code(), EBADMSG) << n;
+  }
+  auto empty = hold({}, 0, "");
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
 }
 
 TEST_F(FileServiceTest, HandlesSurviveARestartOfTheService) {

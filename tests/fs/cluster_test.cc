@@ -994,6 +994,30 @@ TEST_F(FsClusterTest, ManyRemoteWaitersAndAnExplicitUnlock) {
   for (int f : {go[0], go[1], ready[0], ready[1]}) close(f);
 }
 
+// An owner's mfsd that restarts forgets which peers cache what. A peer that
+// caches its files reconnects by itself, tells it again (kHold) and drops
+// what it cached, so what changed while it was away is seen, and later
+// changes are pushed as before (attr_timeout is 30 s here).
+TEST_F(FsClusterTest, PushedInvalidationsResumeAfterTheOwnersMfsdRestarts) {
+  ASSERT_TRUE(WriteFile(M(1, 2, "cached"), "one"));
+  struct stat st;
+  ASSERT_EQ(stat(M(1, 2, "cached").c_str(), &st), 0);  // node 1's kernel holds it
+  ASSERT_EQ(st.st_size, 3);
+  kill(pid_[2], SIGKILL);
+  waitpid(pid_[2], nullptr, 0);
+  pid_[2] = -1;
+  ASSERT_TRUE(WriteFile(Node(2) + "/export/cached", "while away"));  // nobody can push this
+  StartNode(2);
+  EXPECT_TRUE(WaitFor(
+      [&] { return stat(M(1, 2, "cached").c_str(), &st) == 0 && st.st_size == 10; }, seconds(15)))
+      << "node 1 still sees " << st.st_size << " bytes";
+  ASSERT_TRUE(WriteFile(M(2, 2, "cached"), "pushed again"));  // the owner's fast path
+  EXPECT_TRUE(WaitFor(
+      [&] { return stat(M(1, 2, "cached").c_str(), &st) == 0 && st.st_size == 12; }, seconds(2)))
+      << "node 1 still sees " << st.st_size << " bytes";
+  EXPECT_EQ(ReadFile(M(1, 2, "cached")), "pushed again");
+}
+
 TEST_F(FsClusterTest, DeadNodeFailsFastAndRecoversWithoutRemount) {
   ASSERT_TRUE(WriteFile(M(1, 2, "keep"), "still here"));
   int fd = open(M(1, 2, "keep").c_str(), O_RDWR);
