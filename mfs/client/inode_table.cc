@@ -3,7 +3,7 @@
 namespace mfs::client {
 
 Inode::~Inode() {
-  if (held_in) held_in->Remove(std::string_view(key).substr(key.find(':') + 1));
+  if (held_in) held_in->Remove(held_key);
 }
 
 InodePtr InodeTable::Get(uint64_t id) const {

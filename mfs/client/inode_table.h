@@ -111,6 +111,7 @@ struct Inode {
   // changes of it); held_seq orders that against stats (LocalBackend).
   // Both set before the inode enters the table, constant after.
   std::shared_ptr<InterestMap> held_in;
+  std::string held_key;  // the FileKey whose slot it holds
   uint64_t held_seq = 0;
 };
 using InodePtr = std::shared_ptr<Inode>;

@@ -28,7 +28,8 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
       i->type = st.st_mode & S_IFMT;
       i->fd = std::move(fd);
       if (held_) {
-        held_->Add(std::string_view(key).substr(key.find(':') + 1));
+        i->held_key = key.substr(key.find(':') + 1);
+        held_->Add(i->held_key);
         i->held_in = held_;
         i->held_seq = held_seq_.fetch_add(1, std::memory_order_seq_cst) + 1;
       }
