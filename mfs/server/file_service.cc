@@ -277,6 +277,20 @@ void FileService::ChangedFd(const wire::Connection* from, int fd, const std::str
   if (st.ok()) Changed(from, ops::FileKey(*st), name);
 }
 
+void FileService::ForgetIfGone(int fd) {
+  auto st = ops::Stat(fd);
+  if (!st.ok() || st->st_nlink != 0) return;
+  const std::string key = ops::FileKey(*st);
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [id, f] : files_)
+    if (f->key == key) return;  // still open through us: its changes still matter
+  auto it = interest_.find(key);
+  if (it == interest_.end()) return;
+  for (const auto& [c, w] : it->second)
+    if (Counted(c)) interest_map_.Remove(key);
+  interest_.erase(it);
+}
+
 Status FileService::PutEntry(const wire::Connection::Ptr& conn, int fd, std::string* out) {
   MFS_ASSIGN_OR_RETURN(struct stat st, ops::Stat(fd));
   MFS_ASSIGN_OR_RETURN(std::string h, handles_.Make(fd));
@@ -401,7 +415,10 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
         MFS_RETURN_IF_ERROR(ops::Remove(dir.get(), name, dir_flag));
       }
       ChangedFd(self, dir.get(), name);
-      if (victim.ok()) ChangedFd(self, victim->get());
+      if (victim.ok()) {
+        ChangedFd(self, victim->get());
+        ForgetIfGone(victim->get());
+      }
       // The directory's attributes afterwards (optional: spares the client
       // the GETATTR its kernel sends next).
       if (auto st = ops::Stat(dir.get()); st.ok()) proto::PutStat(w, *st);
@@ -426,7 +443,10 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       ChangedFd(self, dir.get(), name);
       ChangedFd(self, ndir.get(), newname);
       if (moved.ok()) ChangedFd(self, moved->get());
-      if (replaced.ok()) ChangedFd(self, replaced->get());
+      if (replaced.ok()) {
+        ChangedFd(self, replaced->get());
+        ForgetIfGone(replaced->get());
+      }
       return Status::OK();
     }
     case proto::kReadLink: {

@@ -101,6 +101,10 @@ class FileService {
   // name in it) changed.
   void Changed(const wire::Connection* from, const std::string& key, const std::string& name);
   void ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
+  // After a remove or a rename over it: a file with no name left and no
+  // open file here can change no more; forget who held it (its interest
+  // records would otherwise pile up until the table overflows).
+  void ForgetIfGone(int fd);
 
   FileServiceOptions opts_;
   HandleCodec handles_;

@@ -228,6 +228,34 @@ TEST_F(FileServiceTest, HoldWatchesTheFilesAClientStillCaches) {
   ASSERT_TRUE(empty.ok()) << empty.status().ToString();
 }
 
+// Who held a file is forgotten once it is removed for good, but not while
+// it is still open.
+TEST_F(FileServiceTest, InterestInARemovedFileIsDropped) {
+  std::string root = Root();
+  for (const char* n : {"gone", "open"}) std::ofstream(export_ + "/" + n) << "x";
+  auto gone = Lookup(root, "gone");
+  auto open = Lookup(root, "open");
+  ASSERT_TRUE(gone.ok() && open.ok());
+  std::string op;
+  Writer ow(&op);
+  proto::PutCaller(ow, {});
+  ow.Bytes(*open);
+  ow.U32(O_RDONLY);
+  ASSERT_TRUE(Call(proto::kOpen, op).ok());
+  const size_t before = service_->interest_size();
+  for (const char* n : {"gone", "open"}) {
+    std::string p;
+    Writer w(&p);
+    proto::PutCaller(w, {});
+    w.Bytes(root);
+    w.Bytes(n);
+    w.U8(0);
+    auto r = Call(proto::kRemove, p);
+    ASSERT_TRUE(r.ok()) << n << ": " << r.status().ToString();
+  }
+  EXPECT_EQ(service_->interest_size(), before - 1);  // "open" is still held
+}
+
 TEST_F(FileServiceTest, HandlesSurviveARestartOfTheService) {
   std::string root = Root();
   auto sub = Lookup(root, "sub");
