@@ -168,9 +168,10 @@ int main(int argc, char** argv) {
                          [remote](uint32_t node, mfs::client::Cb<mfs::client::EntryOut> cb) {
                            remote->RootEntry(node, std::move(cb));
                          });
-    (*client)->local().SetChangeHook([remote](const std::string& key, const std::string& name) {
-      remote->LocalChanged(key, name);
-    });
+    (*client)->local().SetChangeHook(
+        [remote](const std::string& key, const std::string& name, uint8_t flags) {
+          remote->LocalChanged(key, name, flags);
+        });
   } else {
     std::fprintf(stderr, "mount.mfs: other nodes are not reachable: %s\n",
                  rb.status().ToString().c_str());

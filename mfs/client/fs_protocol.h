@@ -50,9 +50,19 @@ enum Type : uint16_t {
   kFlock = 91,        // u64 fh, u64 owner, u32 op -> ()
   kCancelWait = 92,   // client -> server (no reply): u64 fh, u64 owner
   kWatch = 96,        // client -> server: u8 all (send me every change) -> ()
-  kChanged = 97,      // local client -> its own server: file key, [dir key, name]
+  kChanged = 97,      // local client -> its own server: file key, name [, u8 ChangedFlags]
   kHold = 98,         // client -> server: u32 n, n x handle (files it still caches) -> u32 held
   kInvalidate = 100,  // server -> client (no reply): handle, file key, name
+};
+
+// kChanged's optional last byte, for a file that just lost a name.
+enum ChangedFlags : uint8_t {
+  kChangedGone = 1,  // no name left: forget who held it once nobody has it open
+  // A removed directory: nothing to push. Its handle no longer opens on the
+  // owner (a directory handle needs a path to it), so a peer told to drop
+  // its attributes would get ESTALE where a native file system answers the
+  // stat of an open removed directory, and ENOENT for names under it.
+  kChangedDir = 2,
 };
 
 // The largest read or write one frame carries.

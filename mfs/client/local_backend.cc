@@ -7,6 +7,8 @@
 #include <new>
 #include <thread>
 
+#include "mfs/client/fs_protocol.h"
+
 namespace mfs::client {
 
 LocalBackend::LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_t hidden_dev)
@@ -49,7 +51,18 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
 void LocalBackend::Changed(const InodePtr& inode, const std::string& name) {
   if (!on_change_) return;
   const std::string& k = inode->key;  // "L<node>:<dev>:<ino>"
-  on_change_(k.substr(k.find(':') + 1), name);
+  on_change_(k.substr(k.find(':') + 1), name, 0);
+}
+
+void LocalBackend::ChangedVictim(int victim) {
+  struct stat st;
+  if (!on_change_ || victim < 0 || fstat(victim, &st) != 0) return;
+  uint8_t flags = st.st_nlink == 0 ? proto::kChangedGone : 0;
+  if (S_ISDIR(st.st_mode)) {
+    if (!flags) return;  // (not reached: a directory has one name)
+    flags |= proto::kChangedDir;
+  }
+  on_change_(ops::FileKey(st), "", flags);
 }
 
 Result<EntryOut> LocalBackend::RootEntry() {
@@ -121,18 +134,25 @@ void LocalBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& 
 
 void LocalBackend::Remove(const Caller& c, const InodePtr& parent, const std::string& name,
                           bool dir, DoneCb cb) {
+  // The file itself, for its attributes on other nodes (st_nlink) and to
+  // tell mfsd when it is gone.
+  auto victim = ops::OpenPath(parent->fd.get(), name);
   Status s;
   {
     ScopedCreds creds(c);
     s = ops::Remove(parent->fd.get(), name, dir);
   }
-  if (s.ok()) Changed(parent, name);
+  if (s.ok()) {
+    Changed(parent, name);
+    ChangedVictim(victim.ok() ? victim->get() : -1);
+  }
   cb(s);
 }
 
 void LocalBackend::Rename(const Caller& c, const InodePtr& parent, const std::string& name,
                           const InodePtr& newparent, const std::string& newname, unsigned flags,
                           DoneCb cb) {
+  auto replaced = ops::OpenPath(newparent->fd.get(), newname);  // a file renamed over
   Status s;
   {
     ScopedCreds creds(c);
@@ -141,6 +161,7 @@ void LocalBackend::Rename(const Caller& c, const InodePtr& parent, const std::st
   if (s.ok()) {
     Changed(parent, name);
     Changed(newparent, newname);
+    ChangedVictim(replaced.ok() ? replaced->get() : -1);
   }
   cb(s);
 }

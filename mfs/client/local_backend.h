@@ -29,8 +29,10 @@ class LocalBackend : public Backend {
   Result<EntryOut> RootEntry();
   void set_hidden_dev(dev_t d) { hidden_dev_ = d; }
   // Called after every change the fast path makes: (file key st_dev:st_ino,
-  // name changed in it or ""). Set before serving; used for coherence.
-  using ChangeHook = std::function<void(const std::string& key, const std::string& name)>;
+  // name changed in it or "", and for a file that lost a name
+  // proto::ChangedFlags). Set before serving; used for coherence.
+  using ChangeHook =
+      std::function<void(const std::string& key, const std::string& name, uint8_t flags)>;
   void SetChangeHook(ChangeHook h) { on_change_ = std::move(h); }
   ops::OfdLockTable& locks() { return locks_; }
   // The mount's InterestMap (interest_map.h): every local inode made from
@@ -88,6 +90,9 @@ class LocalBackend : public Backend {
   Result<EntryOut> LookupSync(const InodePtr& parent, const std::string& name);
   std::string LockKey(const InodePtr& inode) const { return inode->key; }
   void Changed(const InodePtr& inode, const std::string& name = "");
+  // `victim`: an O_PATH fd on a file that just lost a name (or -1): its
+  // attributes changed (st_nlink), and it may be gone.
+  void ChangedVictim(int victim);
 
   InodeTable* table_;
   const uint32_t self_;

@@ -347,7 +347,7 @@ void RemoteBackend::InvalLoop() {
   }
 }
 
-void RemoteBackend::LocalChanged(const std::string& key, const std::string& name) {
+void RemoteBackend::LocalChanged(const std::string& key, const std::string& name, uint8_t flags) {
   Connection::Ptr c;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -363,6 +363,7 @@ void RemoteBackend::LocalChanged(const std::string& key, const std::string& name
   Writer w(&p);
   w.Bytes(key);
   w.Bytes(name);
+  if (flags) w.U8(flags);
   c->Send(proto::kChanged, std::move(p));
 }
 

@@ -87,8 +87,9 @@ class RemoteBackend : public Backend {
 
   // /mfs/<node> itself.
   void RootEntry(uint32_t node, Cb<EntryOut> cb);
-  // The fast path changed file `key` (st_dev:st_ino), and maybe `name` in it.
-  void LocalChanged(const std::string& key, const std::string& name);
+  // The fast path changed file `key` (st_dev:st_ino), and maybe `name` in
+  // it; `flags`: proto::ChangedFlags, for a file that lost a name.
+  void LocalChanged(const std::string& key, const std::string& name, uint8_t flags = 0);
 
   void Lookup(const Caller&, const InodePtr& parent, const std::string& name,
               Cb<EntryOut> cb) override;

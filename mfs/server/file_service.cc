@@ -27,6 +27,11 @@ constexpr size_t kMaxInterestKeys = 200000;
 constexpr uint32_t kMaxDirBatch = 4096;
 
 Status Bad(const char* what) { return Status::Error(EBADMSG, std::string("malformed ") + what); }
+
+bool IsDir(int fd) {
+  auto st = ops::Stat(fd);
+  return st.ok() && S_ISDIR(st->st_mode);
+}
 }  // namespace
 
 FileService::FileService(const FileServiceOptions& opts)
@@ -279,8 +284,10 @@ void FileService::ChangedFd(const wire::Connection* from, int fd, const std::str
 
 void FileService::ForgetIfGone(int fd) {
   auto st = ops::Stat(fd);
-  if (!st.ok() || st->st_nlink != 0) return;
-  const std::string key = ops::FileKey(*st);
+  if (st.ok() && st->st_nlink == 0) ForgetKey(ops::FileKey(*st));
+}
+
+void FileService::ForgetKey(const std::string& key) {
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& [id, f] : files_)
     if (f->key == key) return;  // still open through us: its changes still matter
@@ -416,7 +423,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       }
       ChangedFd(self, dir.get(), name);
       if (victim.ok()) {
-        ChangedFd(self, victim->get());
+        if (!dir_flag) ChangedFd(self, victim->get());  // (proto::kChangedDir)
         ForgetIfGone(victim->get());
       }
       // The directory's attributes afterwards (optional: spares the client
@@ -444,7 +451,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       ChangedFd(self, ndir.get(), newname);
       if (moved.ok()) ChangedFd(self, moved->get());
       if (replaced.ok()) {
-        ChangedFd(self, replaced->get());
+        if (!IsDir(replaced->get())) ChangedFd(self, replaced->get());  // (proto::kChangedDir)
         ForgetIfGone(replaced->get());
       }
       return Status::OK();
@@ -779,12 +786,14 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
     case proto::kChanged: {
       std::string key(r.Bytes());
       std::string name(r.Bytes());
+      uint8_t flags = r.done() ? 0 : r.U8();
       if (!r.done()) return Bad("changed");
       // Only the node's own mount reports changes it made on the export.
       if (conn->peer_id() != opts_.self_id)
         return Status::PermissionDenied("changes are reported by the owner's mount only");
       changes_reported_.fetch_add(1, std::memory_order_relaxed);
-      Changed(self, key, name);
+      if (!(flags & proto::kChangedDir)) Changed(self, key, name);
+      if (flags & proto::kChangedGone) ForgetKey(key);
       return Status::OK();
     }
     default:

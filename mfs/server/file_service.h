@@ -105,6 +105,7 @@ class FileService {
   // open file here can change no more; forget who held it (its interest
   // records would otherwise pile up until the table overflows).
   void ForgetIfGone(int fd);
+  void ForgetKey(const std::string& key);
 
   FileServiceOptions opts_;
   HandleCodec handles_;

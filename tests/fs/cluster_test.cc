@@ -619,6 +619,30 @@ TEST_F(FsClusterTest, PeersChangesReachTheOwnersMountOnlyForFilesItHolds) {
       << "node 2 still sees " << st.st_size << " bytes";
 }
 
+// A file the owner removes through its own mount: a node that has it open
+// sees its link count drop (fstat), and once the file is gone for good and
+// nobody holds it open mfsd forgets who held it.
+TEST_F(FsClusterTest, OwnersUnlinkIsSeenOnAPeerThatHasTheFileOpen) {
+  ASSERT_TRUE(WriteFile(M(1, 2, "victim"), "v"));
+  ASSERT_TRUE(WriteFile(M(1, 2, "cached"), "c"));
+  int fd = open(M(1, 2, "victim").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  ASSERT_EQ(st.st_nlink, 1u);
+  ASSERT_EQ(stat(M(1, 2, "cached").c_str(), &st), 0);  // node 1 holds it, not open
+  const uint64_t held = FsStatusCount(2, "interest");
+  ASSERT_EQ(unlink(M(2, 2, "victim").c_str()), 0);  // the owner's fast path
+  EXPECT_TRUE(WaitFor([&] { return fstat(fd, &st) == 0 && st.st_nlink == 0; }, seconds(2)))
+      << "node 1 still sees " << st.st_nlink << " link(s)";
+  ASSERT_EQ(unlink(M(2, 2, "cached").c_str()), 0);
+  // "cached" is forgotten; "victim" is not while node 1 has it open.
+  EXPECT_TRUE(WaitFor([&] { return FsStatusCount(2, "interest") == held - 1; }, seconds(2)))
+      << FsStatusCount(2, "interest") << " keys, " << held << " before";
+  EXPECT_EQ(ReadFile("/proc/self/fd/" + std::to_string(fd)), "v");  // still readable
+  close(fd);
+}
+
 TEST_F(FsClusterTest, LargeRemoteDirectoryListsEveryEntryOnceEvenWhileItChanges) {
   const std::string host = Node(2) + "/export/big";
   ASSERT_EQ(mkdir(host.c_str(), 0755), 0);
