@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
       [fs](const nlohmann::json&, const mfs::control::Caller&) -> mfs::Result<nlohmann::json> {
         return nlohmann::json{{"open_files", fs->open_files()},
                               {"interest", fs->interest_size()},
+                              {"pinned_dirs", fs->pinned_dirs()},
                               {"changes_reported", fs->changes_reported()},
                               {"own_mount_pushes", fs->own_mount_pushes()}};
       });

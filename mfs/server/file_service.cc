@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <cstring>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <thread>
@@ -28,10 +29,6 @@ constexpr uint32_t kMaxDirBatch = 4096;
 
 Status Bad(const char* what) { return Status::Error(EBADMSG, std::string("malformed ") + what); }
 
-bool IsDir(int fd) {
-  auto st = ops::Stat(fd);
-  return st.ok() && S_ISDIR(st->st_mode);
-}
 }  // namespace
 
 FileService::FileService(const FileServiceOptions& opts)
@@ -51,6 +48,8 @@ Result<std::unique_ptr<FileService>> FileService::Create(const FileServiceOption
   auto back = s->handles_.Open(*h);
   if (!back.ok())
     return back.status().Annotate("file service needs CAP_DAC_READ_SEARCH (open_by_handle_at)");
+  if (struct rlimit rl; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    s->max_pinned_ = std::min<size_t>(s->max_pinned_, rl.rlim_cur / 4);
   if (!opts.interest_map.empty()) {
     // Without it the mount reports every change: slower, still coherent.
     if (auto m = client::InterestMap::Create(opts.interest_map); m.ok())
@@ -74,6 +73,52 @@ size_t FileService::open_files() const {
 size_t FileService::interest_size() const {
   std::lock_guard<std::mutex> l(mu_);
   return interest_.size();
+}
+
+size_t FileService::pinned_dirs() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return pinned_.size();
+}
+
+void FileService::PinDir(const wire::Connection* conn, const std::string& handle,
+                         const std::string& key, int fd) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (auto it = pinned_.find(handle); it != pinned_.end()) {
+    it->second.holders.insert(conn);
+    return;
+  }
+  if (pinned_.size() >= max_pinned_) return;
+  int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) return;  // EMFILE: unpinned, a removed directory says ESTALE
+  PinnedDir& p = pinned_[handle];
+  p.fd = UniqueFd(d);
+  p.key = key;
+  p.holders.insert(conn);
+  pinned_keys_[key] = handle;
+}
+
+bool FileService::DirPinned(const std::string& key) const {
+  std::lock_guard<std::mutex> l(mu_);
+  return pinned_keys_.count(key) != 0;
+}
+
+Result<UniqueFd> FileService::OpenHandle(std::string_view handle) {
+  Result<UniqueFd> fd = handles_.Open(handle);
+  if (fd.ok() || fd.status().code() != ESTALE) return fd;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = pinned_.find(std::string(handle));
+  if (it == pinned_.end()) return fd;
+  int d = fcntl(it->second.fd.get(), F_DUPFD_CLOEXEC, 0);
+  if (d < 0) return Status::FromErrno("dup of a pinned directory");
+  return UniqueFd(d);
+}
+
+void FileService::ChangedRemoved(const wire::Connection* from, int victim) {
+  auto st = ops::Stat(victim);
+  if (!st.ok()) return;
+  std::string key = ops::FileKey(*st);
+  // Our own mount holds its files by fd: it can always stat them again.
+  Changed(from, key, "", !S_ISDIR(st->st_mode) || DirPinned(key));
 }
 
 // The LockWaits token of the lock request the current thread serves.
@@ -194,6 +239,15 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
       it = it->second.empty() ? interest_.erase(it) : std::next(it);
     }
     if (watch_all_.erase(conn.get()) && counted) interest_map_.RemoveAll();
+    for (auto it = pinned_.begin(); it != pinned_.end();) {
+      it->second.holders.erase(conn.get());
+      if (!it->second.holders.empty()) {
+        ++it;
+        continue;
+      }
+      pinned_keys_.erase(it->second.key);
+      it = pinned_.erase(it);
+    }
   }
   // Dropping the files closes them. Locks this connection took go too: a
   // peer that died or lost its connection must not block the file for
@@ -248,12 +302,12 @@ bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::str
 }
 
 void FileService::Changed(const wire::Connection* from, const std::string& key,
-                          const std::string& name) {
+                          const std::string& name, bool peers) {
   std::vector<std::pair<wire::Connection::Ptr, std::string>> targets;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = interest_.find(key);
-    if (it != interest_.end()) {
+    if (peers && it != interest_.end()) {
       for (auto& [c, w] : it->second) {
         if (c == from) continue;
         if (auto p = w.conn.lock()) targets.emplace_back(std::move(p), w.handle);
@@ -303,7 +357,9 @@ Status FileService::PutEntry(const wire::Connection::Ptr& conn, int fd, std::str
   MFS_ASSIGN_OR_RETURN(std::string h, handles_.Make(fd));
   // A new peer's interest is in the InterestMap before the stat it gets:
   // a change the mount did not report (it saw no interest) is in that stat.
-  if (NoteInterest(conn, ops::FileKey(st), h)) {
+  const std::string key = ops::FileKey(st);
+  if (S_ISDIR(st.st_mode)) PinDir(conn.get(), h, key, fd);
+  if (NoteInterest(conn, key, h)) {
     MFS_ASSIGN_OR_RETURN(st, ops::Stat(fd));
   }
   Writer w(out);
@@ -317,7 +373,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
   Reader r(frame.payload);
   Writer w(out);
   const wire::Connection* self = conn.get();
-  auto open_handle = [&](std::string_view h) { return handles_.Open(h); };
+  auto open_handle = [&](std::string_view h) { return OpenHandle(h); };
   switch (frame.type()) {
     case proto::kGetRoot: {
       if (!r.done()) return Bad("getroot");
@@ -423,7 +479,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       }
       ChangedFd(self, dir.get(), name);
       if (victim.ok()) {
-        if (!dir_flag) ChangedFd(self, victim->get());  // (proto::kChangedDir)
+        ChangedRemoved(self, victim->get());
         ForgetIfGone(victim->get());
       }
       // The directory's attributes afterwards (optional: spares the client
@@ -451,7 +507,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       ChangedFd(self, ndir.get(), newname);
       if (moved.ok()) ChangedFd(self, moved->get());
       if (replaced.ok()) {
-        if (!IsDir(replaced->get())) ChangedFd(self, replaced->get());  // (proto::kChangedDir)
+        ChangedRemoved(self, replaced->get());
         ForgetIfGone(replaced->get());
       }
       return Status::OK();
@@ -777,6 +833,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
         if (!fd.ok()) continue;  // gone since: the client's next use says ESTALE
         auto st = ops::Stat(fd->get());
         if (!st.ok()) continue;
+        if (S_ISDIR(st->st_mode)) PinDir(self, std::string(h), ops::FileKey(*st), fd->get());
         NoteInterest(conn, ops::FileKey(*st), std::string(h));
         ++held;
       }
@@ -792,7 +849,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (conn->peer_id() != opts_.self_id)
         return Status::PermissionDenied("changes are reported by the owner's mount only");
       changes_reported_.fetch_add(1, std::memory_order_relaxed);
-      if (!(flags & proto::kChangedDir)) Changed(self, key, name);
+      if (!(flags & proto::kChangedDir) || DirPinned(key)) Changed(self, key, name);
       if (flags & proto::kChangedGone) ForgetKey(key);
       return Status::OK();
     }

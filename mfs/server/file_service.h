@@ -67,6 +67,8 @@ class FileService {
   size_t open_files() const;
   // Files with registered interest, and connections watching everything.
   size_t interest_size() const;
+  // Directories held open for peers (PinnedDir).
+  size_t pinned_dirs() const;
   // Change reports (kChanged) received from this node's mount.
   uint64_t changes_reported() const { return changes_reported_.load(std::memory_order_relaxed); }
   // Invalidations pushed to this node's own mount (peers' changes of files
@@ -98,14 +100,37 @@ class FileService {
   // own mount's: the map tells that mount whom its changes concern.)
   bool Counted(const wire::Connection* conn) const { return conn->peer_id() != opts_.self_id; }
   // Tells every interested connection but `from` that a file (and maybe a
-  // name in it) changed.
-  void Changed(const wire::Connection* from, const std::string& key, const std::string& name);
+  // name in it) changed; with `peers` false only our own mount.
+  void Changed(const wire::Connection* from, const std::string& key, const std::string& name,
+               bool peers = true);
   void ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
   // After a remove or a rename over it: a file with no name left and no
   // open file here can change no more; forget who held it (its interest
   // records would otherwise pile up until the table overflows).
   void ForgetIfGone(int fd);
   void ForgetKey(const std::string& key);
+  // A removed file's invalidation: pushed, except to peers for a directory
+  // they could not stat again (its handle opens only while pinned, below).
+  void ChangedRemoved(const wire::Connection* from, int victim);
+
+  // Directories peers hold, kept open here. A removed directory's kernel
+  // handle opens only while its dentry lives (it has no path to reconnect
+  // through), but a peer may still have it open or as its cwd and must see
+  // what a native file system shows -- st_nlink 0, ENOENT for names in it
+  // and for a listing -- rather than ESTALE. The pin keeps the dentry;
+  // OpenHandle falls back to the pin's fd where the handle still fails. At
+  // most max_pinned_ (a quarter of the fd limit, up to 4096); past that a
+  // removed directory answers ESTALE, and its removal is not pushed to
+  // peers (they keep their cached attributes until they expire).
+  struct PinnedDir {
+    UniqueFd fd;
+    std::string key;
+    std::set<const wire::Connection*> holders;
+  };
+  void PinDir(const wire::Connection* conn, const std::string& handle, const std::string& key,
+              int fd);
+  bool DirPinned(const std::string& key) const;  // mu_ not held
+  Result<UniqueFd> OpenHandle(std::string_view handle);
 
   FileServiceOptions opts_;
   HandleCodec handles_;
@@ -127,6 +152,9 @@ class FileService {
   uint64_t next_fh_ = 1;
   uint64_t adds_since_sweep_ = 0;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
+  std::unordered_map<std::string, PinnedDir> pinned_;         // handle -> directory
+  std::unordered_map<std::string, std::string> pinned_keys_;  // its FileKey -> handle
+  size_t max_pinned_ = 4096;
   struct Watcher {
     std::weak_ptr<wire::Connection> conn;
     std::string handle;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -515,6 +516,42 @@ TEST_F(FsClusterTest, NamesUnderARemovedDirectoryHeldOpenAnswerEnoent) {
       close(dfd);
     }
   }
+}
+
+// And the directory itself, on every node that holds it open: fstat shows
+// st_nlink 0 once the removal is pushed, and listing it fails with ENOENT,
+// as on a native file system. (Its kernel handle no longer opens once it is
+// removed, so its owner keeps open the directories peers hold; before, the
+// peer was told nothing, or ESTALE.)
+TEST_F(FsClusterTest, ARemovedDirectoryHeldOpenShowsNoLinksAndNoEntries) {
+  for (int via : {1, 2}) {
+    for (int remover : {1, 2}) {
+      const std::string dir = "dead" + std::to_string(via) + std::to_string(remover);
+      const std::string where =
+          "via " + std::to_string(via) + ", removed by " + std::to_string(remover);
+      ASSERT_EQ(mkdir(M(via, 2, dir).c_str(), 0755), 0);
+      int dfd = open(M(via, 2, dir).c_str(), O_RDONLY | O_DIRECTORY);
+      ASSERT_GE(dfd, 0) << strerror(errno);
+      struct stat st;
+      ASSERT_EQ(fstat(dfd, &st), 0);
+      ASSERT_EQ(st.st_nlink, 2u);
+      ASSERT_EQ(rmdir(M(remover, 2, dir).c_str()), 0) << strerror(errno);
+      int err = 0;
+      EXPECT_TRUE(WaitFor(
+          [&] {
+            err = fstat(dfd, &st) == 0 ? 0 : errno;
+            return err == 0 && st.st_nlink == 0;
+          },
+          seconds(5)))
+          << where << ": " << (err ? strerror(err) : "st_nlink " + std::to_string(st.st_nlink));
+      char buf[4096];
+      errno = 0;
+      EXPECT_EQ(syscall(SYS_getdents64, dfd, buf, sizeof buf), -1) << where;
+      EXPECT_EQ(errno, ENOENT) << where;
+      close(dfd);
+    }
+  }
+  EXPECT_GE(FsStatusCount(2, "pinned_dirs"), 1);  // node 1's mount holds directories of node 2
 }
 
 // A removed file that a process still has open can be opened again through
