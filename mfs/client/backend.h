@@ -160,6 +160,8 @@ class Backend {
   virtual void ReadDir(const Caller&, DirHandle* dh, uint64_t off, size_t max, bool plus,
                        Cb<std::vector<DirEntryOut>> cb) = 0;
   virtual void ReleaseDir(std::unique_ptr<DirHandle> dh) = 0;
+  // The kernel forgot `inode` (its last lookup): it left the inode table.
+  virtual void Forgotten(const InodePtr&) {}
   virtual void StatFs(const Caller&, const InodePtr& inode, Cb<struct statvfs> cb) = 0;
   virtual void SetXattr(const Caller&, const InodePtr& inode, const std::string& name,
                         std::string value, int flags, DoneCb cb) = 0;

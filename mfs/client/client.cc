@@ -67,6 +67,9 @@ void Client::SetRemote(std::unique_ptr<Backend> remote,
                        std::function<void(uint32_t, Cb<EntryOut>)> root) {
   remote_ = std::move(remote);
   remote_root_ = std::move(root);
+  table_.SetOnRemove([this](const InodePtr& i) {
+    if (i->kind == InodeKind::kRemote && remote_) remote_->Forgotten(i);
+  });
 }
 
 struct stat Client::RootAttr() const {

@@ -52,16 +52,17 @@ enum Type : uint16_t {
   kWatch = 96,        // client -> server: u8 all (send me every change) -> ()
   kChanged = 97,      // local client -> its own server: file key, name [, u8 ChangedFlags]
   kHold = 98,         // client -> server: u32 n, n x handle (files it still caches) -> u32 held
+  kForgetDir = 99,    // client -> server (no reply): handle of a directory it no longer holds
   kInvalidate = 100,  // server -> client (no reply): handle, file key, name
 };
 
 // kChanged's optional last byte, for a file that just lost a name.
 enum ChangedFlags : uint8_t {
   kChangedGone = 1,  // no name left: forget who held it once nobody has it open
-  // A removed directory: nothing to push. Its handle no longer opens on the
-  // owner (a directory handle needs a path to it), so a peer told to drop
-  // its attributes would get ESTALE where a native file system answers the
-  // stat of an open removed directory, and ENOENT for names under it.
+  // A removed directory: pushed to peers only while mfsd keeps it open for
+  // them (file_service.h, PinnedDir). Otherwise its handle no longer opens
+  // on the owner (a directory handle needs a path to it), and a peer told
+  // to drop its attributes would get ESTALE on its next stat.
   kChangedDir = 2,
 };
 

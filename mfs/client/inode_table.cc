@@ -43,15 +43,19 @@ void InodeTable::AddRef(const InodePtr& inode) {
 }
 
 void InodeTable::Forget(uint64_t id, uint64_t n) {
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = by_id_.find(id);
-  if (it == by_id_.end()) return;
-  Inode& i = *it->second;
-  i.nlookup = n >= i.nlookup ? 0 : i.nlookup - n;
-  if (i.nlookup == 0) {
+  InodePtr gone;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) return;
+    Inode& i = *it->second;
+    i.nlookup = n >= i.nlookup ? 0 : i.nlookup - n;
+    if (i.nlookup != 0) return;
+    gone = std::move(it->second);
     by_key_.erase(i.key);
     by_id_.erase(it);
   }
+  if (on_remove_) on_remove_(gone);
 }
 
 std::vector<InodePtr> InodeTable::Where(const std::function<bool(const Inode&)>& pred) const {

@@ -135,6 +135,9 @@ class InodeTable {
   // Drops n lookups; removes the inode at zero. Unknown ids are ignored
   // (the kernel may forget what an old process instance handed out).
   void Forget(uint64_t id, uint64_t n);
+  // Called with each inode Forget removes, outside the table's mutex. Set
+  // before the table is used.
+  void SetOnRemove(std::function<void(const InodePtr&)> f) { on_remove_ = std::move(f); }
 
   // The inodes `pred` picks (called under the table's mutex: keep it short).
   std::vector<InodePtr> Where(const std::function<bool(const Inode&)>& pred) const;
@@ -147,6 +150,7 @@ class InodeTable {
   std::unordered_map<uint64_t, InodePtr> by_id_;
   std::unordered_map<std::string, uint64_t> by_key_;
   uint64_t next_id_ = kFirstDynamicIno;
+  std::function<void(const InodePtr&)> on_remove_;
 };
 
 }  // namespace mfs::client

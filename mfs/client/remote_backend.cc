@@ -854,6 +854,23 @@ void RemoteBackend::ReadDir(const Caller& c, DirHandle* dh, uint64_t off, size_t
 
 void RemoteBackend::ReleaseDir(std::unique_ptr<DirHandle>) {}
 
+void RemoteBackend::Forgotten(const InodePtr& inode) {
+  // The owner keeps open the directories we hold (so that one removed
+  // while a process here has it open stays reachable): let it go. Files
+  // are not pinned, so nothing is sent for them.
+  if (!S_ISDIR(inode->type)) return;
+  Connection::Ptr conn;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = peers_.find(inode->node);
+    if (it != peers_.end() && it->second.conn && !it->second.conn->closed()) conn = it->second.conn;
+  }
+  if (!conn) return;  // its pins went with the old connection
+  std::string p;
+  Writer(&p).Bytes(inode->handle);
+  conn->Send(proto::kForgetDir, std::move(p));
+}
+
 void RemoteBackend::StatFs(const Caller&, const InodePtr& inode, Cb<struct statvfs> cb) {
   std::string p;
   Writer(&p).Bytes(inode->handle);

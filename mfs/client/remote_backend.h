@@ -121,6 +121,7 @@ class RemoteBackend : public Backend {
   void ReadDir(const Caller&, DirHandle* dh, uint64_t off, size_t max, bool plus,
                Cb<std::vector<DirEntryOut>> cb) override;
   void ReleaseDir(std::unique_ptr<DirHandle> dh) override;
+  void Forgotten(const InodePtr& inode) override;
   void StatFs(const Caller&, const InodePtr& inode, Cb<struct statvfs> cb) override;
   void SetXattr(const Caller&, const InodePtr& inode, const std::string& name, std::string value,
                 int flags, DoneCb cb) override;

@@ -34,7 +34,8 @@ Status Bad(const char* what) { return Status::Error(EBADMSG, std::string("malfor
 FileService::FileService(const FileServiceOptions& opts)
     : opts_(opts),
       handles_(opts.secret, opts.self_id),
-      pool_(opts.threads ? opts.threads : 4) {}
+      pool_(opts.threads ? opts.threads : 4),
+      max_pinned_(opts.max_pinned_dirs) {}
 
 FileService::~FileService() { Stop(); }
 
@@ -85,16 +86,25 @@ void FileService::PinDir(const wire::Connection* conn, const std::string& handle
   std::lock_guard<std::mutex> l(mu_);
   if (auto it = pinned_.find(handle); it != pinned_.end()) {
     it->second.holders.insert(conn);
+    pinned_lru_.splice(pinned_lru_.begin(), pinned_lru_, it->second.lru);
     return;
   }
-  if (pinned_.size() >= max_pinned_) return;
+  if (max_pinned_ == 0) return;
+  if (pinned_.size() >= max_pinned_) Unpin(pinned_.find(pinned_lru_.back()));
   int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (d < 0) return;  // EMFILE: unpinned, a removed directory says ESTALE
   PinnedDir& p = pinned_[handle];
   p.fd = UniqueFd(d);
   p.key = key;
   p.holders.insert(conn);
+  p.lru = pinned_lru_.insert(pinned_lru_.begin(), handle);
   pinned_keys_[key] = handle;
+}
+
+void FileService::Unpin(std::unordered_map<std::string, PinnedDir>::iterator it) {
+  pinned_keys_.erase(it->second.key);
+  pinned_lru_.erase(it->second.lru);
+  pinned_.erase(it);
 }
 
 bool FileService::DirPinned(const std::string& key) const {
@@ -137,7 +147,8 @@ void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   // a watch subscription) is done here on the network thread: a hop to the
   // pool would cost two thread wake-ups per created, written or removed
   // file on the local fast path.
-  if (frame.type() == proto::kChanged || frame.type() == proto::kWatch)
+  if (frame.type() == proto::kChanged || frame.type() == proto::kWatch ||
+      frame.type() == proto::kForgetDir)
     return Execute(conn, frame);
   if (frame.type() == proto::kCancelWait) {
     if (p.size() != 16) return;  // one-way: nothing to answer
@@ -206,7 +217,9 @@ static void PrivateUmask() {
 }
 
 void FileService::Execute(const wire::Connection::Ptr& conn, const wire::Frame& frame) {
-  if (frame.type() != proto::kChanged && frame.type() != proto::kWatch) PrivateUmask();
+  if (frame.type() != proto::kChanged && frame.type() != proto::kWatch &&
+      frame.type() != proto::kForgetDir)
+    PrivateUmask();
   std::string out;
   Status s;
   try {
@@ -245,8 +258,7 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
         ++it;
         continue;
       }
-      pinned_keys_.erase(it->second.key);
-      it = pinned_.erase(it);
+      Unpin(it++);
     }
   }
   // Dropping the files closes them. Locks this connection took go too: a
@@ -838,6 +850,17 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
         ++held;
       }
       w.U32(held);
+      return Status::OK();
+    }
+    case proto::kForgetDir: {
+      // One-way, on the network thread (no disk): in frame order with the
+      // lookups that hand the directory out again.
+      std::string h(r.Bytes());
+      if (!r.done()) return Bad("forgetdir");
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = pinned_.find(h);
+      if (it != pinned_.end() && it->second.holders.erase(self) && it->second.holders.empty())
+        Unpin(it);
       return Status::OK();
     }
     case proto::kChanged: {

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,9 @@ struct FileServiceOptions {
   // The InterestMap shared with this node's mount ("" = none: the mount
   // then reports every change it makes).
   std::string interest_map;
+  // Directories peers hold kept open (FileService::PinnedDir); also at most
+  // a quarter of the descriptor limit.
+  size_t max_pinned_dirs = 4096;
 };
 
 class FileService {
@@ -119,13 +123,18 @@ class FileService {
   // what a native file system shows -- st_nlink 0, ENOENT for names in it
   // and for a listing -- rather than ESTALE. The pin keeps the dentry;
   // OpenHandle falls back to the pin's fd where the handle still fails. At
-  // most max_pinned_ (a quarter of the fd limit, up to 4096); past that a
-  // removed directory answers ESTALE, and its removal is not pushed to
-  // peers (they keep their cached attributes until they expire).
+  // most max_pinned_ (a quarter of the fd limit, up to 4096), the least
+  // recently handed out going first. A pin goes when the last connection
+  // holding it says it forgot the directory (kForgetDir) or closes, or by
+  // this bound; a removed directory stays on the disk as an orphan until
+  // then. Unpinned, a removed directory answers ESTALE, and
+  // its removal is not pushed to peers (they keep their cached attributes
+  // until they expire).
   struct PinnedDir {
     UniqueFd fd;
     std::string key;
     std::set<const wire::Connection*> holders;
+    std::list<std::string>::iterator lru;  // in pinned_lru_
   };
   void PinDir(const wire::Connection* conn, const std::string& handle, const std::string& key,
               int fd);
@@ -154,7 +163,9 @@ class FileService {
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
   std::unordered_map<std::string, PinnedDir> pinned_;         // handle -> directory
   std::unordered_map<std::string, std::string> pinned_keys_;  // its FileKey -> handle
-  size_t max_pinned_ = 4096;
+  std::list<std::string> pinned_lru_;                         // handles, most recent first
+  void Unpin(std::unordered_map<std::string, PinnedDir>::iterator it);  // mu_ held
+  size_t max_pinned_;
   struct Watcher {
     std::weak_ptr<wire::Connection> conn;
     std::string handle;

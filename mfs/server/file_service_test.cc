@@ -61,8 +61,9 @@ class FileServiceTest : public ::testing::Test {
     std::filesystem::remove_all(base_);
   }
 
-  void StartService() {
+  void StartService(size_t max_pinned_dirs = 4096) {
     FileServiceOptions o;
+    o.max_pinned_dirs = max_pinned_dirs;
     o.self_id = 2;
     o.export_path = export_;
     o.secret = kSecret;
@@ -254,6 +255,52 @@ TEST_F(FileServiceTest, InterestInARemovedFileIsDropped) {
     ASSERT_TRUE(r.ok()) << n << ": " << r.status().ToString();
   }
   EXPECT_EQ(service_->interest_size(), before - 1);  // "open" is still held
+}
+
+// A directory handed out stays reachable by its handle after it is
+// removed (a peer may have it open or as its cwd): it stats with no links
+// and lists with ENOENT, as a native one does. At most max_pinned_dirs are kept, the
+// least recently handed out going first; an unpinned one is stale.
+TEST_F(FileServiceTest, RemovedDirectoriesPeersHoldStayReachableWithinTheBound) {
+  StartService(/*max_pinned_dirs=*/2);
+  std::string root = Root();
+  std::vector<std::string> h;
+  for (const char* n : {"d0", "d1", "d2"}) {
+    ASSERT_EQ(mkdir((export_ + "/" + n).c_str(), 0755), 0);
+    auto d = Lookup(root, n);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    h.push_back(*d);
+  }
+  EXPECT_EQ(service_->pinned_dirs(), 2u);  // d0 went first
+  for (const char* n : {"d0", "d1", "d2"}) ASSERT_EQ(rmdir((export_ + "/" + n).c_str()), 0);
+  auto getattr = [&](const std::string& handle) {
+    std::string p;
+    Writer w(&p);
+    w.Bytes(handle);
+    w.U64(0);
+    return Call(proto::kGetAttr, p);
+  };
+  auto readdir = [&](const std::string& handle) {
+    std::string p;
+    Writer w(&p);
+    proto::PutCaller(w, {});
+    w.Bytes(handle);
+    w.U64(0);
+    w.U32(64);
+    w.U8(0);
+    return Call(proto::kReadDir, p);
+  };
+  for (int i : {1, 2}) {
+    auto r = getattr(h[i]);
+    ASSERT_TRUE(r.ok()) << "d" << i << ": " << r.status().ToString();
+    Reader rd(r->payload);
+    struct stat st = proto::GetStat(rd);
+    EXPECT_EQ(st.st_nlink, 0u) << "d" << i;
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(readdir(h[i]).status().code(), ENOENT) << "d" << i;  // as getdents(2) there
+  }
+  EXPECT_EQ(getattr(h[0]).status().code(), ESTALE);
+  EXPECT_EQ(readdir(h[0]).status().code(), ESTALE);
 }
 
 TEST_F(FileServiceTest, HandlesSurviveARestartOfTheService) {
