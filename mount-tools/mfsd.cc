@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "mfs/base/log.h"
+#include "mfs/base/rlimit.h"
 #include "mfs/locality/service.h"
 #include "mfs/node/config.h"
 #include "mfs/node/daemon.h"
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "configuration file (TOML)");
   app.add_flag("--check-config", check, "validate the configuration file and exit");
   CLI11_PARSE(app, argc, argv);
+  mfs::RaiseFdLimit();  // files peers have open, directories they hold
 
   auto config = mfs::node::LoadConfig(config_path);
   if (!config.ok()) {

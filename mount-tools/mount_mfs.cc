@@ -19,6 +19,7 @@
 #include <toml++/toml.h>
 
 #include "mfs/base/log.h"
+#include "mfs/base/rlimit.h"
 #include "mfs/client/client.h"
 #include "mfs/client/remote_backend.h"
 #include "mfs/locality/client_observer.h"
@@ -115,14 +116,6 @@ mfs::Status ParseOptions(const std::vector<std::string>& groups, MountConfig* mc
   return mfs::Status::OK();
 }
 
-void RaiseFdLimit() {
-  rlimit r;
-  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
-    r.rlim_cur = r.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &r);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -151,7 +144,7 @@ int main(int argc, char** argv) {
   }
   mfs::InitLogging("mount.mfs", mc.log_level, mc.log_file);
   umask(0);  // the caller's umask was applied by the kernel already
-  RaiseFdLimit();
+  mfs::RaiseFdLimit();
 
   auto client = mfs::client::Client::Create(mc.client);
   if (!client.ok()) {
