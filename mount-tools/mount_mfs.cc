@@ -7,7 +7,6 @@
 // control_socket, peers; [fs] attr_timeout, threads), builds the client,
 // mounts, daemonizes unless -f, and serves until unmounted. See
 // man/mount.mfs.8.
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>

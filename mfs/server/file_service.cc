@@ -101,10 +101,16 @@ void FileService::PinDir(const wire::Connection* conn, const std::string& handle
   pinned_keys_[key] = handle;
 }
 
-void FileService::Unpin(std::unordered_map<std::string, PinnedDir>::iterator it) {
+FileService::PinMap::iterator FileService::Unpin(PinMap::iterator it) {
   pinned_keys_.erase(it->second.key);
   pinned_lru_.erase(it->second.lru);
-  pinned_.erase(it);
+  return pinned_.erase(it);
+}
+
+FileService::PinMap::iterator FileService::DropHolder(PinMap::iterator it,
+                                                      const wire::Connection* conn) {
+  it->second.holders.erase(conn);
+  return it->second.holders.empty() ? Unpin(it) : std::next(it);
 }
 
 bool FileService::DirPinned(const std::string& key) const {
@@ -123,16 +129,26 @@ Result<UniqueFd> FileService::OpenHandle(std::string_view handle) {
   return UniqueFd(d);
 }
 
-void FileService::ChangedRemoved(const wire::Connection* from, int victim) {
+void FileService::Removed(const wire::Connection* from, int victim) {
   auto st = ops::Stat(victim);
   if (!st.ok()) return;
   std::string key = ops::FileKey(*st);
   // Our own mount holds its files by fd: it can always stat them again.
   Changed(from, key, "", !S_ISDIR(st->st_mode) || DirPinned(key));
+  if (st->st_nlink == 0) ForgetKey(key);
 }
 
 // The LockWaits token of the lock request the current thread serves.
 static thread_local uint64_t tl_wait_token = 0;
+
+// Bookkeeping that touches no disk (a change report from our own mount, a
+// watch subscription, a forgotten directory), done on the network thread:
+// a hop to the pool would cost two thread wake-ups per created, written or
+// removed file on the local fast path, and kForgetDir stays in frame order
+// with the lookups that hand the directory out again.
+static bool Bookkeeping(uint16_t type) {
+  return type == proto::kChanged || type == proto::kWatch || type == proto::kForgetDir;
+}
 
 void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
   if (stopped_) return conn->ReplyError(frame, Status::Unavailable("file service stopping"));
@@ -143,13 +159,7 @@ void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
                (frame.type() == proto::kFlock && p.size() >= 4 &&
                 !(DecodeFixed32(p.data() + p.size() - 4) & LOCK_NB) &&
                 (DecodeFixed32(p.data() + p.size() - 4) & ~LOCK_NB) != LOCK_UN);
-  // Bookkeeping that touches no disk (a change report from our own mount,
-  // a watch subscription) is done here on the network thread: a hop to the
-  // pool would cost two thread wake-ups per created, written or removed
-  // file on the local fast path.
-  if (frame.type() == proto::kChanged || frame.type() == proto::kWatch ||
-      frame.type() == proto::kForgetDir)
-    return Execute(conn, frame);
+  if (Bookkeeping(frame.type())) return Execute(conn, frame);
   if (frame.type() == proto::kCancelWait) {
     if (p.size() != 16) return;  // one-way: nothing to answer
     uint64_t fh = DecodeFixed64(p.data()), owner = DecodeFixed64(p.data() + 8);
@@ -217,9 +227,7 @@ static void PrivateUmask() {
 }
 
 void FileService::Execute(const wire::Connection::Ptr& conn, const wire::Frame& frame) {
-  if (frame.type() != proto::kChanged && frame.type() != proto::kWatch &&
-      frame.type() != proto::kForgetDir)
-    PrivateUmask();
+  if (!Bookkeeping(frame.type())) PrivateUmask();
   std::string out;
   Status s;
   try {
@@ -252,14 +260,7 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
       it = it->second.empty() ? interest_.erase(it) : std::next(it);
     }
     if (watch_all_.erase(conn.get()) && counted) interest_map_.RemoveAll();
-    for (auto it = pinned_.begin(); it != pinned_.end();) {
-      it->second.holders.erase(conn.get());
-      if (!it->second.holders.empty()) {
-        ++it;
-        continue;
-      }
-      Unpin(it++);
-    }
+    for (auto it = pinned_.begin(); it != pinned_.end();) it = DropHolder(it, conn.get());
   }
   // Dropping the files closes them. Locks this connection took go too: a
   // peer that died or lost its connection must not block the file for
@@ -346,11 +347,6 @@ void FileService::Changed(const wire::Connection* from, const std::string& key,
 void FileService::ChangedFd(const wire::Connection* from, int fd, const std::string& name) {
   auto st = ops::Stat(fd);
   if (st.ok()) Changed(from, ops::FileKey(*st), name);
-}
-
-void FileService::ForgetIfGone(int fd) {
-  auto st = ops::Stat(fd);
-  if (st.ok() && st->st_nlink == 0) ForgetKey(ops::FileKey(*st));
 }
 
 void FileService::ForgetKey(const std::string& key) {
@@ -491,8 +487,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       }
       ChangedFd(self, dir.get(), name);
       if (victim.ok()) {
-        ChangedRemoved(self, victim->get());
-        ForgetIfGone(victim->get());
+        Removed(self, victim->get());
       }
       // The directory's attributes afterwards (optional: spares the client
       // the GETATTR its kernel sends next).
@@ -519,8 +514,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       ChangedFd(self, ndir.get(), newname);
       if (moved.ok()) ChangedFd(self, moved->get());
       if (replaced.ok()) {
-        ChangedRemoved(self, replaced->get());
-        ForgetIfGone(replaced->get());
+        Removed(self, replaced->get());
       }
       return Status::OK();
     }
@@ -845,22 +839,20 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
         if (!fd.ok()) continue;  // gone since: the client's next use says ESTALE
         auto st = ops::Stat(fd->get());
         if (!st.ok()) continue;
-        if (S_ISDIR(st->st_mode)) PinDir(self, std::string(h), ops::FileKey(*st), fd->get());
-        NoteInterest(conn, ops::FileKey(*st), std::string(h));
+        const std::string key = ops::FileKey(*st);
+        if (S_ISDIR(st->st_mode)) PinDir(self, std::string(h), key, fd->get());
+        NoteInterest(conn, key, std::string(h));
         ++held;
       }
       w.U32(held);
       return Status::OK();
     }
     case proto::kForgetDir: {
-      // One-way, on the network thread (no disk): in frame order with the
-      // lookups that hand the directory out again.
+      // One-way, on the network thread (Bookkeeping).
       std::string h(r.Bytes());
       if (!r.done()) return Bad("forgetdir");
       std::lock_guard<std::mutex> l(mu_);
-      auto it = pinned_.find(h);
-      if (it != pinned_.end() && it->second.holders.erase(self) && it->second.holders.empty())
-        Unpin(it);
+      if (auto it = pinned_.find(h); it != pinned_.end()) DropHolder(it, self);
       return Status::OK();
     }
     case proto::kChanged: {

@@ -108,14 +108,14 @@ class FileService {
   void Changed(const wire::Connection* from, const std::string& key, const std::string& name,
                bool peers = true);
   void ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
-  // After a remove or a rename over it: a file with no name left and no
-  // open file here can change no more; forget who held it (its interest
-  // records would otherwise pile up until the table overflows).
-  void ForgetIfGone(int fd);
+  // After a remove or a rename over it, `victim` (opened before): its
+  // invalidation is pushed, except to peers for a directory they could not
+  // stat again (its handle opens only while pinned, below). A file with no
+  // name left and no open file here can change no more: who held it is
+  // forgotten (ForgetKey; its interest records would otherwise pile up
+  // until the table overflows).
+  void Removed(const wire::Connection* from, int victim);
   void ForgetKey(const std::string& key);
-  // A removed file's invalidation: pushed, except to peers for a directory
-  // they could not stat again (its handle opens only while pinned, below).
-  void ChangedRemoved(const wire::Connection* from, int victim);
 
   // Directories peers hold, kept open here. A removed directory's kernel
   // handle opens only while its dentry lives (it has no path to reconnect
@@ -161,10 +161,14 @@ class FileService {
   uint64_t next_fh_ = 1;
   uint64_t adds_since_sweep_ = 0;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
-  std::unordered_map<std::string, PinnedDir> pinned_;         // handle -> directory
+  using PinMap = std::unordered_map<std::string, PinnedDir>;
+  PinMap pinned_;                                             // handle -> directory
   std::unordered_map<std::string, std::string> pinned_keys_;  // its FileKey -> handle
   std::list<std::string> pinned_lru_;                         // handles, most recent first
-  void Unpin(std::unordered_map<std::string, PinnedDir>::iterator it);  // mu_ held
+  // mu_ held. Unpin drops the pin; DropHolder drops `conn` from its holders
+  // and the pin with the last. Both return the next pin.
+  PinMap::iterator Unpin(PinMap::iterator it);
+  PinMap::iterator DropHolder(PinMap::iterator it, const wire::Connection* conn);
   size_t max_pinned_;
   struct Watcher {
     std::weak_ptr<wire::Connection> conn;
