@@ -161,8 +161,8 @@ int main(int argc, char** argv) {
                            remote->RootEntry(node, std::move(cb));
                          });
     (*client)->local().SetChangeHook(
-        [remote](const std::string& key, const std::string& name, uint8_t flags) {
-          remote->LocalChanged(key, name, flags);
+        [remote](const std::string& key, const std::string& name, uint8_t flags, int fd) {
+          remote->LocalChanged(key, name, flags, fd);
         });
   } else {
     std::fprintf(stderr, "mount.mfs: other nodes are not reachable: %s\n",

@@ -11,11 +11,25 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <climits>
 #include <cstdint>
 #include <string>
 
 #include "mfs/base/coding.h"
 #include "mfs/client/caller.h"
+
+namespace mfs::client {
+
+// A stat's change time in ns: the version of a file's state. Every change
+// of its data or attributes sets it; on a file system with fine-grained
+// change times (multigrain, Linux 6.13+; FileService probes its export) a
+// change after a stat always gives a new one.
+inline int64_t CtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+}
+inline constexpr int64_t kCtimeUnknown = INT64_MIN;
+
+}  // namespace mfs::client
 
 namespace mfs::client::proto {
 
@@ -50,10 +64,10 @@ enum Type : uint16_t {
   kFlock = 91,        // u64 fh, u64 owner, u32 op -> ()
   kCancelWait = 92,   // client -> server (no reply): u64 fh, u64 owner
   kWatch = 96,        // client -> server: u8 all (send me every change) -> ()
-  kChanged = 97,      // local client -> its own server: file key, name [, u8 ChangedFlags]
+  kChanged = 97,      // own mount -> its server: key, name [, u8 ChangedFlags [, i64 ctime]]
   kHold = 98,         // client -> server: u32 n, n x handle (files it still caches) -> u32 held
   kForgetDir = 99,    // client -> server (no reply): handle of a directory it no longer holds
-  kInvalidate = 100,  // server -> client (no reply): handle, file key, name
+  kInvalidate = 100,  // server -> client (no reply): handle, key, name [, i64 ctime]
 };
 
 // kChanged's optional last byte, for a file that just lost a name.

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "mfs/base/unique_fd.h"
+#include "mfs/client/fs_protocol.h"
 #include "mfs/client/interest_map.h"
 
 namespace mfs::client {
@@ -46,11 +47,6 @@ enum class InodeKind : uint8_t {
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr uint64_t kFirstMagicIno = 2;  // 2..6, in MagicName order
 inline constexpr uint64_t kFirstDynamicIno = 16;
-
-// A stat's change time in ns, to compare attributes cheaply.
-inline int64_t CtimeNs(const struct stat& st) {
-  return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
-}
 
 struct Inode {
   Inode(uint64_t id_, InodeKind kind_, uint32_t node_) : id(id_), kind(kind_), node(node_) {}
@@ -96,6 +92,15 @@ struct Inode {
   // open sees what a writer on another node did before its close
   // (close-to-open), whether or not the owner's invalidation has arrived.
   std::atomic<int64_t> told_ctime{kCtimeUnknown};
+  // The change time of the file at its newest open here. That open left
+  // the kernel nothing older: it dropped the pages (keep_cache = 0) and,
+  // if they differed, the attributes (RevalidateAtOpen). A pushed
+  // invalidation for a change no newer is redundant, and harmful: a
+  // reverse invalidation that lands while the kernel's GETATTR after that
+  // open is in flight makes the kernel drop the fresh reply, and the read
+  // that asked for it goes on with the old size (fuse_fs.cc,
+  // InvalidateInode). Written and read under FuseFs's inval_mu.
+  int64_t opened_ctime = kCtimeUnknown;
   // Open files of this inode here (the FUSE layer counts opens, creates and
   // releases): a file with no name left is reachable by a path only through
   // one of them (/proc/PID/fd), or through a stale directory entry.
@@ -103,7 +108,6 @@ struct Inode {
   // Set once the kernel was told ESTALE for a name under this directory
   // (it had been removed: fuse_fs.cc, ErrIn).
   std::atomic<bool> stale_told{false};
-  static constexpr int64_t kCtimeUnknown = INT64_MIN;
   std::atomic<uint64_t> change_gen{0};
   std::atomic<int64_t> changes_inflight{0};  // Changes naming this inode
   // kLocal: the mount's InterestMap, whose slot for this file the inode

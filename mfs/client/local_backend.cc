@@ -51,7 +51,7 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
 void LocalBackend::Changed(const InodePtr& inode, const std::string& name) {
   if (!on_change_) return;
   const std::string& k = inode->key;  // "L<node>:<dev>:<ino>"
-  on_change_(k.substr(k.find(':') + 1), name, 0);
+  on_change_(k.substr(k.find(':') + 1), name, 0, inode->fd.get());
 }
 
 void LocalBackend::ChangedVictim(int victim) {
@@ -62,7 +62,7 @@ void LocalBackend::ChangedVictim(int victim) {
     if (!flags) return;  // (not reached: a directory has one name)
     flags |= proto::kChangedDir;
   }
-  on_change_(ops::FileKey(st), "", flags);
+  on_change_(ops::FileKey(st), "", flags, victim);
 }
 
 Result<EntryOut> LocalBackend::RootEntry() {

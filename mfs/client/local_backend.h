@@ -29,10 +29,11 @@ class LocalBackend : public Backend {
   Result<EntryOut> RootEntry();
   void set_hidden_dev(dev_t d) { hidden_dev_ = d; }
   // Called after every change the fast path makes: (file key st_dev:st_ino,
-  // name changed in it or "", and for a file that lost a name
-  // proto::ChangedFlags). Set before serving; used for coherence.
+  // name changed in it or "", for a file that lost a name
+  // proto::ChangedFlags, and an fd of the file, valid during the call).
+  // Set before serving; used for coherence.
   using ChangeHook =
-      std::function<void(const std::string& key, const std::string& name, uint8_t flags)>;
+      std::function<void(const std::string& key, const std::string& name, uint8_t flags, int fd)>;
   void SetChangeHook(ChangeHook h) { on_change_ = std::move(h); }
   ops::OfdLockTable& locks() { return locks_; }
   // The mount's InterestMap (interest_map.h): every local inode made from

@@ -67,6 +67,21 @@ Result<struct stat> Stat(int fd) {
   return st;
 }
 
+bool HasFineChangeTimes(int dirfd) {
+  UniqueFd f(openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!f.valid()) return false;
+  // Without multigrain timestamps a write right after a stat keeps the
+  // coarse tick's time; five in a row all in one tick is the common case.
+  for (int i = 0; i < 5; ++i) {
+    struct stat before, after;
+    if (fstat(f.get(), &before) != 0 || pwrite(f.get(), "x", 1, i) != 1 ||
+        fstat(f.get(), &after) != 0)
+      return false;
+    if (CtimeNs(before) == CtimeNs(after)) return false;
+  }
+  return true;
+}
+
 Result<struct stat> SetAttr(int path_fd, int open_fd, const SetAttrIn& in) {
   const std::string proc = ProcPath(path_fd);
   if (in.valid & kSetMode) {

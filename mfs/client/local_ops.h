@@ -39,6 +39,11 @@ Status CheckName(const std::string& name);
 Result<UniqueFd> OpenPath(int dirfd, const std::string& name);
 Result<UniqueFd> OpenRoot(const std::string& path);
 Result<struct stat> Stat(int fd);
+// Whether the file system under `dirfd` gives a file a new change time at
+// every change that follows a stat of it (multigrain timestamps), rather
+// than at most once per clock tick. Probed on an unnamed O_TMPFILE file,
+// which leaves nothing behind; false if that cannot be made.
+bool HasFineChangeTimes(int dirfd);
 Result<struct stat> SetAttr(int path_fd, int open_fd, const SetAttrIn& in);
 // SetAttr under the caller's credentials. One exception: the kernel clears
 // set-user/group-ID bits after a write by a non-owner by sending a chmod on

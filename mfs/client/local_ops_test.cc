@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 
 namespace mfs::client::ops {
 namespace {
@@ -35,6 +36,29 @@ TEST_F(LocalOpsTest, NamesThatLeaveTheDirectoryAreRejected) {
   auto r = OpenPath(root_.get(), std::string(NAME_MAX + 1, 'a'));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), ENAMETOOLONG);
+}
+
+// The probe leaves nothing behind, says no where it cannot make a file,
+// and when it says yes, every write after a stat gives a new change time.
+TEST_F(LocalOpsTest, FineChangeTimesProbe) {
+  bool fine = HasFineChangeTimes(root_.get());
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
+  UniqueFd proc(open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(proc.valid());
+  EXPECT_FALSE(HasFineChangeTimes(proc.get()));
+  if (!fine) {
+    std::cout << "[ NOTE     ] " << dir_ << " has coarse change times\n";
+    return;
+  }
+  UniqueFd f(open((dir_ + "/f").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+  ASSERT_TRUE(f.valid());
+  for (int i = 0; i < 100; ++i) {
+    struct stat before, after;
+    ASSERT_EQ(fstat(f.get(), &before), 0);
+    ASSERT_EQ(pwrite(f.get(), "y", 1, 0), 1);
+    ASSERT_EQ(fstat(f.get(), &after), 0);
+    ASSERT_NE(CtimeNs(before), CtimeNs(after)) << "write " << i;
+  }
 }
 
 TEST_F(LocalOpsTest, SymlinksAreNotFollowed) {

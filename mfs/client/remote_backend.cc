@@ -310,23 +310,25 @@ void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
   std::string handle(r.Bytes());
   std::string key(r.Bytes());
   std::string name(r.Bytes());
+  int64_t ctime = r.done() ? kCtimeUnknown : r.I64();
   if (!r.done()) return;
   Changing();
   InodePtr inode = node == opts_.self_id
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
   if (!inode) return;
-  InvalidateCached(inode, name);
+  InvalidateCached(inode, name, ctime);
 }
 
-void RemoteBackend::InvalidateCached(const InodePtr& inode, const std::string& name) {
+void RemoteBackend::InvalidateCached(const InodePtr& inode, const std::string& name,
+                                     int64_t ctime) {
   inode->change_gen.fetch_add(1, std::memory_order_acq_rel);  // voids its post_attr
   inode->no_caps = false;
   {
     std::lock_guard<std::mutex> l(inval_mu_);
     if (inval_queue_.size() > 100000) inval_queue_.clear();
-    inval_queue_.emplace_back(inode->id, std::string());
-    if (!name.empty()) inval_queue_.emplace_back(inode->id, name);
+    inval_queue_.push_back({inode->id, std::string(), ctime});
+    if (!name.empty()) inval_queue_.push_back({inode->id, name, kCtimeUnknown});
   }
   inval_cv_.notify_one();
 }
@@ -336,18 +338,22 @@ void RemoteBackend::InvalLoop() {
   for (;;) {
     inval_cv_.wait(l, [this] { return stopping_ || !inval_queue_.empty(); });
     if (stopping_) return;
-    auto [ino, name] = std::move(inval_queue_.front());
+    PendingInval p = std::move(inval_queue_.front());
     inval_queue_.pop_front();
     l.unlock();
     if (inval_) {
-      if (name.empty()) inval_->InvalidateInode(ino);
-      else inval_->InvalidateEntry(ino, name);
+      if (p.name.empty()) {
+        inval_->InvalidateInode(p.ino, p.ctime);
+      } else {
+        inval_->InvalidateEntry(p.ino, p.name);
+      }
     }
     l.lock();
   }
 }
 
-void RemoteBackend::LocalChanged(const std::string& key, const std::string& name, uint8_t flags) {
+void RemoteBackend::LocalChanged(const std::string& key, const std::string& name, uint8_t flags,
+                                 int fd) {
   Connection::Ptr c;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -363,7 +369,12 @@ void RemoteBackend::LocalChanged(const std::string& key, const std::string& name
   Writer w(&p);
   w.Bytes(key);
   w.Bytes(name);
-  if (flags) w.U8(flags);
+  if (struct stat st; fd >= 0 && fstat(fd, &st) == 0) {
+    w.U8(flags);
+    w.I64(CtimeNs(st));
+  } else if (flags) {
+    w.U8(flags);
+  }
   c->Send(proto::kChanged, std::move(p));
 }
 

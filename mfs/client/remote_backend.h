@@ -48,7 +48,9 @@ class Client;
 class Invalidator {
  public:
   virtual ~Invalidator() = default;
-  virtual void InvalidateInode(uint64_t ino) = 0;
+  // `ctime`: the file's change time after the change (kCtimeUnknown: not
+  // known), for skipping one an open here already saw.
+  virtual void InvalidateInode(uint64_t ino, int64_t ctime) = 0;
   virtual void InvalidateEntry(uint64_t parent, const std::string& name) = 0;
 };
 
@@ -88,8 +90,11 @@ class RemoteBackend : public Backend {
   // /mfs/<node> itself.
   void RootEntry(uint32_t node, Cb<EntryOut> cb);
   // The fast path changed file `key` (st_dev:st_ino), and maybe `name` in
-  // it; `flags`: proto::ChangedFlags, for a file that lost a name.
-  void LocalChanged(const std::string& key, const std::string& name, uint8_t flags = 0);
+  // it; `flags`: proto::ChangedFlags, for a file that lost a name. `fd`
+  // (-1 = none): the file, stated for the change time the report carries
+  // when a peer holds it.
+  void LocalChanged(const std::string& key, const std::string& name, uint8_t flags = 0,
+                    int fd = -1);
 
   void Lookup(const Caller&, const InodePtr& parent, const std::string& name,
               Cb<EntryOut> cb) override;
@@ -159,8 +164,10 @@ class RemoteBackend : public Backend {
   // Reconnects to `node` every second while we cache any of its files and
   // no request of ours does, so that pushed invalidations resume.
   void ReconnectWhileCached(uint32_t node);
-  // Voids what we and the kernel cached of `inode` (a pushed change).
-  void InvalidateCached(const InodePtr& inode, const std::string& name);
+  // Voids what we and the kernel cached of `inode` (a pushed change;
+  // `ctime`: the file's change time after it, if the owner sent one).
+  void InvalidateCached(const InodePtr& inode, const std::string& name,
+                        int64_t ctime = kCtimeUnknown);
   Result<EntryOut> DecodeEntry(uint32_t node, Reader& r);
   void EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb);
   void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
@@ -266,7 +273,12 @@ class RemoteBackend : public Backend {
   Invalidator* inval_ = nullptr;
   std::mutex inval_mu_;
   std::condition_variable inval_cv_;
-  std::deque<std::pair<uint64_t, std::string>> inval_queue_;  // (ino, name); name "" = inode
+  struct PendingInval {
+    uint64_t ino;
+    std::string name;  // "" = the inode
+    int64_t ctime;
+  };
+  std::deque<PendingInval> inval_queue_;
   bool stopping_ = false;
   std::thread inval_thread_;
   std::atomic<uint64_t> epoch_{1};

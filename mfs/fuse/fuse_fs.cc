@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -93,10 +94,20 @@ struct FuseCtx {
   std::mutex io_mu;                               // guards io_modes; a leaf lock
   std::unordered_map<uint64_t, IoMode> io_modes;  // by node id, while open
   std::atomic<uint64_t> passthrough_opens_total{0};
+  // Orders pushed inode invalidations against opens (Inode::opened_ctime),
+  // so that none an open made redundant reaches the kernel after its OPEN
+  // reply. Guards the Inode::opened_ctime fields and the two below; never
+  // held across a notify (one that drops pages waits for reads in flight,
+  // whose replies may need the thread that waits for this lock).
+  std::mutex inval_mu;
+  uint64_t notifying_ino = 0;                       // a pushed invalidation being passed on
+  std::vector<std::function<void()>> after_notify;  // open replies it holds up
 };
 
 // FUSE requests read from the device by this process (user.mfs.requests).
 static std::atomic<uint64_t> g_fuse_requests{0};
+// Pushed invalidations not passed on: an open here had seen the change.
+static std::atomic<uint64_t> g_invalidations_seen{0};
 
 namespace {
 
@@ -192,10 +203,30 @@ void ReplyAttr(fuse_req_t req, const InodePtr& inode, Result<struct stat> r) {
 // may still be on its way): drop them before the open completes, so that
 // the reads after it ask for the size again. The pages go with
 // keep_cache = 0.
-void RevalidateAtOpen(FuseCtx& x, const InodePtr& inode, const FileHandle& fh) {
-  if (!fh.open_ctime || !x.se) return;
-  if (inode->told_ctime.load(std::memory_order_relaxed) == *fh.open_ctime) return;
-  fuse_lowlevel_notify_inval_inode(x.se, inode->id, -1, 0);
+// `reply` sends the OPEN reply: now, or, while a pushed invalidation of
+// this inode that this open may have made redundant is being passed on,
+// right after it (FuseFs::InvalidateInode).
+void RevalidateAtOpen(FuseCtx& x, const InodePtr& inode, const FileHandle& fh,
+                      std::function<void()> reply) {
+  if (!fh.open_ctime || !x.se) return reply();
+  int64_t ctime = *fh.open_ctime;
+  auto revalidate = [&x, inode, ctime] {
+    if (inode->told_ctime.load(std::memory_order_relaxed) != ctime)
+      fuse_lowlevel_notify_inval_inode(x.se, inode->id, -1, 0);
+  };
+  {
+    std::lock_guard<std::mutex> l(x.inval_mu);
+    inode->opened_ctime = std::max(inode->opened_ctime, ctime);
+    if (x.notifying_ino == inode->id) {
+      x.after_notify.push_back([revalidate, reply = std::move(reply)] {
+        revalidate();
+        reply();
+      });
+      return;
+    }
+  }
+  revalidate();
+  reply();
 }
 
 void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : Err(s)); }
@@ -515,26 +546,29 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                 b->Release(std::move(*r));
                 return (void)fuse_reply_err(req, ESTALE);
               }
-              RevalidateAtOpen(*x, (*r)->inode, **r);
-              InodePtr inode = (*r)->inode;
-              // Counted before the reply: the RELEASE may follow it at once,
-              // on another thread, and free the handle.
-              inode->opens.fetch_add(1);
-              info.fh = reinterpret_cast<uintptr_t>(r->get());
-              info.keep_cache = 0;
-              int32_t backing = (*r)->fd.valid() ? BeginIo(*x, caller, **r) : -1;
-              info.direct_io = (info.flags & O_DIRECT) && backing < 0 ? 1 : 0;
-              tl_backing_id = backing;
-              int rr = fuse_reply_open(req, &info);
-              tl_backing_id = -1;
-              if (rr != 0) {
-                inode->opens.fetch_sub(1);
-                EndIo(*x, **r);
-                b->Release(std::move(*r));
-                return;
-              }
-              r->release();
-              c->AccountIo(pid, node, IoOp::kOpen, 0);
+              FileHandle* h = r->release();  // owned by the reply below, run once
+              RevalidateAtOpen(*x, h->inode, *h, [=]() mutable {
+                std::unique_ptr<FileHandle> fh(h);
+                InodePtr inode = fh->inode;
+                // Counted before the reply: the RELEASE may follow it at
+                // once, on another thread, and free the handle.
+                inode->opens.fetch_add(1);
+                info.fh = reinterpret_cast<uintptr_t>(fh.get());
+                info.keep_cache = 0;
+                int32_t backing = fh->fd.valid() ? BeginIo(*x, caller, *fh) : -1;
+                info.direct_io = (info.flags & O_DIRECT) && backing < 0 ? 1 : 0;
+                tl_backing_id = backing;
+                int rr = fuse_reply_open(req, &info);
+                tl_backing_id = -1;
+                if (rr != 0) {
+                  inode->opens.fetch_sub(1);
+                  EndIo(*x, *fh);
+                  b->Release(std::move(fh));
+                  return;
+                }
+                fh.release();
+                c->AccountIo(pid, node, IoOp::kOpen, 0);
+              });
             });
   });
 }
@@ -827,7 +861,8 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     if (IsRoot(p) && std::strcmp(name, Client::kRequestsXattr) == 0) {
       return ReplyXattr(req, size,
                         std::to_string(g_fuse_requests.load()) + " " +
-                            std::to_string(wire::Connection::calls_made()));
+                            std::to_string(wire::Connection::calls_made()) + " " +
+                            std::to_string(g_invalidations_seen.load()));
     }
     // On /mfs itself: "<negotiated 0|1> <inodes with a backing file now>
     // <passthrough opens so far>" (tests and mfsstat-like checks).
@@ -1221,8 +1256,32 @@ void FuseFs::Unmount() {
   }
 }
 
-void FuseFs::InvalidateInode(uint64_t ino) {
-  if (se_) fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+// A pushed change the newest open here already saw is not passed on (see
+// Inode::opened_ctime): the kernel lets a reverse invalidation void the
+// GETATTR reply in flight, and the read after a close-to-open revalidation
+// would then see the old size. Such a push comes when the owner's report of
+// a change reaches it after the open here: the open and the change's push
+// race on different connections.
+void FuseFs::InvalidateInode(uint64_t ino, int64_t ctime) {
+  if (!se_) return;
+  FuseCtx& x = *ctx_;
+  client::InodePtr inode = ctime != client::kCtimeUnknown ? client_->Get(ino) : nullptr;
+  {
+    std::lock_guard<std::mutex> l(x.inval_mu);
+    if (inode && ctime <= inode->opened_ctime) {
+      g_invalidations_seen.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    x.notifying_ino = ino;
+  }
+  fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+  std::vector<std::function<void()>> held;
+  {
+    std::lock_guard<std::mutex> l(x.inval_mu);
+    x.notifying_ino = 0;
+    held.swap(x.after_notify);
+  }
+  for (auto& reply : held) reply();
 }
 
 void FuseFs::InvalidateEntry(uint64_t parent, const std::string& name) {

@@ -65,9 +65,10 @@ class FuseFs : public client::Invalidator {
   // Unmounts and closes the device. Call after Run() has returned.
   void Unmount();
 
-  // Cache invalidation pushed into the kernel (coherence). Safe to call from
-  // any thread except a FUSE handler holding a client lock.
-  void InvalidateInode(uint64_t ino) override;
+  // Cache invalidation pushed into the kernel (coherence). Called from one
+  // thread (RemoteBackend's), never from a FUSE handler holding a client
+  // lock. An inode's may be skipped: see InvalidateInode in fuse_fs.cc.
+  void InvalidateInode(uint64_t ino, int64_t ctime) override;
   void InvalidateEntry(uint64_t parent, const std::string& name) override;
 
   // Whether the kernel agreed to FUSE passthrough (after Run() began).

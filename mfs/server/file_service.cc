@@ -49,6 +49,10 @@ Result<std::unique_ptr<FileService>> FileService::Create(const FileServiceOption
   auto back = s->handles_.Open(*h);
   if (!back.ok())
     return back.status().Annotate("file service needs CAP_DAC_READ_SEARCH (open_by_handle_at)");
+  s->fine_ctime_ = client::ops::HasFineChangeTimes(s->root_.get());
+  if (!s->fine_ctime_)
+    spdlog::info("file service: export {} has coarse change times: pushes carry none",
+                 opts.export_path);
   if (struct rlimit rl; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     s->max_pinned_ = std::min<size_t>(s->max_pinned_, rl.rlim_cur / 4);
   if (!opts.interest_map.empty()) {
@@ -134,7 +138,7 @@ void FileService::Removed(const wire::Connection* from, int victim) {
   if (!st.ok()) return;
   std::string key = ops::FileKey(*st);
   // Our own mount holds its files by fd: it can always stat them again.
-  Changed(from, key, "", !S_ISDIR(st->st_mode) || DirPinned(key));
+  Changed(from, key, "", !S_ISDIR(st->st_mode) || DirPinned(key), client::CtimeNs(*st));
   if (st->st_nlink == 0) ForgetKey(key);
 }
 
@@ -315,7 +319,7 @@ bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::str
 }
 
 void FileService::Changed(const wire::Connection* from, const std::string& key,
-                          const std::string& name, bool peers) {
+                          const std::string& name, bool peers, int64_t ctime) {
   std::vector<std::pair<wire::Connection::Ptr, std::string>> targets;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -340,13 +344,14 @@ void FileService::Changed(const wire::Connection* from, const std::string& key,
     w.Bytes(handle);
     w.Bytes(key);
     w.Bytes(name);
+    if (fine_ctime_ && ctime != client::kCtimeUnknown) w.I64(ctime);
     c->Send(proto::kInvalidate, std::move(msg));
   }
 }
 
 void FileService::ChangedFd(const wire::Connection* from, int fd, const std::string& name) {
   auto st = ops::Stat(fd);
-  if (st.ok()) Changed(from, ops::FileKey(*st), name);
+  if (st.ok()) Changed(from, ops::FileKey(*st), name, true, client::CtimeNs(*st));
 }
 
 void FileService::ForgetKey(const std::string& key) {
@@ -437,7 +442,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       Result<struct stat> st = ops::SetAttrAs(c, fd.get(), open_fd, in);
       if (!st.ok()) return st.status();
       proto::PutStat(w, *st);
-      Changed(self, ops::FileKey(*st), "");
+      Changed(self, ops::FileKey(*st), "", true, client::CtimeNs(*st));
       return Status::OK();
     }
     case proto::kMakeNode: {
@@ -608,8 +613,9 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       w.U32(static_cast<uint32_t>(n));
       // The file's attributes afterwards (optional: the client answers its
       // kernel's next GETATTR from them).
-      if (auto st = ops::Stat(f->fd.get()); st.ok()) proto::PutStat(w, *st);
-      Changed(self, f->key, "");
+      auto st = ops::Stat(f->fd.get());
+      if (st.ok()) proto::PutStat(w, *st);
+      Changed(self, f->key, "", true, st.ok() ? client::CtimeNs(*st) : client::kCtimeUnknown);
       return Status::OK();
     }
     case proto::kFlush: {
@@ -743,7 +749,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (!r.done()) return Bad("fallocate");
       MFS_ASSIGN_OR_RETURN(auto f, File(fh));
       MFS_RETURN_IF_ERROR(ops::Fallocate(f->fd.get(), mode, off, len));
-      Changed(self, f->key, "");
+      ChangedFd(self, f->fd.get());
       return Status::OK();
     }
     case proto::kCopyRange: {
@@ -758,7 +764,7 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       MFS_ASSIGN_OR_RETURN(size_t n, ops::CopyFileRange(fi->fd.get(), off_in, fo->fd.get(),
                                                          off_out, len));
       w.U64(n);
-      Changed(self, fo->key, "");
+      ChangedFd(self, fo->fd.get());
       return Status::OK();
     }
     case proto::kGetLk:
@@ -859,12 +865,13 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       std::string key(r.Bytes());
       std::string name(r.Bytes());
       uint8_t flags = r.done() ? 0 : r.U8();
+      int64_t ctime = r.done() ? client::kCtimeUnknown : r.I64();
       if (!r.done()) return Bad("changed");
       // Only the node's own mount reports changes it made on the export.
       if (conn->peer_id() != opts_.self_id)
         return Status::PermissionDenied("changes are reported by the owner's mount only");
       changes_reported_.fetch_add(1, std::memory_order_relaxed);
-      if (!(flags & proto::kChangedDir) || DirPinned(key)) Changed(self, key, name);
+      if (!(flags & proto::kChangedDir) || DirPinned(key)) Changed(self, key, name, true, ctime);
       if (flags & proto::kChangedGone) ForgetKey(key);
       return Status::OK();
     }

@@ -73,6 +73,9 @@ class FileService {
   size_t interest_size() const;
   // Directories held open for peers (PinnedDir).
   size_t pinned_dirs() const;
+  // The export gives every change after a stat a new change time (probed
+  // at creation: ops::HasFineChangeTimes); pushes then carry it.
+  bool fine_change_times() const { return fine_ctime_; }
   // Change reports (kChanged) received from this node's mount.
   uint64_t changes_reported() const { return changes_reported_.load(std::memory_order_relaxed); }
   // Invalidations pushed to this node's own mount (peers' changes of files
@@ -104,9 +107,12 @@ class FileService {
   // own mount's: the map tells that mount whom its changes concern.)
   bool Counted(const wire::Connection* conn) const { return conn->peer_id() != opts_.self_id; }
   // Tells every interested connection but `from` that a file (and maybe a
-  // name in it) changed; with `peers` false only our own mount.
+  // name in it) changed; with `peers` false only our own mount. `ctime`:
+  // the file's change time after the change, sent along when this export
+  // has fine-grained change times (a client skips the invalidation of a
+  // change its newest open already saw: inode_table.h, opened_ctime).
   void Changed(const wire::Connection* from, const std::string& key, const std::string& name,
-               bool peers = true);
+               bool peers = true, int64_t ctime = client::kCtimeUnknown);
   void ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
   // After a remove or a rename over it, `victim` (opened before): its
   // invalidation is pushed, except to peers for a directory they could not
@@ -144,6 +150,7 @@ class FileService {
   FileServiceOptions opts_;
   HandleCodec handles_;
   UniqueFd root_;
+  bool fine_ctime_ = false;
   boost::asio::thread_pool pool_;
   client::ops::OfdLockTable locks_;
 

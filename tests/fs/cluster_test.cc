@@ -405,8 +405,9 @@ TEST_F(FsClusterTest, OpenAfterAnotherNodeReplacedTheFileSeesTheNewOne) {
     const int writer = 3 - reader;
     const std::string name = "rep" + std::to_string(reader);
     ASSERT_TRUE(WriteFile(M(writer, 2, name), "gen -1"));
+    std::string last = "gen -1";
     for (int i = 0; i < 60; ++i) {
-      ASSERT_FALSE(ReadFile(M(reader, 2, name)).empty());  // the reader holds the entry
+      ASSERT_EQ(ReadFile(M(reader, 2, name)), last);  // the reader holds the entry
       const std::string body = "gen " + std::to_string(i);
       if (i % 2 == 0) {
         ASSERT_EQ(unlink(M(writer, 2, name).c_str()), 0);
@@ -418,6 +419,7 @@ TEST_F(FsClusterTest, OpenAfterAnotherNodeReplacedTheFileSeesTheNewOne) {
       }
       ASSERT_EQ(ReadFile(M(reader, 2, name)), body)
           << "node " << reader << " after node " << writer << " replaced it, round " << i;
+      last = body;
     }
   }
 }
@@ -433,8 +435,9 @@ TEST_F(FsClusterTest, PathThroughADirectoryReplacedOnAnotherNodeReachesTheNewOne
     const std::string dir = "rd" + std::to_string(reader);
     ASSERT_EQ(mkdir(M(writer, 2, dir).c_str(), 0755), 0);
     ASSERT_TRUE(WriteFile(M(writer, 2, dir + "/f"), "gen -1"));
+    std::string last = "gen -1";
     for (int i = 0; i < 30; ++i) {
-      ASSERT_FALSE(ReadFile(M(reader, 2, dir + "/f")).empty());  // the reader holds the entries
+      ASSERT_EQ(ReadFile(M(reader, 2, dir + "/f")), last);  // the reader holds the entries
       const std::string body = "gen " + std::to_string(i);
       const std::string old_only = dir + "/old" + std::to_string(i);
       ASSERT_TRUE(WriteFile(M(writer, 2, old_only), "x"));
@@ -460,6 +463,7 @@ TEST_F(FsClusterTest, PathThroughADirectoryReplacedOnAnotherNodeReachesTheNewOne
       EXPECT_EQ(stat(M(reader, 2, old_only).c_str(), &st), -1) << "round " << i;
       EXPECT_EQ(errno, ENOENT) << "round " << i;
       if (HasFailure()) return;
+      last = body;
     }
   }
 }
@@ -548,7 +552,9 @@ TEST_F(FsClusterTest, ARemovedDirectoryHeldOpenShowsNoLinksAndNoEntries) {
       errno = 0;
       EXPECT_EQ(syscall(SYS_getdents64, dfd, buf, sizeof buf), -1) << where;
       EXPECT_EQ(errno, ENOENT) << where;
-      if (via == 1) EXPECT_GE(FsStatusCount(2, "pinned_dirs"), 2u) << where;  // it and the root
+      if (via == 1) {
+        EXPECT_GE(FsStatusCount(2, "pinned_dirs"), 2u) << where;  // it and the root
+      }
       close(dfd);
       // Closed, node 1's kernel forgets the removed directory, and node 2
       // lets it go (only node 2's root stays pinned for node 1).

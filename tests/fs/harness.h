@@ -28,6 +28,8 @@ std::string MakeTempDir(const std::string& prefix);
 // Runs `fn` in a child process with uid/gid `id` (and groups {id}); returns
 // the child's result: 0 or an errno.
 int AsUser(uid_t id, const std::function<int()>& fn);
+// The whole file; a failed open or read gives "<open failed: ...>" or
+// "<read failed at N: ...>" instead, so that a comparison shows the error.
 std::string ReadFile(const std::string& path);
 bool WriteFile(const std::string& path, const std::string& data);
 
