@@ -51,7 +51,9 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
 void LocalBackend::Changed(const InodePtr& inode, const std::string& name) {
   if (!on_change_) return;
   const std::string& k = inode->key;  // "L<node>:<dev>:<ino>"
-  on_change_(k.substr(k.find(':') + 1), name, 0, inode->fd.get());
+  // The change time matters only for a file's own changes (a push of one
+  // that an open saw is skipped); an entry change in a directory needs none.
+  on_change_(k.substr(k.find(':') + 1), name, 0, name.empty() ? inode->fd.get() : -1);
 }
 
 void LocalBackend::ChangedVictim(int victim) {
