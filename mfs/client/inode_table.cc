@@ -4,6 +4,7 @@ namespace mfs::client {
 
 Inode::~Inode() {
   if (held_in) held_in->Remove(held_key);
+  if (fd_count && fd.valid()) fd_count->fetch_sub(1, std::memory_order_relaxed);
 }
 
 InodePtr InodeTable::Get(uint64_t id) const {
@@ -12,14 +13,16 @@ InodePtr InodeTable::Get(uint64_t id) const {
   return it == by_id_.end() ? nullptr : it->second;
 }
 
-InodePtr InodeTable::Ref(const std::string& key,
-                         const std::function<InodePtr(uint64_t id)>& make) {
+InodePtr InodeTable::Ref(const std::string& key, const std::function<InodePtr(uint64_t id)>& make,
+                         const std::function<bool(const Inode&)>& same) {
   std::lock_guard<std::mutex> l(mu_);
   auto k = by_key_.find(key);
   if (k != by_key_.end()) {
     InodePtr& p = by_id_.at(k->second);
-    ++p->nlookup;
-    return p;
+    if (!same || same(*p)) {
+      ++p->nlookup;
+      return p;
+    }
   }
   uint64_t id = next_id_++;
   InodePtr p = make(id);
@@ -27,7 +30,7 @@ InodePtr InodeTable::Ref(const std::string& key,
   p->key = key;
   p->nlookup = 1;
   by_id_.emplace(id, p);
-  by_key_.emplace(key, id);
+  by_key_.insert_or_assign(key, id);
   return p;
 }
 
@@ -52,7 +55,8 @@ void InodeTable::Forget(uint64_t id, uint64_t n) {
     i.nlookup = n >= i.nlookup ? 0 : i.nlookup - n;
     if (i.nlookup != 0) return;
     gone = std::move(it->second);
-    by_key_.erase(i.key);
+    // The key may have passed to a newer inode (Ref's `same`).
+    if (auto k = by_key_.find(i.key); k != by_key_.end() && k->second == id) by_key_.erase(k);
     by_id_.erase(it);
   }
   if (on_remove_) on_remove_(gone);

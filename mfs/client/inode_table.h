@@ -3,8 +3,9 @@
 // Every inode the kernel knows is one Inode here, found by node id (the
 // number the kernel sends back) and by a key naming the object it stands
 // for: (owning node, st_dev, st_ino) for a local file — the O_PATH fd the
-// Inode holds keeps that inode number from being reused — or (owning node,
-// server handle) for a remote file. Lookup counts follow the kernel's rules:
+// Inode holds keeps that inode number from being reused; one that holds a
+// kernel handle instead is checked against it (Ref's `same`) — or (owning
+// node, server handle) for a remote file. Lookup counts follow the kernel's rules:
 // every reply that hands the kernel an entry (lookup, create, mknod, mkdir,
 // symlink, link, each readdirplus entry) adds one, FORGET subtracts what it
 // says, and an Inode leaves the table when its count reaches zero. Handlers
@@ -58,8 +59,15 @@ struct Inode {
   const InodeKind kind;
   const uint32_t node;  // owning node
   mode_t type = 0;      // S_IFMT bits, fixed for the inode's life
-  UniqueFd fd;          // kLocal: O_PATH fd on the backing file
-  std::string handle;   // kRemote: the owner's handle for the file
+  // kLocal: an O_PATH fd on the backing file, or none once the local
+  // backend's inodes hold their share of the descriptor limit; then
+  // `handle` names the file (LocalBackend::Path opens it per operation).
+  UniqueFd fd;
+  // kRemote: the owner's handle for the file. kLocal without fd: the
+  // kernel's handle for it (kernel_handles.h).
+  std::string handle;
+  // kLocal with fd: the count of such fds, dropped when the inode goes.
+  std::shared_ptr<std::atomic<int64_t>> fd_count;
   std::string key;
   uint64_t nlookup = 0;  // guarded by the table mutex
   // kRemote: the number of the backing file on its owner, for st_ino.
@@ -131,7 +139,12 @@ class InodeTable {
 
   // Finds the inode with `key` or inserts the one `make(id)` builds, and
   // adds one lookup. Returns nullptr if make() does (out of memory etc.).
-  InodePtr Ref(const std::string& key, const std::function<InodePtr(uint64_t id)>& make);
+  // An inode found for which `same` says false (the key now names another
+  // object: a deleted file's inode number reused) gives up the key to the
+  // one make() builds, and stays reachable by node id until forgotten.
+  // `same` runs under the table mutex.
+  InodePtr Ref(const std::string& key, const std::function<InodePtr(uint64_t id)>& make,
+               const std::function<bool(const Inode&)>& same = {});
   // The inode with `key`, without adding a lookup; nullptr if none.
   InodePtr Find(const std::string& key) const;
   // Adds one lookup to an inode already in the table (link, re-reply).

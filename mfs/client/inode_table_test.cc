@@ -43,5 +43,28 @@ TEST(InodeTable, FailedMakeLeavesNoEntry) {
   EXPECT_EQ(t.size(), 0u);
 }
 
+// A key whose object was replaced (a deleted file's inode number reused
+// while the kernel still holds the old inode) passes to a new inode; the
+// old one keeps its id until forgotten, and forgetting it leaves the key
+// with the new one.
+TEST(InodeTable, ReplacedObjectGetsANewInode) {
+  InodeTable t;
+  InodePtr a = t.Ref("k", Make);
+  InodePtr same = t.Ref("k", Make, [](const Inode&) { return true; });
+  EXPECT_EQ(same, a);
+  InodePtr b = t.Ref("k", Make, [](const Inode&) { return false; });
+  ASSERT_TRUE(b);
+  EXPECT_NE(b->id, a->id);
+  EXPECT_EQ(b->nlookup, 1u);
+  EXPECT_EQ(t.Find("k"), b);
+  EXPECT_EQ(t.Get(a->id), a);
+  t.Forget(a->id, 2);
+  EXPECT_EQ(t.Get(a->id), nullptr);
+  EXPECT_EQ(t.Find("k"), b);
+  t.Forget(b->id, 1);
+  EXPECT_EQ(t.Find("k"), nullptr);
+  EXPECT_EQ(t.size(), 0u);
+}
+
 }  // namespace
 }  // namespace mfs::client

@@ -6,6 +6,17 @@
 // files are real fds the FUSE layer splices to and from. Nothing crosses
 // mfsd or the network.
 //
+// The kernel keeps an inode (and so its Inode here) for as long as it
+// caches the entry, which with plenty of memory is for ever: one fd per
+// inode would run the mount out of descriptors after RLIMIT_NOFILE files
+// (20,000 here, and root cannot raise the hard limit without
+// CAP_SYS_RESOURCE). So inodes hold fds only up to a budget, half the
+// limit for files and three quarters for directories (lookups start from
+// them); past it a new inode keeps the kernel's file handle instead and
+// each operation on it opens an fd by handle for its own length (Path()).
+// Where handles do not work (no CAP_DAC_READ_SEARCH, a file system
+// without them) every inode keeps its fd, as before.
+//
 // Thread-safe: state is the InodeTable (own mutex) and the lock table.
 #pragma once
 
@@ -15,6 +26,7 @@
 #include <string>
 
 #include "mfs/client/backend.h"
+#include "mfs/client/kernel_handles.h"
 #include "mfs/client/local_ops.h"
 
 namespace mfs::client {
@@ -85,10 +97,32 @@ class LocalBackend : public Backend {
   void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
   void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) override;
 
+  // The fds local inodes hold now, and the budgets (see above); 0 budgets:
+  // handles unusable, no limit.
+  int64_t path_fds() const { return fd_count_->load(std::memory_order_relaxed); }
+  int64_t file_fd_budget() const { return file_budget_; }
+  int64_t dir_fd_budget() const { return dir_budget_; }
+
  private:
+  // An inode's O_PATH fd for the length of one operation: its own, or one
+  // opened by its handle. Get it before ScopedCreds: opening by handle
+  // needs CAP_DAC_READ_SEARCH, which a caller's fsuid drops.
+  class PathFd {
+   public:
+    explicit PathFd(int borrowed) : fd_(borrowed) {}
+    explicit PathFd(UniqueFd owned) : owned_(std::move(owned)), fd_(owned_.get()) {}
+    int get() const { return fd_; }
+
+   private:
+    UniqueFd owned_;
+    int fd_;
+  };
+  Result<PathFd> Path(const InodePtr& inode);
+
   // Wraps an O_PATH fd just opened into a referenced entry.
   Result<EntryOut> MakeEntry(UniqueFd fd);
-  Result<EntryOut> LookupSync(const InodePtr& parent, const std::string& name);
+  // `name` in the directory `dirfd` (a PathFd's), as an entry.
+  Result<EntryOut> LookupIn(int dirfd, const std::string& name);
   std::string LockKey(const InodePtr& inode) const { return inode->key; }
   void Changed(const InodePtr& inode, const std::string& name = "");
   // `victim`: an O_PATH fd on a file that just lost a name (or -1): its
@@ -103,6 +137,10 @@ class LocalBackend : public Backend {
   ChangeHook on_change_;
   std::shared_ptr<InterestMap> held_;
   std::atomic<uint64_t> held_seq_{0};  // slots raised so far
+  ops::KernelHandles handles_;
+  int64_t file_budget_ = 0;  // 0: every inode keeps its fd
+  int64_t dir_budget_ = 0;
+  std::shared_ptr<std::atomic<int64_t>> fd_count_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 }  // namespace mfs::client

@@ -5,7 +5,7 @@
 // which stays valid while the file exists — across restarts of mfsd — plus
 // a MAC over it keyed by the cluster secret and this node's id:
 //
-//   u32 handle_type | u32 mount_id | u32 n | n bytes f_handle | 16 bytes MAC
+//   kernel handle (kernel_handles.h) | 16 bytes MAC
 //
 // The server issues handles only for files it reached beneath its export
 // root, and open_by_handle_at(2) (needs CAP_DAC_READ_SEARCH, probed at
@@ -14,16 +14,15 @@
 // renamed out of the export by a local user keeps its handle, as with NFS
 // without subtree checking.)
 //
-// Thread-safe: the mount map has its own mutex.
+// Thread-safe.
 #pragma once
 
-#include <map>
-#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "mfs/base/status.h"
 #include "mfs/base/unique_fd.h"
+#include "mfs/client/kernel_handles.h"
 
 namespace mfs::server {
 
@@ -41,11 +40,9 @@ class HandleCodec {
 
  private:
   std::string Mac(std::string_view body) const;
-  Result<int> MountFd(int mount_id);
 
   std::string key_;
-  std::mutex mu_;
-  std::map<int, UniqueFd> mounts_;  // mount id -> O_PATH fd on that mount
+  client::ops::KernelHandles kernel_;
 };
 
 }  // namespace mfs::server

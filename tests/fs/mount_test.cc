@@ -38,12 +38,20 @@ class FsMountTest : public ::testing::Test {
     std::filesystem::create_directories(exp_);
     std::filesystem::create_directories(mnt_);
     chmod(exp_.c_str(), 0777);
-    pid_ =
-        Spawn({BinDir() + "/mount.mfs", "cluster", mnt_, "-o",
-               "id=1,export=" + exp_ + ",control_socket=" + dir_ + "/no.sock,secret_file=" + dir_ +
-                   "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
-               "-f"},
-              dir_ + "/mount.log");
+    std::vector<std::string> argv = {BinDir() + "/mount.mfs",
+                                     "cluster",
+                                     mnt_,
+                                     "-o",
+                                     "id=1,export=" + exp_ + ",control_socket=" + dir_ +
+                                         "/no.sock,secret_file=" + dir_ +
+                                         "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
+                                     "-f"};
+    // A lower descriptor limit, soft and hard, for the mount alone.
+    if (fd_limit_ > 0)
+      argv.insert(
+          argv.begin(),
+          {"/bin/sh", "-c", "ulimit -n " + std::to_string(fd_limit_) + " && exec \"$0\" \"$@\""});
+    pid_ = Spawn(argv, dir_ + "/mount.log");
     ASSERT_TRUE(WaitFor([&] { return IsMfsMounted(mnt_); }, std::chrono::seconds(10)))
         << ReadFile(dir_ + "/mount.log");
   }
@@ -80,6 +88,27 @@ class FsMountTest : public ::testing::Test {
   std::string dir_, exp_, mnt_;
   pid_t pid_ = -1;
   std::vector<pid_t> stuck_;
+  int fd_limit_ = 0;  // RLIMIT_NOFILE for the mount; 0: inherited
+};
+
+// The mount under a descriptor limit of 256: its inodes may hold 128 fds
+// for files and 192 for directories, and every inode past that keeps a
+// kernel file handle instead (local_backend.h).
+class FsMountFdLimitTest : public FsMountTest {
+ protected:
+  void SetUp() override {
+    fd_limit_ = 256;
+    FsMountTest::SetUp();
+  }
+  // Descriptors the mount has open now.
+  long MountFds() {
+    long n = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+      ++n;
+    return ec ? -1 : n;
+  }
 };
 
 TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
@@ -494,6 +523,75 @@ TEST_F(FsMountTest, PassthroughServesLocalFilesLikeTheExport) {
   EXPECT_TRUE(WaitFor([&] { return Passthrough().size() == 3 && Passthrough()[1] == 0; },
                       std::chrono::seconds(5)))
       << "a backing file outlived its last open";
+}
+
+// The kernel keeps every inode it has seen while memory lasts, so a mount
+// with one fd per inode fails with EMFILE after RLIMIT_NOFILE files. Here
+// six times the limit in files and directories stay in the kernel's cache,
+// and every operation on them still works: on files past the budget,
+// after their inode numbers are reused, on a file open after its unlink.
+TEST_F(FsMountFdLimitTest, MoreFilesThanTheDescriptorLimit) {
+  constexpr int kFiles = 1000;
+  constexpr int kDirs = 300;
+  ASSERT_EQ(mkdir(P("many").c_str(), 0755), 0);
+  for (int i = 0; i < kFiles; ++i)
+    ASSERT_TRUE(WriteFile(P("many/f" + std::to_string(i)), "one" + std::to_string(i))) << i;
+  for (int i = 0; i < kDirs; ++i) {
+    std::string d = P("d" + std::to_string(i));
+    ASSERT_EQ(mkdir(d.c_str(), 0755), 0) << i << ": " << strerror(errno);
+    ASSERT_TRUE(WriteFile(d + "/in", "in" + std::to_string(i))) << i;
+  }
+  EXPECT_GE(Inodes().first, kFiles + 2 * kDirs);
+  long fds = MountFds();
+  EXPECT_GT(fds, 0);
+  EXPECT_LT(fds, 256);
+  for (int i = 0; i < kFiles; ++i)
+    ASSERT_EQ(ReadFile(P("many/f" + std::to_string(i))), "one" + std::to_string(i));
+  for (int i = 0; i < kDirs; ++i)
+    ASSERT_EQ(ReadFile(P("d" + std::to_string(i) + "/in")), "in" + std::to_string(i));
+
+  // Replace every file: the export reuses the freed inode numbers, and
+  // each name must show its new file, never the old one the kernel holds.
+  for (int i = 0; i < kFiles; ++i) {
+    std::string f = P("many/f" + std::to_string(i));
+    ASSERT_EQ(unlink(f.c_str()), 0) << i;
+    ASSERT_TRUE(WriteFile(f, "two-" + std::to_string(i))) << i;
+  }
+  for (int i = 0; i < kFiles; ++i) {
+    std::string f = P("many/f" + std::to_string(i));
+    ASSERT_EQ(ReadFile(f), "two-" + std::to_string(i));
+    struct stat st, est;
+    ASSERT_EQ(stat(f.c_str(), &st), 0);
+    ASSERT_EQ(stat(E("many/f" + std::to_string(i)).c_str(), &est), 0);
+    EXPECT_EQ(st.st_size, est.st_size);
+    EXPECT_EQ(st.st_nlink, 1u);
+  }
+
+  // The other operations, on the last files (past the budget).
+  std::string last = P("many/f" + std::to_string(kFiles - 1));
+  EXPECT_EQ(chmod(last.c_str(), 0600), 0);
+  struct stat st;
+  ASSERT_EQ(stat(E("many/f" + std::to_string(kFiles - 1)).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(setxattr(last.c_str(), "user.t", "v", 1, 0), 0) << strerror(errno);
+  char v[8] = {};
+  EXPECT_EQ(getxattr(last.c_str(), "user.t", v, sizeof(v)), 1);
+  EXPECT_EQ(link(last.c_str(), P("many/hard").c_str()), 0) << strerror(errno);
+  EXPECT_EQ(ReadFile(P("many/hard")), "two-" + std::to_string(kFiles - 1));
+  EXPECT_EQ(symlink("f0", P("many/sym").c_str()), 0);
+  char target[16] = {};
+  EXPECT_EQ(readlink(P("many/sym").c_str(), target, sizeof(target)), 2);
+  EXPECT_EQ(rename(last.c_str(), P("many/moved").c_str()), 0);
+  EXPECT_EQ(ReadFile(P("many/moved")), "two-" + std::to_string(kFiles - 1));
+  int fd = open(P("many/f998").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(flock(fd, LOCK_EX | LOCK_NB), 0) << strerror(errno);
+  ASSERT_EQ(unlink(P("many/f998").c_str()), 0);
+  ASSERT_EQ(fstat(fd, &st), 0) << strerror(errno);
+  EXPECT_EQ(st.st_nlink, 0u);
+  EXPECT_EQ(st.st_size, 7);
+  close(fd);
+  EXPECT_LT(MountFds(), 256);
 }
 
 }  // namespace
