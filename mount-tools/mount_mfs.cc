@@ -60,6 +60,7 @@ mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   auto fs = t["fs"];
   mc->client.attr_timeout = fs["attr_timeout"].value_or(mc->client.attr_timeout);
   mc->client.entry_timeout = fs["entry_timeout"].value_or(mc->client.entry_timeout);
+  mc->client.path_fds = fs["path_fds"].value_or(mc->client.path_fds);
   mc->threads = static_cast<unsigned>(fs["threads"].value_or(int64_t{16}));
   mc->read_ahead_kb = static_cast<unsigned>(fs["read_ahead_kb"].value_or(int64_t{4096}));
   if (const toml::node* n = fs["passthrough"].node()) {
@@ -98,6 +99,8 @@ mfs::Status ParseOptions(const std::vector<std::string>& groups, MountConfig* mc
       else if (k == "address") mc->remote.address = v;
       else if (k == "attr_timeout") mc->client.attr_timeout = std::stod(v);
       else if (k == "entry_timeout") mc->client.entry_timeout = std::stod(v);
+      else if (k == "path_fds")
+        mc->client.path_fds = std::stoll(v);
       else if (k == "threads") mc->threads = static_cast<unsigned>(std::stoul(v));
       else if (k == "read_ahead_kb") mc->read_ahead_kb = static_cast<unsigned>(std::stoul(v));
       else if (k == "passthrough")

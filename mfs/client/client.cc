@@ -40,7 +40,8 @@ Result<std::unique_ptr<Client>> Client::Create(const ClientOptions& opts) {
     return Status::InvalidArgument("node id must be 1..255");
   MFS_ASSIGN_OR_RETURN(UniqueFd root, ops::OpenRoot(opts.export_path));
   std::unique_ptr<Client> c(new Client(opts));
-  c->local_ = std::make_unique<LocalBackend>(&c->table_, opts.self_id, std::move(root), 0);
+  c->local_ =
+      std::make_unique<LocalBackend>(&c->table_, opts.self_id, std::move(root), 0, opts.path_fds);
   c->root_ = std::make_shared<Inode>(kRootIno, InodeKind::kRoot, opts.self_id);
   c->root_->type = S_IFDIR;
   for (int i = 0; i < static_cast<int>(Magic::kCount); ++i) {

@@ -41,6 +41,9 @@ struct ClientOptions {
   std::string control_socket;  // "" = no mfsd: only this node is listed
   double attr_timeout = 1.0;   // seconds the kernel may cache attributes
   double entry_timeout = 1.0;
+  // The most O_PATH fds local inodes hold (local_backend.h); -1: half of
+  // RLIMIT_NOFILE for files, three quarters for directories.
+  int64_t path_fds = -1;
 };
 
 // Where a process is, as mfsd reports it.

@@ -13,11 +13,14 @@
 
 namespace mfs::client {
 
-LocalBackend::LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_t hidden_dev)
+LocalBackend::LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_t hidden_dev,
+                           int64_t path_fds)
     : table_(table), self_(self), root_(std::move(root)), hidden_dev_(hidden_dev) {
+  if (!handles_.Usable(root_.get())) return;
   rlimit r{};
-  if (handles_.Usable(root_.get()) && getrlimit(RLIMIT_NOFILE, &r) == 0 &&
-      r.rlim_cur != RLIM_INFINITY) {
+  if (path_fds >= 0) {
+    file_budget_ = dir_budget_ = path_fds;
+  } else if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY) {
     file_budget_ = std::max<int64_t>(1, static_cast<int64_t>(r.rlim_cur) / 2);
     dir_budget_ = std::max<int64_t>(1, static_cast<int64_t>(r.rlim_cur) * 3 / 4);
   }
@@ -51,7 +54,7 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
     return handle;
   };
   bool keep_fd =
-      budget == 0 || fd_count_->load(std::memory_order_relaxed) < budget || our_handle().empty();
+      budget < 0 || fd_count_->load(std::memory_order_relaxed) < budget || our_handle().empty();
   const int raw_fd = fd.get();  // ours until make() takes it
   InodePtr p;
   try {

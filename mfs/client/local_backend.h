@@ -35,7 +35,10 @@ class LocalBackend : public Backend {
  public:
   // `hidden_dev`: st_dev of the /mfs mount itself, never shown inside the
   // export (an export of "/" would otherwise contain /mfs again); 0 = none.
-  LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_t hidden_dev);
+  // `path_fds`: the fd budget for inodes, files and directories alike;
+  // -1: the default (see above).
+  LocalBackend(InodeTable* table, uint32_t self, UniqueFd root, dev_t hidden_dev,
+               int64_t path_fds = -1);
 
   // The export root as an entry (one lookup).
   Result<EntryOut> RootEntry();
@@ -97,8 +100,8 @@ class LocalBackend : public Backend {
   void SetLk(FileHandle* fh, const LockIn& in, DoneCb cb) override;
   void Flock(FileHandle* fh, uint64_t owner, int op, uint64_t wait_token, DoneCb cb) override;
 
-  // The fds local inodes hold now, and the budgets (see above); 0 budgets:
-  // handles unusable, no limit.
+  // The fds local inodes hold now, and the budgets (see above); -1: handles
+  // unusable, no limit.
   int64_t path_fds() const { return fd_count_->load(std::memory_order_relaxed); }
   int64_t file_fd_budget() const { return file_budget_; }
   int64_t dir_fd_budget() const { return dir_budget_; }
@@ -138,8 +141,8 @@ class LocalBackend : public Backend {
   std::shared_ptr<InterestMap> held_;
   std::atomic<uint64_t> held_seq_{0};  // slots raised so far
   ops::KernelHandles handles_;
-  int64_t file_budget_ = 0;  // 0: every inode keeps its fd
-  int64_t dir_budget_ = 0;
+  int64_t file_budget_ = -1;  // -1: every inode keeps its fd
+  int64_t dir_budget_ = -1;
   std::shared_ptr<std::atomic<int64_t>> fd_count_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 

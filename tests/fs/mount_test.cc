@@ -38,14 +38,14 @@ class FsMountTest : public ::testing::Test {
     std::filesystem::create_directories(exp_);
     std::filesystem::create_directories(mnt_);
     chmod(exp_.c_str(), 0777);
-    std::vector<std::string> argv = {BinDir() + "/mount.mfs",
-                                     "cluster",
-                                     mnt_,
-                                     "-o",
-                                     "id=1,export=" + exp_ + ",control_socket=" + dir_ +
-                                         "/no.sock,secret_file=" + dir_ +
-                                         "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on",
-                                     "-f"};
+    std::vector<std::string> argv = {
+        BinDir() + "/mount.mfs",
+        "cluster",
+        mnt_,
+        "-o",
+        "id=1,export=" + exp_ + ",control_socket=" + dir_ + "/no.sock,secret_file=" + dir_ +
+            "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on" + extra_opts_,
+        "-f"};
     // A lower descriptor limit, soft and hard, for the mount alone.
     if (fd_limit_ > 0)
       argv.insert(
@@ -88,16 +88,19 @@ class FsMountTest : public ::testing::Test {
   std::string dir_, exp_, mnt_;
   pid_t pid_ = -1;
   std::vector<pid_t> stuck_;
-  int fd_limit_ = 0;  // RLIMIT_NOFILE for the mount; 0: inherited
+  int fd_limit_ = 0;        // RLIMIT_NOFILE for the mount; 0: inherited
+  std::string extra_opts_;  // ",opt=value..." for the mount
 };
 
 // The mount under a descriptor limit of 256: its inodes may hold 128 fds
 // for files and 192 for directories, and every inode past that keeps a
-// kernel file handle instead (local_backend.h).
-class FsMountFdLimitTest : public FsMountTest {
+// kernel file handle instead (local_backend.h). With path_fds=0 none keeps
+// an fd, the export root and every directory included.
+class FsMountFdLimitTest : public FsMountTest, public ::testing::WithParamInterface<bool> {
  protected:
   void SetUp() override {
     fd_limit_ = 256;
+    if (GetParam()) extra_opts_ = ",path_fds=0";
     FsMountTest::SetUp();
   }
   // Descriptors the mount has open now.
@@ -530,7 +533,7 @@ TEST_F(FsMountTest, PassthroughServesLocalFilesLikeTheExport) {
 // six times the limit in files and directories stay in the kernel's cache,
 // and every operation on them still works: on files past the budget,
 // after their inode numbers are reused, on a file open after its unlink.
-TEST_F(FsMountFdLimitTest, MoreFilesThanTheDescriptorLimit) {
+TEST_P(FsMountFdLimitTest, MoreFilesThanTheDescriptorLimit) {
   constexpr int kFiles = 1000;
   constexpr int kDirs = 300;
   ASSERT_EQ(mkdir(P("many").c_str(), 0755), 0);
@@ -544,7 +547,7 @@ TEST_F(FsMountFdLimitTest, MoreFilesThanTheDescriptorLimit) {
   EXPECT_GE(Inodes().first, kFiles + 2 * kDirs);
   long fds = MountFds();
   EXPECT_GT(fds, 0);
-  EXPECT_LT(fds, 256);
+  EXPECT_LT(fds, GetParam() ? 64 : 256);
   for (int i = 0; i < kFiles; ++i)
     ASSERT_EQ(ReadFile(P("many/f" + std::to_string(i))), "one" + std::to_string(i));
   for (int i = 0; i < kDirs; ++i)
@@ -591,8 +594,11 @@ TEST_F(FsMountFdLimitTest, MoreFilesThanTheDescriptorLimit) {
   EXPECT_EQ(st.st_nlink, 0u);
   EXPECT_EQ(st.st_size, 7);
   close(fd);
-  EXPECT_LT(MountFds(), 256);
+  EXPECT_LT(MountFds(), GetParam() ? 64 : 256);
 }
+
+INSTANTIATE_TEST_SUITE_P(PathFds, FsMountFdLimitTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "None" : "Default"; });
 
 }  // namespace
 }  // namespace mfs::testing
