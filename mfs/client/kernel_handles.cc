@@ -13,6 +13,21 @@ namespace {
 constexpr uint32_t kMaxHandleBytes = MAX_HANDLE_SZ;
 }  // namespace
 
+std::string UnescapeMountInfoPath(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto octal = [&](size_t j) { return j < s.size() && s[j] >= '0' && s[j] <= '7'; };
+    if (s[i] == '\\' && octal(i + 1) && octal(i + 2) && octal(i + 3)) {
+      out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 Result<std::string> KernelHandles::Make(int fd) {
   std::vector<char> buf(sizeof(file_handle) + kMaxHandleBytes);
   auto* fh = reinterpret_cast<file_handle*>(buf.data());
@@ -43,6 +58,7 @@ Result<int> KernelHandles::MountFd(int mount_id) {
     std::string parent, majmin, root, mp;
     ls >> id >> parent >> majmin >> root >> mp;
     if (id != mount_id) continue;
+    mp = UnescapeMountInfoPath(mp);
     int fd = open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno("open mount " + mp);
     mounts_.emplace(mount_id, UniqueFd(fd));

@@ -28,6 +28,10 @@
 
 namespace mfs::client::ops {
 
+// A path as /proc/self/mountinfo writes it, with its octal escapes
+// (space \040, tab \011, newline \012, backslash \134) undone.
+std::string UnescapeMountInfoPath(std::string_view s);
+
 class KernelHandles {
  public:
   KernelHandles() = default;

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <iostream>
 
+#include "mfs/client/kernel_handles.h"
+
 namespace mfs::client::ops {
 namespace {
 
@@ -123,6 +125,42 @@ TEST_F(LocalOpsTest, OfdLocksConflictBetweenOwners) {
   EXPECT_EQ(locks.Flock(fd->get(), "k", 4, LOCK_EX | LOCK_NB).code(), EWOULDBLOCK);
   EXPECT_TRUE(locks.Flock(fd->get(), "k", 3, LOCK_UN).ok());
   EXPECT_TRUE(locks.Flock(fd->get(), "k", 4, LOCK_EX | LOCK_NB).ok());
+}
+
+// A handle names its file through renames, and no other: once the file is
+// gone (its inode number free for reuse) the handle is stale.
+TEST_F(LocalOpsTest, KernelHandlesFollowTheFileNotTheName) {
+  KernelHandles handles;
+  if (!handles.Usable(root_.get()))
+    GTEST_SKIP() << "file handles do not work here (no CAP_DAC_READ_SEARCH?)";
+  ASSERT_EQ(close(open((dir_ + "/a").c_str(), O_CREAT | O_WRONLY, 0644)), 0);
+  auto a = OpenPath(root_.get(), "a");
+  ASSERT_TRUE(a.ok());
+  auto h = handles.Make(a->get());
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  struct stat before, after;
+  ASSERT_EQ(fstat(a->get(), &before), 0);
+  ASSERT_EQ(rename((dir_ + "/a").c_str(), (dir_ + "/b").c_str()), 0);
+  auto fd = handles.Open(*h);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  ASSERT_EQ(fstat(fd->get(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  a->Reset();
+  fd->Reset();
+  ASSERT_EQ(unlink((dir_ + "/b").c_str()), 0);
+  auto gone = handles.Open(*h);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.status().code(), ESTALE);
+  auto bad = handles.Open(h->substr(0, 5));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), EBADMSG);
+}
+
+TEST(MountInfo, OctalEscapesAreUndone) {
+  EXPECT_EQ(UnescapeMountInfoPath("/plain/path"), "/plain/path");
+  EXPECT_EQ(UnescapeMountInfoPath("/a\\040b\\011c\\012d\\134e"), "/a b\tc\nd\\e");
+  EXPECT_EQ(UnescapeMountInfoPath("/trailing\\04"), "/trailing\\04");
+  EXPECT_EQ(UnescapeMountInfoPath("/not\\x41"), "/not\\x41");
 }
 
 }  // namespace
