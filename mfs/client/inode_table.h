@@ -14,7 +14,9 @@
 // never a crash.
 //
 // Thread-safe: one mutex guards the maps and all lookup counts. Lock order:
-// the table mutex is a leaf — nothing else is locked while it is held.
+// nothing else is locked while it is held, except that Ref's `make` and
+// `same` for a local inode may make the file's kernel handle, which takes
+// KernelHandles' mutex (a leaf) inside it.
 #pragma once
 
 #include <sys/stat.h>
@@ -142,7 +144,7 @@ class InodeTable {
   // An inode found for which `same` says false (the key now names another
   // object: a deleted file's inode number reused) gives up the key to the
   // one make() builds, and stays reachable by node id until forgotten.
-  // `same` runs under the table mutex.
+  // `make` and `same` run under the table mutex.
   InodePtr Ref(const std::string& key, const std::function<InodePtr(uint64_t id)>& make,
                const std::function<bool(const Inode&)>& same = {});
   // The inode with `key`, without adding a lookup; nullptr if none.

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <new>
+#include <optional>
 #include <thread>
 
 #include "mfs/client/fs_protocol.h"
@@ -41,20 +42,18 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
   if (hidden_dev_ != 0 && st.st_dev == hidden_dev_)
     return Status::Error(ENOENT, "the /mfs mount is not shown inside an export");
   std::string key = "L" + std::to_string(self_) + ":" + ops::FileKey(st);
-  // Past the budget a new inode keeps the file's handle, not the fd.
+  // Past the budget a new inode keeps the file's handle, not the fd. The
+  // handle is made only when needed: for that, or to check an inode found
+  // that keeps one.
   const int64_t budget = S_ISDIR(st.st_mode) ? dir_budget_ : file_budget_;
-  std::string handle;
-  bool have_handle = false;  // `handle` computed (empty: the file has none)
+  std::optional<std::string> handle;  // "": the file has none
   auto our_handle = [&]() -> const std::string& {
-    if (!have_handle) {
+    if (!handle) {
       auto h = handles_.Make(fd.get());
       handle = h.ok() ? std::move(*h) : std::string();
-      have_handle = true;
     }
-    return handle;
+    return *handle;
   };
-  bool keep_fd =
-      budget < 0 || fd_count_->load(std::memory_order_relaxed) < budget || our_handle().empty();
   const int raw_fd = fd.get();  // ours until make() takes it
   InodePtr p;
   try {
@@ -67,12 +66,13 @@ Result<EntryOut> LocalBackend::MakeEntry(UniqueFd fd) {
         [&](uint64_t id) {
           auto i = std::make_shared<Inode>(id, InodeKind::kLocal, self_);
           i->type = st.st_mode & S_IFMT;
-          if (keep_fd) {
+          if (budget < 0 || fd_count_->load(std::memory_order_relaxed) < budget ||
+              our_handle().empty()) {
             i->fd = std::move(fd);
             i->fd_count = fd_count_;
             fd_count_->fetch_add(1, std::memory_order_relaxed);
           } else {
-            i->handle = handle;
+            i->handle = std::move(*handle);
           }
           if (held_) {
             i->held_key = key.substr(key.find(':') + 1);

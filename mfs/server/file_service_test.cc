@@ -132,6 +132,16 @@ class FileServiceTest : public ::testing::Test {
     return std::string(r.Bytes());
   }
 
+  // kOpen of the file `handle` names, as the fixture's caller.
+  Result<Frame> Open(const std::string& handle, int flags) {
+    std::string p;
+    Writer w(&p);
+    proto::PutCaller(w, {});
+    w.Bytes(handle);
+    w.U32(static_cast<uint32_t>(flags));
+    return Call(proto::kOpen, p);
+  }
+
   std::string base_, export_;
   std::mutex mu_;
   std::unique_ptr<FileService> service_;
@@ -158,12 +168,7 @@ TEST_F(FileServiceTest, NamesCannotLeaveTheExport) {
   ASSERT_EQ(symlink((base_ + "/outside").c_str(), (export_ + "/escape").c_str()), 0);
   auto link = Lookup(root, "escape");
   ASSERT_TRUE(link.ok());
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, {});
-  w.Bytes(*link);
-  w.U32(O_RDONLY);
-  auto open = Call(proto::kOpen, p);
+  auto open = Open(*link, O_RDONLY);
   ASSERT_FALSE(open.ok());
   EXPECT_EQ(open.status().code(), ELOOP);
 }
@@ -242,12 +247,7 @@ TEST_F(FileServiceTest, InterestInARemovedFileIsDropped) {
   auto gone = Lookup(root, "gone");
   auto open = Lookup(root, "open");
   ASSERT_TRUE(gone.ok() && open.ok());
-  std::string op;
-  Writer ow(&op);
-  proto::PutCaller(ow, {});
-  ow.Bytes(*open);
-  ow.U32(O_RDONLY);
-  ASSERT_TRUE(Call(proto::kOpen, op).ok());
+  ASSERT_TRUE(Open(*open, O_RDONLY).ok());
   const size_t before = service_->interest_size();
   for (const char* n : {"gone", "open"}) {
     std::string p;
@@ -283,12 +283,7 @@ TEST_F(FileServiceTest, PushedChangesCarryTheChangeTimeAfterThem) {
   ASSERT_TRUE(file.ok());
   // The holder looks the file up too: it is told of its changes.
   ASSERT_TRUE(Lookup(*sub, "file", {}, holder).ok());
-  std::string op;
-  Writer ow(&op);
-  proto::PutCaller(ow, {});
-  ow.Bytes(*file);
-  ow.U32(O_WRONLY);
-  auto opened = Call(proto::kOpen, op);
+  auto opened = Open(*file, O_WRONLY);
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   uint64_t fh = Reader(opened->payload).U64();
   std::string wp;
@@ -372,12 +367,7 @@ TEST_F(FileServiceTest, HandlesSurviveARestartOfTheService) {
   auto file = Lookup(*sub, "file");
   ASSERT_TRUE(file.ok());
   StartService();  // a new instance: no state but the secret and the export
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, {});
-  w.Bytes(*file);
-  w.U32(O_RDONLY);
-  auto open = Call(proto::kOpen, p);
+  auto open = Open(*file, O_RDONLY);
   ASSERT_TRUE(open.ok()) << open.status().ToString();
   Reader r(open->payload);
   uint64_t fh = r.U64();
