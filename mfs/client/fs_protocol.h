@@ -35,17 +35,17 @@ namespace mfs::client::proto {
 
 enum Type : uint16_t {
   kGetRoot = 64,      // -> handle, stat
-  kLookup = 65,       // cred, dir handle, name -> handle, stat
+  kLookup = 65,       // cred, dir handle, name [, u8 LookupFlags] -> handle, stat | listing
   kGetAttr = 66,      // handle, u64 fh (0 = none) -> stat
   kSetAttr = 67,      // cred, handle, u64 fh, setattr fields -> stat
-  kMakeNode = 68,     // cred, dir, name, u32 mode, u64 rdev, link -> handle, stat
+  kMakeNode = 68,     // cred, dir, name, u32 mode, u64 rdev, link -> handle, stat, gens
   kLink = 69,         // cred, handle, new dir, name -> handle, stat
-  kRemove = 70,       // cred, dir, name, u8 is_dir -> [dir stat after]
+  kRemove = 70,       // cred, dir, name, u8 is_dir -> [dir stat after, gens]
   kRename = 71,       // cred, dir, name, new dir, new name, u32 flags -> ()
   kReadLink = 72,     // handle -> target
   kAccess = 73,       // cred, handle, u32 mask -> ()
   kOpen = 74,         // cred, handle, u32 flags -> u64 fh
-  kCreate = 75,       // cred, dir, name, u32 mode, u32 flags -> handle, stat, u64 fh [, dir stat [, u8 created]]
+  kCreate = 75,       // cred, dir, name, mode, flags -> handle, stat, fh [dir stat, created, gens]
   kRead = 76,         // u64 fh, i64 off, u32 size -> raw bytes
   kWrite = 77,        // u64 fh, i64 off, data [, u8 kill set-id bits] -> u32 written
   kFlush = 78,        // u64 fh, u64 lock owner -> ()
@@ -67,10 +67,12 @@ enum Type : uint16_t {
   kChanged = 97,      // own mount -> its server: key, name [, u8 ChangedFlags [, i64 ctime]]
   kHold = 98,         // client -> server: u32 n, n x handle (files it still caches) -> u32 held
   kForgetDir = 99,    // client -> server (no reply): handle of a directory it no longer holds
-  kInvalidate = 100,  // server -> client (no reply): handle, key, name [, i64 ctime]
+  kInvalidate = 100,  // server -> client: handle, key, name [, i64 ctime] (call: breaks a listing)
 };
 
-// kChanged's optional last byte, for a file that just lost a name.
+// kChanged is one-way, or a call (answered empty) when a peer may hold a
+// listing of the directory whose entry changed (file_service.h, PutListing).
+// Its optional last byte, for a file that just lost a name:
 enum ChangedFlags : uint8_t {
   kChangedGone = 1,  // no name left: forget who held it once nobody has it open
   // A removed directory: pushed to peers only while mfsd keeps it open for
@@ -79,6 +81,18 @@ enum ChangedFlags : uint8_t {
   // to drop its attributes would get ESTALE on its next stat.
   kChangedDir = 2,
 };
+
+// kLookup's optional last byte.
+enum LookupFlags : uint8_t {
+  // If nothing has the name, answer with a listing instead of ENOENT when
+  // the owner can vouch for it: an empty handle, u64 generation, u32 n,
+  // n x name (docs/wire-fs.md, "Directory listings"). "gens" in the
+  // replies above: the directory's generations before and after the change
+  // (0 when the owner keeps none for this connection).
+  kLookupListing = 1,
+};
+// The most names a listing carries (a bigger directory gets ENOENT).
+inline constexpr uint32_t kMaxListing = 4096;
 
 // The largest read or write one frame carries.
 inline constexpr uint32_t kMaxIo = 1u << 20;

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "mfs/base/unique_fd.h"
@@ -50,6 +51,37 @@ enum class InodeKind : uint8_t {
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr uint64_t kFirstMagicIno = 2;  // 2..6, in MagicName order
 inline constexpr uint64_t kFirstDynamicIno = 16;
+
+// kRemote directory: every name in it, as its owner vouched for them
+// (remote_backend.h, Directory listings).
+struct DirListing {
+  DirListing() = default;
+  DirListing(const DirListing&) = delete;
+  DirListing& operator=(const DirListing&) = delete;
+  ~DirListing() { total_names.fetch_sub(charged, std::memory_order_relaxed); }
+  // Counts `n` more names against the process's budget of kMaxNames;
+  // false, and nothing counted, past it.
+  bool Charge(int64_t n) {
+    if (total_names.fetch_add(n, std::memory_order_relaxed) + n > kMaxNames) {
+      total_names.fetch_sub(n, std::memory_order_relaxed);
+      return false;
+    }
+    charged += n;
+    return true;
+  }
+  void Uncharge(int64_t n) {
+    total_names.fetch_sub(n, std::memory_order_relaxed);
+    charged -= n;
+  }
+
+  static constexpr int64_t kMaxNames = int64_t{1} << 20;  // in all listings: ~64 MiB
+  static inline std::atomic<int64_t> total_names{0};
+  std::unordered_set<std::string> names;
+  int64_t charged = 0;      // names counted against the budget
+  uint64_t gen = 0;         // the owner's generation of the directory (DirGen)
+  uint64_t conn_epoch = 0;  // RemoteBackend's connection epoch when taken
+  std::chrono::steady_clock::time_point until{};
+};
 
 struct Inode {
   Inode(uint64_t id_, InodeKind kind_, uint32_t node_) : id(id_), kind(kind_), node(node_) {}
@@ -119,6 +151,16 @@ struct Inode {
   // (it had been removed: fuse_fs.cc, ErrIn).
   std::atomic<bool> stale_told{false};
   std::atomic<uint64_t> change_gen{0};
+  // kRemote directory: its names while known (a lookup of any other name is
+  // answered ENOENT without a round trip), and no listing asked for again
+  // before listing_retry (the owner refused one). listing_inval is bumped
+  // by every invalidation of the directory and by our own changes of names
+  // in it that carry no generations: a listing asked for before is not
+  // taken. Guarded by listing_mu.
+  std::mutex listing_mu;
+  std::shared_ptr<DirListing> listing;
+  std::chrono::steady_clock::time_point listing_retry{};
+  uint64_t listing_inval = 0;
   std::atomic<int64_t> changes_inflight{0};  // Changes naming this inode
   // kLocal: the mount's InterestMap, whose slot for this file the inode
   // holds up from its making to its destruction (so mfsd pushes peers'

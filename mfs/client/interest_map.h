@@ -42,6 +42,11 @@
 
 namespace mfs::client {
 
+// The key whose slot in mfsd's map says that a peer may hold a listing of
+// the directory `key` (docs/wire-fs.md, "Directory listings"): the mount
+// then waits for mfsd to answer its report of a name changed in it.
+inline std::string ListingSlotKey(std::string_view key) { return std::string(key) + "/listing"; }
+
 class InterestMap {
  public:
   static constexpr uint32_t kSlots = 1u << 16;

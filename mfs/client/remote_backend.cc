@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 
+#include <future>
 #include <optional>
 
 #include "mfs/base/coding.h"
@@ -205,7 +206,7 @@ void RemoteBackend::Connect(uint32_t node) {
   auth.handshake_timeout = opts_.connect_timeout;
   Connection::Connect(
       io_, bind_ep, *ep, auth,
-      [this, node](const Connection::Ptr&, Frame f) { OnPush(node, f); },
+      [this, node](const Connection::Ptr& c, Frame f) { OnPush(node, c, f); },
       [this, node](const Connection::Ptr& c, const Status&) { OnClosed(node, c); },
       [this, node, fail_all](Result<Connection::Ptr> r) {
         if (!r.ok()) return fail_all(r.status());
@@ -227,7 +228,8 @@ void RemoteBackend::Connect(uint32_t node) {
           q.swap(p.queue);
         }
         if (again && node != opts_.self_id) Rehold(node, *r);
-        for (auto& pend : q) (*r)->Call(pend.type, std::move(pend.payload), std::move(pend.cb), pend.timeout);
+        for (auto& pend : q)
+          (*r)->Call(pend.type, std::move(pend.payload), std::move(pend.cb), pend.timeout);
       });
 }
 
@@ -235,6 +237,7 @@ void RemoteBackend::OnClosed(uint32_t node, const Connection::Ptr& c) {
   // Pushed invalidations may have been lost with the connection.
   Changing();
   file_epoch_.fetch_add(1, std::memory_order_acq_rel);
+  conn_epoch_.fetch_add(1, std::memory_order_acq_rel);
   bool resubscribe = false;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -304,26 +307,32 @@ void RemoteBackend::ReconnectWhileCached(uint32_t node) {
   });
 }
 
-void RemoteBackend::OnPush(uint32_t node, const Frame& f) {
+void RemoteBackend::OnPush(uint32_t node, const Connection::Ptr& c, const Frame& f) {
   if (f.type() != proto::kInvalidate) return;
+  // Sent as a call, it breaks a listing of ours: answered once it is dropped.
+  const bool call = f.header.request_id != 0;
   Reader r(f.payload);
   std::string handle(r.Bytes());
   std::string key(r.Bytes());
   std::string name(r.Bytes());
   int64_t ctime = r.done() ? kCtimeUnknown : r.I64();
-  if (!r.done()) return;
+  if (!r.done()) {
+    if (call) c->ReplyError(f, Malformed("invalidate"));
+    return;
+  }
   Changing();
   InodePtr inode = node == opts_.self_id
                        ? client_->table().Find("L" + std::to_string(opts_.self_id) + ":" + key)
                        : client_->table().Find(RemoteKey(node, handle));
-  if (!inode) return;
-  InvalidateCached(inode, name, ctime);
+  if (inode) InvalidateCached(inode, name, ctime);
+  if (call) c->Reply(f, "");
 }
 
 void RemoteBackend::InvalidateCached(const InodePtr& inode, const std::string& name,
                                      int64_t ctime) {
   inode->change_gen.fetch_add(1, std::memory_order_acq_rel);  // voids its post_attr
   inode->no_caps = false;
+  if (S_ISDIR(inode->type)) ForgetListing(inode);
   {
     std::lock_guard<std::mutex> l(inval_mu_);
     if (inval_queue_.size() > 100000) inval_queue_.clear();
@@ -355,12 +364,14 @@ void RemoteBackend::InvalLoop() {
 void RemoteBackend::LocalChanged(const std::string& key, const std::string& name, uint8_t flags,
                                  int fd) {
   Connection::Ptr c;
+  bool listed;  // a name changed in a directory a peer may hold a listing of
   {
     std::lock_guard<std::mutex> l(mu_);
     // No peer holds the file (or the directory whose entry changed): nobody
     // to tell. The change is done; the map is read after it (see
     // interest_map.h for why that order makes skipping safe).
     if (own_interest_ && !own_interest_->MayBeHeld(key)) return;
+    listed = !name.empty() && (!own_interest_ || own_interest_->MayBeHeld(ListingSlotKey(key)));
     auto it = peers_.find(opts_.self_id);
     if (it != peers_.end()) c = it->second.conn;
   }
@@ -375,7 +386,15 @@ void RemoteBackend::LocalChanged(const std::string& key, const std::string& name
   } else if (flags) {
     w.U8(flags);
   }
-  c->Send(proto::kChanged, std::move(p));
+  // Then the change is done only once mfsd has had the listings dropped
+  // (file_service.h, PutListing).
+  if (!listed) return c->Send(proto::kChanged, std::move(p));
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> answered = done->get_future();
+  c->Call(
+      proto::kChanged, std::move(p), [done](Result<Frame>) { done->set_value(); },
+      kListingReportTimeout);
+  answered.wait();
 }
 
 // ---- operations -----------------------------------------------------------
@@ -396,17 +415,118 @@ Result<EntryOut> RemoteBackend::DecodeEntry(uint32_t node, Reader& r) {
   return EntryOut{std::move(p), st};
 }
 
+Result<EntryOut> RemoteBackend::EntryReply(uint32_t node, Reader& r) {
+  auto e = DecodeEntry(node, r);
+  if (e.ok() && !r.done()) {
+    client_->table().Forget(e->inode->id, 1);
+    return Malformed("entry");
+  }
+  return e;
+}
+
 void RemoteBackend::EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb) {
   Call(node, type, std::move(payload), [this, node, cb = std::move(cb)](Result<Frame> f) {
     if (!f.ok()) return cb(f.status());
     Reader r(f->payload);
-    auto e = DecodeEntry(node, r);
-    if (e.ok() && !r.done()) {
-      client_->table().Forget(e->inode->id, 1);
-      return cb(Malformed("entry"));
-    }
-    cb(std::move(e));
+    cb(EntryReply(node, r));
   });
+}
+
+// ---- directory listings ---------------------------------------------------
+
+static std::atomic<uint64_t> g_listing_answers{0};
+
+uint64_t RemoteBackend::listing_answers() {
+  return g_listing_answers.load(std::memory_order_relaxed);
+}
+
+RemoteBackend::Known RemoteBackend::KnownName(const InodePtr& dir, const std::string& name) {
+  const double timeout = client_->options().entry_timeout;
+  if (timeout <= 0 || !S_ISDIR(dir->type)) return Known::kAsk;  // never cached: never asked
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> l(dir->listing_mu);
+  if (dir->listing && (dir->listing->conn_epoch != conn_epoch_.load(std::memory_order_acquire) ||
+                       now >= dir->listing->until))
+    dir->listing.reset();
+  if (dir->listing) return dir->listing->names.count(name) ? Known::kPresent : Known::kAbsent;
+  return now >= dir->listing_retry ? Known::kAskListing : Known::kAsk;
+}
+
+void RemoteBackend::TakeListing(const InodePtr& dir, std::shared_ptr<DirListing> listing,
+                                uint64_t inval_before) {
+  std::lock_guard<std::mutex> l(dir->listing_mu);
+  // An invalidation or a lost connection since the lookup was sent: the
+  // names may be older than what they voided.
+  if (dir->listing_inval != inval_before ||
+      listing->conn_epoch != conn_epoch_.load(std::memory_order_acquire))
+    return;
+  dir->listing.reset();  // its names leave the budget first
+  if (!listing->Charge(static_cast<int64_t>(listing->names.size()))) return;
+  listing->until = std::chrono::steady_clock::now() + EntryTimeout();
+  dir->listing = std::move(listing);
+}
+
+void RemoteBackend::ListingChanged(const InodePtr& dir, const std::string& name, bool exists,
+                                   uint64_t gen_before, uint64_t gen_after) {
+  std::lock_guard<std::mutex> l(dir->listing_mu);
+  DirListing* known = dir->listing.get();
+  if (!known) return;
+  // Ours was the only change since the names were known: they still are.
+  if (gen_before == 0 || known->gen != gen_before || gen_after != gen_before + 1 ||
+      known->conn_epoch != conn_epoch_.load(std::memory_order_acquire)) {
+    dir->listing.reset();
+    return;
+  }
+  if (exists) {
+    if (!known->names.count(name)) {
+      if (!known->Charge(1)) {
+        dir->listing.reset();
+        return;
+      }
+      known->names.insert(name);
+    }
+  } else if (known->names.erase(name)) {
+    known->Uncharge(1);
+  }
+  known->gen = gen_after;
+  known->until = std::chrono::steady_clock::now() + EntryTimeout();
+}
+
+void RemoteBackend::ForgetListing(const InodePtr& dir) {
+  std::lock_guard<std::mutex> l(dir->listing_mu);
+  ++dir->listing_inval;
+  dir->listing.reset();
+}
+
+std::chrono::steady_clock::duration RemoteBackend::EntryTimeout() const {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(client_->options().entry_timeout));
+}
+
+// The generations that end a changing reply (0, 0 if absent: no listing
+// survives the change).
+static std::pair<uint64_t, uint64_t> GetGens(Reader& r) {
+  if (r.remaining() == 0) return {0, 0};
+  uint64_t before = r.U64();
+  return {before, r.U64()};
+}
+
+Result<EntryOut> RemoteBackend::MadeEntry(uint32_t node, const InodePtr& parent, Reader& r) {
+  auto e = DecodeEntry(node, r);
+  if (!e.ok()) ForgetListing(parent);  // made or not: unknown
+  return e;
+}
+
+Status RemoteBackend::MadeName(const InodePtr& parent, const std::string& name, const EntryOut& e,
+                               Reader& r, const char* what) {
+  auto [before, after] = GetGens(r);
+  if (!r.done()) {
+    client_->table().Forget(e.inode->id, 1);
+    ForgetListing(parent);
+    return Malformed(what);
+  }
+  ListingChanged(parent, name, true, before, after);
+  return Status::OK();
 }
 
 void RemoteBackend::StatCall(uint32_t node, uint16_t type, std::string payload,
@@ -475,12 +595,53 @@ void RemoteBackend::RootEntry(uint32_t node, Cb<EntryOut> cb) {
 
 void RemoteBackend::Lookup(const Caller& c, const InodePtr& parent, const std::string& name,
                            Cb<EntryOut> cb) {
+  const Known known = KnownName(parent, name);
+  if (known == Known::kAbsent) {
+    g_listing_answers.fetch_add(1, std::memory_order_relaxed);
+    return cb(Status::Error(ENOENT, "no such name (directory listing)"));
+  }
   std::string p;
   Writer w(&p);
   proto::PutCaller(w, c);
   w.Bytes(parent->handle);
   w.Bytes(name);
-  EntryCall(parent->node, proto::kLookup, std::move(p), std::move(cb));
+  if (known != Known::kAskListing)
+    return EntryCall(parent->node, proto::kLookup, std::move(p), std::move(cb));
+  w.U8(proto::kLookupListing);
+  uint64_t inval_before;
+  {
+    std::lock_guard<std::mutex> l(parent->listing_mu);
+    inval_before = parent->listing_inval;
+  }
+  auto listing = std::make_shared<DirListing>();  // shared: std::function is copyable
+  listing->conn_epoch = conn_epoch_.load(std::memory_order_acquire);
+  uint32_t node = parent->node;
+  Call(node, proto::kLookup, std::move(p),
+       [this, node, parent, name, inval_before, listing, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) {
+           // The owner could not vouch for the names (too many, or not
+           // held): do not ask again for a while.
+           if (f.status().code() == ENOENT) {
+             std::lock_guard<std::mutex> l(parent->listing_mu);
+             parent->listing_retry = std::chrono::steady_clock::now() + kListingRetry;
+           }
+           return cb(f.status());
+         }
+         Reader r(f->payload);
+         if (f->payload.size() < 4 || DecodeFixed32(f->payload.data()) != 0)
+           return cb(EntryReply(node, r));
+         // No handle: nothing has the name, and these are the names there are.
+         r.Bytes();
+         listing->gen = r.U64();
+         uint32_t n = r.U32();
+         if (!r.ok() || n > proto::kMaxListing) return cb(Malformed("lookup listing"));
+         listing->names.reserve(n);
+         for (uint32_t i = 0; i < n && r.ok(); ++i) listing->names.emplace(r.Bytes());
+         if (!r.done() || listing->gen == 0 || listing->names.count(name))
+           return cb(Malformed("lookup listing"));
+         TakeListing(parent, listing, inval_before);
+         cb(Status::Error(ENOENT, "no such name"));
+       });
 }
 
 void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh,
@@ -525,7 +686,19 @@ void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std:
   w.U32(mode);
   w.U64(rdev);
   w.Bytes(link);
-  EntryCall(parent->node, proto::kMakeNode, std::move(p), Holding(change, std::move(cb)));
+  uint32_t node = parent->node;
+  Call(node, proto::kMakeNode, std::move(p),
+       [this, node, parent, name, change, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) {
+           ForgetListing(parent);
+           return cb(f.status());
+         }
+         Reader r(f->payload);
+         auto e = MadeEntry(node, parent, r);
+         if (!e.ok()) return cb(e.status());
+         if (Status s = MadeName(parent, name, *e, r, "mknod"); !s.ok()) return cb(s);
+         cb(std::move(e));
+       });
 }
 
 void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& newparent,
@@ -537,7 +710,14 @@ void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr&
   w.Bytes(inode->handle);
   w.Bytes(newparent->handle);
   w.Bytes(name);
-  EntryCall(inode->node, proto::kLink, std::move(p), Holding(change, std::move(cb)));
+  // A change of names that carries no generations: listings of the
+  // directory taken while it is in flight are not kept, nor is one after.
+  ForgetListing(newparent);
+  EntryCall(inode->node, proto::kLink, std::move(p),
+            Holding(change, [this, newparent, cb = std::move(cb)](Result<EntryOut> e) {
+              ForgetListing(newparent);
+              cb(std::move(e));
+            }));
 }
 
 void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::string& name,
@@ -550,12 +730,22 @@ void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::s
   w.U8(dir ? 1 : 0);
   ChangePtr change = BeginChange(nullptr, /*structural=*/true);
   Call(parent->node, proto::kRemove, std::move(p),
-       [this, parent, change, cb = std::move(cb)](Result<Frame> f) {
-         if (!f.ok()) return cb(f.status());
+       [this, parent, name, change, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) {
+           ForgetListing(parent);
+           return cb(f.status());
+         }
          Reader r(f->payload);
+         uint64_t before = 0, after = 0;
          if (r.remaining() > 0) {  // the directory's attributes afterwards
            struct stat st = proto::GetStat(r);
+           std::tie(before, after) = GetGens(r);
            if (r.done()) Remember(parent, st, *change);
+         }
+         if (r.done()) {
+           ListingChanged(parent, name, false, before, after);
+         } else {
+           ForgetListing(parent);
          }
          cb(Status::OK());
        });
@@ -573,7 +763,14 @@ void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::s
   w.Bytes(newparent->handle);
   w.Bytes(newname);
   w.U32(flags);
-  DoneCall(parent->node, proto::kRename, std::move(p), Holding(change, std::move(cb)));
+  ForgetListing(parent);  // as in Link
+  ForgetListing(newparent);
+  DoneCall(parent->node, proto::kRename, std::move(p),
+           Holding(change, [this, parent, newparent, cb = std::move(cb)](Status s) {
+             ForgetListing(parent);
+             ForgetListing(newparent);
+             cb(std::move(s));
+           }));
 }
 
 void RemoteBackend::ReadLink(const Caller&, const InodePtr& inode, Cb<std::string> cb) {
@@ -648,20 +845,20 @@ void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::s
   uint32_t node = parent->node;
   ChangePtr change = BeginChange(nullptr, /*structural=*/(flags & O_EXCL) == 0);
   Call(node, proto::kCreate, std::move(p),
-       [this, node, flags, parent, change, cb = std::move(cb)](Result<Frame> f) {
-         if (!f.ok()) return cb(f.status());
+       [this, node, flags, parent, name, change, cb = std::move(cb)](Result<Frame> f) {
+         if (!f.ok()) {
+           ForgetListing(parent);  // EEXIST where the listing had no name...
+           return cb(f.status());
+         }
          Reader r(f->payload);
-         auto e = DecodeEntry(node, r);
+         auto e = MadeEntry(node, parent, r);
          if (!e.ok()) return cb(e.status());
          uint64_t id = r.U64();
          std::optional<struct stat> dir_st;
          if (r.ok() && r.remaining() > 0) dir_st = proto::GetStat(r);  // the parent afterwards
          bool created = flags & O_EXCL;
          if (r.ok() && r.remaining() > 0) created = r.U8() != 0;  // this call made the file
-         if (!r.done()) {
-           client_->table().Forget(e->inode->id, 1);
-           return cb(Malformed("create"));
-         }
+         if (Status s = MadeName(parent, name, *e, r, "create"); !s.ok()) return cb(s);
          // A file just made has no security.capability: the kernel's check
          // before the first write is answered here, not by the owner.
          if (created) e->inode->no_caps = true;

@@ -86,6 +86,9 @@ class RemoteBackend : public Backend {
     opts_.held_map_id = id;
   }
   void Stop();
+  // Lookups answered ENOENT from a directory listing, by every backend of
+  // this process (user.mfs.requests).
+  static uint64_t listing_answers();
 
   // /mfs/<node> itself.
   void RootEntry(uint32_t node, Cb<EntryOut> cb);
@@ -155,7 +158,7 @@ class RemoteBackend : public Backend {
                 FrameCb cb, std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   void Connect(uint32_t node);
   Result<wire::tcp::endpoint> EndpointOf(uint32_t node);
-  void OnPush(uint32_t node, const wire::Frame& f);
+  void OnPush(uint32_t node, const wire::Connection::Ptr& c, const wire::Frame& f);
   void OnClosed(uint32_t node, const wire::Connection::Ptr& c);
   // After a lost connection to `node`: tells its mfsd (kHold) which of its
   // files we still cache, then drops what the kernel cached of them (what
@@ -169,6 +172,45 @@ class RemoteBackend : public Backend {
   void InvalidateCached(const InodePtr& inode, const std::string& name,
                         int64_t ctime = kCtimeUnknown);
   Result<EntryOut> DecodeEntry(uint32_t node, Reader& r);
+  // DecodeEntry of a whole reply.
+  Result<EntryOut> EntryReply(uint32_t node, Reader& r);
+
+  // Directory listings (docs/wire-fs.md). The kernel looks every new name
+  // up before it creates it, and a remote lookup that finds nothing is a
+  // round trip the create right after it cannot share. So a lookup that
+  // misses in a directory whose names we do not know asks for them
+  // (kLookupListing); the owner sends them with the directory's generation
+  // when it can vouch for them (we hold the directory, so every change of
+  // its names by anyone else is pushed to us; at most kMaxListing names).
+  // While they are known, a lookup of any other name is answered ENOENT
+  // here. They are kept up to date by our own creates, mknods and removes,
+  // whose replies carry the generation before and after (so that no
+  // change came between), and dropped by any pushed invalidation of the
+  // directory, by our own renames and links there, by any failed change
+  // there, by a lost connection, and entry_timeout after they were last
+  // confirmed. A change by anyone else breaks them before it completes:
+  // its invalidation comes as a call, answered (OnPush) once they are
+  // dropped. entry_timeout 0 turns them off. All listings of the process
+  // together hold at most DirListing::kMaxNames names.
+  enum class Known { kAbsent, kPresent, kAsk, kAskListing };
+  Known KnownName(const InodePtr& dir, const std::string& name);
+  void TakeListing(const InodePtr& dir, std::shared_ptr<DirListing> listing, uint64_t inval_before);
+  // Our own change of `name` in `dir` (now `exists`), with the owner's
+  // generations of `dir` before and after it (0: none).
+  void ListingChanged(const InodePtr& dir, const std::string& name, bool exists,
+                      uint64_t gen_before, uint64_t gen_after);
+  void ForgetListing(const InodePtr& dir);
+  // The entry that starts a reply to a request that made a name in
+  // `parent` (if malformed, the listing is forgotten), and the end of it
+  // that made `name` as `e`: the
+  // generations, then nothing (else `e` and the listing are forgotten).
+  Result<EntryOut> MadeEntry(uint32_t node, const InodePtr& parent, Reader& r);
+  Status MadeName(const InodePtr& parent, const std::string& name, const EntryOut& e, Reader& r,
+                  const char* what);
+  std::chrono::steady_clock::duration EntryTimeout() const;
+  static constexpr std::chrono::seconds kListingRetry{1};
+  // Longer than mfsd waits for the breaks (kListingBreakTimeout).
+  static constexpr std::chrono::milliseconds kListingReportTimeout{3000};
   void EntryCall(uint32_t node, uint16_t type, std::string payload, Cb<EntryOut> cb);
   void DoneCall(uint32_t node, uint16_t type, std::string payload, DoneCb cb);
   // A call answered by a stat (GetAttr, SetAttr), st_ino as shown.
@@ -285,6 +327,7 @@ class RemoteBackend : public Backend {
   std::atomic<int64_t> inflight_{0};  // Changes alive
   std::atomic<uint64_t> file_epoch_{1};
   std::atomic<int64_t> structural_inflight_{0};
+  std::atomic<uint64_t> conn_epoch_{1};  // bumped by every lost connection
 };
 
 }  // namespace mfs::client

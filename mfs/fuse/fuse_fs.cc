@@ -862,7 +862,8 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
       return ReplyXattr(req, size,
                         std::to_string(g_fuse_requests.load()) + " " +
                             std::to_string(wire::Connection::calls_made()) + " " +
-                            std::to_string(g_invalidations_seen.load()));
+                            std::to_string(g_invalidations_seen.load()) + " " +
+                            std::to_string(client::RemoteBackend::listing_answers()));
     }
     // On /mfs itself: "<negotiated 0|1> <inodes with a backing file now>
     // <passthrough opens so far>" (tests and mfsstat-like checks).

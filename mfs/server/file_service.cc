@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/stat.h>
-#include <cstring>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -25,6 +27,8 @@ using client::ScopedCreds;
 
 namespace {
 constexpr size_t kMaxInterestKeys = 200000;
+// How long a change waits for a node to drop a listing it breaks.
+constexpr std::chrono::milliseconds kListingBreakTimeout{2000};
 constexpr uint32_t kMaxDirBatch = 4096;
 
 Status Bad(const char* what) { return Status::Error(EBADMSG, std::string("malformed ") + what); }
@@ -163,6 +167,7 @@ void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
                (frame.type() == proto::kFlock && p.size() >= 4 &&
                 !(DecodeFixed32(p.data() + p.size() - 4) & LOCK_NB) &&
                 (DecodeFixed32(p.data() + p.size() - 4) & ~LOCK_NB) != LOCK_UN);
+  if (frame.type() == proto::kChanged) return OnChanged(conn, frame);
   if (Bookkeeping(frame.type())) return Execute(conn, frame);
   if (frame.type() == proto::kCancelWait) {
     if (p.size() != 16) return;  // one-way: nothing to answer
@@ -246,6 +251,72 @@ void FileService::Execute(const wire::Connection::Ptr& conn, const wire::Frame& 
   else conn->ReplyError(frame, s);
 }
 
+// The answers that the listing holders a change broke still owe.
+class FileService::ListingBreaks {
+ public:
+  explicit ListingBreaks(int pending) : pending_(pending) {}
+  void Answered() {
+    std::function<void()> then;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (--pending_ > 0) return;
+      then = std::move(then_);
+    }
+    cv_.notify_all();
+    if (then) then();
+  }
+  // Bounded: every break is a call with a timeout.
+  void Wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [this] { return pending_ <= 0; });
+  }
+  // Runs `f` once all are answered (now, if they are).
+  void Then(std::function<void()> f) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (pending_ > 0) {
+        then_ = std::move(f);
+        return;
+      }
+    }
+    f();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int pending_;
+  std::function<void()> then_;
+};
+
+void FileService::OnChanged(const wire::Connection::Ptr& conn, const wire::Frame& frame) {
+  const bool call = frame.header.request_id != 0;
+  Reader r(frame.payload);
+  std::string key(r.Bytes());
+  std::string name(r.Bytes());
+  uint8_t flags = r.done() ? 0 : r.U8();
+  int64_t ctime = r.done() ? client::kCtimeUnknown : r.I64();
+  if (!r.done()) {
+    if (call) conn->ReplyError(frame, Bad("changed"));
+    return;
+  }
+  // Only the node's own mount reports changes it made on the export.
+  if (conn->peer_id() != opts_.self_id) {
+    if (call)
+      conn->ReplyError(frame,
+                       Status::PermissionDenied("changes are reported by the owner's mount only"));
+    return;
+  }
+  changes_reported_.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<ListingBreaks> breaks;
+  if (!(flags & proto::kChangedDir) || DirPinned(key))
+    Changed(conn.get(), key, name, true, ctime, &breaks);
+  if (flags & proto::kChangedGone) ForgetKey(key);
+  if (!call) return;
+  if (!breaks) return conn->Reply(frame, "");
+  breaks->Then([conn, frame] { conn->Reply(frame, ""); });
+}
+
 void FileService::OnClose(const wire::Connection::Ptr& conn) {
   std::vector<std::shared_ptr<OpenFile>> drop;
   {
@@ -258,12 +329,19 @@ void FileService::OnClose(const wire::Connection::Ptr& conn) {
         ++it;
       }
     }
-    const bool counted = Counted(conn.get());
     for (auto it = interest_.begin(); it != interest_.end();) {
-      if (it->second.erase(conn.get()) && counted) interest_map_.Remove(it->first);
-      it = it->second.empty() ? interest_.erase(it) : std::next(it);
+      if (auto w = it->second.find(conn.get()); w != it->second.end()) {
+        Unwatched(it->first, w->first, w->second);
+        it->second.erase(w);
+      }
+      if (it->second.empty()) {
+        dir_gen_.erase(it->first);
+        it = interest_.erase(it);
+      } else {
+        ++it;
+      }
     }
-    if (watch_all_.erase(conn.get()) && counted) interest_map_.RemoveAll();
+    if (watch_all_.erase(conn.get()) && Counted(conn.get())) interest_map_.RemoveAll();
     for (auto it = pinned_.begin(); it != pinned_.end();) it = DropHolder(it, conn.get());
   }
   // Dropping the files closes them. Locks this connection took go too: a
@@ -308,9 +386,20 @@ bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::str
   std::lock_guard<std::mutex> l(mu_);
   if (interest_.size() > kMaxInterestKeys) {  // clients fall back to timeouts
     for (auto& [k, m] : interest_)
-      for (auto& [c, w] : m)
-        if (Counted(c)) interest_map_.Remove(k);
+      for (auto& [c, w] : m) {
+        // A listing no change will break: dropped now (one-way, best effort).
+        if (auto p = w.conn.lock(); p && w.listed) {
+          std::string msg;
+          Writer mw(&msg);
+          mw.Bytes(w.handle);
+          mw.Bytes(k);
+          mw.Bytes("");
+          p->Send(proto::kInvalidate, std::move(msg));
+        }
+        Unwatched(k, c, w);
+      }
     interest_.clear();
+    dir_gen_.clear();
   }
   auto& m = interest_[key];
   if (!m.emplace(conn.get(), Watcher{conn, handle}).second || !Counted(conn.get())) return false;
@@ -318,40 +407,145 @@ bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::str
   return true;
 }
 
-void FileService::Changed(const wire::Connection* from, const std::string& key,
-                          const std::string& name, bool peers, int64_t ctime) {
-  std::vector<std::pair<wire::Connection::Ptr, std::string>> targets;
+void FileService::Unwatched(const std::string& key, const wire::Connection* c, const Watcher& w) {
+  if (Counted(c)) interest_map_.Remove(key);
+  if (w.listed) interest_map_.Remove(client::ListingSlotKey(key));
+}
+
+uint64_t FileService::Changed(const wire::Connection* from, const std::string& key,
+                              const std::string& name, bool peers, int64_t ctime,
+                              std::shared_ptr<ListingBreaks>* later) {
+  struct Target {
+    wire::Connection::Ptr conn;
+    std::string handle;
+    bool breaks_listing;
+  };
+  std::vector<Target> targets;
+  uint64_t gen = 0;
+  int breaks = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (!name.empty()) {
+      if (auto g = dir_gen_.find(key); g != dir_gen_.end()) gen = ++g->second;
+    }
     auto it = interest_.find(key);
     if (peers && it != interest_.end()) {
       for (auto& [c, w] : it->second) {
         if (c == from) continue;
-        if (auto p = w.conn.lock()) targets.emplace_back(std::move(p), w.handle);
+        // Bumped and broken under one lock with PutListing's check: a
+        // listing is either older than this change and broken by it, or
+        // read after it (its generation then differs from the one read).
+        const bool breaking = w.listed && !name.empty();
+        if (breaking) {
+          w.listed = false;
+          interest_map_.Remove(client::ListingSlotKey(key));
+        }
+        if (auto p = w.conn.lock()) {
+          targets.push_back({std::move(p), w.handle, breaking});
+          breaks += breaking;
+        }
       }
     }
     for (auto& [c, w] : watch_all_) {
       if (c == from) continue;
       // Read after the change was made (interest_map.h, "Ordering").
       if (w.held && !w.held->MayBeHeld(key)) continue;
-      if (auto p = w.conn.lock()) targets.emplace_back(std::move(p), std::string());
+      if (auto p = w.conn.lock()) targets.push_back({std::move(p), std::string(), false});
     }
   }
-  for (auto& [c, handle] : targets) {
-    if (c->peer_id() == opts_.self_id) own_mount_pushes_.fetch_add(1, std::memory_order_relaxed);
+  auto pending = breaks ? std::make_shared<ListingBreaks>(breaks) : nullptr;
+  for (auto& t : targets) {
+    if (t.conn->peer_id() == opts_.self_id)
+      own_mount_pushes_.fetch_add(1, std::memory_order_relaxed);
     std::string msg;
     Writer w(&msg);
-    w.Bytes(handle);
+    w.Bytes(t.handle);
     w.Bytes(key);
     w.Bytes(name);
     if (fine_ctime_ && ctime != client::kCtimeUnknown) w.I64(ctime);
-    c->Send(proto::kInvalidate, std::move(msg));
+    if (!t.breaks_listing) {
+      t.conn->Send(proto::kInvalidate, std::move(msg));
+      continue;
+    }
+    t.conn->Call(
+        proto::kInvalidate, std::move(msg),
+        [pending, peer = t.conn->peer_id()](Result<wire::Frame> f) {
+          if (!f.ok())
+            spdlog::warn(
+                "file service: node {} did not answer a listing break: {} (its lookups may "
+                "miss that change until its entry_timeout)",
+                peer, f.status().ToString());
+          pending->Answered();
+        },
+        kListingBreakTimeout);
   }
+  if (!pending) return gen;
+  if (later) {
+    *later = std::move(pending);
+  } else {
+    pending->Wait();
+  }
+  return gen;
 }
 
-void FileService::ChangedFd(const wire::Connection* from, int fd, const std::string& name) {
+uint64_t FileService::ChangedFd(const wire::Connection* from, int fd, const std::string& name) {
   auto st = ops::Stat(fd);
-  if (st.ok()) Changed(from, ops::FileKey(*st), name, true, client::CtimeNs(*st));
+  return st.ok() ? Changed(from, ops::FileKey(*st), name, true, client::CtimeNs(*st)) : 0;
+}
+
+uint64_t FileService::DirGen(const wire::Connection* conn, const std::string& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = interest_.find(key);
+  if (it == interest_.end() || !it->second.count(conn)) return 0;
+  auto [g, made] = dir_gen_.try_emplace(key, next_gen_base_);
+  if (made) next_gen_base_ += uint64_t{1} << 32;
+  return g->second;
+}
+
+uint64_t FileService::DirGenOf(int dirfd, const wire::Connection* conn) {
+  auto st = ops::Stat(dirfd);
+  return st.ok() ? DirGen(conn, ops::FileKey(*st)) : 0;
+}
+
+bool FileService::PutListing(const wire::Connection::Ptr& conn, int dirfd, std::string* out) {
+  auto st = ops::Stat(dirfd);
+  if (!st.ok()) return false;
+  const std::string key = ops::FileKey(*st);
+  uint64_t gen = DirGen(conn.get(), key);
+  if (gen == 0) return false;
+  // Raised before the read (interest_map.h, "Ordering"): a change our own
+  // mount makes after it waits for the break; one before it is in the read.
+  const std::string slot = client::ListingSlotKey(key);
+  interest_map_.Add(slot);
+  bool kept = false, newly = false;
+  auto dir = ops::Reopen(dirfd, O_RDONLY | O_DIRECTORY);
+  auto entries = dir.ok() ? ops::ReadDirFrom(dir->get(), 0, proto::kMaxListing + 3)
+                          : Result<std::vector<ops::DirEntryAt>>(dir.status());
+  if (entries.ok() && entries->size() <= proto::kMaxListing + 2) {
+    std::lock_guard<std::mutex> l(mu_);
+    // Unchanged while it was read: every name in it is one of `gen`, and
+    // every later change breaks it (Changed).
+    auto it = interest_.find(key);
+    auto g = dir_gen_.find(key);
+    if (it != interest_.end() && g != dir_gen_.end() && g->second == gen) {
+      if (auto w = it->second.find(conn.get()); w != it->second.end()) {
+        kept = true;
+        newly = !w->second.listed;
+        w->second.listed = true;
+      }
+    }
+  }
+  if (!newly) interest_map_.Remove(slot);  // held already, or not sent
+  if (!kept) return false;
+  Writer w(out);
+  w.Bytes("");  // no handle: nothing has that name
+  w.U64(gen);
+  std::vector<const std::string*> names;
+  for (const auto& e : *entries)
+    if (e.name != "." && e.name != "..") names.push_back(&e.name);
+  w.U32(static_cast<uint32_t>(names.size()));
+  for (const std::string* n : names) w.Bytes(*n);
+  return true;
 }
 
 void FileService::ForgetKey(const std::string& key) {
@@ -360,9 +554,9 @@ void FileService::ForgetKey(const std::string& key) {
     if (f->key == key) return;  // still open through us: its changes still matter
   auto it = interest_.find(key);
   if (it == interest_.end()) return;
-  for (const auto& [c, w] : it->second)
-    if (Counted(c)) interest_map_.Remove(key);
+  for (const auto& [c, w] : it->second) Unwatched(key, c, w);
   interest_.erase(it);
+  dir_gen_.erase(key);
 }
 
 Status FileService::PutEntry(const wire::Connection::Ptr& conn, int fd, std::string* out) {
@@ -396,11 +590,18 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       Caller c = proto::GetCaller(r);
       std::string_view dh = r.Bytes();
       std::string name(r.Bytes());
+      uint8_t lookup_flags = r.done() ? 0 : r.U8();
       if (!r.done()) return Bad("lookup");
       MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
       ScopedCreds creds(c);
-      MFS_ASSIGN_OR_RETURN(UniqueFd fd, ops::OpenPath(dir.get(), name));
-      return PutEntry(conn, fd.get(), out);
+      Result<UniqueFd> fd = ops::OpenPath(dir.get(), name);
+      if (fd.ok()) return PutEntry(conn, fd->get(), out);
+      // Nothing by that name: with kLookupListing, every name there is, so
+      // that the client answers its next misses itself.
+      if (fd.status().code() == ENOENT && (lookup_flags & proto::kLookupListing) &&
+          PutListing(conn, dir.get(), out))
+        return Status::OK();
+      return fd.status();
     }
     case proto::kGetAttr: {
       std::string_view h = r.Bytes();
@@ -454,13 +655,17 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       std::string link(r.Bytes());
       if (!r.done()) return Bad("mknod");
       MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      const uint64_t gen_before = DirGenOf(dir.get(), self);
       {
         ScopedCreds creds(c);
         MFS_RETURN_IF_ERROR(ops::MakeNode(dir.get(), name, mode, rdev, link));
       }
-      ChangedFd(self, dir.get(), name);
+      const uint64_t gen_after = ChangedFd(self, dir.get(), name);
       MFS_ASSIGN_OR_RETURN(UniqueFd fd, ops::OpenPath(dir.get(), name));
-      return PutEntry(conn, fd.get(), out);
+      MFS_RETURN_IF_ERROR(PutEntry(conn, fd.get(), out));
+      w.U64(gen_before);  // the directory's generations (DirGen)
+      w.U64(gen_after);
+      return Status::OK();
     }
     case proto::kLink: {
       Caller c = proto::GetCaller(r);
@@ -486,17 +691,22 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (!r.done()) return Bad("remove");
       MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
       auto victim = ops::OpenPath(dir.get(), name);
+      const uint64_t gen_before = DirGenOf(dir.get(), self);
       {
         ScopedCreds creds(c);
         MFS_RETURN_IF_ERROR(ops::Remove(dir.get(), name, dir_flag));
       }
-      ChangedFd(self, dir.get(), name);
+      const uint64_t gen_after = ChangedFd(self, dir.get(), name);
       if (victim.ok()) {
         Removed(self, victim->get());
       }
       // The directory's attributes afterwards (optional: spares the client
-      // the GETATTR its kernel sends next).
-      if (auto st = ops::Stat(dir.get()); st.ok()) proto::PutStat(w, *st);
+      // the GETATTR its kernel sends next), then its generations.
+      if (auto st = ops::Stat(dir.get()); st.ok()) {
+        proto::PutStat(w, *st);
+        w.U64(gen_before);
+        w.U64(gen_after);
+      }
       return Status::OK();
     }
     case proto::kRename: {
@@ -571,13 +781,14 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       int flags = static_cast<int>(r.U32()) & ~O_DIRECT;  // as in kOpen
       if (!r.done()) return Bad("create");
       MFS_ASSIGN_OR_RETURN(UniqueFd dir, open_handle(dh));
+      const uint64_t gen_before = DirGenOf(dir.get(), self);
       bool created = false;
       Result<UniqueFd> fd = [&]() {
         ScopedCreds creds(c);
         return ops::Create(dir.get(), name, mode, flags, &created);
       }();
       if (!fd.ok()) return fd.status();
-      ChangedFd(self, dir.get(), name);
+      const uint64_t gen_after = ChangedFd(self, dir.get(), name);
       MFS_ASSIGN_OR_RETURN(UniqueFd pfd, ops::OpenPath(dir.get(), name));
       MFS_RETURN_IF_ERROR(PutEntry(conn, pfd.get(), out));
       w.U64(AddFile(conn, std::move(*fd), std::move(pfd)));
@@ -587,6 +798,8 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (auto st = ops::Stat(dir.get()); st.ok()) {
         proto::PutStat(w, *st);
         w.U8(created ? 1 : 0);
+        w.U64(gen_before);  // the directory's generations (DirGen)
+        w.U64(gen_after);
       }
       return Status::OK();
     }
@@ -859,20 +1072,6 @@ Status FileService::Dispatch(const wire::Connection::Ptr& conn, const wire::Fram
       if (!r.done()) return Bad("forgetdir");
       std::lock_guard<std::mutex> l(mu_);
       if (auto it = pinned_.find(h); it != pinned_.end()) DropHolder(it, self);
-      return Status::OK();
-    }
-    case proto::kChanged: {
-      std::string key(r.Bytes());
-      std::string name(r.Bytes());
-      uint8_t flags = r.done() ? 0 : r.U8();
-      int64_t ctime = r.done() ? client::kCtimeUnknown : r.I64();
-      if (!r.done()) return Bad("changed");
-      // Only the node's own mount reports changes it made on the export.
-      if (conn->peer_id() != opts_.self_id)
-        return Status::PermissionDenied("changes are reported by the owner's mount only");
-      changes_reported_.fetch_add(1, std::memory_order_relaxed);
-      if (!(flags & proto::kChangedDir) || DirPinned(key)) Changed(self, key, name, true, ctime);
-      if (flags & proto::kChangedGone) ForgetKey(key);
       return Status::OK();
     }
     default:

@@ -111,9 +111,39 @@ class FileService {
   // the file's change time after the change, sent along when this export
   // has fine-grained change times (a client skips the invalidation of a
   // change its newest open already saw: inode_table.h, opened_ctime).
-  void Changed(const wire::Connection* from, const std::string& key, const std::string& name,
-               bool peers = true, int64_t ctime = client::kCtimeUnknown);
-  void ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
+  // Returns the directory's generation after a change of `name` in it
+  // (0: none is kept, see DirGen). A connection that holds a listing of
+  // the directory is sent the push as a call, and Changed returns once
+  // every such one has answered (it dropped the listing) or timed out;
+  // with `later`, it returns at once and hands the wait over.
+  class ListingBreaks;
+  uint64_t Changed(const wire::Connection* from, const std::string& key, const std::string& name,
+                   bool peers = true, int64_t ctime = client::kCtimeUnknown,
+                   std::shared_ptr<ListingBreaks>* later = nullptr);
+  uint64_t ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
+  // Directory generations (docs/wire-fs.md, "Directory listings"): for a
+  // directory `conn` holds, a number that every change of a name in it that
+  // this service makes or is told of (Changed with a name) bumps by one;
+  // 0 if `conn` does not hold it (its changes might not reach it). A
+  // client that knows a directory's names at generation g and is told of
+  // a change of its own that went from g to g + 1 knows them still.
+  // Generations of a directory nobody holds are dropped with its interest;
+  // a new record starts at a base no earlier one used.
+  uint64_t DirGen(const wire::Connection* conn, const std::string& key);
+  uint64_t DirGenOf(int dirfd, const wire::Connection* conn);
+  // After a lookup found nothing: the directory's names and generation
+  // (kLookupListing), if `conn` holds it and it has at most kMaxListing
+  // names. Returns false when it cannot vouch for them.
+  // A connection sent a listing holds it until a change of the
+  // directory's names by anyone else breaks it (Changed): so that no
+  // change completes while a node may still answer lookups from names
+  // older than it (as AFS breaks callbacks). The owner's own mount learns
+  // from the InterestMap slot of client::ListingSlotKey(key) that its
+  // reports of such changes must wait for mfsd's answer.
+  bool PutListing(const wire::Connection::Ptr& conn, int dirfd, std::string* out);
+  // kChanged (on the network thread): answered, when it is a call, once
+  // the listings it breaks are.
+  void OnChanged(const wire::Connection::Ptr& conn, const wire::Frame& frame);
   // After a remove or a rename over it, `victim` (opened before): its
   // invalidation is pushed, except to peers for a directory they could not
   // stat again (its handle opens only while pinned, below). A file with no
@@ -180,9 +210,12 @@ class FileService {
   struct Watcher {
     std::weak_ptr<wire::Connection> conn;
     std::string handle;
+    bool listed = false;  // holds a listing of the directory (PutListing)
   };
   // file key -> connection -> handle it knows the file by
   std::unordered_map<std::string, std::map<const wire::Connection*, Watcher>> interest_;
+  // Erasing a watcher from interest_ (mu_ held): its slots in interest_map_ go.
+  void Unwatched(const std::string& key, const wire::Connection* c, const Watcher& w);
   struct AllWatcher {
     std::weak_ptr<wire::Connection> conn;
     // Our own mount's InterestMap (kWatch named it): push only the changes
@@ -191,6 +224,9 @@ class FileService {
   };
   std::map<const wire::Connection*, AllWatcher> watch_all_;
   client::InterestMap interest_map_;  // mirrors interest_ and watch_all_ of counted peers
+  // DirGen: directory key -> generation, for keys in interest_ only.
+  std::unordered_map<std::string, uint64_t> dir_gen_;
+  uint64_t next_gen_base_ = uint64_t{1} << 32;
   std::atomic<uint64_t> changes_reported_{0};
   std::atomic<uint64_t> own_mount_pushes_{0};
   std::atomic<bool> stopped_{false};

@@ -13,6 +13,7 @@
 #include <future>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -119,14 +120,20 @@ class FileServiceTest : public ::testing::Test {
     return std::string(r.Bytes());
   }
 
-  Result<std::string> Lookup(const std::string& dir, const std::string& name,
-                             client::Caller c = {}, const Connection::Ptr& via = nullptr) {
+  // The start of a request about `name` in `dir`: caller, dir, name.
+  static std::string NameRequest(const std::string& dir, const std::string& name,
+                                 const client::Caller& c = {}) {
     std::string p;
     Writer w(&p);
     proto::PutCaller(w, c);
     w.Bytes(dir);
     w.Bytes(name);
-    auto f = Call(proto::kLookup, p, via);
+    return p;
+  }
+
+  Result<std::string> Lookup(const std::string& dir, const std::string& name, client::Caller c = {},
+                             const Connection::Ptr& via = nullptr) {
+    auto f = Call(proto::kLookup, NameRequest(dir, name, c), via);
     if (!f.ok()) return f.status();
     Reader r(f->payload);
     return std::string(r.Bytes());
@@ -403,6 +410,184 @@ TEST_F(FileServiceTest, CallerCredentialsApply) {
   EXPECT_EQ(st.st_uid, 65534u);
   EXPECT_EQ(st.st_gid, 65534u);
   EXPECT_EQ(st.st_mode & 07777, 0666u) << "mfsd's own umask must not apply";
+}
+
+// What a lookup with kLookupListing that finds nothing carries: the
+// directory's names and generation, for a connection that holds the
+// directory (so that every later change of its names is pushed to it).
+struct Listing {
+  uint64_t gen = 0;
+  std::set<std::string> names;
+};
+
+class FileServiceListingTest : public FileServiceTest {
+ protected:
+  Result<Listing> LookupListing(const std::string& dir, const std::string& name,
+                                const Connection::Ptr& via = nullptr) {
+    std::string p = NameRequest(dir, name);
+    Writer(&p).U8(proto::kLookupListing);
+    auto f = Call(proto::kLookup, p, via);
+    if (!f.ok()) return f.status();
+    Reader r(f->payload);
+    if (!r.Bytes().empty()) return Status::Error(EEXIST, "an entry, not a listing");
+    Listing l;
+    l.gen = r.U64();
+    uint32_t n = r.U32();
+    for (uint32_t i = 0; i < n && r.ok(); ++i) l.names.emplace(r.Bytes());
+    if (!r.done()) return Status::Error(EBADMSG, "malformed listing");
+    return l;
+  }
+  // The directory generations that end a changing reply.
+  static std::pair<uint64_t, uint64_t> Gens(const std::string& payload) {
+    EXPECT_GE(payload.size(), 16u);
+    if (payload.size() < 16) return {0, 0};
+    const char* end = payload.data() + payload.size();
+    return {DecodeFixed64(end - 16), DecodeFixed64(end - 8)};
+  }
+  Result<Frame> MakeNode(const std::string& dir, const std::string& name,
+                         const Connection::Ptr& via = nullptr) {
+    std::string p = NameRequest(dir, name);
+    Writer w(&p);
+    w.U32(S_IFREG | 0644);
+    w.U64(0);
+    w.Bytes("");
+    return Call(proto::kMakeNode, p, via);
+  }
+};
+
+TEST_F(FileServiceListingTest, AMissCarriesTheNamesOfADirectoryTheConnectionHolds) {
+  auto sub = Lookup(Root(), "sub");
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  auto l = LookupListing(*sub, "missing");
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  EXPECT_NE(l->gen, 0u);
+  EXPECT_EQ(l->names, (std::set<std::string>{"file"}));
+  // Without the flag a miss is ENOENT, and a name found is an entry either way.
+  auto plain = Lookup(*sub, "missing");
+  ASSERT_FALSE(plain.ok());
+  EXPECT_EQ(plain.status().code(), ENOENT);
+  EXPECT_EQ(LookupListing(*sub, "file").status().code(), EEXIST);
+
+  // Our own change: its reply says the generation went from the one we
+  // know to the next, so nothing else came between.
+  auto made = MakeNode(*sub, "mine");
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  auto [before, after] = Gens(made->payload);
+  EXPECT_EQ(before, l->gen);
+  EXPECT_EQ(after, l->gen + 1);
+  std::string rp = NameRequest(*sub, "mine");
+  Writer(&rp).U8(0);  // not a directory
+  auto removed = Call(proto::kRemove, rp);
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_EQ(Gens(removed->payload), std::make_pair(l->gen + 1, l->gen + 2));
+
+  // Another connection's change in between shows as a gap.
+  Connection::Ptr other = Dial();
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(Lookup(Root(), "sub", {}, other).ok());
+  ASSERT_TRUE(MakeNode(*sub, "theirs", other).ok());
+  auto again = MakeNode(*sub, "mine2");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(Gens(again->payload), std::make_pair(l->gen + 3, l->gen + 4));
+  auto now = LookupListing(*sub, "missing");
+  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  EXPECT_EQ(now->gen, l->gen + 4);
+  EXPECT_EQ(now->names, (std::set<std::string>{"file", "theirs", "mine2"}));
+  other->Close(Status::OK());
+}
+
+// Another connection's change of a name breaks the listing: it is pushed to
+// the holder as a call, and the change is answered only once the holder
+// answers (it dropped the listing). After that break the holder holds no
+// listing, so changes are pushed one-way again, until it asks for one anew.
+TEST_F(FileServiceListingTest, AChangeByAnotherIsAnsweredOnlyOnceTheListingIsBroken) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Frame> calls;  // pushes sent as calls, not answered yet
+  int one_way = 0;
+  Connection::Ptr holder = Dial([&](const Connection::Ptr&, Frame f) {
+    if (f.type() != proto::kInvalidate) return;
+    std::lock_guard<std::mutex> l(mu);
+    if (f.header.request_id != 0) {
+      calls.push_back(std::move(f));
+    } else {
+      ++one_way;
+    }
+    cv.notify_all();
+  });
+  ASSERT_TRUE(holder);
+  auto sub = Lookup(Root(), "sub", {}, holder);
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(LookupListing(*sub, "missing", holder).ok());
+
+  std::promise<Result<Frame>> made;
+  std::string p = NameRequest(*sub, "new");
+  Writer w(&p);
+  w.U32(S_IFREG | 0644);
+  w.U64(0);
+  w.Bytes("");
+  conn_->Call(proto::kMakeNode, p, [&](Result<Frame> f) { made.set_value(std::move(f)); });
+  auto reply = made.get_future();
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(5), [&] { return !calls.empty(); }))
+        << "the holder's listing was not broken";
+  }
+  EXPECT_EQ(reply.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "the change was answered before the holder dropped its listing";
+  {
+    std::lock_guard<std::mutex> l(mu);
+    Reader r(calls.front().payload);
+    EXPECT_EQ(std::string(r.Bytes()), *sub);
+    r.Bytes();
+    EXPECT_EQ(std::string(r.Bytes()), "new");
+    holder->Reply(calls.front(), "");
+  }
+  ASSERT_EQ(reply.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  ASSERT_TRUE(reply.get().ok());
+
+  // Broken: the next change is pushed one-way and answered at once.
+  ASSERT_TRUE(MakeNode(*sub, "next").ok());
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(5), [&] { return one_way > 0; }));
+    EXPECT_EQ(calls.size(), 1u);
+  }
+  holder->Close(Status::OK());
+}
+
+TEST_F(FileServiceListingTest, NoListingWhereTheOwnerCannotVouchForIt) {
+  auto sub = Lookup(Root(), "sub");
+  ASSERT_TRUE(sub.ok());
+  // A connection that never looked the directory up is not told of its
+  // changes: its miss is a plain ENOENT, and its changes carry no generations.
+  Connection::Ptr stranger = Dial();
+  ASSERT_TRUE(stranger);
+  auto l = LookupListing(*sub, "missing", stranger);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.status().code(), ENOENT);
+  auto made = MakeNode(*sub, "x", stranger);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  EXPECT_EQ(Gens(made->payload), std::make_pair(uint64_t{0}, uint64_t{0}));
+  stranger->Close(Status::OK());
+
+  // Too many names: ENOENT.
+  const std::string big = export_ + "/big";
+  ASSERT_EQ(mkdir(big.c_str(), 0755), 0);
+  for (uint32_t i = 0; i <= proto::kMaxListing; ++i) {
+    UniqueFd fd(open((big + "/f" + std::to_string(i)).c_str(), O_CREAT | O_WRONLY, 0644));
+    ASSERT_TRUE(fd.valid());
+  }
+  auto bigh = Lookup(Root(), "big");
+  ASSERT_TRUE(bigh.ok());
+  auto lb = LookupListing(*bigh, "missing");
+  ASSERT_FALSE(lb.ok());
+  EXPECT_EQ(lb.status().code(), ENOENT);
+  // One name fewer and it fits.
+  ASSERT_EQ(unlink((big + "/f0").c_str()), 0);
+  auto fits = LookupListing(*bigh, "missing");
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(fits->names.size(), proto::kMaxListing);
 }
 
 }  // namespace
