@@ -83,7 +83,9 @@ int main(int argc, char** argv) {
                               {"interest", fs->interest_size()},
                               {"pinned_dirs", fs->pinned_dirs()},
                               {"changes_reported", fs->changes_reported()},
-                              {"own_mount_pushes", fs->own_mount_pushes()}};
+                              {"own_mount_pushes", fs->own_mount_pushes()},
+                              {"listings_sent", fs->listings_sent()},
+                              {"listing_breaks", fs->listing_breaks()}};
       });
   daemon.OnShutdown([fs] { fs->Stop(); });
   // --- end fs

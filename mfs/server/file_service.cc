@@ -480,6 +480,7 @@ uint64_t FileService::Changed(const wire::Connection* from, const std::string& k
         kListingBreakTimeout);
   }
   if (!pending) return gen;
+  listing_breaks_.fetch_add(static_cast<uint64_t>(breaks), std::memory_order_relaxed);
   if (later) {
     *later = std::move(pending);
   } else {
@@ -537,6 +538,7 @@ bool FileService::PutListing(const wire::Connection::Ptr& conn, int dirfd, std::
   }
   if (!newly) interest_map_.Remove(slot);  // held already, or not sent
   if (!kept) return false;
+  listings_sent_.fetch_add(1, std::memory_order_relaxed);
   Writer w(out);
   w.Bytes("");  // no handle: nothing has that name
   w.U64(gen);

@@ -81,6 +81,9 @@ class FileService {
   // Invalidations pushed to this node's own mount (peers' changes of files
   // its kernel may hold).
   uint64_t own_mount_pushes() const { return own_mount_pushes_.load(std::memory_order_relaxed); }
+  // Directory listings sent, and broken by a change (PutListing).
+  uint64_t listings_sent() const { return listings_sent_.load(std::memory_order_relaxed); }
+  uint64_t listing_breaks() const { return listing_breaks_.load(std::memory_order_relaxed); }
 
  private:
   explicit FileService(const FileServiceOptions& opts);
@@ -229,6 +232,8 @@ class FileService {
   uint64_t next_gen_base_ = uint64_t{1} << 32;
   std::atomic<uint64_t> changes_reported_{0};
   std::atomic<uint64_t> own_mount_pushes_{0};
+  std::atomic<uint64_t> listings_sent_{0};
+  std::atomic<uint64_t> listing_breaks_{0};
   std::atomic<bool> stopped_{false};
 };
 

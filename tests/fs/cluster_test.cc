@@ -20,6 +20,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -429,6 +430,11 @@ TEST_F(FsClusterTest, MissesInARemoteDirectoryAreAnsweredFromItsListing) {
   auto r2 = Requests(1);
   EXPECT_EQ(r2.second - r1.second, 0u) << "misses answered from the listing";
   EXPECT_EQ(ListingAnswers(1) - a0, 50u);
+  // A name too long for any directory is the owner's ENAMETOOLONG, not ENOENT.
+  EXPECT_EQ(stat(M(1, 2, "neg/" + std::string(NAME_MAX + 1, 'n')).c_str(), &st), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  EXPECT_EQ(rmdir(M(1, 2, "neg/" + std::string(NAME_MAX + 1, 'n')).c_str()), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
 
   // Exclusive creates: create and write, no lookup; the names stay known.
   for (int i = 0; i < 5; ++i) {
@@ -444,12 +450,16 @@ TEST_F(FsClusterTest, MissesInARemoteDirectoryAreAnsweredFromItsListing) {
   ASSERT_EQ(mkdir(M(1, 2, "neg/sub").c_str(), 0755), 0);
   ASSERT_EQ(unlink(M(1, 2, "neg/new0").c_str()), 0);
   auto r3 = Requests(1);
+  errno = 0;
   ASSERT_EQ(stat(M(1, 2, "neg/miss-after").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
   EXPECT_EQ(Requests(1).second - r3.second, 0u);
   EXPECT_EQ(ReadFile(Node(2) + "/export/neg/new1"), "data");
 
   // Names made on the owner are seen at once: a create there completes only
   // after node 1 dropped its listing (not when the push happens to arrive).
+  const uint64_t breaks_before = FsStatusCount(2, "listing_breaks");
+  EXPECT_GT(FsStatusCount(2, "listings_sent"), 0u);
   for (int i = 0; i < 20; ++i) {
     const std::string probe = "neg/probe" + std::to_string(i);
     ASSERT_EQ(stat(M(1, 2, probe).c_str(), &st), -1);  // a listing again
@@ -458,6 +468,7 @@ TEST_F(FsClusterTest, MissesInARemoteDirectoryAreAnsweredFromItsListing) {
     ASSERT_EQ(stat(M(1, 2, made).c_str(), &st), 0) << made << ": " << strerror(errno);
     ASSERT_EQ(unlink(M(2, 2, made).c_str()), 0);
   }
+  EXPECT_GE(FsStatusCount(2, "listing_breaks") - breaks_before, 20u);
   // A name the listing said was missing (so also in node 1's kernel as a
   // negative entry, dropped when the push is passed on), then made on the
   // owner: seen.
