@@ -444,8 +444,9 @@ uint64_t RemoteBackend::listing_answers() {
 RemoteBackend::Known RemoteBackend::KnownName(const InodePtr& dir, const std::string& name) {
   const double timeout = client_->options().entry_timeout;
   if (timeout <= 0 || !S_ISDIR(dir->type)) return Known::kAsk;  // never cached: never asked
-  // Not ENOENT but whatever the owner's file system says (ENAMETOOLONG).
-  if (name.size() > NAME_MAX) return Known::kAsk;
+  // Not ENOENT but whatever the owner's file system says (ENAMETOOLONG),
+  // and names a listing leaves out.
+  if (name.size() > NAME_MAX || name == "." || name == "..") return Known::kAsk;
   auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> l(dir->listing_mu);
   if (dir->listing && (dir->listing->conn_epoch != conn_epoch_.load(std::memory_order_acquire) ||

@@ -383,28 +383,36 @@ Result<std::shared_ptr<FileService::OpenFile>> FileService::File(uint64_t fh) {
 
 bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::string& key,
                                const std::string& handle) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (interest_.size() > kMaxInterestKeys) {  // clients fall back to timeouts
-    for (auto& [k, m] : interest_)
-      for (auto& [c, w] : m) {
-        // A listing no change will break: dropped now (one-way, best effort).
-        if (auto p = w.conn.lock(); p && w.listed) {
-          std::string msg;
-          Writer mw(&msg);
-          mw.Bytes(w.handle);
-          mw.Bytes(k);
-          mw.Bytes("");
-          p->Send(proto::kInvalidate, std::move(msg));
+  // Listings no change will break once their holders are forgotten:
+  // dropped now (one-way, best effort), outside the lock.
+  std::vector<std::pair<wire::Connection::Ptr, std::string>> drop;
+  bool fresh = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (interest_.size() > kMaxInterestKeys) {  // clients fall back to timeouts
+      for (auto& [k, m] : interest_)
+        for (auto& [c, w] : m) {
+          if (auto p = w.conn.lock(); p && w.listed) {
+            std::string msg;
+            Writer mw(&msg);
+            mw.Bytes(w.handle);
+            mw.Bytes(k);
+            mw.Bytes("");
+            drop.emplace_back(std::move(p), std::move(msg));
+          }
+          Unwatched(k, c, w);
         }
-        Unwatched(k, c, w);
-      }
-    interest_.clear();
-    dir_gen_.clear();
+      interest_.clear();
+      dir_gen_.clear();
+    }
+    auto& m = interest_[key];
+    if (m.emplace(conn.get(), Watcher{conn, handle}).second && Counted(conn.get())) {
+      interest_map_.Add(key);
+      fresh = true;
+    }
   }
-  auto& m = interest_[key];
-  if (!m.emplace(conn.get(), Watcher{conn, handle}).second || !Counted(conn.get())) return false;
-  interest_map_.Add(key);
-  return true;
+  for (auto& [c, msg] : drop) c->Send(proto::kInvalidate, std::move(msg));
+  return fresh;
 }
 
 void FileService::Unwatched(const std::string& key, const wire::Connection* c, const Watcher& w) {

@@ -19,6 +19,7 @@
 
 #include "mfs/base/coding.h"
 #include "mfs/client/fs_protocol.h"
+#include "mfs/client/local_ops.h"
 
 namespace mfs::server {
 namespace {
@@ -93,9 +94,10 @@ class FileServiceTest : public ::testing::Test {
   }
 
   // `on_push`: what the service sends this connection unasked.
-  Connection::Ptr Dial(Connection::RequestHandler on_push = nullptr) {
+  // `id`: the node it says it is (2: the service's own node, i.e. its mount).
+  Connection::Ptr Dial(Connection::RequestHandler on_push = nullptr, uint32_t id = 1) {
     std::promise<Result<Connection::Ptr>> p;
-    wire::AuthConfig auth{kSecret, 1, wire::PeerRole::kClient};
+    wire::AuthConfig auth{kSecret, id, wire::PeerRole::kClient};
     Connection::Connect(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
                         tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), auth,
                         std::move(on_push), nullptr,
@@ -421,7 +423,11 @@ struct Listing {
 };
 
 class FileServiceListingTest : public FileServiceTest {
- protected:
+ public:  // for ListingHolder
+  using FileServiceTest::Dial;
+  using FileServiceTest::Lookup;
+  using FileServiceTest::Root;
+
   Result<Listing> LookupListing(const std::string& dir, const std::string& name,
                                 const Connection::Ptr& via = nullptr) {
     std::string p = NameRequest(dir, name);
@@ -500,60 +506,133 @@ TEST_F(FileServiceListingTest, AMissCarriesTheNamesOfADirectoryTheConnectionHold
 // the holder as a call, and the change is answered only once the holder
 // answers (it dropped the listing). After that break the holder holds no
 // listing, so changes are pushed one-way again, until it asks for one anew.
-TEST_F(FileServiceListingTest, AChangeByAnotherIsAnsweredOnlyOnceTheListingIsBroken) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Frame> calls;  // pushes sent as calls, not answered yet
-  int one_way = 0;
-  Connection::Ptr holder = Dial([&](const Connection::Ptr&, Frame f) {
-    if (f.type() != proto::kInvalidate) return;
-    std::lock_guard<std::mutex> l(mu);
-    if (f.header.request_id != 0) {
-      calls.push_back(std::move(f));
-    } else {
-      ++one_way;
+// A connection holding a listing of "sub": the pushes it gets, answering
+// those sent as calls (listing breaks) only when told to.
+class ListingHolder {
+ public:
+  explicit ListingHolder(FileServiceListingTest* t) : t_(t) {
+    conn_ = t->Dial([this](const Connection::Ptr&, Frame f) {
+      if (f.type() != proto::kInvalidate) return;
+      std::lock_guard<std::mutex> l(mu_);
+      if (f.header.request_id != 0) {
+        calls_.push_back(std::move(f));
+      } else {
+        ++one_way_;
+      }
+      cv_.notify_all();
+    });
+  }
+  ~ListingHolder() {
+    if (conn_) conn_->Close(Status::OK());
+  }
+  // Looks "sub" up and takes a listing of it; its handle.
+  std::string Hold() {
+    auto sub = t_->Lookup(t_->Root(), "sub", {}, conn_);
+    EXPECT_TRUE(sub.ok());
+    if (!sub.ok()) return "";
+    EXPECT_TRUE(t_->LookupListing(*sub, "missing", conn_).ok());
+    return *sub;
+  }
+  // That `reply` comes only once the first break is answered; returns
+  // that break's payload.
+  std::string ExpectHeldUntilAnswered(std::future<Result<Frame>>& reply) {
+    std::string payload;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      EXPECT_TRUE(cv_.wait_for(l, std::chrono::seconds(5), [&] { return !calls_.empty(); }))
+          << "no listing was broken";
+      if (calls_.empty()) return "";
+      payload = calls_.front().payload;
     }
-    cv.notify_all();
-  });
-  ASSERT_TRUE(holder);
-  auto sub = Lookup(Root(), "sub", {}, holder);
-  ASSERT_TRUE(sub.ok());
-  ASSERT_TRUE(LookupListing(*sub, "missing", holder).ok());
+    EXPECT_EQ(reply.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+        << "answered before the holder dropped its listing";
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      conn_->Reply(calls_.front(), "");
+    }
+    EXPECT_EQ(reply.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    return payload;
+  }
+  bool WaitOneWay() {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::seconds(5), [&] { return one_way_ > 0; });
+  }
+  size_t calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_.size();
+  }
+  const Connection::Ptr& conn() const { return conn_; }
 
-  std::promise<Result<Frame>> made;
-  std::string p = NameRequest(*sub, "new");
+ private:
+  FileServiceListingTest* t_;
+  Connection::Ptr conn_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Frame> calls_;
+  int one_way_ = 0;
+};
+
+// `call` on `via` without waiting for the answer.
+std::future<Result<Frame>> Start(const Connection::Ptr& via, uint16_t type, std::string payload) {
+  auto done = std::make_shared<std::promise<Result<Frame>>>();
+  auto f = done->get_future();
+  via->Call(type, std::move(payload), [done](Result<Frame> r) { done->set_value(std::move(r)); });
+  return f;
+}
+
+// Another connection's change of a name breaks the listing: it is pushed to
+// the holder as a call, and the change is answered only once the holder
+// answers (it dropped the listing). After that break the holder holds no
+// listing, so changes are pushed one-way again, until it asks for one anew.
+TEST_F(FileServiceListingTest, AChangeByAnotherIsAnsweredOnlyOnceTheListingIsBroken) {
+  ListingHolder holder(this);
+  ASSERT_TRUE(holder.conn());
+  const std::string sub = holder.Hold();
+  std::string p = NameRequest(sub, "new");
   Writer w(&p);
   w.U32(S_IFREG | 0644);
   w.U64(0);
   w.Bytes("");
-  conn_->Call(proto::kMakeNode, p, [&](Result<Frame> f) { made.set_value(std::move(f)); });
-  auto reply = made.get_future();
-  {
-    std::unique_lock<std::mutex> l(mu);
-    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(5), [&] { return !calls.empty(); }))
-        << "the holder's listing was not broken";
-  }
-  EXPECT_EQ(reply.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
-      << "the change was answered before the holder dropped its listing";
-  {
-    std::lock_guard<std::mutex> l(mu);
-    Reader r(calls.front().payload);
-    EXPECT_EQ(std::string(r.Bytes()), *sub);
-    r.Bytes();
-    EXPECT_EQ(std::string(r.Bytes()), "new");
-    holder->Reply(calls.front(), "");
-  }
-  ASSERT_EQ(reply.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  auto reply = Start(conn_, proto::kMakeNode, p);
+  const std::string pushed = holder.ExpectHeldUntilAnswered(reply);
+  Reader r(pushed);
+  EXPECT_EQ(std::string(r.Bytes()), sub);
+  r.Bytes();
+  EXPECT_EQ(std::string(r.Bytes()), "new");
   ASSERT_TRUE(reply.get().ok());
 
   // Broken: the next change is pushed one-way and answered at once.
-  ASSERT_TRUE(MakeNode(*sub, "next").ok());
-  {
-    std::unique_lock<std::mutex> l(mu);
-    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(5), [&] { return one_way > 0; }));
-    EXPECT_EQ(calls.size(), 1u);
-  }
-  holder->Close(Status::OK());
+  ASSERT_TRUE(MakeNode(sub, "next").ok());
+  ASSERT_TRUE(holder.WaitOneWay());
+  EXPECT_EQ(holder.calls(), 1u);
+}
+
+// The owner's own mount changes the export itself and reports afterwards:
+// a report sent as a call is answered only once the listings it breaks are.
+TEST_F(FileServiceListingTest, AnOwnMountReportIsAnsweredOnlyOnceTheListingIsBroken) {
+  ListingHolder holder(this);
+  Connection::Ptr mount = Dial(nullptr, /*id=*/2);
+  ASSERT_TRUE(holder.conn() && mount);
+  holder.Hold();
+  ASSERT_TRUE(std::ofstream(export_ + "/sub/local") << "made on the owner");
+  struct stat st;
+  ASSERT_EQ(stat((export_ + "/sub").c_str(), &st), 0);
+  std::string p;
+  Writer w(&p);
+  w.Bytes(client::ops::FileKey(st));
+  w.Bytes("local");
+  auto reply = Start(mount, proto::kChanged, p);
+  holder.ExpectHeldUntilAnswered(reply);
+  EXPECT_TRUE(reply.get().ok());
+  // With no listing held, a report as a call is answered at once.
+  auto again = Start(mount, proto::kChanged, p);
+  ASSERT_EQ(again.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_TRUE(again.get().ok());
+  // A peer that is not the owner may not report.
+  auto forged = Call(proto::kChanged, p, holder.conn());
+  ASSERT_FALSE(forged.ok());
+  EXPECT_EQ(forged.status().code(), EACCES);
+  mount->Close(Status::OK());
 }
 
 TEST_F(FileServiceListingTest, NoListingWhereTheOwnerCannotVouchForIt) {
