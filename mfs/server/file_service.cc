@@ -520,42 +520,56 @@ bool FileService::PutListing(const wire::Connection::Ptr& conn, int dirfd, std::
   auto st = ops::Stat(dirfd);
   if (!st.ok()) return false;
   const std::string key = ops::FileKey(*st);
-  uint64_t gen = DirGen(conn.get(), key);
-  if (gen == 0) return false;
-  // Raised before the read (interest_map.h, "Ordering"): a change our own
-  // mount makes after it waits for the break; one before it is in the read.
   const std::string slot = client::ListingSlotKey(key);
-  interest_map_.Add(slot);
-  bool kept = false, newly = false;
-  auto dir = ops::Reopen(dirfd, O_RDONLY | O_DIRECTORY);
-  auto entries = dir.ok() ? ops::ReadDirFrom(dir->get(), 0, proto::kMaxListing + 3)
-                          : Result<std::vector<ops::DirEntryAt>>(dir.status());
-  if (entries.ok() && entries->size() <= proto::kMaxListing + 2) {
-    std::lock_guard<std::mutex> l(mu_);
-    // Unchanged while it was read: every name in it is one of `gen`, and
-    // every later change breaks it (Changed).
-    auto it = interest_.find(key);
-    auto g = dir_gen_.find(key);
-    if (it != interest_.end() && g != dir_gen_.end() && g->second == gen) {
-      if (auto w = it->second.find(conn.get()); w != it->second.end()) {
-        kept = true;
-        newly = !w->second.listed;
-        w->second.listed = true;
+  // A change while the directory is read voids the read: tried again a
+  // few times (a busy directory may keep changing; the client then waits
+  // before it asks again).
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const uint64_t gen = DirGen(conn.get(), key);
+    if (gen == 0) return false;
+    // Raised before the read (interest_map.h, "Ordering"): a change our
+    // own mount makes after it waits for the break; one before is in it.
+    interest_map_.Add(slot);
+    auto dir = ops::Reopen(dirfd, O_RDONLY | O_DIRECTORY);
+    auto entries = dir.ok() ? ops::ReadDirFrom(dir->get(), 0, proto::kMaxListing + 3)
+                            : Result<std::vector<ops::DirEntryAt>>(dir.status());
+    if (!entries.ok() || entries->size() > proto::kMaxListing + 2) {
+      interest_map_.Remove(slot);
+      return false;
+    }
+    enum { kRefused, kRaced, kKept } outcome = kRefused;
+    bool newly = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      // Unchanged while it was read: every name in it is one of `gen`,
+      // and every later change breaks it (Changed).
+      auto it = interest_.find(key);
+      auto g = dir_gen_.find(key);
+      if (it != interest_.end() && g != dir_gen_.end()) {
+        if (auto w = it->second.find(conn.get()); w != it->second.end()) {
+          outcome = g->second == gen ? kKept : kRaced;
+          if (outcome == kKept) {
+            newly = !w->second.listed;
+            w->second.listed = true;
+          }
+        }
       }
     }
+    if (!newly) interest_map_.Remove(slot);  // held already, or not sent
+    if (outcome == kRaced) continue;
+    if (outcome == kRefused) return false;
+    listings_sent_.fetch_add(1, std::memory_order_relaxed);
+    Writer w(out);
+    w.Bytes("");  // no handle: nothing has that name
+    w.U64(gen);
+    std::vector<const std::string*> names;
+    for (const auto& e : *entries)
+      if (e.name != "." && e.name != "..") names.push_back(&e.name);
+    w.U32(static_cast<uint32_t>(names.size()));
+    for (const std::string* n : names) w.Bytes(*n);
+    return true;
   }
-  if (!newly) interest_map_.Remove(slot);  // held already, or not sent
-  if (!kept) return false;
-  listings_sent_.fetch_add(1, std::memory_order_relaxed);
-  Writer w(out);
-  w.Bytes("");  // no handle: nothing has that name
-  w.U64(gen);
-  std::vector<const std::string*> names;
-  for (const auto& e : *entries)
-    if (e.name != "." && e.name != "..") names.push_back(&e.name);
-  w.U32(static_cast<uint32_t>(names.size()));
-  for (const std::string* n : names) w.Bytes(*n);
-  return true;
+  return false;
 }
 
 void FileService::ForgetKey(const std::string& key) {

@@ -496,6 +496,44 @@ TEST_F(FsClusterTest, MissesInARemoteDirectoryAreAnsweredFromItsListing) {
   EXPECT_EQ(names, (std::set<std::string>{"new1", "new3", "new4", "moved", "sub", "theirs"}));
 }
 
+// The same under load: while node 1 keeps creating, removing and missing
+// names in a directory of node 2 (so it holds a listing of it most of the
+// time, taken again after every break), every name the owner makes is
+// found through node 1 as soon as the create has returned.
+TEST_F(FsClusterTest, NamesMadeOnTheOwnerAreFoundAtOnceWhileAnotherNodeListsTheDirectory) {
+  ASSERT_EQ(mkdir(M(1, 2, "race").c_str(), 0755), 0);
+  std::atomic<bool> stop{false};
+  std::atomic<int> busy_errors{0};
+  std::thread busy([&] {
+    for (int i = 0; i < 100000 && !stop; ++i) {
+      const std::string own = M(1, 2, "race/own" + std::to_string(i % 7));
+      struct stat st;
+      if (!WriteFile(own, "x")) ++busy_errors;
+      stat(M(1, 2, "race/miss" + std::to_string(i)).c_str(), &st);
+      if (unlink(own.c_str()) != 0) ++busy_errors;
+    }
+  });
+  std::vector<int> unseen;
+  const uint64_t breaks_before = FsStatusCount(2, "listing_breaks");
+  // 300 names, and on until some listing of node 1 was broken (it may ask
+  // for none for a second after a busy directory refused it one).
+  const auto deadline = std::chrono::steady_clock::now() + seconds(30);
+  for (int i = 0; (i < 300 || FsStatusCount(2, "listing_breaks") == breaks_before) &&
+                  std::chrono::steady_clock::now() < deadline;
+       ++i) {
+    const std::string name = "race/o" + std::to_string(i);
+    ASSERT_TRUE(WriteFile(M(2, 2, name), "x"));
+    struct stat st;
+    if (stat(M(1, 2, name).c_str(), &st) != 0) unseen.push_back(i);
+  }
+  stop = true;
+  busy.join();
+  EXPECT_TRUE(unseen.empty()) << unseen.size() << " names made on the owner were not found, first o"
+                              << unseen.front();
+  EXPECT_EQ(busy_errors.load(), 0);
+  EXPECT_GT(FsStatusCount(2, "listing_breaks"), breaks_before) << "no listing was ever broken";
+}
+
 // A file replaced on one node — removed and created again, or renamed over
 // (how editors and tools save) — opens as the new file on another node right
 // after, even though that node's kernel still holds the old name's entry.
