@@ -400,6 +400,17 @@ void RemoteBackend::LocalChanged(const std::string& key, const std::string& name
 
 // ---- operations -----------------------------------------------------------
 
+// A request that starts with the caller's credentials, then `bytes`
+// fields (handles, names); more fields are appended with a Writer.
+template <class... S>
+static std::string CallerRequest(const Caller& c, const S&... bytes) {
+  std::string p;
+  Writer w(&p);
+  proto::PutCaller(w, c);
+  (w.Bytes(bytes), ...);
+  return p;
+}
+
 Result<EntryOut> RemoteBackend::DecodeEntry(uint32_t node, Reader& r) {
   std::string handle(r.Bytes());
   struct stat st = proto::GetStat(r);
@@ -604,14 +615,10 @@ void RemoteBackend::Lookup(const Caller& c, const InodePtr& parent, const std::s
     g_listing_answers.fetch_add(1, std::memory_order_relaxed);
     return cb(Status::Error(ENOENT, "no such name (directory listing)"));
   }
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(parent->handle);
-  w.Bytes(name);
+  std::string p = CallerRequest(c, parent->handle, name);
   if (known != Known::kAskListing)
     return EntryCall(parent->node, proto::kLookup, std::move(p), std::move(cb));
-  w.U8(proto::kLookupListing);
+  Writer(&p).U8(proto::kLookupListing);
   uint64_t inval_before;
   {
     std::lock_guard<std::mutex> l(parent->listing_mu);
@@ -662,10 +669,8 @@ void RemoteBackend::GetAttr(const Caller&, const InodePtr& inode, FileHandle* fh
 void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* fh,
                             const SetAttrIn& in, Cb<struct stat> cb) {
   ChangePtr change = BeginChangeOf(inode);
-  std::string p;
+  std::string p = CallerRequest(c, inode->handle);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
   w.U64(fh ? fh->remote_fh.load() : 0);
   w.U32(in.valid);
   w.U32(in.mode);
@@ -682,11 +687,8 @@ void RemoteBackend::SetAttr(const Caller& c, const InodePtr& inode, FileHandle* 
 void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std::string& name,
                              mode_t mode, dev_t rdev, const std::string& link, Cb<EntryOut> cb) {
   ChangePtr change = BeginChange();
-  std::string p;
+  std::string p = CallerRequest(c, parent->handle, name);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(parent->handle);
-  w.Bytes(name);
   w.U32(mode);
   w.U64(rdev);
   w.Bytes(link);
@@ -708,12 +710,7 @@ void RemoteBackend::MakeNode(const Caller& c, const InodePtr& parent, const std:
 void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr& newparent,
                          const std::string& name, Cb<EntryOut> cb) {
   ChangePtr change = BeginChange(inode);  // its nlink, and newparent
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
-  w.Bytes(newparent->handle);
-  w.Bytes(name);
+  std::string p = CallerRequest(c, inode->handle, newparent->handle, name);
   // A change of names that carries no generations: listings of the
   // directory taken while it is in flight are not kept, nor is one after.
   ForgetListing(newparent);
@@ -726,11 +723,8 @@ void RemoteBackend::Link(const Caller& c, const InodePtr& inode, const InodePtr&
 
 void RemoteBackend::Remove(const Caller& c, const InodePtr& parent, const std::string& name,
                            bool dir, DoneCb cb) {
-  std::string p;
+  std::string p = CallerRequest(c, parent->handle, name);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(parent->handle);
-  w.Bytes(name);
   w.U8(dir ? 1 : 0);
   ChangePtr change = BeginChange(nullptr, /*structural=*/true);
   Call(parent->node, proto::kRemove, std::move(p),
@@ -759,13 +753,8 @@ void RemoteBackend::Rename(const Caller& c, const InodePtr& parent, const std::s
                            const InodePtr& newparent, const std::string& newname, unsigned flags,
                            DoneCb cb) {
   ChangePtr change = BeginChange(nullptr, /*structural=*/true);
-  std::string p;
+  std::string p = CallerRequest(c, parent->handle, name, newparent->handle, newname);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(parent->handle);
-  w.Bytes(name);
-  w.Bytes(newparent->handle);
-  w.Bytes(newname);
   w.U32(flags);
   ForgetListing(parent);  // as in Link
   ForgetListing(newparent);
@@ -790,20 +779,16 @@ void RemoteBackend::ReadLink(const Caller&, const InodePtr& inode, Cb<std::strin
 }
 
 void RemoteBackend::Access(const Caller& c, const InodePtr& inode, int mask, DoneCb cb) {
-  std::string p;
+  std::string p = CallerRequest(c, inode->handle);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
   w.U32(static_cast<uint32_t>(mask));
   DoneCall(inode->node, proto::kAccess, std::move(p), std::move(cb));
 }
 
 void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
                          Cb<std::unique_ptr<FileHandle>> cb) {
-  std::string p;
+  std::string p = CallerRequest(c, inode->handle);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = inode->node;
   ChangePtr change = (flags & O_TRUNC) ? BeginChangeOf(inode) : nullptr;  // truncates the file
@@ -839,11 +824,8 @@ void RemoteBackend::Open(const Caller& c, const InodePtr& inode, int flags,
 
 void RemoteBackend::Create(const Caller& c, const InodePtr& parent, const std::string& name,
                            mode_t mode, int flags, Cb<CreateOut> cb) {
-  std::string p;
+  std::string p = CallerRequest(c, parent->handle, name);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(parent->handle);
-  w.Bytes(name);
   w.U32(mode);
   w.U32(static_cast<uint32_t>(flags));
   uint32_t node = parent->node;
@@ -1012,10 +994,8 @@ void RemoteBackend::Release(std::unique_ptr<FileHandle> fh) {
 void RemoteBackend::OpenDir(const Caller& c, const InodePtr& inode,
                             Cb<std::unique_ptr<DirHandle>> cb) {
   // Permission to read the directory is checked now, as open(2) would.
-  std::string p;
+  std::string p = CallerRequest(c, inode->handle);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
   w.U32(R_OK);
   Call(inode->node, proto::kAccess, std::move(p), [inode, cb = std::move(cb)](Result<Frame> f) {
     if (!f.ok()) return cb(f.status());
@@ -1027,10 +1007,8 @@ void RemoteBackend::OpenDir(const Caller& c, const InodePtr& inode,
 
 void RemoteBackend::ReadDir(const Caller& c, DirHandle* dh, uint64_t off, size_t max, bool plus,
                             Cb<std::vector<DirEntryOut>> cb) {
-  std::string p;
+  std::string p = CallerRequest(c, dh->inode->handle);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(dh->inode->handle);
   w.U64(off);
   w.U32(static_cast<uint32_t>(std::min<size_t>(max, 4096)));
   w.U8(plus ? 1 : 0);
@@ -1098,12 +1076,8 @@ void RemoteBackend::StatFs(const Caller&, const InodePtr& inode, Cb<struct statv
 void RemoteBackend::SetXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                              std::string value, int flags, DoneCb cb) {
   ChangePtr change = BeginChangeOf(inode);
-  std::string p;
+  std::string p = CallerRequest(c, inode->handle, name, value);
   Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
-  w.Bytes(name);
-  w.Bytes(value);
   w.U32(static_cast<uint32_t>(flags));
   inode->no_caps = false;
   DoneCall(inode->node, proto::kSetXattr, std::move(p), Holding(change, std::move(cb)));
@@ -1127,20 +1101,13 @@ void RemoteBackend::GetXattr(const Caller& c, const InodePtr& inode, const std::
       cb(std::move(r));
     };
   }
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
-  w.Bytes(name);
+  std::string p = CallerRequest(c, inode->handle, name);
   Call(inode->node, proto::kGetXattr, std::move(p),
        [cb = std::move(cb)](Result<Frame> f) { BytesReply(std::move(f), "getxattr", cb); });
 }
 
 void RemoteBackend::ListXattr(const Caller& c, const InodePtr& inode, Cb<std::string> cb) {
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
+  std::string p = CallerRequest(c, inode->handle);
   Call(inode->node, proto::kListXattr, std::move(p),
        [cb = std::move(cb)](Result<Frame> f) { BytesReply(std::move(f), "listxattr", cb); });
 }
@@ -1148,11 +1115,7 @@ void RemoteBackend::ListXattr(const Caller& c, const InodePtr& inode, Cb<std::st
 void RemoteBackend::RemoveXattr(const Caller& c, const InodePtr& inode, const std::string& name,
                                 DoneCb cb) {
   ChangePtr change = BeginChangeOf(inode);
-  std::string p;
-  Writer w(&p);
-  proto::PutCaller(w, c);
-  w.Bytes(inode->handle);
-  w.Bytes(name);
+  std::string p = CallerRequest(c, inode->handle, name);
   inode->no_caps = false;
   DoneCall(inode->node, proto::kRemoveXattr, std::move(p), Holding(change, std::move(cb)));
 }
