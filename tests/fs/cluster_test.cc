@@ -62,7 +62,7 @@ class FsClusterTest : public ::testing::Test {
           << "/state\"\nsecret_file = \"" << dir_ << "/secret\"\ncontrol_socket = \"" << n
           << "/run/mfsd.sock\"\nmount = \"" << n << "/mfs\"\npeers = [\"" << Addr(3 - i) << ":"
           << port_ << "\"]\n[membership]\nheartbeat_ms = 200\ndead_after_ms = 1500\n"
-          << "[fs]\nattr_timeout = 30.0\nentry_timeout = 30.0\npassthrough = \""
+          << "[fs]\nattr_timeout = 30.0\nentry_timeout = " << entry_timeout_ << "\npassthrough = \""
           << (i == 2 ? "on" : "auto") << "\"\n[log]\nlevel = \"info\"\n";
     }
     for (int i = 1; i <= 2; ++i) StartNode(i);
@@ -159,6 +159,7 @@ class FsClusterTest : public ::testing::Test {
     return Node(via) + "/mfs/" + std::to_string(owner) + "/" + rel;
   }
 
+  double entry_timeout_ = 30.0;  // [fs] entry_timeout of both nodes
   std::string dir_;
   std::vector<pid_t> stuck_;  // children a failed test left in a request
   int port_ = 0, base_ = 0;
@@ -494,6 +495,23 @@ TEST_F(FsClusterTest, MissesInARemoteDirectoryAreAnsweredFromItsListing) {
   for (const auto& e : std::filesystem::directory_iterator(M(1, 2, "neg")))
     names.insert(e.path().filename());
   EXPECT_EQ(names, (std::set<std::string>{"new1", "new3", "new4", "moved", "sub", "theirs"}));
+}
+
+// entry_timeout 0 (nothing cached) turns listings off: every miss is asked.
+class FsClusterNoCacheTest : public FsClusterTest {
+ protected:
+  FsClusterNoCacheTest() { entry_timeout_ = 0; }
+};
+
+TEST_F(FsClusterNoCacheTest, WithoutEntryCachingNoListingIsUsed) {
+  ASSERT_EQ(mkdir(M(1, 2, "nc").c_str(), 0755), 0);
+  struct stat st;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(stat(M(1, 2, "nc/miss" + std::to_string(i)).c_str(), &st), -1);
+    ASSERT_EQ(errno, ENOENT);
+  }
+  EXPECT_EQ(ListingAnswers(1), 0u);
+  EXPECT_EQ(FsStatusCount(2, "listings_sent"), 0u);
 }
 
 // The same under load: while node 1 keeps creating, removing and missing
