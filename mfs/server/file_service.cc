@@ -167,8 +167,8 @@ void FileService::Handle(const wire::Connection::Ptr& conn, wire::Frame frame) {
                (frame.type() == proto::kFlock && p.size() >= 4 &&
                 !(DecodeFixed32(p.data() + p.size() - 4) & LOCK_NB) &&
                 (DecodeFixed32(p.data() + p.size() - 4) & ~LOCK_NB) != LOCK_UN);
-  if (frame.type() == proto::kChanged) return OnChanged(conn, frame);
-  if (Bookkeeping(frame.type())) return Execute(conn, frame);
+  if (Bookkeeping(frame.type()))  // a change report may be answered later: OnChanged
+    return frame.type() == proto::kChanged ? OnChanged(conn, frame) : Execute(conn, frame);
   if (frame.type() == proto::kCancelWait) {
     if (p.size() != 16) return;  // one-way: nothing to answer
     uint64_t fh = DecodeFixed64(p.data()), owner = DecodeFixed64(p.data() + 8);
@@ -392,14 +392,9 @@ bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::str
     if (interest_.size() > kMaxInterestKeys) {  // clients fall back to timeouts
       for (auto& [k, m] : interest_)
         for (auto& [c, w] : m) {
-          if (auto p = w.conn.lock(); p && w.listed) {
-            std::string msg;
-            Writer mw(&msg);
-            mw.Bytes(w.handle);
-            mw.Bytes(k);
-            mw.Bytes("");
-            drop.emplace_back(std::move(p), std::move(msg));
-          }
+          if (auto p = w.conn.lock(); p && w.listed)
+            drop.emplace_back(std::move(p),
+                              InvalidateMessage(w.handle, k, "", client::kCtimeUnknown));
           Unwatched(k, c, w);
         }
       interest_.clear();
@@ -413,6 +408,17 @@ bool FileService::NoteInterest(const wire::Connection::Ptr& conn, const std::str
   }
   for (auto& [c, msg] : drop) c->Send(proto::kInvalidate, std::move(msg));
   return fresh;
+}
+
+std::string FileService::InvalidateMessage(const std::string& handle, const std::string& key,
+                                           const std::string& name, int64_t ctime) const {
+  std::string msg;
+  Writer w(&msg);
+  w.Bytes(handle);
+  w.Bytes(key);
+  w.Bytes(name);
+  if (fine_ctime_ && ctime != client::kCtimeUnknown) w.I64(ctime);
+  return msg;
 }
 
 void FileService::Unwatched(const std::string& key, const wire::Connection* c, const Watcher& w) {
@@ -465,12 +471,7 @@ uint64_t FileService::Changed(const wire::Connection* from, const std::string& k
   for (auto& t : targets) {
     if (t.conn->peer_id() == opts_.self_id)
       own_mount_pushes_.fetch_add(1, std::memory_order_relaxed);
-    std::string msg;
-    Writer w(&msg);
-    w.Bytes(t.handle);
-    w.Bytes(key);
-    w.Bytes(name);
-    if (fine_ctime_ && ctime != client::kCtimeUnknown) w.I64(ctime);
+    std::string msg = InvalidateMessage(t.handle, key, name, ctime);
     if (!t.breaks_listing) {
       t.conn->Send(proto::kInvalidate, std::move(msg));
       continue;

@@ -124,6 +124,9 @@ class FileService {
                    bool peers = true, int64_t ctime = client::kCtimeUnknown,
                    std::shared_ptr<ListingBreaks>* later = nullptr);
   uint64_t ChangedFd(const wire::Connection* from, int fd, const std::string& name = "");
+  // kInvalidate's payload (the change time only where it is fine-grained).
+  std::string InvalidateMessage(const std::string& handle, const std::string& key,
+                                const std::string& name, int64_t ctime) const;
   // Directory generations (docs/wire-fs.md, "Directory listings"): for a
   // directory `conn` holds, a number that every change of a name in it that
   // this service makes or is told of (Changed with a name) bumps by one;
@@ -137,6 +140,7 @@ class FileService {
   // After a lookup found nothing: the directory's names and generation
   // (kLookupListing), if `conn` holds it and it has at most kMaxListing
   // names. Returns false when it cannot vouch for them.
+  //
   // A connection sent a listing holds it until a change of the
   // directory's names by anyone else breaks it (Changed): so that no
   // change completes while a node may still answer lookups from names
