@@ -61,7 +61,7 @@ own mount namespace. Every command takes --dir D (default \$MFS_CLUSTER_DIR,
 else /tmp/mfs-cluster).
 
   up N [--cpus [I=]LIST] [--cpu-quota [I=]PCT] [--mem [I=]SIZE]
-       [--config-extra FILE] [--node-secret I=FILE] [--port P]
+       [--config-extra [I=]FILE] [--node-secret I=FILE] [--port P]
        [--heartbeat-ms MS] [--dead-after-ms MS] [--log-level L]
        [--timeout SEC]                  start N nodes (1..$MAX_NODES)
   exec NODE [--] CMD [ARG...]          run CMD in NODE's namespace and cgroup
@@ -657,8 +657,8 @@ on_up_exit() {
 }
 
 cmd_up() {
-  local -A cpus=() quota=() mem=() secrets=()
-  local extra="" arg
+  local -A cpus=() quota=() mem=() secrets=() extras=()
+  local arg
   HEARTBEAT_MS=500 DEAD_AFTER_MS=3000 LOG_LEVEL=info TIMEOUT=30
   [[ $# -ge 1 ]] || usage_error "up: missing N (number of nodes, 1..$MAX_NODES)"
   local n=$1
@@ -674,7 +674,7 @@ cmd_up() {
       --mem) parse_per_node "$arg" "$2" mem ;;
       --node-secret) [[ $2 == *=* ]] || usage_error "--node-secret needs I=FILE"
         parse_per_node "$arg" "$2" secrets ;;
-      --config-extra) extra=$2 ;;
+      --config-extra) parse_per_node "$arg" "$2" extras ;;
       --port) PORT=$2 ;;
       --heartbeat-ms) HEARTBEAT_MS=$2 ;;
       --dead-after-ms) DEAD_AFTER_MS=$2 ;;
@@ -700,13 +700,13 @@ cmd_up() {
   for k in "${!mem[@]}"; do
     [[ ${mem[$k]} =~ ^[0-9]+[KkMmGg]?$ ]] || usage_error "--mem: bad size '${mem[$k]}' (e.g. 512M)"
   done
-  for k in "${!cpus[@]}" "${!quota[@]}" "${!mem[@]}" "${!secrets[@]}"; do
+  for k in "${!cpus[@]}" "${!quota[@]}" "${!mem[@]}" "${!secrets[@]}" "${!extras[@]}"; do
     ((k <= N)) || usage_error "per-node option for node $k, but the cluster has nodes 1..$N"
   done
-  if [[ -n $extra ]]; then
-    [[ -f $extra && -r $extra ]] || die "--config-extra: cannot read '$extra'"
-    extra=$(realpath -- "$extra")
-  fi
+  for k in "${!extras[@]}"; do
+    [[ -f ${extras[$k]} && -r ${extras[$k]} ]] || die "--config-extra: cannot read '${extras[$k]}'"
+    extras[$k]=$(realpath -- "${extras[$k]}")
+  done
   for k in "${!secrets[@]}"; do
     [[ -f ${secrets[$k]} && -r ${secrets[$k]} ]] || die "--node-secret: cannot read '${secrets[$k]}'"
     secrets[$k]=$(realpath -- "${secrets[$k]}")
@@ -742,7 +742,7 @@ cmd_up() {
   for ((k = 1; k <= N; k++)); do
     nd=$(node_dir "$k")
     mkdir -p "$nd/export" "$nd/state" "$nd/run" || die "cannot create $nd"
-    write_config "$k" "${secrets[$k]:-$DIR/secret}" "$extra"
+    write_config "$k" "${secrets[$k]:-$DIR/secret}" "${extras[$k]:-${extras[0]:-}}"
     cgroup_setup "$k" "${cpus[$k]:-${cpus[0]:-}}" "${quota[$k]:-${quota[0]:-}}" "${mem[$k]:-${mem[0]:-}}"
     start_keeper "$k"
     start_mfsd "$k"

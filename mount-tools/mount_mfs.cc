@@ -33,10 +33,26 @@ struct MountConfig {
   unsigned threads = 16;
   unsigned read_ahead_kb = 4096;
   std::string passthrough = "auto";
+  std::string io_uring = "auto";
   std::string log_level = "info";
   std::string log_file;
   std::vector<std::string> kernel_opts;
 };
+
+// An "auto" | "on" | "off" setting of [fs], or a boolean for on/off.
+mfs::Status AutoOnOff(toml::node_view<toml::node> fs, const char* key, const std::string& path,
+                      std::string* out) {
+  const toml::node* n = fs[key].node();
+  if (!n) return mfs::Status::OK();
+  if (n->is_boolean())
+    *out = *n->value<bool>() ? "on" : "off";
+  else if (n->is_string())
+    *out = *n->value<std::string>();
+  else
+    return mfs::Status::InvalidArgument(path + ": [fs] " + key +
+                                        " must be \"auto\", \"on\" or \"off\"");
+  return mfs::Status::OK();
+}
 
 mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   toml::table t;
@@ -63,13 +79,8 @@ mfs::Status LoadToml(const std::string& path, MountConfig* mc) {
   mc->client.path_fds = fs["path_fds"].value_or(mc->client.path_fds);
   mc->threads = static_cast<unsigned>(fs["threads"].value_or(int64_t{16}));
   mc->read_ahead_kb = static_cast<unsigned>(fs["read_ahead_kb"].value_or(int64_t{4096}));
-  if (const toml::node* n = fs["passthrough"].node()) {
-    if (n->is_boolean()) mc->passthrough = *n->value<bool>() ? "on" : "off";
-    else if (n->is_string()) mc->passthrough = *n->value<std::string>();
-    else
-      return mfs::Status::InvalidArgument(path +
-                                          ": [fs] passthrough must be \"auto\", \"on\" or \"off\"");
-  }
+  MFS_RETURN_IF_ERROR(AutoOnOff(fs, "passthrough", path, &mc->passthrough));
+  MFS_RETURN_IF_ERROR(AutoOnOff(fs, "io_uring", path, &mc->io_uring));
   mc->log_level = t["log"]["level"].value_or(std::string("info"));
   mc->log_file = t["log"]["file"].value_or(std::string());
   return mfs::Status::OK();
@@ -105,6 +116,8 @@ mfs::Status ParseOptions(const std::vector<std::string>& groups, MountConfig* mc
       else if (k == "read_ahead_kb") mc->read_ahead_kb = static_cast<unsigned>(std::stoul(v));
       else if (k == "passthrough")
         mc->passthrough = v;
+      else if (k == "io_uring")
+        mc->io_uring = v;
       else if (k == "log_level") mc->log_level = v;
       else if (k == "log_file") mc->log_file = v;
       else if (k == "rw" || k == "defaults" || k == "auto" || k == "noauto" || k == "_netdev" ||
@@ -183,6 +196,12 @@ int main(int argc, char** argv) {
     fo.passthrough = *p;
   } else {
     std::fprintf(stderr, "mount.mfs: %s\n", p.status().ToString().c_str());
+    return 1;
+  }
+  if (auto u = mfs::fuse::ParseIoUring(mc.io_uring); u.ok()) {
+    fo.io_uring = *u;
+  } else {
+    std::fprintf(stderr, "mount.mfs: %s\n", u.status().ToString().c_str());
     return 1;
   }
   fo.max_threads = mc.threads;

@@ -12,10 +12,15 @@
 # accounting on (the default: mount.mfs sees every read and write);
 # mfs-local-pt the same with `mfsctl accounting off`, where the default
 # `[fs] passthrough = auto` lets the kernel pass local file I/O through to
-# the backing file (FUSE passthrough, when the kernel has it). A 2-node cluster is started with
-# mfs-cluster (node 1 is "here"); sshfs mounts node 2's export through an
-# sshd on 127.0.0.1:$SSH_PORT with a throw-away key. Everything started is
-# stopped on exit. Needs root (drop_caches, mounts, namespaces).
+# the backing file (FUSE passthrough, when the kernel has it). Nodes 1 and 2
+# read FUSE requests from /dev/fuse (`[fs] io_uring = "off"`); the -ur
+# targets run the same on node 3, whose mount takes them off FUSE's
+# io_uring queues (`io_uring = "on"`, where the kernel has FUSE over
+# io_uring): mfs-local-ur on /mfs/3, mfs-remote-ur on /mfs/2 from node 3.
+# A 3-node cluster is started with mfs-cluster (node 1 is "here"); sshfs
+# mounts node 2's export through an sshd on 127.0.0.1:$SSH_PORT with a
+# throw-away key. Everything started is stopped on exit. Needs root
+# (drop_caches, mounts, namespaces).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -24,7 +29,8 @@ SIZE=1G
 RAND_SIZE=256M
 FILES=10000
 RUNTIME=10
-ONLY=native,mfs-local,mfs-local-pt,mfs-remote,sshfs
+TARGETS="native mfs-local mfs-local-ur mfs-local-pt mfs-remote mfs-remote-ur sshfs"
+ONLY=${TARGETS// /,}
 SSH_PORT=${SSH_PORT:-2299}
 
 while (($#)); do
@@ -34,7 +40,7 @@ while (($#)); do
     --files) FILES=$2; shift 2 ;;
     --runtime) RUNTIME=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,10 +68,13 @@ want() { [[ ,$ONLY, == *,$1,* ]]; }
 
 declare -A PATH_OF RUN_OF SKIP
 # Where each target's files live, and the host directory under it (for chattr).
-if want mfs-local || want mfs-local-pt || want mfs-remote; then
+if [[ ,$ONLY, == *,mfs-* ]]; then
+  printf '[fs]\nio_uring = "off"\n' >"$WORK/devfuse.toml"
+  printf '[fs]\nio_uring = "on"\n' >"$WORK/uring.toml"
   if [[ ! -x $BIN/mfs-cluster ]]; then
     SKIP[mfs-local]="mfs-cluster not built"; SKIP[mfs-remote]="mfs-cluster not built"
-  elif ! "$BIN/mfs-cluster" up 2 --dir "$CLUSTER" >"$WORK/up.log" 2>&1; then
+  elif ! "$BIN/mfs-cluster" up 3 --dir "$CLUSTER" --config-extra "$WORK/devfuse.toml" \
+      --config-extra 3="$WORK/uring.toml" >"$WORK/up.log" 2>&1; then
     SKIP[mfs-local]="cluster did not start: $(tail -1 "$WORK/up.log")"
     SKIP[mfs-remote]=${SKIP[mfs-local]}
   elif ! "$BIN/mfs-cluster" exec 1 --dir "$CLUSTER" -- test -d /mfs/2 2>/dev/null; then
@@ -73,14 +82,24 @@ if want mfs-local || want mfs-local-pt || want mfs-remote; then
     SKIP[mfs-remote]=${SKIP[mfs-local]}
   fi
   SKIP[mfs-local-pt]=${SKIP[mfs-local]:-}
+  SKIP[mfs-local-ur]=${SKIP[mfs-local]:-}
+  SKIP[mfs-remote-ur]=${SKIP[mfs-remote]:-}
+  if [[ -z ${SKIP[mfs-local]:-} ]] &&
+    ! "$BIN/mfs-cluster" exec 3 --dir "$CLUSTER" -- getfattr --only-values -n user.mfs.uring /mfs 2>/dev/null | grep -q '^1 '; then
+    SKIP[mfs-local-ur]="node 3's mount did not get FUSE over io_uring from this kernel"
+    SKIP[mfs-remote-ur]=${SKIP[mfs-local-ur]}
+  fi
 fi
 EXPORT1=$CLUSTER/node1/export
 EXPORT2=$CLUSTER/node2/export
-mkdir -p "$EXPORT1" "$EXPORT2"
+EXPORT3=$CLUSTER/node3/export
+mkdir -p "$EXPORT1" "$EXPORT2" "$EXPORT3"
 PATH_OF[native]=$EXPORT1/native;     HOSTDIR_native=$EXPORT1/native
 PATH_OF[mfs-local]=/mfs/1/local;     HOSTDIR_mfs_local=$EXPORT1/local
 PATH_OF[mfs-local-pt]=/mfs/1/localpt; HOSTDIR_mfs_local_pt=$EXPORT1/localpt
+PATH_OF[mfs-local-ur]=/mfs/3/local;  HOSTDIR_mfs_local_ur=$EXPORT3/local
 PATH_OF[mfs-remote]=/mfs/2/remote;   HOSTDIR_mfs_remote=$EXPORT2/remote
+PATH_OF[mfs-remote-ur]=/mfs/2/remoteur; HOSTDIR_mfs_remote_ur=$EXPORT2/remoteur
 PATH_OF[sshfs]=$SSHFS_MNT/sshfs;     HOSTDIR_sshfs=$EXPORT2/sshfs
 
 if want sshfs; then
@@ -111,10 +130,12 @@ CFG
   fi
 fi
 
-# Runs a command where the target is reachable: inside node 1 for /mfs.
+# Runs a command where the target is reachable: inside node 1 for /mfs,
+# node 3 for the -ur targets.
 run_on() {
   local target=$1; shift
   case $target in
+    mfs-*-ur) "$BIN/mfs-cluster" exec 3 --dir "$CLUSTER" -- "$@" ;;
     mfs-*) "$BIN/mfs-cluster" exec 1 --dir "$CLUSTER" -- "$@" ;;
     *) "$@" ;;
   esac
@@ -140,7 +161,7 @@ declare -A WRITE READ IOPS FILESPS
 PT_NOTE=
 REQ_NOTE=
 PHASE_NOTE=
-for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
+for t in $TARGETS; do
   want "$t" || continue
   [[ -n ${SKIP[$t]:-} ]] && { echo "skip $t: ${SKIP[$t]}" >&2; continue; }
   if [[ $t == mfs-local-pt ]]; then
@@ -193,16 +214,16 @@ num() { [[ -n ${1:-} ]] && awk -v v="$1" 'BEGIN{printf "%.0f", v}' || echo "-"; 
 
 echo
 echo "bench/fs  $(date -u +%FT%TZ)  size=$SIZE rand=$RAND_SIZE/${RUNTIME}s files=$FILES  ($(nproc) cores, $(uname -r))"
-printf '%-12s %11s %7s %11s %7s %9s %7s %9s %7s\n' target "write MiB/s" ratio "read MiB/s" ratio "rand IOPS" ratio "files/s" ratio
-for t in native mfs-local mfs-local-pt mfs-remote sshfs; do
+printf '%-13s %11s %7s %11s %7s %9s %7s %9s %7s\n' target "write MiB/s" ratio "read MiB/s" ratio "rand IOPS" ratio "files/s" ratio
+for t in $TARGETS; do
   want "$t" || continue
-  if [[ -n ${SKIP[$t]:-} ]]; then printf '%-12s skipped: %s\n' "$t" "${SKIP[$t]}"; continue; fi
-  printf '%-12s %11s %7s %11s %7s %9s %7s %9s %7s\n' "$t" \
+  if [[ -n ${SKIP[$t]:-} ]]; then printf '%-13s skipped: %s\n' "$t" "${SKIP[$t]}"; continue; fi
+  printf '%-13s %11s %7s %11s %7s %9s %7s %9s %7s\n' "$t" \
     "$(mib "${WRITE[$t]}")" "$(ratio "${WRITE[$t]}" "${WRITE[native]:-}")" \
     "$(mib "${READ[$t]}")" "$(ratio "${READ[$t]}" "${READ[native]:-}")" \
     "$(num "${IOPS[$t]}")" "$(ratio "${IOPS[$t]}" "${IOPS[native]:-}")" \
     "$(num "${FILESPS[$t]}")" "$(ratio "${FILESPS[$t]}" "${FILESPS[native]:-}")"
 done
 if [[ -n $PT_NOTE ]]; then echo "mfs-local-pt: $PT_NOTE"; fi
-if [[ -n $REQ_NOTE ]]; then echo "requests per small-file cycle on node 1 (FUSE / network): $REQ_NOTE"; fi
+if [[ -n $REQ_NOTE ]]; then echo "requests per small-file cycle on the target's node (FUSE / network): $REQ_NOTE"; fi
 if [[ -n ${PHASE_NOTE:-} ]]; then echo "small-file phases, seconds (create+write / stat / unlink): $PHASE_NOTE"; fi

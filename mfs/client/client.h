@@ -99,6 +99,9 @@ class Client {
   // On /mfs: "<passthrough negotiated 0|1> <inodes passed through now>
   // <passthrough opens since the mount>".
   static constexpr const char* kPassthroughXattr = "user.mfs.passthrough";
+  // On /mfs: "<FUSE over io_uring in use 0|1> <queues> <entries registered>
+  // <requests taken off the rings>".
+  static constexpr const char* kUringXattr = "user.mfs.uring";
   // On /mfs: "<FUSE requests read> <network requests sent>" since the
   // mount (benchmarks count the requests a workload costs).
   static constexpr const char* kRequestsXattr = "user.mfs.requests";

@@ -28,6 +28,7 @@
 
 #include "mfs/base/log.h"
 #include "mfs/client/local_ops.h"
+#include "mfs/fuse/uring.h"
 #include "mfs/wire/connection.h"
 
 namespace mfs::fuse {
@@ -102,6 +103,9 @@ struct FuseCtx {
   std::mutex inval_mu;
   uint64_t notifying_ino = 0;                       // a pushed invalidation being passed on
   std::vector<std::function<void()>> after_notify;  // open replies it holds up
+  // FUSE over io_uring, when agreed at INIT: where replies to requests taken
+  // off its rings go. Set before any request is served; owned by FuseFs.
+  UringTransport* uring = nullptr;
 };
 
 // FUSE requests read from the device by this process (user.mfs.requests).
@@ -238,7 +242,7 @@ void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 
 // fuse_reply_open/_create, consumed by IoWritev, cleared after.
 thread_local int32_t tl_backing_id = -1;
 
-ssize_t IoWritev(int fd, iovec* iov, int count, void*) {
+ssize_t IoWritev(int fd, iovec* iov, int count, void* userdata) {
   if (tl_backing_id >= 0 && count >= 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
       iov[count - 1].iov_len >= sizeof(uapi::OpenOut)) {
     fuse_out_header oh;
@@ -255,6 +259,9 @@ ssize_t IoWritev(int fd, iovec* iov, int count, void*) {
     }
     tl_backing_id = -1;
   }
+  if (UringTransport* u = static_cast<FuseCtx*>(userdata)->uring) {
+    if (auto n = u->TakeReply(iov, count)) return *n;
+  }
   return writev(fd, iov, count);
 }
 ssize_t IoRead(int fd, void* buf, size_t len, void*) {
@@ -263,7 +270,11 @@ ssize_t IoRead(int fd, void* buf, size_t len, void*) {
   return n;
 }
 ssize_t IoSplice(int fdin, off_t* offin, int fdout, off_t* offout, size_t len, unsigned flags,
-                 void*) {
+                 void* userdata) {
+  auto* x = static_cast<FuseCtx*>(userdata);
+  if (x->uring && fdout == x->dev_fd && fdin != x->dev_fd && !offin) {
+    if (auto n = x->uring->TakeSpliceReply(fdin, len)) return *n;
+  }
   return splice(fdin, offin, fdout, offout, len, flags);
 }
 
@@ -859,11 +870,22 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
                         std::to_string(t.size()) + " " + std::to_string(t.total_lookups()));
     }
     if (IsRoot(p) && std::strcmp(name, Client::kRequestsXattr) == 0) {
+      return ReplyXattr(
+          req, size,
+          std::to_string(g_fuse_requests.load() + (C(req).uring ? C(req).uring->requests() : 0)) +
+              " " + std::to_string(wire::Connection::calls_made()) + " " +
+              std::to_string(g_invalidations_seen.load()) + " " +
+              std::to_string(client::RemoteBackend::listing_answers()));
+    }
+    // On /mfs itself: "<in use 0|1> <queues> <entries the kernel holds>
+    // <requests taken off the rings>" (FUSE over io_uring).
+    if (IsRoot(p) && std::strcmp(name, Client::kUringXattr) == 0) {
+      UringTransport* u = C(req).uring;
       return ReplyXattr(req, size,
-                        std::to_string(g_fuse_requests.load()) + " " +
-                            std::to_string(wire::Connection::calls_made()) + " " +
-                            std::to_string(g_invalidations_seen.load()) + " " +
-                            std::to_string(client::RemoteBackend::listing_answers()));
+                        u ? "1 " + std::to_string(u->queues()) + " " +
+                                std::to_string(u->live_entries()) + " " +
+                                std::to_string(u->requests())
+                          : std::string("0 0 0 0"));
     }
     // On /mfs itself: "<negotiated 0|1> <inodes with a backing file now>
     // <passthrough opens so far>" (tests and mfsstat-like checks).
@@ -1063,15 +1085,49 @@ Result<Passthrough> ParsePassthrough(const std::string& s) {
   return Status::InvalidArgument("passthrough must be auto, on or off, not '" + s + "'");
 }
 
+Result<IoUring> ParseIoUring(const std::string& s) {
+  if (s == "auto") return IoUring::kAuto;
+  if (s == "on" || s == "true" || s == "yes" || s == "1") return IoUring::kOn;
+  if (s == "off" || s == "false" || s == "no" || s == "0") return IoUring::kOff;
+  return Status::InvalidArgument("io_uring must be auto, on or off, not '" + s + "'");
+}
+
 bool FuseFs::passthrough_negotiated() const { return ctx_->passthrough.load(); }
 
 FuseFs::~FuseFs() {
   Unmount();
+  // The rings' threads go first (the connection is over), libfuse's session
+  // after them: a ring thread may be inside it.
+  ctx_->uring = nullptr;
+  uring_.reset();
   if (se_) {
     if (signals_) fuse_remove_signal_handlers(se_);
     fuse_session_destroy(se_);
   }
 }
+
+namespace {
+constexpr const char* kEnableUring = "/sys/module/fuse/parameters/enable_uring";
+
+// io_uring = on: the kernel offers FUSE over io_uring at INIT only while
+// its module parameter is set.
+void EnableKernelUring() {
+  std::ifstream in(kEnableUring);
+  std::string v;
+  if (!(in >> v)) {
+    spdlog::info("fuse over io_uring: this kernel has none ({} missing)", kEnableUring);
+    return;
+  }
+  if (v == "Y" || v == "1") return;
+  std::ofstream out(kEnableUring);
+  out << "Y\n";
+  out.flush();
+  if (!out)
+    spdlog::warn("fuse over io_uring: cannot set {}: {}", kEnableUring, std::strerror(errno));
+  else
+    spdlog::info("fuse over io_uring: set {}", kEnableUring);
+}
+}  // namespace
 
 Status FuseFs::Mount() {
   std::vector<std::string> argv_s{"mount.mfs"};
@@ -1093,6 +1149,7 @@ Status FuseFs::Mount() {
   if (!se_) return Status::Error(EINVAL, "fuse_session_new failed (bad mount options?)");
   if (fuse_set_signal_handlers(se_) != 0) return Status::Error(EIO, "fuse_set_signal_handlers");
   signals_ = true;
+  if (opts_.io_uring == IoUring::kOn) EnableKernelUring();  // before the kernel's INIT
   if (fuse_session_mount(se_, opts_.mountpoint.c_str()) != 0)
     return Status::Error(EIO, "cannot mount on " + opts_.mountpoint);
   mounted_ = true;
@@ -1133,7 +1190,7 @@ Status FuseFs::NegotiateInit() {
     void* p;
     ~Free() { std::free(p); }
   } owned{buf.mem};
-  bool killpriv = false, passthrough = false;
+  bool killpriv = false, passthrough = false, uring = false;
   if (!(buf.flags & FUSE_BUF_IS_FD) &&
       static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
     fuse_in_header ih;
@@ -1147,13 +1204,15 @@ Status FuseFs::NegotiateInit() {
                   opts_.passthrough != Passthrough::kOff;
     if (init && opts_.passthrough != Passthrough::kOff && !passthrough)
       spdlog::info("fuse passthrough: not offered by the kernel (protocol 7.{})", in.minor);
-    // FUSE over io_uring (7.42; /sys/module/fuse/parameters/enable_uring):
-    // libfuse 3.14 cannot serve it, so it is only reported.
-    if (init && in.minor >= 42 && (in.flags & FUSE_INIT_EXT) &&
-        (in.flags2 & uapi::kInitOverIoUringFlags2))
-      spdlog::info("fuse over io_uring: offered by the kernel, not used (libfuse 3.14)");
+    // FUSE over io_uring (7.42): the kernel offers it while
+    // /sys/module/fuse/parameters/enable_uring is set.
+    uring = init && in.minor >= 42 && (in.flags & FUSE_INIT_EXT) &&
+            (in.flags2 & uapi::kInitOverIoUringFlags2) && opts_.io_uring != IoUring::kOff;
+    if (init && opts_.io_uring != IoUring::kOff && !uring)
+      spdlog::info("fuse over io_uring: not offered by the kernel (protocol 7.{}{})", in.minor,
+                   in.minor >= 42 ? ", enable_uring off" : "");
   }
-  bool offered = killpriv || passthrough;
+  bool offered = killpriv || passthrough || uring;
   int fd = fuse_session_fd(se_);
   int pipefd[2];
   int saved = offered ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
@@ -1193,12 +1252,45 @@ Status FuseFs::NegotiateInit() {
       std::memcpy(out + uapi::kMaxStackDepthOffset, &depth, sizeof depth);
       ctx_->passthrough = true;  // confirmed by ProbePassthrough
     }
+    if (uring && static_cast<size_t>(m) >= sizeof oh + offsetof(fuse_init_out, flags2) + 4) {
+      // The rings' buffers must take the largest request and reply:
+      // max(FUSE_MIN_READ_BUFFER, max_write, max_pages pages), as the kernel
+      // sizes them.
+      uint32_t max_write;
+      uint16_t max_pages = 32;  // FUSE_DEFAULT_MAX_PAGES_PER_REQ
+      std::memcpy(&max_write, out + offsetof(fuse_init_out, max_write), sizeof max_write);
+      if (flags & FUSE_MAX_PAGES)
+        std::memcpy(&max_pages, out + offsetof(fuse_init_out, max_pages), sizeof max_pages);
+      long page = sysconf(_SC_PAGESIZE);
+      size_t payload = std::max<size_t>(
+          {8192, max_write, size_t{max_pages} * static_cast<size_t>(page > 0 ? page : 4096)});
+      auto t = UringTransport::Create(se_, ctx_->dev_fd, UringTransport::PossibleCpus(),
+                                      std::max(2u, opts_.max_threads), payload);
+      if (t.ok()) {
+        uring_ = std::move(*t);
+        uint32_t flags2;
+        std::memcpy(&flags2, out + offsetof(fuse_init_out, flags2), sizeof flags2);
+        flags |= FUSE_INIT_EXT;
+        flags2 |= uapi::kInitOverIoUringFlags2;
+        std::memcpy(out + offsetof(fuse_init_out, flags2), &flags2, sizeof flags2);
+      } else {
+        spdlog::warn("fuse over io_uring not used: {}", t.status().ToString());
+      }
+    }
     std::memcpy(out + offsetof(fuse_init_out, flags), &flags, sizeof flags);
   }
   if (write(fd, reply, static_cast<size_t>(m)) != m) {
     ctx_->killpriv_v2 = false;
     ctx_->passthrough = false;
+    uring_.reset();
     return Status::FromErrno("FUSE INIT reply");
+  }
+  if (uring_) {
+    // The kernel now holds every request back until each queue has an
+    // entry: the threads register theirs at once.
+    ctx_->uring = uring_.get();
+    uring_->Start();
+    spdlog::info("fuse over io_uring: {} queues", uring_->queues());
   }
   if (ctx_->passthrough) ProbePassthrough();
   return Status::OK();

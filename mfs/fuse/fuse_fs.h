@@ -5,7 +5,9 @@
 // calls the Client or the inode's Backend, and answers exactly once from the
 // callback — at once for the local fast path, from a network thread for a
 // remote file. Reads and writes on local files splice straight between the
-// FUSE device and the backing fd. Runs fuse_session_loop_mt.
+// FUSE device and the backing fd. Runs fuse_session_loop_mt, and, where the
+// kernel agrees to FUSE over io_uring, serves requests off per-CPU rings
+// too (uring.h).
 //
 // Thread-safety: handlers run concurrently on libfuse's worker threads;
 // all shared state lives in the Client. No lock is held across a reply.
@@ -23,6 +25,7 @@ struct fuse_session;
 namespace mfs::fuse {
 
 struct FuseCtx;
+class UringTransport;
 
 // FUSE passthrough for files of this node's export (kernel >= 6.9): the
 // kernel reads, writes and maps the backing file itself, so mount.mfs never
@@ -32,9 +35,17 @@ enum class Passthrough { kOff, kAuto, kOn };
 // "auto", "on", "off" (also true/false, yes/no, 1/0 for on/off).
 Result<Passthrough> ParsePassthrough(const std::string& s);
 
+// FUSE over io_uring (kernel >= 6.14, uring.h): kAuto uses it whenever the
+// kernel offers it (/sys/module/fuse/parameters/enable_uring set); kOn
+// first sets that parameter (root; it stays set); kOff never uses it.
+enum class IoUring { kOff, kAuto, kOn };
+// "auto", "on", "off" (also true/false, yes/no, 1/0 for on/off).
+Result<IoUring> ParseIoUring(const std::string& s);
+
 struct FuseOptions {
   std::string mountpoint;
   Passthrough passthrough = Passthrough::kAuto;
+  IoUring io_uring = IoUring::kAuto;
   std::string extra_options;  // comma-separated, passed to the kernel mount
   unsigned max_threads = 16;
   bool debug = false;
@@ -84,6 +95,7 @@ class FuseFs : public client::Invalidator {
   bool mounted_ = false;
   bool signals_ = false;
   std::unique_ptr<FuseCtx> ctx_;
+  std::unique_ptr<UringTransport> uring_;  // after INIT, when agreed
 };
 
 // st_dev of the file system mounted at `mountpoint`, from

@@ -5,6 +5,8 @@
 // Node 2 mounts with passthrough = "on" (the kernel does its local file I/O
 // where it supports FUSE passthrough), node 1 with the default (auto, with
 // accounting on: through mount.mfs), so both local paths meet remote ones.
+// Node 2 also takes its requests off io_uring where the kernel has FUSE
+// over io_uring (io_uring = "on"), node 1 reads them from /dev/fuse.
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -63,7 +65,8 @@ class FsClusterTest : public ::testing::Test {
           << "/run/mfsd.sock\"\nmount = \"" << n << "/mfs\"\npeers = [\"" << Addr(3 - i) << ":"
           << port_ << "\"]\n[membership]\nheartbeat_ms = 200\ndead_after_ms = 1500\n"
           << "[fs]\nattr_timeout = 30.0\nentry_timeout = " << entry_timeout_ << "\npassthrough = \""
-          << (i == 2 ? "on" : "auto") << "\"\n[log]\nlevel = \"info\"\n";
+          << (i == 2 ? "on" : "auto") << "\"\nio_uring = \"" << (i == 2 ? "on" : "off")
+          << "\"\n[log]\nlevel = \"info\"\n";
     }
     for (int i = 1; i <= 2; ++i) StartNode(i);
     for (int i = 1; i <= 2; ++i) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -26,7 +28,7 @@
 namespace mfs::testing {
 namespace {
 
-class FsMountTest : public ::testing::Test {
+class FsMount : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = MountSkipReason(); !why.empty()) GTEST_SKIP() << why;
@@ -44,7 +46,8 @@ class FsMountTest : public ::testing::Test {
         mnt_,
         "-o",
         "id=1,export=" + exp_ + ",control_socket=" + dir_ + "/no.sock,secret_file=" + dir_ +
-            "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on" + extra_opts_,
+            "/no-secret,attr_timeout=5,entry_timeout=5,passthrough=on,io_uring=" +
+            (uring_ ? "on" : "off") + extra_opts_,
         "-f"};
     // A lower descriptor limit, soft and hard, for the mount alone.
     if (fd_limit_ > 0)
@@ -76,6 +79,14 @@ class FsMountTest : public ::testing::Test {
     if (std::sscanf(buf, "%ld %ld %ld", &a, &b, &c) != 3) return {};
     return {a, b, c};
   }
+  // user.mfs.uring: {in use, queues, entries registered, requests served}.
+  std::vector<long> Uring() {
+    char buf[96] = {};
+    if (getxattr(mnt_.c_str(), "user.mfs.uring", buf, sizeof(buf) - 1) < 0) return {};
+    long a = -1, b = -1, c = -1, d = -1;
+    if (std::sscanf(buf, "%ld %ld %ld %ld", &a, &b, &c, &d) != 4) return {};
+    return {a, b, c, d};
+  }
   std::pair<long, long> Inodes() {
     char buf[64] = {};
     ssize_t n = getxattr(mnt_.c_str(), "user.mfs.inodes", buf, sizeof(buf) - 1);
@@ -90,18 +101,36 @@ class FsMountTest : public ::testing::Test {
   std::vector<pid_t> stuck_;
   int fd_limit_ = 0;        // RLIMIT_NOFILE for the mount; 0: inherited
   std::string extra_opts_;  // ",opt=value..." for the mount
+  bool uring_ = false;      // io_uring=on (else off: /dev/fuse)
+};
+
+// Every FsMountTest runs twice: requests read from /dev/fuse, and taken off
+// FUSE's io_uring queues (skipped where the kernel has no FUSE over
+// io_uring).
+class FsMountTest : public FsMount, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    uring_ = GetParam();
+    FsMount::SetUp();
+    if (HasFatalFailure() || IsSkipped() || !uring_) return;
+    std::vector<long> u = Uring();
+    ASSERT_EQ(u.size(), 4u);
+    if (u[0] != 1)
+      GTEST_SKIP() << "this kernel did not agree to FUSE over io_uring: "
+                   << ReadFile(dir_ + "/mount.log");
+  }
 };
 
 // The mount under a descriptor limit of 256: its inodes may hold 128 fds
 // for files and 192 for directories, and every inode past that keeps a
 // kernel file handle instead (local_backend.h). With path_fds=0 none keeps
 // an fd, the export root and every directory included.
-class FsMountFdLimitTest : public FsMountTest, public ::testing::WithParamInterface<bool> {
+class FsMountFdLimitTest : public FsMount, public ::testing::WithParamInterface<bool> {
  protected:
   void SetUp() override {
     fd_limit_ = 256;
     if (GetParam()) extra_opts_ = ",path_fds=0";
-    FsMountTest::SetUp();
+    FsMount::SetUp();
   }
   // Descriptors the mount has open now.
   long MountFds() {
@@ -114,7 +143,7 @@ class FsMountFdLimitTest : public FsMountTest, public ::testing::WithParamInterf
   }
 };
 
-TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
+TEST_P(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
   std::set<std::string> names;
   DIR* d = opendir(mnt_.c_str());
   ASSERT_NE(d, nullptr);
@@ -137,7 +166,7 @@ TEST_F(FsMountTest, RootListsThisNodeAndTheMagicEntries) {
   EXPECT_EQ(errno, EPERM);
 }
 
-TEST_F(FsMountTest, LocationXattrNamesTheNode) {
+TEST_P(FsMountTest, LocationXattrNamesTheNode) {
   ASSERT_TRUE(WriteFile(P("f"), "x"));
   char buf[16] = {};
   ASSERT_EQ(getxattr(P("f").c_str(), "user.mfs.node", buf, sizeof(buf)), 1);
@@ -149,7 +178,7 @@ TEST_F(FsMountTest, LocationXattrNamesTheNode) {
   EXPECT_EQ(std::string(buf, 4), "blue");
 }
 
-TEST_F(FsMountTest, FilesLandInTheExport) {
+TEST_P(FsMountTest, FilesLandInTheExport) {
   ASSERT_EQ(mkdir(P("d").c_str(), 0750), 0);
   ASSERT_TRUE(WriteFile(P("d/a"), "hello"));
   EXPECT_EQ(ReadFile(E("d/a")), "hello");
@@ -176,7 +205,7 @@ TEST_F(FsMountTest, FilesLandInTheExport) {
   EXPECT_EQ(errno, ENAMETOOLONG);
 }
 
-TEST_F(FsMountTest, RenameFlags) {
+TEST_P(FsMountTest, RenameFlags) {
   ASSERT_TRUE(WriteFile(P("a"), "A"));
   ASSERT_TRUE(WriteFile(P("b"), "B"));
   EXPECT_EQ(renameat2(AT_FDCWD, P("a").c_str(), AT_FDCWD, P("b").c_str(), RENAME_NOREPLACE), -1);
@@ -187,7 +216,7 @@ TEST_F(FsMountTest, RenameFlags) {
   EXPECT_EQ(ReadFile(E("a")), "B");
 }
 
-TEST_F(FsMountTest, LargeWritesAndReadsRoundTrip) {
+TEST_P(FsMountTest, LargeWritesAndReadsRoundTrip) {
   std::string data(8 << 20, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
   int fd = open(P("big").c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644);
@@ -210,7 +239,7 @@ TEST_F(FsMountTest, LargeWritesAndReadsRoundTrip) {
   EXPECT_TRUE(ReadFile(E("big")).substr(0, data.size()) == data);
 }
 
-TEST_F(FsMountTest, CallerCredentialsApply) {
+TEST_P(FsMountTest, CallerCredentialsApply) {
   ASSERT_TRUE(WriteFile(P("rootfile"), "r"));
   ASSERT_EQ(chmod(P("rootfile").c_str(), 0644), 0);
   EXPECT_EQ(AsUser(65534, [&] {
@@ -235,7 +264,7 @@ TEST_F(FsMountTest, CallerCredentialsApply) {
 // The set-id bits go when someone without CAP_FSETID writes, and stay when
 // root writes (the mount negotiates FUSE_HANDLE_KILLPRIV_V2, so mount.mfs,
 // not the kernel, clears them).
-TEST_F(FsMountTest, WritesByOtherUsersClearSetIdBits) {
+TEST_P(FsMountTest, WritesByOtherUsersClearSetIdBits) {
   ASSERT_TRUE(WriteFile(P("suid"), "x"));
   ASSERT_EQ(chmod(P("suid").c_str(), 06777), 0);
   ASSERT_TRUE(WriteFile(P("suid"), "root writes"));
@@ -268,7 +297,7 @@ TEST_F(FsMountTest, WritesByOtherUsersClearSetIdBits) {
   EXPECT_EQ(st.st_mode & 07777, 02766u);
 }
 
-TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
+TEST_P(FsMountTest, RecordLocksAndFlockConflict) {
   ASSERT_TRUE(WriteFile(P("l"), "locked"));
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);
@@ -314,7 +343,7 @@ TEST_F(FsMountTest, RecordLocksAndFlockConflict) {
   close(pipefd[1]);
 }
 
-TEST_F(FsMountTest, BlockedLockersDoNotStallTheMount) {
+TEST_P(FsMountTest, BlockedLockersDoNotStallTheMount) {
   ASSERT_TRUE(WriteFile(P("contended"), "x"));
   auto lock_and_wait = [&](bool hold) {
     int fd = open(P("contended").c_str(), O_RDWR);
@@ -370,7 +399,7 @@ TEST_F(FsMountTest, BlockedLockersDoNotStallTheMount) {
   close(fd);
 }
 
-TEST_F(FsMountTest, LookupCountsReturnToZero) {
+TEST_P(FsMountTest, LookupCountsReturnToZero) {
   auto before = Inodes();
   ASSERT_GE(before.first, 0);
   ASSERT_EQ(mkdir(P("many").c_str(), 0755), 0);
@@ -398,7 +427,7 @@ TEST_F(FsMountTest, LookupCountsReturnToZero) {
 // a caught signal makes F_SETLKW and flock fail with EINTR, promptly (the
 // kernel sends FUSE_INTERRUPT; mount.mfs cancels the wait). The holder
 // keeps its locks.
-TEST_F(FsMountTest, LockWaitsAreInterruptible) {
+TEST_P(FsMountTest, LockWaitsAreInterruptible) {
   ASSERT_TRUE(WriteFile(P("held"), "x"));
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);
@@ -470,7 +499,7 @@ TEST_F(FsMountTest, LockWaitsAreInterruptible) {
 // passthrough (6.9+), local files are read, written and mapped by the
 // kernel itself. Data, mmap, O_APPEND and truncate must behave as on the
 // export, and every backing file is given back when its last open closes.
-TEST_F(FsMountTest, PassthroughServesLocalFilesLikeTheExport) {
+TEST_P(FsMountTest, PassthroughServesLocalFilesLikeTheExport) {
   std::vector<long> pt = Passthrough();
   ASSERT_EQ(pt.size(), 3u);
   if (pt[0] != 1) GTEST_SKIP() << "this kernel did not agree to FUSE passthrough";
@@ -597,6 +626,95 @@ TEST_P(FsMountFdLimitTest, MoreFilesThanTheDescriptorLimit) {
   EXPECT_LT(MountFds(), GetParam() ? 64 : 256);
 }
 
+// FUSE over io_uring itself (mfs/fuse/uring.h), where the kernel has it.
+class FsMountUringTest : public FsMount {
+ protected:
+  void SetUp() override {
+    uring_ = true;
+    FsMount::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    std::vector<long> u = Uring();
+    ASSERT_EQ(u.size(), 4u);
+    if (u[0] != 1)
+      GTEST_SKIP() << "this kernel did not agree to FUSE over io_uring: "
+                   << ReadFile(dir_ + "/mount.log");
+  }
+  // The kernel's queues: one per possible CPU.
+  static long PossibleCpus() {
+    std::string s = ReadFile("/sys/devices/system/cpu/possible");
+    long n = 0;
+    std::stringstream ss(s);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+      unsigned a = 0, b = 0;
+      if (std::sscanf(part.c_str(), "%u-%u", &a, &b) == 2)
+        n += b - a + 1;
+      else if (std::sscanf(part.c_str(), "%u", &a) == 1)
+        n += 1;
+    }
+    return n;
+  }
+};
+
+// Every queue gets its entries (16 each: the default threads), and the
+// requests of callers on every CPU are taken off the rings, not read from
+// /dev/fuse: user.mfs.requests counts both, user.mfs.uring only the rings'.
+TEST_F(FsMountUringTest, RequestsOfCallersOnEveryCpuAreTakenOffTheRings) {
+  std::vector<long> u = Uring();
+  EXPECT_EQ(u[1], PossibleCpus());
+  EXPECT_EQ(u[2], u[1] * 16);
+  ASSERT_TRUE(WriteFile(P("f"), "0123456789"));
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  for (long cpu = 0; cpu < online; ++cpu) {
+    long before = Uring()[3];
+    // A caller pinned to `cpu`: its requests go to that CPU's queue.
+    std::thread t([&] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(static_cast<int>(cpu), &set);
+      ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0) << std::strerror(errno);
+      char buf[16];
+      for (int i = 0; i < 100; ++i)
+        ASSERT_GT(getxattr(P("f").c_str(), "user.mfs.node", buf, sizeof buf), 0);
+    });
+    t.join();
+    // 100 getxattrs, plus this check's own.
+    EXPECT_GE(Uring()[3], before + 100) << "on CPU " << cpu;
+  }
+  EXPECT_EQ(ReadFile(P("f")), "0123456789");
+}
+
+// A killed mount.mfs leaves nobody waiting: the rings go with the
+// connection, and calls on the mount fail (ENOTCONN) at once.
+TEST_F(FsMountUringTest, KilledServerLeavesNoCallerWaiting) {
+  ASSERT_TRUE(WriteFile(P("f"), "x"));
+  ASSERT_EQ(kill(pid_, SIGKILL), 0);
+  ASSERT_TRUE(
+      WaitFor([&] { return waitpid(pid_, nullptr, WNOHANG) == pid_; }, std::chrono::seconds(10)));
+  pid_ = -1;
+  auto t0 = std::chrono::steady_clock::now();
+  struct stat st;
+  EXPECT_NE(stat(P("f").c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOTCONN);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+// An unmount ends the rings' threads and mount.mfs with them, cleanly.
+TEST_F(FsMountUringTest, UnmountEndsTheServer) {
+  ASSERT_TRUE(WriteFile(P("f"), "x"));
+  Unmount(mnt_);
+  int status = -1;
+  ASSERT_TRUE(
+      WaitFor([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, std::chrono::seconds(10)))
+      << ReadFile(dir_ + "/mount.log");
+  pid_ = -1;
+  mnt_.clear();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(dir_ + "/mount.log");
+  EXPECT_EQ(ReadFile(E("f")), "x");
+}
+
+INSTANTIATE_TEST_SUITE_P(Transport, FsMountTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "IoUring" : "DevFuse"; });
 INSTANTIATE_TEST_SUITE_P(PathFds, FsMountFdLimitTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "None" : "Default"; });
 
