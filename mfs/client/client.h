@@ -100,7 +100,7 @@ class Client {
   // <passthrough opens since the mount>".
   static constexpr const char* kPassthroughXattr = "user.mfs.passthrough";
   // On /mfs: "<FUSE over io_uring in use 0|1> <queues> <entries registered>
-  // <requests taken off the rings>".
+  // <requests taken off the rings> <ring threads found starved>".
   static constexpr const char* kUringXattr = "user.mfs.uring";
   // On /mfs: "<FUSE requests read> <network requests sent>" since the
   // mount (benchmarks count the requests a workload costs).

@@ -878,14 +878,15 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
               std::to_string(client::RemoteBackend::listing_answers()));
     }
     // On /mfs itself: "<in use 0|1> <queues> <entries the kernel holds>
-    // <requests taken off the rings>" (FUSE over io_uring).
+    // <requests taken off the rings> <ring threads found starved in
+    // SCHED_IDLE>" (FUSE over io_uring).
     if (IsRoot(p) && std::strcmp(name, Client::kUringXattr) == 0) {
       UringTransport* u = C(req).uring;
-      return ReplyXattr(req, size,
-                        u ? "1 " + std::to_string(u->queues()) + " " +
-                                std::to_string(u->live_entries()) + " " +
-                                std::to_string(u->requests())
-                          : std::string("0 0 0 0"));
+      return ReplyXattr(
+          req, size,
+          u ? "1 " + std::to_string(u->queues()) + " " + std::to_string(u->live_entries()) + " " +
+                  std::to_string(u->requests()) + " " + std::to_string(u->promotions())
+            : std::string("0 0 0 0 0"));
     }
     // On /mfs itself: "<negotiated 0|1> <inodes with a backing file now>
     // <passthrough opens so far>" (tests and mfsstat-like checks).

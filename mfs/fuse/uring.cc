@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
@@ -84,6 +85,14 @@ struct UringTransport::Queue {
   std::vector<Entry*> done;  // replied from another thread, to commit
   std::atomic<unsigned> live{0};
   std::thread thread;
+  // The thread's scheduling (Serve sets tid; the guard owns the rest).
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> idle_class{false};
+  uint64_t run_delay = 0;           // ns waited on a run queue, at the last look
+  std::atomic<uint64_t> served{0};  // requests handed to libfuse
+  uint64_t served_seen = 0;         // `served` at the last look
+  std::chrono::steady_clock::time_point idle_since, retry_at;
+  std::chrono::milliseconds backoff{1000};
   ~Queue() {
     if (ring_ok) io_uring_queue_exit(&ring);
   }
@@ -218,6 +227,8 @@ Result<std::unique_ptr<UringTransport>> UringTransport::Create(fuse_session* se,
   std::unique_lock<std::mutex> l(t->start_mu_);
   t->start_cv_.wait(l, [&] { return t->enabled_ + t->failed_ == t->queues_.size(); });
   if (t->failed_ > 0) return Status::Error(EIO, "io_uring: a ring could not be enabled");
+  l.unlock();
+  t->guard_ = std::thread([t = t.get()] { t->Guard(); });
   return t;
 }
 
@@ -228,6 +239,7 @@ UringTransport::~UringTransport() {
     go_ = true;
   }
   start_cv_.notify_all();
+  if (guard_.joinable()) guard_.join();
   for (auto& q : queues_) {
     if (!q->thread.joinable()) continue;
     uint64_t one = 1;
@@ -255,12 +267,16 @@ unsigned UringTransport::live_entries() const {
 
 uint64_t UringTransport::requests() const { return requests_.load(std::memory_order_relaxed); }
 
+uint64_t UringTransport::promotions() const { return promotions_.load(std::memory_order_relaxed); }
+
 void UringTransport::Serve(Queue& q) {
   // On the CPU whose callers this queue serves, where that CPU may be used.
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(q.qid, &set);
   sched_setaffinity(0, sizeof set, &set);  // best effort (cpusets, offline CPUs)
+  // Put in SCHED_IDLE, and out of it, by Guard() (uring.h).
+  q.tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
 
   io_uring* ring = &q.ring;
   // io_uring_enable_rings is declared by Debian's liburing 2.3 but not
@@ -343,7 +359,6 @@ void UringTransport::Serve(Queue& q) {
 
 // Hands the request in `e` to libfuse as if read from /dev/fuse.
 void UringTransport::Dispatch(Queue& q, Entry& e) {
-  (void)q;
   fuse_in_header ih;
   std::memcpy(&ih, e.hdr.in_out, sizeof ih);
   size_t payload = e.hdr.payload_sz;
@@ -364,12 +379,91 @@ void UringTransport::Dispatch(Queue& q, Entry& e) {
   e.unique.store(ih.unique, std::memory_order_relaxed);
   e.state.store(kServing, std::memory_order_release);
   requests_.fetch_add(1, std::memory_order_relaxed);
+  q.served.fetch_add(1, std::memory_order_relaxed);
   fuse_buf buf{};
   buf.size = ih.len;
   buf.mem = start;
   tl_serving = &e;
   fuse_session_process_buf(se_, &buf);
   tl_serving = nullptr;
+}
+
+namespace {
+// run_delay of thread `tid` of this process: ns it has waited on a run
+// queue (/proc/<pid>/task/<tid>/schedstat, second field).
+std::optional<uint64_t> RunDelay(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/schedstat");
+  uint64_t cpu = 0, delay = 0;
+  if (!(f >> cpu >> delay)) return std::nullopt;
+  return delay;
+}
+}  // namespace
+
+void UringTransport::SetIdleClass(Queue& q, bool idle) {
+  pid_t tid = q.tid.load();
+  sched_param p{};
+  if (tid == 0 || sched_setscheduler(tid, idle ? SCHED_IDLE : SCHED_OTHER, &p) != 0) {
+    if (idle) q.idle_class.store(false);
+    return;
+  }
+  q.idle_class.store(idle);
+  if (idle) {
+    q.idle_since = std::chrono::steady_clock::now();
+    if (auto d = RunDelay(tid)) q.run_delay = *d;
+    q.served_seen = q.served.load(std::memory_order_relaxed);
+  }
+}
+
+// Keeps SCHED_IDLE from starving a ring: a thread of that class gets the
+// CPU only when nothing else of its scheduling group wants it, so next to
+// CPU-bound tasks of the same group (the same session, with autogroup) its
+// callers would wait tens of milliseconds per request. Every 10 ms, a ring
+// thread that waited on its run queue for half of them while serving at
+// most two requests goes back to SCHED_OTHER, and tries SCHED_IDLE again
+// after a back-off (1 s, doubled each time it starves within 5 s of trying,
+// up to a minute). Waiting while requests flow is the design at work: the
+// callers it answered run first (a 1 MiB read's copy, for one).
+void UringTransport::Guard() {
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kPeriod = std::chrono::milliseconds(10);
+  constexpr uint64_t kStarvedNs = 5'000'000;
+  constexpr uint64_t kStarvedServed = 2;
+  std::unique_lock<std::mutex> l(start_mu_);
+  while (!stop_.load()) {
+    start_cv_.wait_for(l, kPeriod, [&] { return stop_.load(); });
+    if (stop_.load()) break;
+    auto now = Clock::now();
+    for (auto& q : queues_) {
+      pid_t tid = q->tid.load();
+      if (tid == 0 || q->live.load(std::memory_order_relaxed) == 0) continue;
+      if (!q->idle_class.load()) {
+        if (now >= q->retry_at) SetIdleClass(*q, true);
+        continue;
+      }
+      std::optional<uint64_t> d = RunDelay(tid);
+      if (!d) {  // cannot watch it: never leave it in SCHED_IDLE
+        SetIdleClass(*q, false);
+        q->retry_at = Clock::time_point::max();
+        continue;
+      }
+      uint64_t waited = *d - std::min(*d, q->run_delay);
+      uint64_t served = q->served.load(std::memory_order_relaxed);
+      uint64_t progress = served - q->served_seen;
+      q->run_delay = *d;
+      q->served_seen = served;
+      if (waited < kStarvedNs || progress > kStarvedServed) continue;
+      SetIdleClass(*q, false);
+      q->backoff =
+          now - q->idle_since < std::chrono::seconds(5)
+              ? std::min<std::chrono::milliseconds>(q->backoff * 2, std::chrono::minutes(1))
+              : std::chrono::milliseconds(1000);
+      q->retry_at = now + q->backoff;
+      promotions_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::debug(
+          "fuse io_uring queue {}: starved in SCHED_IDLE ({} us in 10 ms), normal for {} ms",
+          q->qid, waited / 1000, q->backoff.count());
+    }
+  }
 }
 
 UringTransport::Entry* UringTransport::Find(uint64_t unique) {

@@ -4,11 +4,14 @@
 // With FUSE_OVER_IO_URING agreed at INIT, the kernel keeps one queue per
 // possible CPU and puts each request on the queue of the CPU its caller
 // runs on, into a buffer the server registered there. Each queue here has
-// one thread, pinned to that CPU where it can be, with its own ring: the
-// caller's request wakes a thread on its own CPU (no cross-CPU wake-up),
-// and one io_uring_enter commits a reply, fetches the next request and
-// waits. FORGET and INTERRUPT still come through /dev/fuse, which libfuse's
-// own loop keeps reading.
+// one thread, pinned to that CPU where it can be, with its own ring, in
+// SCHED_IDLE: the caller's request wakes a thread on its own CPU, the
+// reply wakes the caller there too (the CPU counts as idle, the caller
+// preempts the ring's thread), so a round trip crosses no CPU; and one
+// io_uring_enter commits a reply, fetches the next request and waits. A
+// guard thread puts a ring thread that starves in SCHED_IDLE (CPU-bound
+// tasks of its own scheduling group on its CPU) back in SCHED_OTHER. FORGET and INTERRUPT still
+// come through /dev/fuse, which libfuse's own loop keeps reading.
 //
 // A request taken off a ring is laid out as read(2) on /dev/fuse would
 // deliver it (header, op header, payload: the payload is not copied, the
@@ -76,6 +79,8 @@ class UringTransport {
   unsigned live_entries() const;
   // Requests taken off the rings.
   uint64_t requests() const;
+  // Times a ring thread was found starved in SCHED_IDLE and made normal.
+  uint64_t promotions() const;
 
   // The kernel's queue count: its possible CPUs (/sys/devices/system/cpu).
   static unsigned PossibleCpus();
@@ -86,6 +91,8 @@ class UringTransport {
   struct Queue;
   UringTransport() = default;
   void Serve(Queue& q);
+  void Guard();
+  void SetIdleClass(Queue& q, bool idle);
   void Dispatch(Queue& q, Entry& e);
   Entry* Find(uint64_t unique);
 
@@ -95,6 +102,8 @@ class UringTransport {
   std::vector<std::unique_ptr<Queue>> queues_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> promotions_{0};
+  std::thread guard_;  // Guard(): SCHED_IDLE without starvation
   // The threads enable their rings at Create() and register entries only
   // once Start() says go.
   std::mutex start_mu_;

@@ -79,13 +79,14 @@ class FsMount : public ::testing::Test {
     if (std::sscanf(buf, "%ld %ld %ld", &a, &b, &c) != 3) return {};
     return {a, b, c};
   }
-  // user.mfs.uring: {in use, queues, entries registered, requests served}.
+  // user.mfs.uring: {in use, queues, entries registered, requests served,
+  // ring threads found starved}.
   std::vector<long> Uring() {
-    char buf[96] = {};
+    char buf[128] = {};
     if (getxattr(mnt_.c_str(), "user.mfs.uring", buf, sizeof(buf) - 1) < 0) return {};
-    long a = -1, b = -1, c = -1, d = -1;
-    if (std::sscanf(buf, "%ld %ld %ld %ld", &a, &b, &c, &d) != 4) return {};
-    return {a, b, c, d};
+    long a = -1, b = -1, c = -1, d = -1, e = -1;
+    if (std::sscanf(buf, "%ld %ld %ld %ld %ld", &a, &b, &c, &d, &e) != 5) return {};
+    return {a, b, c, d, e};
   }
   std::pair<long, long> Inodes() {
     char buf[64] = {};
@@ -114,7 +115,7 @@ class FsMountTest : public FsMount, public ::testing::WithParamInterface<bool> {
     FsMount::SetUp();
     if (HasFatalFailure() || IsSkipped() || !uring_) return;
     std::vector<long> u = Uring();
-    ASSERT_EQ(u.size(), 4u);
+    ASSERT_EQ(u.size(), 5u);
     if (u[0] != 1)
       GTEST_SKIP() << "this kernel did not agree to FUSE over io_uring: "
                    << ReadFile(dir_ + "/mount.log");
@@ -634,7 +635,7 @@ class FsMountUringTest : public FsMount {
     FsMount::SetUp();
     if (HasFatalFailure() || IsSkipped()) return;
     std::vector<long> u = Uring();
-    ASSERT_EQ(u.size(), 4u);
+    ASSERT_EQ(u.size(), 5u);
     if (u[0] != 1)
       GTEST_SKIP() << "this kernel did not agree to FUSE over io_uring: "
                    << ReadFile(dir_ + "/mount.log");
@@ -682,6 +683,46 @@ TEST_F(FsMountUringTest, RequestsOfCallersOnEveryCpuAreTakenOffTheRings) {
     EXPECT_GE(Uring()[3], before + 100) << "on CPU " << cpu;
   }
   EXPECT_EQ(ReadFile(P("f")), "0123456789");
+}
+
+// The rings' threads run in SCHED_IDLE (uring.h), which next to CPU-bound
+// tasks of their own scheduling group would starve: this test's children
+// share its session, and so its autogroup, with the mount. Two spinners on
+// CPU 0 and a caller there: its requests are still served, and the guard
+// says it had to step in.
+TEST_F(FsMountUringTest, CpuBoundNeighboursDoNotStarveTheRings) {
+  ASSERT_TRUE(WriteFile(P("f"), "x"));
+  cpu_set_t cpu0;
+  CPU_ZERO(&cpu0);
+  CPU_SET(0, &cpu0);
+  std::vector<pid_t> spinners;
+  for (int i = 0; i < 2; ++i) {
+    pid_t p = fork();
+    ASSERT_GE(p, 0);
+    if (p == 0) {
+      sched_setaffinity(0, sizeof cpu0, &cpu0);
+      alarm(30);  // never outlives the test
+      for (;;) asm volatile("" ::: "memory");
+    }
+    spinners.push_back(p);
+  }
+  long promotions = Uring()[4];
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread caller([&] {
+    ASSERT_EQ(sched_setaffinity(0, sizeof cpu0, &cpu0), 0) << std::strerror(errno);
+    char buf[16];
+    // In SCHED_IDLE behind the spinners each would take tens of ms.
+    for (int i = 0; i < 1000; ++i)
+      ASSERT_GT(getxattr(P("f").c_str(), "user.mfs.node", buf, sizeof buf), 0);
+  });
+  caller.join();
+  auto took = std::chrono::steady_clock::now() - t0;
+  for (pid_t p : spinners) {
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+  }
+  EXPECT_LT(took, std::chrono::seconds(5));
+  EXPECT_GT(Uring()[4], promotions) << "the guard never found the ring starved";
 }
 
 // A killed mount.mfs leaves nobody waiting: the rings go with the
