@@ -1265,8 +1265,14 @@ Status FuseFs::NegotiateInit() {
       long page = sysconf(_SC_PAGESIZE);
       size_t payload = std::max<size_t>(
           {8192, max_write, size_t{max_pages} * static_cast<size_t>(page > 0 ? page : 4096)});
-      auto t = UringTransport::Create(se_, ctx_->dev_fd, UringTransport::PossibleCpus(),
-                                      std::max(2u, opts_.max_threads), payload);
+      // A request answered later (a remote file's, a blocked lock's) holds
+      // its entry until then, and one the kernel finds no entry for waits
+      // in its queue: many entries, whose buffers cost address space only
+      // until used (the rings reuse the last answered first). 512 per
+      // queue, 4096 in all above 8 CPUs, at least 64 each.
+      unsigned queues = UringTransport::PossibleCpus();
+      unsigned depth = std::clamp(4096u / std::max(queues, 1u), 64u, 512u);
+      auto t = UringTransport::Create(se_, ctx_->dev_fd, queues, depth, payload);
       if (t.ok()) {
         uring_ = std::move(*t);
         uint32_t flags2;

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unordered_map>
 
 #include "mfs/base/log.h"
 #include "mfs/base/unique_fd.h"
@@ -61,16 +62,12 @@ enum State : int { kInKernel, kServing, kReplied };
 struct UringTransport::Entry {
   Queue* queue = nullptr;
   alignas(64) RingHeader hdr{};
-  char* area = nullptr;  // kLead + payload bytes, mmap'd
-  size_t area_len = 0;
+  char* area = nullptr;  // kLead + payload bytes, in the queue's mapping
   iovec iov[2]{};
   std::atomic<uint64_t> unique{0};  // the request being served; 0: none
   std::atomic<int> state{kInKernel};
   bool live = false;        // registered and not torn down (ring thread only)
   bool sync_reply = false;  // replied on the ring's thread (ring thread only)
-  ~Entry() {
-    if (area) munmap(area, area_len);
-  }
   char* payload() const { return area + kLead; }
 };
 
@@ -81,6 +78,8 @@ struct UringTransport::Queue {
   UniqueFd wake;  // eventfd: replies from other threads, stop
   uint64_t wake_buf = 0;
   std::vector<std::unique_ptr<Entry>> entries;
+  void* map = MAP_FAILED;  // every entry's buffers: untouched pages cost nothing
+  size_t map_len = 0;
   std::mutex done_mu;
   std::vector<Entry*> done;  // replied from another thread, to commit
   std::atomic<unsigned> live{0};
@@ -94,7 +93,8 @@ struct UringTransport::Queue {
   std::chrono::steady_clock::time_point idle_since, retry_at;
   std::chrono::milliseconds backoff{1000};
   ~Queue() {
-    if (ring_ok) io_uring_queue_exit(&ring);
+    if (ring_ok) io_uring_queue_exit(&ring);  // first: the kernel lets go of the buffers
+    if (map != MAP_FAILED) munmap(map, map_len);
   }
 };
 
@@ -207,14 +207,15 @@ Result<std::unique_ptr<UringTransport>> UringTransport::Create(fuse_session* se,
     queue->ring_ok = true;
     queue->wake.Reset(eventfd(0, EFD_CLOEXEC));
     if (!queue->wake.valid()) return Status::FromErrno("eventfd");
+    size_t slice = kLead + t->payload_;
+    queue->map_len = slice * depth;
+    queue->map = mmap(nullptr, queue->map_len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (queue->map == MAP_FAILED) return Status::FromErrno("io_uring buffers");
     for (unsigned i = 0; i < depth; ++i) {
       auto e = std::make_unique<Entry>();
       e->queue = queue.get();
-      e->area_len = kLead + t->payload_;
-      void* m = mmap(nullptr, e->area_len, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (m == MAP_FAILED) return Status::FromErrno("io_uring buffers");
-      e->area = static_cast<char*>(m);
+      e->area = static_cast<char*>(queue->map) + slice * i;
       e->iov[0] = {&e->hdr, sizeof e->hdr};
       e->iov[1] = {e->payload(), t->payload_};
       queue->entries.push_back(std::move(e));
@@ -378,6 +379,10 @@ void UringTransport::Dispatch(Queue& q, Entry& e) {
   std::memcpy(start + sizeof ih, e.hdr.op_in, head - sizeof ih);
   e.unique.store(ih.unique, std::memory_order_relaxed);
   e.state.store(kServing, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> l(serving_mu_);
+    serving_[ih.unique] = &e;
+  }
   requests_.fetch_add(1, std::memory_order_relaxed);
   q.served.fetch_add(1, std::memory_order_relaxed);
   fuse_buf buf{};
@@ -466,13 +471,18 @@ void UringTransport::Guard() {
   }
 }
 
-UringTransport::Entry* UringTransport::Find(uint64_t unique) {
-  for (auto& q : queues_)
-    for (auto& e : q->entries)
-      if (e->unique.load(std::memory_order_acquire) == unique &&
-          e->state.load(std::memory_order_acquire) == kServing)
-        return e.get();
-  return nullptr;
+UringTransport::Entry* UringTransport::Claim(uint64_t unique) {
+  Entry* e = nullptr;
+  {
+    std::lock_guard<std::mutex> l(serving_mu_);
+    auto it = serving_.find(unique);
+    if (it == serving_.end()) return nullptr;
+    e = it->second;
+    serving_.erase(it);
+  }
+  int serving = kServing;
+  return e->state.compare_exchange_strong(serving, kReplied, std::memory_order_acq_rel) ? e
+                                                                                        : nullptr;
 }
 
 std::optional<ssize_t> UringTransport::TakeReply(const iovec* iov, int count) {
@@ -480,13 +490,8 @@ std::optional<ssize_t> UringTransport::TakeReply(const iovec* iov, int count) {
   fuse_out_header oh;
   std::memcpy(&oh, iov[0].iov_base, sizeof oh);
   if (oh.unique == 0) return std::nullopt;  // a notification
-  Entry* e = tl_serving && tl_serving->unique.load(std::memory_order_relaxed) == oh.unique
-                 ? tl_serving
-                 : Find(oh.unique);
-  if (!e) return std::nullopt;
-  int serving = kServing;
-  if (!e->state.compare_exchange_strong(serving, kReplied, std::memory_order_acq_rel))
-    return std::nullopt;  // answered already: the device will say ENOENT
+  Entry* e = Claim(oh.unique);
+  if (!e) return std::nullopt;  // not a ring's, or answered already
   size_t n = StoreReply(*e, iov, count, payload_);
   if (e == tl_serving) {
     e->sync_reply = true;
@@ -504,12 +509,10 @@ std::optional<ssize_t> UringTransport::TakeReply(const iovec* iov, int count) {
 }
 
 std::optional<ssize_t> UringTransport::TakeSpliceReply(int pipe_fd, size_t len) {
-  Entry* e = tl_serving;
-  if (!e || len < sizeof(fuse_out_header) || len - sizeof(fuse_out_header) > payload_)
+  if (!tl_serving || len < sizeof(fuse_out_header) || len - sizeof(fuse_out_header) > payload_)
     return std::nullopt;
-  int serving = kServing;
-  if (!e->state.compare_exchange_strong(serving, kReplied, std::memory_order_acq_rel))
-    return std::nullopt;
+  Entry* e = Claim(tl_serving->unique.load(std::memory_order_relaxed));
+  if (!e) return std::nullopt;
   // libfuse spliced the header and then the data into the pipe: read both
   // out, the data straight into the payload buffer.
   fuse_out_header oh{};

@@ -39,6 +39,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "mfs/base/status.h"
@@ -94,7 +95,8 @@ class UringTransport {
   void Guard();
   void SetIdleClass(Queue& q, bool idle);
   void Dispatch(Queue& q, Entry& e);
-  Entry* Find(uint64_t unique);
+  // Takes the entry serving request `unique` for its reply (once).
+  Entry* Claim(uint64_t unique);
 
   fuse_session* se_ = nullptr;
   int dev_fd_ = -1;
@@ -104,6 +106,8 @@ class UringTransport {
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> promotions_{0};
   std::thread guard_;  // Guard(): SCHED_IDLE without starvation
+  std::mutex serving_mu_;                         // a leaf lock
+  std::unordered_map<uint64_t, Entry*> serving_;  // by request unique, until answered
   // The threads enable their rings at Create() and register entries only
   // once Start() says go.
   std::mutex start_mu_;
