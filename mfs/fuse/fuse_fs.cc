@@ -1079,18 +1079,24 @@ FuseFs::FuseFs(client::Client* client, FuseOptions opts)
   ctx_->passthrough_mode = opts_.passthrough;
 }
 
+namespace {
+// "auto", "on", "off" (also true/false, yes/no, 1/0) for an option `what`
+// whose enum has kAuto, kOn and kOff.
+template <typename E>
+Result<E> ParseAutoOnOff(const std::string& s, const char* what) {
+  if (s == "auto") return E::kAuto;
+  if (s == "on" || s == "true" || s == "yes" || s == "1") return E::kOn;
+  if (s == "off" || s == "false" || s == "no" || s == "0") return E::kOff;
+  return Status::InvalidArgument(std::string(what) + " must be auto, on or off, not '" + s + "'");
+}
+}  // namespace
+
 Result<Passthrough> ParsePassthrough(const std::string& s) {
-  if (s == "auto") return Passthrough::kAuto;
-  if (s == "on" || s == "true" || s == "yes" || s == "1") return Passthrough::kOn;
-  if (s == "off" || s == "false" || s == "no" || s == "0") return Passthrough::kOff;
-  return Status::InvalidArgument("passthrough must be auto, on or off, not '" + s + "'");
+  return ParseAutoOnOff<Passthrough>(s, "passthrough");
 }
 
 Result<IoUring> ParseIoUring(const std::string& s) {
-  if (s == "auto") return IoUring::kAuto;
-  if (s == "on" || s == "true" || s == "yes" || s == "1") return IoUring::kOn;
-  if (s == "off" || s == "false" || s == "no" || s == "0") return IoUring::kOff;
-  return Status::InvalidArgument("io_uring must be auto, on or off, not '" + s + "'");
+  return ParseAutoOnOff<IoUring>(s, "io_uring");
 }
 
 bool FuseFs::passthrough_negotiated() const { return ctx_->passthrough.load(); }

@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "mfs/base/log.h"
 #include "mfs/base/unique_fd.h"
@@ -53,10 +54,6 @@ static_assert(sizeof(CmdReq) <= 80, "must fit the 128-byte SQE's command area");
 // reaches libfuse in one piece without moving its payload.
 constexpr size_t kLead = 4096;
 constexpr uint64_t kWakeTag = ~uint64_t{0};  // user_data of the eventfd read
-
-// Where the ring thread is while it hands a request to libfuse: a reply
-// written meanwhile for that request is the synchronous case.
-enum State : int { kInKernel, kServing, kReplied };
 }  // namespace
 
 struct UringTransport::Entry {
@@ -64,8 +61,10 @@ struct UringTransport::Entry {
   alignas(64) RingHeader hdr{};
   char* area = nullptr;  // kLead + payload bytes, in the queue's mapping
   iovec iov[2]{};
-  std::atomic<uint64_t> unique{0};  // the request being served; 0: none
-  std::atomic<int> state{kInKernel};
+  // The rest belongs to the ring's thread; another thread that answers the
+  // request gets the entry from serving_ (Claim) and hands it back through
+  // done_mu.
+  uint64_t unique = 0;      // the request being served; 0: none
   bool live = false;        // registered and not torn down (ring thread only)
   bool sync_reply = false;  // replied on the ring's thread (ring thread only)
   char* payload() const { return area + kLead; }
@@ -81,7 +80,8 @@ struct UringTransport::Queue {
   void* map = MAP_FAILED;  // every entry's buffers: untouched pages cost nothing
   size_t map_len = 0;
   std::mutex done_mu;
-  std::vector<Entry*> done;  // replied from another thread, to commit
+  std::vector<Entry*> done;   // replied from another thread, to commit
+  std::vector<Entry*> ready;  // to commit this turn (ring thread only)
   std::atomic<unsigned> live{0};
   std::thread thread;
   // The thread's scheduling (Serve sets tid; the guard owns the rest).
@@ -266,7 +266,11 @@ unsigned UringTransport::live_entries() const {
   return n;
 }
 
-uint64_t UringTransport::requests() const { return requests_.load(std::memory_order_relaxed); }
+uint64_t UringTransport::requests() const {
+  uint64_t n = 0;
+  for (auto& q : queues_) n += q->served.load(std::memory_order_relaxed);
+  return n;
+}
 
 uint64_t UringTransport::promotions() const { return promotions_.load(std::memory_order_relaxed); }
 
@@ -314,7 +318,8 @@ void UringTransport::Serve(Queue& q) {
     }
     io_uring_cqe* cqe;
     unsigned head, seen = 0;
-    std::vector<Entry*> ready;
+    std::vector<Entry*>& ready = q.ready;
+    ready.clear();
     io_uring_for_each_cqe(ring, head, cqe) {
       ++seen;
       if (cqe->user_data == kWakeTag) {
@@ -346,9 +351,7 @@ void UringTransport::Serve(Queue& q) {
     }
     io_uring_cq_advance(ring, seen);
     for (Entry* e : ready) {
-      uint64_t unique = e->unique.load(std::memory_order_relaxed);
-      e->unique.store(0, std::memory_order_relaxed);
-      e->state.store(kInKernel, std::memory_order_release);
+      uint64_t unique = std::exchange(e->unique, 0);
       if (!CmdSqe(ring, dev_fd_, kCmdCommitAndFetch, q.qid, unique, e, e->iov)) {
         // Cannot happen with the ring sized for every entry; leaves the
         // request unanswered rather than answering another's.
@@ -367,7 +370,7 @@ void UringTransport::Dispatch(Queue& q, Entry& e) {
   e.sync_reply = false;
   if (head < sizeof ih || head - sizeof ih > sizeof e.hdr.op_in || payload > payload_) {
     // Not a request we can lay out: answer it with EIO ourselves.
-    e.unique.store(ih.unique, std::memory_order_relaxed);
+    e.unique = ih.unique;
     fuse_out_header oh{static_cast<uint32_t>(sizeof(fuse_out_header)), -EIO, ih.unique};
     std::memcpy(e.hdr.in_out, &oh, sizeof oh);
     e.hdr.payload_sz = 0;
@@ -377,13 +380,11 @@ void UringTransport::Dispatch(Queue& q, Entry& e) {
   char* start = e.payload() - head;
   std::memcpy(start, &ih, sizeof ih);
   std::memcpy(start + sizeof ih, e.hdr.op_in, head - sizeof ih);
-  e.unique.store(ih.unique, std::memory_order_relaxed);
-  e.state.store(kServing, std::memory_order_release);
+  e.unique = ih.unique;
   {
     std::lock_guard<std::mutex> l(serving_mu_);
     serving_[ih.unique] = &e;
   }
-  requests_.fetch_add(1, std::memory_order_relaxed);
   q.served.fetch_add(1, std::memory_order_relaxed);
   fuse_buf buf{};
   buf.size = ih.len;
@@ -472,17 +473,12 @@ void UringTransport::Guard() {
 }
 
 UringTransport::Entry* UringTransport::Claim(uint64_t unique) {
-  Entry* e = nullptr;
-  {
-    std::lock_guard<std::mutex> l(serving_mu_);
-    auto it = serving_.find(unique);
-    if (it == serving_.end()) return nullptr;
-    e = it->second;
-    serving_.erase(it);
-  }
-  int serving = kServing;
-  return e->state.compare_exchange_strong(serving, kReplied, std::memory_order_acq_rel) ? e
-                                                                                        : nullptr;
+  std::lock_guard<std::mutex> l(serving_mu_);
+  auto it = serving_.find(unique);
+  if (it == serving_.end()) return nullptr;
+  Entry* e = it->second;
+  serving_.erase(it);
+  return e;
 }
 
 std::optional<ssize_t> UringTransport::TakeReply(const iovec* iov, int count) {
@@ -511,7 +507,7 @@ std::optional<ssize_t> UringTransport::TakeReply(const iovec* iov, int count) {
 std::optional<ssize_t> UringTransport::TakeSpliceReply(int pipe_fd, size_t len) {
   if (!tl_serving || len < sizeof(fuse_out_header) || len - sizeof(fuse_out_header) > payload_)
     return std::nullopt;
-  Entry* e = Claim(tl_serving->unique.load(std::memory_order_relaxed));
+  Entry* e = Claim(tl_serving->unique);
   if (!e) return std::nullopt;
   // libfuse spliced the header and then the data into the pipe: read both
   // out, the data straight into the payload buffer.
@@ -530,11 +526,10 @@ std::optional<ssize_t> UringTransport::TakeSpliceReply(int pipe_fd, size_t len) 
     }
     got += static_cast<size_t>(n);
   }
-  if (!ok || oh.unique != e->unique.load(std::memory_order_relaxed)) {
+  if (!ok || oh.unique != e->unique) {
     // A short pipe, or not this request's reply: answer EIO rather than
     // leave the caller waiting.
-    oh = fuse_out_header{static_cast<uint32_t>(sizeof oh), -EIO,
-                         e->unique.load(std::memory_order_relaxed)};
+    oh = fuse_out_header{static_cast<uint32_t>(sizeof oh), -EIO, e->unique};
     got = sizeof oh;
   }
   std::memcpy(e->hdr.in_out, &oh, sizeof oh);

@@ -95,7 +95,8 @@ class UringTransport {
   void Guard();
   void SetIdleClass(Queue& q, bool idle);
   void Dispatch(Queue& q, Entry& e);
-  // Takes the entry serving request `unique` for its reply (once).
+  // Takes the entry serving request `unique` for its reply: once, for
+  // whoever answers first.
   Entry* Claim(uint64_t unique);
 
   fuse_session* se_ = nullptr;
@@ -103,7 +104,6 @@ class UringTransport {
   size_t payload_ = 0;
   std::vector<std::unique_ptr<Queue>> queues_;
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> promotions_{0};
   std::thread guard_;  // Guard(): SCHED_IDLE without starvation
   std::mutex serving_mu_;                         // a leaf lock
